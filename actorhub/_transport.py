@@ -1,0 +1,162 @@
+"""gRPC plumbing shared by every process: servers that check the cluster token, and one
+reused channel per peer that sends it.
+
+The token travels as call metadata and is checked once per RPC, so a long-lived call stream
+pays for it once, not per actor call.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+TOKEN_METADATA_KEY = "actorhub-token"
+
+# Messages carry pickled values; gRPC's 4 MiB default would turn a large argument into an error.
+_UNLIMITED = -1
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", _UNLIMITED),
+    ("grpc.max_receive_message_length", _UNLIMITED),
+    ("grpc.enable_retries", 0),
+    # Reconnect fast after a peer restarts on the same address.
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+SERVER_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", _UNLIMITED),
+    ("grpc.max_receive_message_length", _UNLIMITED),
+    # Two servers on one port would split calls between processes.
+    ("grpc.so_reuseport", 0),
+]
+
+
+def _deny(message: str) -> grpc.RpcMethodHandler:
+    def abort(request: Any, context: grpc.ServicerContext) -> None:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    return grpc.unary_unary_rpc_method_handler(abort)
+
+
+class TokenCheck(grpc.ServerInterceptor):
+    """Rejects every RPC whose metadata lacks the cluster token (constant-time compare)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        sent = b""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == TOKEN_METADATA_KEY:
+                sent = value.encode() if isinstance(value, str) else value
+                break
+        if not sent:
+            return _deny("missing cluster token")
+        if not hmac.compare_digest(sent, self._token):
+            return _deny("wrong cluster token")
+        return continuation(handler_call_details)
+
+
+def make_server(token: str, max_workers: int = 64) -> grpc.Server:
+    """A sync gRPC server: measured faster than grpc.aio here for streams from sync callers."""
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="actorhub-rpc"),
+        interceptors=[TokenCheck(token)],
+        options=SERVER_OPTIONS,
+        maximum_concurrent_rpcs=None,
+    )
+
+
+def bind(server: grpc.Server, host: str, port: int = 0) -> str:
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port}")
+    return f"{host}:{bound}"
+
+
+class _TokenMetadata(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[misc]
+):
+    def __init__(self, token: str) -> None:
+        self._pair = (TOKEN_METADATA_KEY, token)
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = [*(details.metadata or ()), self._pair]
+        return _CallDetails(
+            details.method, details.timeout, metadata, details.credentials,
+            getattr(details, "wait_for_ready", None), getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return continuation(self._details(details), request_iterator)
+
+
+class _CallDetails(grpc.ClientCallDetails):  # type: ignore[misc]
+    def __init__(
+        self, method: str, timeout: float | None, metadata: Any, credentials: Any,
+        wait_for_ready: bool | None, compression: Any,
+    ) -> None:
+        self.method = method
+        self.timeout = timeout
+        self.metadata = metadata
+        self.credentials = credentials
+        self.wait_for_ready = wait_for_ready
+        self.compression = compression
+
+
+def open_channel(address: str, token: str) -> grpc.Channel:
+    channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.intercept_channel(channel, _TokenMetadata(token))
+
+
+class ChannelPool:
+    """One channel per peer address, reused by every stub in the process."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+        self._lock = threading.Lock()
+        self._channels: dict[str, grpc.Channel] = {}
+
+    def get(self, address: str) -> grpc.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            with self._lock:
+                channel = self._channels.get(address)
+                if channel is None:
+                    channel = open_channel(address, self._token)
+                    self._channels[address] = channel
+        return channel
+
+    def discard(self, address: str) -> None:
+        with self._lock:
+            channel = self._channels.pop(address, None)
+        if channel is not None:
+            channel.close()
+
+    def close(self) -> None:
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.close()
+
+
+def is_unavailable(err: grpc.RpcError) -> bool:
+    code = err.code() if hasattr(err, "code") else None
+    return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)

@@ -1,0 +1,1 @@
+"""The actorhub command line."""

@@ -1,0 +1,188 @@
+"""The one exception hierarchy of actorhub, rooted at :class:`ActorHubError`.
+
+Ray's names are kept as aliases (``RayError``, ``RayActorError``, ``RayTaskError``) so that
+``except ray.exceptions.RayActorError`` keeps working after ``import actorhub as ray``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ActorDiedError",
+    "ActorError",
+    "ActorHubError",
+    "ActorUnavailableError",
+    "GetTimeoutError",
+    "ObjectLostError",
+    "OwnerDiedError",
+    "PendingCallsLimitExceededError",
+    "RayActorError",
+    "RayError",
+    "RaySystemError",
+    "RayTaskError",
+    "SerializationError",
+    "SystemError",
+    "TaskError",
+]
+
+
+class ActorHubError(Exception):
+    """Base of every error actorhub raises on its own account."""
+
+
+class SystemError(ActorHubError):  # noqa: A001 - Ray's name is RaySystemError; this is ours
+    """actorhub itself failed: a cluster process is unreachable or an invariant broke."""
+
+
+class ActorError(ActorHubError):
+    """A call could not complete because of the actor, not because of the method's code."""
+
+    def __init__(self, message: str, *, actor_id: str = "", class_name: str = "") -> None:
+        super().__init__(message)
+        self.actor_id = actor_id
+        self.class_name = class_name
+
+
+class ActorDiedError(ActorError):
+    """The actor is dead, or its process died while running the call.
+
+    The message names the cause: the constructor's exception, the exit code or signal of
+    the worker process, or "killed by kill()".
+    """
+
+
+class ActorUnavailableError(ActorError):
+    """The actor cannot be reached right now (for example it is restarting); it may recover."""
+
+
+class PendingCallsLimitExceededError(ActorHubError):
+    """A handle already has ``max_pending_calls`` calls in flight; this call was not sent."""
+
+
+class GetTimeoutError(ActorHubError, TimeoutError):
+    """``get`` did not see the object ready before its timeout."""
+
+
+class ObjectLostError(ActorHubError):
+    """The object's value cannot be recovered."""
+
+    def __init__(self, message: str, *, object_id: str = "") -> None:
+        super().__init__(message)
+        self.object_id = object_id
+
+
+class OwnerDiedError(ObjectLostError):
+    """The process that owned the object died, and the object with it."""
+
+
+class SerializationError(ActorHubError, TypeError):
+    """A value could not be serialized; the message names which one and why."""
+
+
+class TaskError(ActorHubError):
+    """An exception raised by user code in a remote method or task.
+
+    When the original exception class can be subclassed, ``get`` raises an instance of a class
+    that derives from both ``TaskError`` and the original class, so ``except KeyError`` works.
+    """
+
+    cause: BaseException | None
+    remote_traceback: str
+    function_name: str
+    cause_type_name: str
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        cause: BaseException | None = None,
+        remote_traceback: str = "",
+        function_name: str = "",
+        cause_type_name: str = "",
+    ) -> None:
+        super().__init__(message)
+        _init_task_error(self, message, cause, remote_traceback, function_name, cause_type_name)
+
+    def __str__(self) -> str:
+        head = f"{self.cause_type_name}: {self._message}" if self.cause_type_name else self._message
+        where = f" in {self.function_name}" if self.function_name else ""
+        if self.remote_traceback:
+            return f"{head}\n\nRemote traceback{where}:\n{self.remote_traceback.rstrip()}"
+        return head
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_task_error,
+            (self._message, self.cause, self.remote_traceback, self.function_name, self.cause_type_name),
+        )
+
+
+def _init_task_error(
+    err: TaskError,
+    message: str,
+    cause: BaseException | None,
+    remote_traceback: str,
+    function_name: str,
+    cause_type_name: str,
+) -> None:
+    err._message = message  # type: ignore[attr-defined]
+    err.cause = cause
+    err.remote_traceback = remote_traceback
+    err.function_name = function_name
+    err.cause_type_name = cause_type_name
+
+
+def _rebuild_task_error(
+    message: str,
+    cause: BaseException | None,
+    remote_traceback: str,
+    function_name: str,
+    cause_type_name: str,
+) -> TaskError:
+    if cause is not None:
+        return task_error_for(cause, message, remote_traceback, function_name, cause_type_name)
+    return TaskError(
+        message,
+        remote_traceback=remote_traceback,
+        function_name=function_name,
+        cause_type_name=cause_type_name,
+    )
+
+
+_dual_classes: dict[type[BaseException], type[TaskError]] = {}
+
+
+def task_error_for(
+    cause: BaseException,
+    message: str,
+    remote_traceback: str,
+    function_name: str,
+    cause_type_name: str,
+) -> TaskError:
+    """A TaskError that is also an instance of ``type(cause)`` when Python allows it."""
+    cls = type(cause)
+    if isinstance(cause, TaskError):
+        return cause
+    dual = _dual_classes.get(cls)
+    if dual is None:
+        try:
+            dual = type(f"TaskError({cls.__name__})", (TaskError, cls), {"__module__": __name__})
+        except TypeError:
+            # Some classes cannot be a second base (incompatible C layouts, @final types).
+            dual = TaskError
+        _dual_classes[cls] = dual
+    err = dual.__new__(dual)
+    err.args = cause.args
+    try:
+        err.__dict__.update(getattr(cause, "__dict__", {}))
+    except (AttributeError, TypeError):
+        pass
+    _init_task_error(err, message, cause, remote_traceback, function_name, cause_type_name)
+    return err
+
+
+RayError = ActorHubError
+RayActorError = ActorError
+RayTaskError = TaskError
+RaySystemError = SystemError

@@ -1,0 +1,1 @@
+"""The control plane: namespaces, the name directory, actor and job tables."""

@@ -1,0 +1,1 @@
+"""Stateless tasks and the object store (issue 3)."""
