@@ -15,9 +15,9 @@ from actorhub._proto.v1 import common_pb2
 from actorhub.exceptions import (
     ActorDiedError,
     ActorHubError,
+    ActorHubSystemError,
     ActorUnavailableError,
     ObjectLostError,
-    SystemError,
     TaskError,
     task_error_for,
 )
@@ -31,7 +31,7 @@ def qualified_name(cls: type) -> str:
 
 def error_to_proto(
     exc: BaseException,
-    kind: common_pb2.ErrorKind.ValueType = common_pb2.ERROR_KIND_APPLICATION,
+    kind: common_pb2.ErrorKind = common_pb2.ERROR_KIND_APPLICATION,
     tb: TracebackType | None = None,
     skip_frames: int = 0,
 ) -> common_pb2.ErrorInfo:
@@ -40,7 +40,7 @@ def error_to_proto(
         # An error that came from further away: keep its original remote text.
         return common_pb2.ErrorInfo(
             type_name=exc.cause_type_name or qualified_name(type(exc)),
-            message=exc._message,  # type: ignore[attr-defined]
+            message=exc._message,
             traceback=exc.remote_traceback,
             pickled=_try_pickle(exc.cause) if exc.cause is not None else b"",
             kind=kind,
@@ -67,7 +67,7 @@ def _try_pickle(exc: BaseException) -> bytes:
         return b""
 
 
-def system_error(message: str, kind: common_pb2.ErrorKind.ValueType) -> common_pb2.ErrorInfo:
+def system_error(message: str, kind: common_pb2.ErrorKind) -> common_pb2.ErrorInfo:
     return common_pb2.ErrorInfo(type_name="", message=message, kind=kind)
 
 
@@ -83,7 +83,7 @@ def error_from_proto(
     if kind == common_pb2.ERROR_KIND_OBJECT_LOST:
         return ObjectLostError(info.message)
     if kind == common_pb2.ERROR_KIND_SYSTEM:
-        return SystemError(info.message)
+        return ActorHubSystemError(info.message)
     cause: BaseException | None = None
     if info.pickled:
         try:

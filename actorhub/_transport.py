@@ -36,7 +36,7 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-def _deny(message: str) -> grpc.RpcMethodHandler:
+def _deny(message: str) -> grpc.RpcMethodHandler[Any, Any]:
     def abort(request: Any, context: grpc.ServicerContext) -> None:
         context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
@@ -51,9 +51,9 @@ class TokenCheck(grpc.ServerInterceptor):
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         sent = b""
         for key, value in handler_call_details.invocation_metadata or ():
             if key == TOKEN_METADATA_KEY:
@@ -84,9 +84,9 @@ def bind(server: grpc.Server, host: str, port: int = 0) -> str:
 
 
 class _TokenMetadata(
-    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
-    grpc.StreamStreamClientInterceptor,  # type: ignore[misc]
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
 ):
     def __init__(self, token: str) -> None:
         self._pair = (TOKEN_METADATA_KEY, token)
@@ -108,7 +108,7 @@ class _TokenMetadata(
         return continuation(self._details(details), request_iterator)
 
 
-class _CallDetails(grpc.ClientCallDetails):  # type: ignore[misc]
+class _CallDetails(grpc.ClientCallDetails):
     def __init__(
         self, method: str, timeout: float | None, metadata: Any, credentials: Any,
         wait_for_ready: bool | None, compression: Any,

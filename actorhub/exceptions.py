@@ -12,6 +12,7 @@ __all__ = [
     "ActorDiedError",
     "ActorError",
     "ActorHubError",
+    "ActorHubSystemError",
     "ActorUnavailableError",
     "GetTimeoutError",
     "ObjectLostError",
@@ -22,7 +23,6 @@ __all__ = [
     "RaySystemError",
     "RayTaskError",
     "SerializationError",
-    "SystemError",
     "TaskError",
 ]
 
@@ -31,7 +31,7 @@ class ActorHubError(Exception):
     """Base of every error actorhub raises on its own account."""
 
 
-class SystemError(ActorHubError):  # noqa: A001 - Ray's name is RaySystemError; this is ours
+class ActorHubSystemError(ActorHubError):
     """actorhub itself failed: a cluster process is unreachable or an invariant broke."""
 
 
@@ -87,6 +87,7 @@ class TaskError(ActorHubError):
     that derives from both ``TaskError`` and the original class, so ``except KeyError`` works.
     """
 
+    _message: str
     cause: BaseException | None
     remote_traceback: str
     function_name: str
@@ -126,7 +127,7 @@ def _init_task_error(
     function_name: str,
     cause_type_name: str,
 ) -> None:
-    err._message = message  # type: ignore[attr-defined]
+    err._message = message
     err.cause = cause
     err.remote_traceback = remote_traceback
     err.function_name = function_name
@@ -185,4 +186,4 @@ def task_error_for(
 RayError = ActorHubError
 RayActorError = ActorError
 RayTaskError = TaskError
-RaySystemError = SystemError
+RaySystemError = ActorHubSystemError

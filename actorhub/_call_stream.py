@@ -1,0 +1,310 @@
+"""The caller's side of an actor: one long-lived gRPC stream per (this process, actor).
+
+Calls from every thread of this process to one actor go into one queue, so they reach the
+actor in the order they were submitted. gRPC's request thread drains the whole queue into one
+CallBatch per send, so calls made faster than the network takes them travel together. The
+connection's own thread reads replies, and when the stream breaks it asks the hub what became
+of the actor (restarted or dead) before deciding the fate of the calls that were in flight.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import grpc
+
+from actorhub._errors import system_error
+from actorhub._object_table import Completion, ErrorOrigin, ObjectTable
+from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, worker_pb2
+from actorhub._transport import ChannelPool
+from actorhub.exceptions import PendingCallsLimitExceededError
+
+log = logging.getLogger(__name__)
+
+_CALL_STREAM = "/actorhub.v1.Worker/CallStream"
+_ALIVE = common_pb2.ACTOR_STATE_ALIVE
+_DEAD = common_pb2.ACTOR_STATE_DEAD
+# How long a broken stream waits for the hub to report a restart before calling it transient.
+_RESTART_WAIT_S = 30.0
+_POLL_S = 2.0
+
+_call_numbers = itertools.count(1)
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs from the process runtime."""
+
+    objects: ObjectTable
+    channels: ChannelPool
+    hub: hub_pb2_grpc.HubStub
+    caller_id: str
+
+
+class _PendingCall:
+    __slots__ = ("args", "method", "num_returns", "object_ids", "retries_left", "seq")
+
+    def __init__(
+        self, seq: int, method: str, args: bytes, num_returns: int, object_ids: list[str], retries: int
+    ) -> None:
+        self.seq = seq
+        self.method = method
+        self.args = args
+        self.num_returns = num_returns
+        self.object_ids = object_ids
+        self.retries_left = retries
+
+
+class _Stream:
+    __slots__ = ("closed", "incarnation")
+
+    def __init__(self, incarnation: int) -> None:
+        self.closed = False
+        self.incarnation = incarnation
+
+
+class ActorConnection:
+    def __init__(
+        self,
+        host: ConnectionHost,
+        actor_id: str,
+        class_name: str,
+        max_task_retries: int,
+        max_pending_calls: int,
+    ) -> None:
+        self._host = host
+        self.actor_id = actor_id
+        self.class_name = class_name
+        self._max_task_retries = max_task_retries
+        self._max_pending = max_pending_calls
+        self._cond = threading.Condition()
+        self._unsent: deque[_PendingCall] = deque()
+        self._inflight: dict[int, _PendingCall] = {}
+        self._dead: common_pb2.ErrorInfo | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._responses: Any = None  # the live stream's call object, to cancel it
+
+    # -- submitting ------------------------------------------------------------------------
+    def submit(self, method: str, args: bytes, num_returns: int, max_task_retries: int | None) -> list[str]:
+        """Queue a call; returns the ids of its results (owned by this process)."""
+        seq = next(_call_numbers)
+        prefix = f"{self._host.caller_id}.{seq:x}"
+        object_ids = [f"{prefix}.{i}" for i in range(num_returns)] if num_returns != 1 else [prefix]
+        retries = self._max_task_retries if max_task_retries is None else max_task_retries
+        call = _PendingCall(seq, method, args, num_returns, object_ids, retries)
+        origin = ErrorOrigin(f"{self.class_name}.{method}", self.actor_id, self.class_name)
+        with self._cond:
+            dead = self._dead
+            if dead is None and 0 <= self._max_pending <= len(self._unsent) + len(self._inflight):
+                raise PendingCallsLimitExceededError(
+                    f"{self.class_name} actor {self.actor_id} already has {self._max_pending} calls "
+                    f"pending (max_pending_calls={self._max_pending}); {method} was not sent"
+                )
+            # Before the call is queued: its reply may arrive before submit() returns.
+            self._host.objects.create_pending(object_ids, origin)
+            if dead is None:
+                self._unsent.append(call)
+                self._cond.notify_all()
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name=f"actorhub-conn-{self.actor_id[:8]}", daemon=True
+                    )
+                    self._thread.start()
+        if dead is not None:
+            self._host.objects.complete_many([(oid, None, dead) for oid in object_ids])
+        return object_ids
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            responses = self._responses
+        if responses is not None:
+            responses.cancel()
+
+    # -- the connection's thread --------------------------------------------------------------
+    def _run(self) -> None:
+        min_incarnation = 0
+        while not self._closed:
+            info = self._wait_actor(min_incarnation, timeout=None)
+            if info is None:
+                return
+            if info.state == _DEAD:
+                self._die(info.death_cause)
+                return
+            stream = _Stream(info.incarnation)
+            self._pump(info.address, stream)
+            if self._closed:
+                return
+            after = self._wait_actor(info.incarnation + 1, timeout=_RESTART_WAIT_S)
+            if after is None:
+                return
+            if after.state == _DEAD:
+                self._die(after.death_cause)
+                return
+            if after.incarnation > info.incarnation:
+                self._settle_inflight(
+                    f"the {self.class_name} actor's process died while running this call "
+                    f"(incarnation {info.incarnation}); the actor was restarted",
+                    common_pb2.ERROR_KIND_ACTOR_DIED,
+                )
+                min_incarnation = after.incarnation
+            else:
+                self._settle_inflight(
+                    f"the connection to the {self.class_name} actor broke while running this call",
+                    common_pb2.ERROR_KIND_ACTOR_UNAVAILABLE,
+                )
+                min_incarnation = info.incarnation
+
+    def _wait_actor(self, min_incarnation: int, timeout: float | None) -> common_pb2.ActorInfo | None:
+        """Long-poll the hub; None when this connection was closed meanwhile."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        unreachable_since: float | None = None
+        while not self._closed:
+            step = _POLL_S if deadline is None else max(0.01, min(_POLL_S, deadline - time.monotonic()))
+            try:
+                info: common_pb2.ActorInfo = self._host.hub.WaitActor(
+                    hub_pb2.WaitActorRequest(
+                        actor_id=self.actor_id, min_incarnation=min_incarnation, timeout_s=step
+                    ),
+                    timeout=step + 10,
+                )
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    return _dead_info(f"the hub does not know actor {self.actor_id}")
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since > _RESTART_WAIT_S:
+                    self._settle_all(
+                        f"the hub is unreachable ({e.code().name}); cannot reach the "
+                        f"{self.class_name} actor",
+                        common_pb2.ERROR_KIND_ACTOR_UNAVAILABLE,
+                    )
+                    unreachable_since = now
+                time.sleep(0.2)
+                continue
+            unreachable_since = None
+            if info.state == _DEAD or (info.state == _ALIVE and info.incarnation >= min_incarnation):
+                return info
+            if deadline is not None and time.monotonic() >= deadline:
+                return info
+        return None
+
+    def _pump(self, address: str, stream: _Stream) -> None:
+        """Run one stream to `address` until it ends."""
+        channel = self._host.channels.get(address)
+        call = channel.stream_stream(
+            _CALL_STREAM,
+            request_serializer=worker_pb2.CallBatch.SerializeToString,
+            response_deserializer=worker_pb2.ReplyBatch.FromString,
+        )
+        responses = call(self._requests(stream))
+        with self._cond:
+            self._responses = responses
+            if self._closed:
+                responses.cancel()
+        try:
+            for batch in responses:
+                self._on_replies(batch)
+        except grpc.RpcError as e:
+            if not self._closed:
+                log.debug("stream to %s (%s) ended: %s", self.actor_id, address, e)
+        finally:
+            with self._cond:
+                stream.closed = True
+                self._responses = None
+                self._cond.notify_all()
+
+    def _requests(self, stream: _Stream) -> Iterator[worker_pb2.CallBatch]:
+        # Runs on gRPC's request thread. The first batch names the actor, even if empty, so the
+        # worker can refuse a stream meant for another incarnation before any call is lost.
+        batch: worker_pb2.CallBatch | None = worker_pb2.CallBatch(
+            actor_id=self.actor_id, incarnation=stream.incarnation, caller_id=self._host.caller_id
+        )
+        cond = self._cond
+        unsent = self._unsent
+        inflight = self._inflight
+        while True:
+            with cond:
+                while not unsent and not stream.closed and not self._closed and batch is None:
+                    cond.wait()
+                if stream.closed or self._closed:
+                    return
+                if batch is None:
+                    batch = worker_pb2.CallBatch()
+                add = batch.calls.add
+                while unsent:
+                    c = unsent.popleft()
+                    inflight[c.seq] = c
+                    add(seq=c.seq, method=c.method, args=c.args, num_returns=c.num_returns)
+            yield batch
+            batch = None
+
+    def _on_replies(self, batch: worker_pb2.ReplyBatch) -> None:
+        completions: list[Completion] = []
+        with self._cond:
+            inflight = self._inflight
+            for reply in batch.replies:
+                call = inflight.pop(reply.seq, None)
+                if call is None:
+                    continue
+                if reply.HasField("error"):
+                    completions.extend((oid, None, reply.error) for oid in call.object_ids)
+                else:
+                    completions.extend(zip(call.object_ids, reply.values, itertools.repeat(None)))
+        self._host.objects.complete_many(completions)
+
+    # -- failures ---------------------------------------------------------------------------
+    def _settle_inflight(self, message: str, kind: common_pb2.ErrorKind) -> None:
+        """Retry the calls that were in flight where max_task_retries allows; fail the rest."""
+        failed: list[_PendingCall] = []
+        with self._cond:
+            retry: list[_PendingCall] = []
+            for call in sorted(self._inflight.values(), key=lambda c: c.seq):
+                if call.retries_left != 0:
+                    call.retries_left -= 1 if call.retries_left > 0 else 0
+                    retry.append(call)
+                else:
+                    failed.append(call)
+            self._inflight.clear()
+            # Retried calls go first, so this caller's order holds on the new incarnation.
+            self._unsent.extendleft(reversed(retry))
+        self._fail(failed, message, kind)
+
+    def _settle_all(self, message: str, kind: common_pb2.ErrorKind) -> None:
+        with self._cond:
+            failed = sorted(self._inflight.values(), key=lambda c: c.seq) + list(self._unsent)
+            self._inflight.clear()
+            self._unsent.clear()
+        self._fail(failed, message, kind)
+
+    def _die(self, cause: common_pb2.ErrorInfo) -> None:
+        if not cause.message:
+            cause = system_error(f"the {self.class_name} actor {self.actor_id} is dead", _DEAD_KIND)
+        with self._cond:
+            self._dead = cause
+            failed = sorted(self._inflight.values(), key=lambda c: c.seq) + list(self._unsent)
+            self._inflight.clear()
+            self._unsent.clear()
+        self._host.objects.complete_many([(oid, None, cause) for c in failed for oid in c.object_ids])
+
+    def _fail(self, calls: list[_PendingCall], message: str, kind: common_pb2.ErrorKind) -> None:
+        if calls:
+            completions: list[Completion] = []
+            for call in calls:
+                info = system_error(f"{self.class_name}.{call.method}: {message}", kind)
+                completions.extend((oid, None, info) for oid in call.object_ids)
+            self._host.objects.complete_many(completions)
+
+
+_DEAD_KIND = common_pb2.ERROR_KIND_ACTOR_DIED
+
+
+def _dead_info(message: str) -> common_pb2.ActorInfo:
+    return common_pb2.ActorInfo(state=_DEAD, death_cause=system_error(message, _DEAD_KIND))

@@ -1,0 +1,266 @@
+"""The actor's side of calls: one actor instance and the mailbox that runs its calls.
+
+The default mailbox is serial: one call at a time, run on the thread that serves the
+caller's stream, so a call costs no thread hop. Calls from one caller keep their order because
+one stream carries them in order; calls from different callers interleave between calls, never
+inside one. `max_concurrency > 1` runs calls on a thread pool and async actors run them on the
+actor's own event loop; both reply as calls finish, so replies may overtake each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from actorhub import _serialization
+from actorhub._errors import error_to_proto
+from actorhub._object_ref import ObjectRef
+from actorhub._proto.v1 import worker_pb2
+
+ReplySink = Callable[[worker_pb2.Reply], None]
+DEFAULT_ASYNC_CONCURRENCY = 1000
+
+
+class RefResolver(Protocol):
+    def get_value(self, ref: ObjectRef[Any]) -> Any: ...
+
+
+class ActorInstance:
+    """The user's object and how to run one call on it."""
+
+    def __init__(self, instance: Any, class_name: str, resolver: RefResolver) -> None:
+        self.instance = instance
+        self.class_name = class_name
+        self._resolver = resolver
+        self._methods: dict[str, Callable[..., Any]] = {}
+        self.terminate_requested = threading.Event()
+
+    def method(self, name: str) -> Callable[..., Any]:
+        bound = self._methods.get(name)
+        if bound is None:
+            if name == "__ray_ready__":
+                bound = _ready
+            elif name == "__ray_terminate__":
+                bound = self.terminate_requested.set
+            else:
+                bound = getattr(self.instance, name)
+            self._methods[name] = bound
+        return bound
+
+    def arguments(self, call: worker_pb2.Call) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        args, kwargs = _serialization.loads_args(call.args)
+        # Top-level refs are resolved before the call runs; refs nested in containers stay refs.
+        if any(type(a) is ObjectRef for a in args):
+            args = tuple(self._resolver.get_value(a) if type(a) is ObjectRef else a for a in args)
+        if kwargs and any(type(v) is ObjectRef for v in kwargs.values()):
+            kwargs = {k: self._resolver.get_value(v) if type(v) is ObjectRef else v for k, v in kwargs.items()}
+        return args, kwargs
+
+    def execute(self, call: worker_pb2.Call, reply: worker_pb2.Reply) -> None:
+        """Run `call` and fill `reply` with its values or its error."""
+        reply.seq = call.seq
+        try:
+            args, kwargs = self.arguments(call)
+            result = self.method(call.method)(*args, **kwargs)
+        except BaseException as e:  # user code may raise anything; it becomes the call's result
+            reply.error.CopyFrom(error_to_proto(e, tb=_user_frames(e)))
+            return
+        self.fill(call, result, reply)
+
+    async def execute_async(self, call: worker_pb2.Call, reply: worker_pb2.Reply) -> None:
+        reply.seq = call.seq
+        try:
+            args, kwargs = _serialization.loads_args(call.args)
+            args = tuple([await _awaited(a) for a in args])
+            kwargs = {k: await _awaited(v) for k, v in kwargs.items()}
+            result = self.method(call.method)(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as e:
+            reply.error.CopyFrom(error_to_proto(e, tb=_user_frames(e)))
+            return
+        self.fill(call, result, reply)
+
+    def fill(self, call: worker_pb2.Call, result: Any, reply: worker_pb2.Reply) -> None:
+        where = f"{self.class_name}.{call.method}"
+        try:
+            n = call.num_returns
+            if n == 1:
+                reply.values.append(_serialization.dumps_result(result, where))
+            elif n > 1:
+                values = list(result) if isinstance(result, tuple | list) else None
+                if values is None or len(values) != n:
+                    raise ValueError(
+                        f"{where} was declared with num_returns={n} but returned "
+                        f"{type(result).__name__} {result!r:.60}"
+                    )
+                reply.values.extend(_serialization.dumps_result(v, where) for v in values)
+        except BaseException as e:
+            del reply.values[:]
+            reply.error.CopyFrom(error_to_proto(e, tb=e.__traceback__))
+
+
+def _ready() -> bool:
+    return True
+
+
+async def _awaited(value: Any) -> Any:
+    if type(value) is ObjectRef:
+        return await value
+    return value
+
+
+def _user_frames(e: BaseException) -> Any:
+    # Drop our own frame so the remote traceback starts in user code.
+    tb = e.__traceback__
+    return tb.tb_next if tb is not None and tb.tb_next is not None else tb
+
+
+class Mailbox(Protocol):
+    def serve(
+        self, first: worker_pb2.CallBatch, rest: Iterator[worker_pb2.CallBatch]
+    ) -> Iterator[worker_pb2.ReplyBatch]: ...
+
+    def close(self) -> None: ...
+
+
+def _batches(first: worker_pb2.CallBatch, rest: Iterator[worker_pb2.CallBatch]) -> Iterator[worker_pb2.CallBatch]:
+    yield first
+    yield from rest
+
+
+class SerialMailbox:
+    def __init__(self, actor: ActorInstance) -> None:
+        self._actor = actor
+        self._lock = threading.Lock()
+
+    def serve(
+        self, first: worker_pb2.CallBatch, rest: Iterator[worker_pb2.CallBatch]
+    ) -> Iterator[worker_pb2.ReplyBatch]:
+        execute = self._actor.execute
+        lock = self._lock
+        for batch in _batches(first, rest):
+            if not batch.calls:
+                continue
+            out = worker_pb2.ReplyBatch()
+            add = out.replies.add
+            for call in batch.calls:
+                with lock:
+                    execute(call, add())
+            yield out
+
+    def close(self) -> None:
+        pass
+
+
+class _ConcurrentMailbox:
+    """Reads calls on a helper thread and replies as they finish, in whatever order."""
+
+    def submit(self, call: worker_pb2.Call, sink: ReplySink) -> None:
+        raise NotImplementedError
+
+    def serve(
+        self, first: worker_pb2.CallBatch, rest: Iterator[worker_pb2.CallBatch]
+    ) -> Iterator[worker_pb2.ReplyBatch]:
+        cond = threading.Condition()
+        done: list[worker_pb2.Reply] = []
+        state = {"outstanding": 0, "reading": True}
+
+        def sink(reply: worker_pb2.Reply) -> None:
+            with cond:
+                done.append(reply)
+                cond.notify()
+
+        def read() -> None:
+            try:
+                for batch in _batches(first, rest):
+                    for call in batch.calls:
+                        with cond:
+                            state["outstanding"] += 1
+                        self.submit(call, sink)
+            except Exception:
+                pass  # the caller went away; calls already submitted still finish
+            finally:
+                with cond:
+                    state["reading"] = False
+                    cond.notify()
+
+        threading.Thread(target=read, name="actorhub-mailbox-reader", daemon=True).start()
+        while True:
+            with cond:
+                while not done and (state["reading"] or state["outstanding"]):
+                    cond.wait()
+                if not done:
+                    return
+                replies = done[:]
+                done.clear()
+                state["outstanding"] -= len(replies)
+            out = worker_pb2.ReplyBatch()
+            out.replies.extend(replies)
+            yield out
+
+
+class ThreadedMailbox(_ConcurrentMailbox):
+    def __init__(self, actor: ActorInstance, max_concurrency: int) -> None:
+        self._actor = actor
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="actorhub-actor")
+
+    def submit(self, call: worker_pb2.Call, sink: ReplySink) -> None:
+        def run() -> None:
+            reply = worker_pb2.Reply()
+            self._actor.execute(call, reply)
+            sink(reply)
+
+        self._pool.submit(run)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class AsyncMailbox(_ConcurrentMailbox):
+    """Runs calls interleaved on the actor's event loop, at most `max_concurrency` at once."""
+
+    def __init__(self, actor: ActorInstance, max_concurrency: int) -> None:
+        self._actor = actor
+        self.loop = asyncio.new_event_loop()
+        self._limit = max_concurrency
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run_loop, args=(ready,), name="actorhub-actor-loop", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+
+    def _run_loop(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self._semaphore = asyncio.Semaphore(self._limit)
+        self.loop.call_soon(ready.set)
+        self.loop.run_forever()
+
+    def submit(self, call: worker_pb2.Call, sink: ReplySink) -> None:
+        async def run() -> None:
+            reply = worker_pb2.Reply()
+            async with self._semaphore:
+                await self._actor.execute_async(call, reply)
+            sink(reply)
+
+        asyncio.run_coroutine_threadsafe(run(), self.loop)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def make_mailbox(actor: ActorInstance, is_async: bool, max_concurrency: int) -> Mailbox:
+    if is_async:
+        return AsyncMailbox(actor, max_concurrency or DEFAULT_ASYNC_CONCURRENCY)
+    if max_concurrency > 1:
+        return ThreadedMailbox(actor, max_concurrency)
+    return SerialMailbox(actor)
+
+
+def first_of(batches: Iterable[worker_pb2.CallBatch]) -> worker_pb2.CallBatch | None:
+    return next(iter(batches), None)

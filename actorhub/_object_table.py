@@ -1,0 +1,185 @@
+"""The objects a process knows: those it owns (call results, puts) and those it borrowed.
+
+Values are kept serialized; `get` deserializes, so every reader gets its own copy (as in Ray,
+objects are immutable). An owned value is freed when the last local ref is gone, unless the
+ref escaped this process (was pickled): then it stays while its owner lives, because borrowers
+are not counted yet.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from actorhub._proto.v1 import common_pb2
+
+Callback = Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorOrigin:
+    """Where an error came from, for the message raised at get()."""
+
+    function_name: str = ""
+    actor_id: str = ""
+    class_name: str = ""
+
+
+class _Entry:
+    __slots__ = ("callbacks", "data", "error", "escaped", "fetching", "origin", "owned", "refs")
+
+    def __init__(self, owned: bool, origin: ErrorOrigin | None = None) -> None:
+        self.data: bytes | None = None
+        self.error: common_pb2.ErrorInfo | None = None
+        self.origin = origin
+        self.callbacks: list[Callback] | None = None
+        self.refs = 0
+        self.escaped = False
+        self.owned = owned
+        self.fetching = False
+
+    @property
+    def ready(self) -> bool:
+        return self.data is not None or self.error is not None
+
+
+Completion = tuple[str, bytes | None, common_pb2.ErrorInfo | None]
+
+
+class ObjectTable:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._entries: dict[str, _Entry] = {}
+        # Ids whose ObjectRef was collected; applied under the lock by the next operation.
+        self._released: deque[str] = deque()
+
+    # -- reference counting -------------------------------------------------------------
+    def add_local_ref(self, object_id: str) -> None:
+        with self._lock:
+            self._drain_released()
+            entry = self._entries.get(object_id)
+            if entry is not None:
+                entry.refs += 1
+
+    def drop_local_ref(self, object_id: str) -> None:
+        self._released.append(object_id)
+
+    def mark_escaped(self, object_id: str) -> None:
+        entry = self._entries.get(object_id)
+        if entry is not None:
+            entry.escaped = True
+
+    def _drain_released(self) -> None:
+        released = self._released
+        entries = self._entries
+        while released:
+            object_id = released.popleft()
+            entry = entries.get(object_id)
+            if entry is None:
+                continue
+            entry.refs -= 1
+            if entry.refs <= 0 and not (entry.owned and entry.escaped) and not entry.callbacks:
+                del entries[object_id]
+
+    # -- creation and completion ----------------------------------------------------------
+    def create_pending(self, object_ids: Sequence[str], origin: ErrorOrigin) -> None:
+        with self._lock:
+            for object_id in object_ids:
+                self._entries[object_id] = _Entry(True, origin)
+
+    def put_ready(self, object_id: str, data: bytes) -> None:
+        entry = _Entry(True)
+        entry.data = data
+        with self._lock:
+            self._entries[object_id] = entry
+
+    def ensure_borrowed(self, object_id: str) -> None:
+        """Make an entry for a ref owned elsewhere (before its ObjectRef counts itself)."""
+        with self._lock:
+            if object_id not in self._entries:
+                self._entries[object_id] = _Entry(False)
+
+    def claim_fetch(self, object_id: str) -> bool:
+        """True when the caller should fetch this borrowed object from its owner now."""
+        with self._lock:
+            entry = self._entries.get(object_id)
+            if entry is None:
+                entry = self._entries[object_id] = _Entry(False)
+            if entry.ready or entry.fetching or entry.owned:
+                return False
+            entry.fetching = True
+            return True
+
+    def complete_many(self, completions: Iterable[Completion]) -> None:
+        fire: list[Callback] = []
+        with self._cond:
+            entries = self._entries
+            for object_id, data, error in completions:
+                entry = entries.get(object_id)
+                if entry is None or entry.ready:
+                    continue  # nobody holds a ref any more, or already settled
+                entry.data = data
+                entry.error = error
+                entry.fetching = False
+                if entry.callbacks:
+                    fire.extend(entry.callbacks)
+                    entry.callbacks = None
+            self._cond.notify_all()
+        for callback in fire:
+            callback()
+
+    def fail_fetch(self, object_id: str, error: common_pb2.ErrorInfo) -> None:
+        self.complete_many([(object_id, None, error)])
+
+    # -- reading ------------------------------------------------------------------------------
+    def has(self, object_id: str) -> bool:
+        return object_id in self._entries
+
+    def is_ready(self, object_id: str) -> bool:
+        entry = self._entries.get(object_id)
+        return entry is not None and entry.ready
+
+    def read(self, object_id: str) -> tuple[bytes | None, common_pb2.ErrorInfo | None, ErrorOrigin | None]:
+        entry = self._entries.get(object_id)
+        if entry is None or not entry.ready:
+            raise KeyError(object_id)
+        return entry.data, entry.error, entry.origin
+
+    def wait(self, object_ids: Sequence[str], num_ready: int, timeout: float | None) -> list[bool]:
+        """Block until at least `num_ready` of the ids are ready or the timeout passes.
+
+        Returns readiness per id. Unknown ids count as never ready.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                flags = [(e := self._entries.get(i)) is not None and e.ready for i in object_ids]
+                if sum(flags) >= num_ready:
+                    return flags
+                if deadline is None:
+                    self._cond.wait()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return flags
+                    self._cond.wait(left)
+
+    def add_callback(self, object_id: str, callback: Callback) -> None:
+        """Run `callback` once the object is ready (at once if it already is)."""
+        with self._lock:
+            entry = self._entries.get(object_id)
+            if entry is not None and not entry.ready:
+                if entry.callbacks is None:
+                    entry.callbacks = []
+                entry.callbacks.append(callback)
+                return
+        callback()
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._drain_released()
+            return len(self._entries)

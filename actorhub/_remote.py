@@ -1,0 +1,52 @@
+"""The `@remote` decorator and `@method`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from actorhub._actor_class import NUM_RETURNS_ATTR, ActorClass
+from actorhub._options import ActorOptions, OptionsError
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@overload
+def remote(target: type[T]) -> ActorClass[T]: ...
+@overload
+def remote(target: None = None, **options: Any) -> Callable[[type[T]], ActorClass[T]]: ...
+def remote(target: Any = None, **options: Any) -> Any:
+    """`@remote` or `@remote(**options)` on a class makes it an actor class."""
+    if target is not None and options:
+        raise TypeError("use @remote or @remote(**options), not both")
+    if target is not None:
+        return _make_remote(target, {})
+
+    def decorate(inner: Any) -> Any:
+        return _make_remote(inner, options)
+
+    return decorate
+
+
+def _make_remote(target: Any, options: dict[str, Any]) -> Any:
+    if isinstance(target, type):
+        return ActorClass(target, ActorOptions.parse(f"@remote on {target.__name__}", **options))
+    if callable(target):
+        raise OptionsError(
+            f"@remote on the function {getattr(target, '__name__', target)!r}: remote functions "
+            "(tasks) are not available yet; wrap the function in an actor method"
+        )
+    raise TypeError(f"@remote applies to a class, not {type(target).__name__}")
+
+
+def method(*, num_returns: int = 1) -> Callable[[F], F]:
+    """Declare options of an actor method, e.g. `@actorhub.method(num_returns=2)`."""
+    if num_returns < 0:
+        raise ValueError("num_returns must be >= 0")
+
+    def decorate(func: F) -> F:
+        setattr(func, NUM_RETURNS_ATTR, num_returns)
+        return func
+
+    return decorate

@@ -1,0 +1,235 @@
+"""The per-process runtime: what a driver or a worker needs to call actors and hold objects.
+
+One Runtime per process, made by `init()` in a driver and at boot in a worker, and passed
+explicitly inside the kernel. `current()` is the one way public API functions find it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import os
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from actorhub import _serialization
+from actorhub._call_stream import ActorConnection
+from actorhub._errors import error_from_proto, system_error
+from actorhub._ids import new_id
+from actorhub._object_ref import ObjectRef
+from actorhub._object_table import ObjectTable
+from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, worker_pb2, worker_pb2_grpc
+from actorhub._transport import ChannelPool, bind, make_server
+from actorhub.exceptions import GetTimeoutError, ObjectLostError, OwnerDiedError
+
+if TYPE_CHECKING:
+    from actorhub._worker import WorkerService
+
+_OBJECT_LOST = common_pb2.ERROR_KIND_OBJECT_LOST
+
+
+class Runtime:
+    def __init__(
+        self,
+        *,
+        token: str,
+        hub_address: str,
+        bind_host: str,
+        node_id: str = "",
+        worker_id: str = "",
+        server_threads: int = 64,
+    ) -> None:
+        from actorhub._worker import WorkerService  # the service and the runtime refer to each other
+
+        self.caller_id = new_id(8)
+        self.hub_address = hub_address
+        self.token = token
+        self.objects = ObjectTable()
+        self.channels = ChannelPool(token)
+        self.hub = hub_pb2_grpc.HubStub(self.channels.get(hub_address))
+        self.node_id = node_id
+        self.worker_id = worker_id
+        self.job_id = ""
+        self.namespace = ""
+        self.actor_id = ""
+        self.incarnation = 0
+        self._connections: dict[str, ActorConnection] = {}
+        self._lock = threading.Lock()
+        self._puts = itertools.count(1)
+        self._fetcher = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="actorhub-fetch")
+        self.server = make_server(token, max_workers=server_threads)
+        self.service: WorkerService = WorkerService(self)
+        worker_pb2_grpc.add_WorkerServicer_to_server(self.service, self.server)
+        self.address = bind(self.server, bind_host)
+        self.server.start()
+        self.closed = False
+
+    # -- actor connections ----------------------------------------------------------------------
+    def connection(
+        self, actor_id: str, class_name: str, max_task_retries: int, max_pending_calls: int
+    ) -> ActorConnection:
+        conn = self._connections.get(actor_id)
+        if conn is None:
+            with self._lock:
+                conn = self._connections.get(actor_id)
+                if conn is None:
+                    conn = ActorConnection(self, actor_id, class_name, max_task_retries, max_pending_calls)
+                    self._connections[actor_id] = conn
+        return conn
+
+    # -- objects --------------------------------------------------------------------------------
+    def refs_for(self, object_ids: Sequence[str]) -> list[ObjectRef[Any]]:
+        return [ObjectRef(i, self.address, self.objects) for i in object_ids]
+
+    def put(self, value: Any) -> ObjectRef[Any]:
+        if isinstance(value, ObjectRef):
+            raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself instead")
+        object_id = f"{self.caller_id}.p{next(self._puts):x}"
+        self.objects.put_ready(object_id, _serialization.dumps(value))
+        return ObjectRef(object_id, self.address, self.objects)
+
+    def adopt_ref(self, object_id: str, owner_address: str) -> ObjectRef[Any]:
+        """The ref for an id that arrived inside a message."""
+        if owner_address != self.address:
+            self.objects.ensure_borrowed(object_id)
+        return ObjectRef(object_id, owner_address, self.objects)
+
+    def _ensure_local(self, ref: ObjectRef[Any]) -> None:
+        """Start fetching a borrowed object from its owner unless it is here or on its way."""
+        if self.objects.claim_fetch(ref.hex()):
+            self._fetcher.submit(self._fetch, ref.hex(), ref.owner_address)
+
+    def _check_known(self, refs: Sequence[ObjectRef[Any]]) -> None:
+        for ref in refs:
+            if ref.owner_address == self.address:
+                if not self.objects.has(ref.hex()):
+                    raise ObjectLostError(f"object {ref.hex()} was freed or never existed", object_id=ref.hex())
+            else:
+                self._ensure_local(ref)
+
+    def _fetch(self, object_id: str, owner: str) -> None:
+        stub = worker_pb2_grpc.WorkerStub(self.channels.get(owner))
+        try:
+            while True:
+                reply: worker_pb2.GetObjectReply = stub.GetObject(
+                    worker_pb2.GetObjectRequest(object_id=object_id, timeout_s=5.0)
+                )
+                if reply.ready or reply.missing:
+                    break
+        except grpc.RpcError as e:
+            self.objects.fail_fetch(
+                object_id,
+                system_error(f"the owner of object {object_id} ({owner}) died: {e.code().name}", _OBJECT_LOST),
+            )
+            return
+        if reply.missing:
+            self.objects.fail_fetch(
+                object_id, system_error(f"object {object_id} is not held by its owner {owner}", _OBJECT_LOST)
+            )
+        elif reply.HasField("error"):
+            self.objects.complete_many([(object_id, None, reply.error)])
+        else:
+            self.objects.complete_many([(object_id, reply.value, None)])
+
+    def get(self, refs: Sequence[ObjectRef[Any]], timeout: float | None) -> list[Any]:
+        self._check_known(refs)
+        ids = [r.hex() for r in refs]
+        flags = self.objects.wait(ids, len(ids), timeout)
+        if not all(flags):
+            missing = [i for i, ok in zip(ids, flags, strict=True) if not ok]
+            raise GetTimeoutError(
+                f"get() timed out after {timeout} s; {len(missing)} of {len(ids)} objects not ready "
+                f"(first: {missing[0]})"
+            )
+        return [self.value_of(i) for i in ids]
+
+    def value_of(self, object_id: str) -> Any:
+        data, error, origin = self.objects.read(object_id)
+        if error is not None:
+            if error.kind == _OBJECT_LOST:
+                raise OwnerDiedError(error.message, object_id=object_id)
+            if origin is None:
+                raise error_from_proto(error)
+            raise error_from_proto(
+                error, function_name=origin.function_name, actor_id=origin.actor_id, class_name=origin.class_name
+            )
+        assert data is not None
+        return _serialization.loads(data)
+
+    def get_value(self, ref: ObjectRef[Any]) -> Any:
+        return self.get([ref], None)[0]
+
+    def wait(
+        self, refs: Sequence[ObjectRef[Any]], num_returns: int, timeout: float | None
+    ) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
+        self._check_known(refs)
+        flags = self.objects.wait([r.hex() for r in refs], num_returns, timeout)
+        ready: list[ObjectRef[Any]] = []
+        not_ready: list[ObjectRef[Any]] = []
+        for ref, ok in zip(refs, flags, strict=True):
+            (ready if ok and len(ready) < num_returns else not_ready).append(ref)
+        return ready, not_ready
+
+    def future_of(self, ref: ObjectRef[Any]) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        object_id = ref.hex()
+        self._check_known([ref])
+
+        def settle() -> None:
+            try:
+                future.set_result(self.value_of(object_id))
+            except BaseException as e:
+                future.set_exception(e)
+
+        self.objects.add_callback(object_id, settle)
+        return future
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def job_lease(self) -> Any:
+        return self.hub.JobLease(hub_pb2.LeaseRequest(id=self.job_id))
+
+    def close(self) -> None:
+        self.closed = True
+        with self._lock:
+            connections = list(self._connections.values())
+            self._connections.clear()
+        for conn in connections:
+            conn.close()
+        self.service.close()
+        self.server.stop(grace=0.5).wait(2)
+        self._fetcher.shutdown(wait=False, cancel_futures=True)
+        self.channels.close()
+
+
+_current: Runtime | None = None
+_current_lock = threading.Lock()
+
+
+def set_current(runtime: Runtime | None) -> None:
+    global _current
+    _current = runtime
+
+
+def current_or_none() -> Runtime | None:
+    return _current
+
+
+def current() -> Runtime:
+    """The process's runtime; like Ray, the first use without init() starts a local cluster."""
+    runtime = _current
+    if runtime is None:
+        with _current_lock:
+            if _current is None:
+                from actorhub._api import init
+
+                init()
+        runtime = _current
+        assert runtime is not None
+    return runtime
+
+
+def pid() -> int:
+    return os.getpid()

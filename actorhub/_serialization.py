@@ -1,0 +1,114 @@
+"""Serialization of arguments and results: cloudpickle, with refs and handles by reference.
+
+A value that does not serialize fails at the caller, with an error that names which argument
+it was and why, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import sysconfig
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import cloudpickle
+
+from actorhub.exceptions import SerializationError
+
+_EMPTY_ARGS = b""
+PROTOCOL = 5
+
+
+_INSTALLED_ROOTS = tuple(
+    {Path(p).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib") if (p := sysconfig.get_path(key))}
+)
+
+
+def _is_installed(module: ModuleType) -> bool:
+    if module.__name__.split(".")[0] == "actorhub":
+        return True
+    file = getattr(module, "__file__", None)
+    if file is None:
+        return True  # built in
+    path = Path(file).resolve()
+    return any(path.is_relative_to(root) for root in _INSTALLED_ROOTS)
+
+
+def ship_module_of(obj: Any) -> None:
+    """Pickle the code of `obj`'s module by value when workers may not be able to import it.
+
+    A class defined in the user's script directory or a test file is importable in the driver
+    only; workers run elsewhere (another cwd, another machine), so its code travels with it.
+    """
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    if module is None or module.__name__ == "__main__" or _is_installed(module):
+        return
+    try:
+        cloudpickle.register_pickle_by_value(module)
+    except ValueError:
+        pass  # already registered, or not a module cloudpickle can ship
+
+
+def dumps(value: Any) -> bytes:
+    data: bytes = cloudpickle.dumps(value, protocol=PROTOCOL)
+    return data
+
+
+def loads(data: bytes) -> Any:
+    return pickle.loads(data)
+
+
+def dumps_args(args: Sequence[Any], kwargs: dict[str, Any], where: str) -> bytes:
+    """Serialize a call's (args, kwargs); `where` names the call in error messages."""
+    if not args and not kwargs:
+        return _EMPTY_ARGS
+    try:
+        return dumps((tuple(args), kwargs))
+    except Exception as e:
+        raise _name_the_culprit(args, kwargs, where, e) from e
+
+
+def loads_args(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if not data:
+        return (), {}
+    args, kwargs = loads(data)
+    return args, kwargs
+
+
+def dumps_result(value: Any, where: str) -> bytes:
+    try:
+        return dumps(value)
+    except Exception as e:
+        raise SerializationError(
+            f"the return value of {where} ({_describe(value)}) cannot be serialized: {e}"
+        ) from e
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _name_the_culprit(
+    args: Sequence[Any], kwargs: dict[str, Any], where: str, error: Exception
+) -> SerializationError:
+    for index, arg in enumerate(args):
+        try:
+            dumps(arg)
+        except Exception as e:
+            return SerializationError(
+                f"argument {index} of {where} ({_describe(arg)}) cannot be serialized: {e}"
+            )
+    for key, arg in kwargs.items():
+        try:
+            dumps(arg)
+        except Exception as e:
+            return SerializationError(
+                f"keyword argument {key!r} of {where} ({_describe(arg)}) cannot be serialized: {e}"
+            )
+    return SerializationError(f"the arguments of {where} cannot be serialized: {error}")

@@ -1,0 +1,22 @@
+"""Utilities from Ray's `ray.util` that apply to actorhub."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actorhub import _runtime
+from actorhub._proto.v1 import hub_pb2
+
+__all__ = ["list_named_actors"]
+
+
+def list_named_actors(all_namespaces: bool = False) -> list[Any]:
+    """Names of live named actors in this job's namespace; with all_namespaces=True,
+    a list of {"name": ..., "namespace": ...} over the whole cluster."""
+    runtime = _runtime.current()
+    reply = runtime.hub.ListActors(
+        hub_pb2.ListActorsRequest(namespace=runtime.namespace, all_namespaces=all_namespaces, named_only=True)
+    )
+    if all_namespaces:
+        return [{"name": a.name, "namespace": a.namespace} for a in reply.actors]
+    return [a.name for a in reply.actors]

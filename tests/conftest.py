@@ -1,0 +1,154 @@
+"""Fixtures that run real clusters (hub, node agent, workers) on loopback.
+
+Every test is checked for leaked processes: anything with "actorhub" in its command line
+that appeared during the test and is not part of a still-running module cluster fails it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import actorhub
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def actorhub_processes() -> dict[int, int]:
+    """pid -> parent pid of every live process whose command line mentions actorhub."""
+    found: dict[int, int] = {}
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if b"actorhub" not in cmdline:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z":  # a zombie is already dead; its parent reaps it
+            continue
+        found[int(entry)] = int(fields[1])
+    return found
+
+
+def _descends_from(pid: int, roots: set[int], parents: dict[int, int]) -> bool:
+    seen = 0
+    while pid in parents and seen < 64:
+        if pid in roots:
+            return True
+        pid = parents[pid]
+        seen += 1
+    return pid in roots
+
+
+_allowed_roots: set[int] = set()
+
+
+def _leftovers(before: set[int]) -> dict[int, int]:
+    now = actorhub_processes()
+    return {
+        pid: ppid
+        for pid, ppid in now.items()
+        if pid not in before and not _descends_from(pid, _allowed_roots, now)
+    }
+
+
+def assert_no_leaks(before: set[int], what: str, wait_s: float = 10.0) -> None:
+    deadline = time.monotonic() + wait_s
+    left = _leftovers(before)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = _leftovers(before)
+    if left:
+        described = []
+        for pid in left:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:160]
+                described.append(f"{pid}: {cmdline!r}")
+            except OSError:
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if described:
+            pytest.fail(f"{what} left processes behind:\n" + "\n".join(described))
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes(request: pytest.FixtureRequest) -> Iterator[None]:
+    before = set(actorhub_processes())
+    yield
+    assert_no_leaks(before, request.node.nodeid)
+
+
+@pytest.fixture(autouse=True)
+def session_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own session root, so address="auto" never finds another test's cluster."""
+    root = Path(os.environ.get("ACTORHUB_SESSION_ROOT") or tmp_path_factory.mktemp("sessions"))
+    monkeypatch.setenv("ACTORHUB_SESSION_ROOT", str(root))
+    return root
+
+
+@pytest.fixture
+def cluster(session_root: Path) -> Iterator[actorhub.ClusterContext]:
+    """A fresh local cluster for one test."""
+    context = actorhub.init(num_cpus=2)
+    try:
+        yield context
+    finally:
+        actorhub.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[actorhub.ClusterContext]:
+    """One cluster for a whole module, for tests that do not need a clean slate."""
+    root = tmp_path_factory.mktemp("shared-sessions")
+    old = os.environ.get("ACTORHUB_SESSION_ROOT")
+    os.environ["ACTORHUB_SESSION_ROOT"] = str(root)
+    before = set(actorhub_processes())
+    context = actorhub.init(num_cpus=2)
+    roots = set(actorhub_processes()) - before
+    _allowed_roots.update(roots)
+    try:
+        yield context
+    finally:
+        actorhub.shutdown()
+        _allowed_roots.difference_update(roots)
+        if old is None:
+            os.environ.pop("ACTORHUB_SESSION_ROOT", None)
+        else:
+            os.environ["ACTORHUB_SESSION_ROOT"] = old
+        assert_no_leaks(before, "the module cluster")
+
+
+def driver_script(body: str) -> list[str]:
+    """Command line of a separate driver program running `body`."""
+    return [sys.executable, "-c", textwrap.dedent(body)]
+
+
+def run_driver(body: str, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a separate application to completion; fails the test with its output if it fails."""
+    result = subprocess.run(
+        driver_script(body),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+        cwd=REPO,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"driver failed ({result.returncode}):\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result
