@@ -115,6 +115,7 @@ class WorkerPool:
         self._last_boot_failure = ""
         self._next_fork_at = 0.0
         self._quick_zygote_deaths = 0
+        self._zygote_down = False
 
         # Separate from _cond: a write may block for a moment and must not stall the tables.
         self._cmd_lock = threading.Lock()
@@ -133,9 +134,9 @@ class WorkerPool:
         """SIGKILL every worker, wait for their exits, then let the zygote go."""
         with self._cond:
             self._stopping = True
+            for worker in self._by_id.values():
+                worker.killed = True  # a fork still in flight is killed when it reports its pid
             victims = [w for w in self._by_id.values() if w.pid]
-            for worker in victims:
-                worker.killed = True
             self._cond.notify_all()
         for worker in victims:
             self._signal(worker.pid, signal.SIGKILL)
@@ -313,6 +314,8 @@ class WorkerPool:
                 # The zygote never answered the fork; a late WorkerForked gets a SIGKILL.
                 worker.exited = True
                 del self._by_id[worker.worker_id]
+        if self._zygote_down:
+            return [], stuck, wait_s  # a fork sent now would be lost with the dead zygote's pipe
         if now < self._next_fork_at:
             return [], stuck, min(wait_s, self._next_fork_at - now)
         live_booting = sum(1 for w in booting if not w.killed)
@@ -419,6 +422,8 @@ class WorkerPool:
 
     def _on_zygote_gone(self, zygote: ZygoteProcess) -> bool:
         """The zygote's event pipe closed. Returns whether a new zygote took its place."""
+        with self._cond:
+            self._zygote_down = True
         os.close(zygote.event_fd)
         self._close_cmd_pipe(zygote)
         try:
@@ -457,6 +462,7 @@ class WorkerPool:
             return False
         with self._cmd_lock, self._cond:
             self._zygote = replacement
+            self._zygote_down = False
             stale = self._stopping
             self._cond.notify_all()
         if stale:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from actorhub import _zygote
@@ -256,6 +257,7 @@ class FakeHub(hub_pb2_grpc.HubServicer):
         self.nodes: list[hub_pb2.RegisterNodeRequest] = []
         self.reports: list[hub_pb2.WorkerExitReport] = []
         self.shutdown = threading.Event()
+        self.break_lease = threading.Event()
 
     def RegisterNode(self, request: Any, context: Any) -> hub_pb2.RegisterNodeReply:
         with self.cond:
@@ -267,6 +269,8 @@ class FakeHub(hub_pb2_grpc.HubServicer):
         while not self.shutdown.wait(0.05):
             if not context.is_active():
                 return
+            if self.break_lease.is_set():
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the hub is going away")
         yield hub_pb2.LeaseEvent(shutdown=True)
 
     def ReportWorkerExit(self, request: Any, context: Any) -> common_pb2.Empty:
@@ -391,7 +395,7 @@ def test_node_agent_runs_kills_and_reports_actors(session: Session, fake_hub: tu
         node.close()
 
 
-@pytest.mark.parametrize("how", ["lease", "sigterm"])
+@pytest.mark.parametrize("how", ["lease-shutdown", "lease-broken", "sigterm"])
 def test_node_agent_stops_without_leftovers(
     session: Session, fake_hub: tuple[FakeHub, str], how: str,
 ) -> None:
@@ -402,8 +406,10 @@ def test_node_agent_stops_without_leftovers(
         assert node.start("b1").ok
         wait_until(lambda: node.info().idle_workers == 1, what="the pool to refill")
         family = descendants(node.process.pid)
-        if how == "lease":
+        if how == "lease-shutdown":
             hub.shutdown.set()
+        elif how == "lease-broken":
+            hub.break_lease.set()
         else:
             node.process.send_signal(signal.SIGTERM)
         assert node.process.wait(timeout=10) == 0

@@ -1,0 +1,48 @@
+"""Every server checks the cluster token."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+import actorhub
+from actorhub._proto.v1 import common_pb2, hub_pb2_grpc, worker_pb2_grpc
+from actorhub._session import latest_session
+from actorhub._transport import open_channel
+
+
+def _status(channel: grpc.Channel) -> grpc.StatusCode:
+    try:
+        hub_pb2_grpc.HubStub(channel).GetClusterStatus(common_pb2.Empty(), timeout=10)
+        return grpc.StatusCode.OK
+    except grpc.RpcError as e:
+        return e.code()
+
+
+def test_calls_without_or_with_a_wrong_token_are_rejected(cluster: actorhub.ClusterContext, session_root: object) -> None:
+    session = latest_session(__import__("pathlib").Path(str(session_root)))
+    assert oct(session.path.joinpath("token").stat().st_mode & 0o777) == "0o600"
+    address = cluster.address
+    assert address.startswith("127.0.0.1:")
+    with grpc.insecure_channel(address) as bare:
+        assert _status(bare) == grpc.StatusCode.UNAUTHENTICATED
+    wrong = open_channel(address, "0" * 64)
+    assert _status(wrong) == grpc.StatusCode.UNAUTHENTICATED
+    right = open_channel(address, session.token)
+    assert _status(right) == grpc.StatusCode.OK
+    # a worker's server too
+    @actorhub.remote
+    class A:
+        def ping(self) -> int:
+            return 1
+
+    a = A.remote()
+    assert actorhub.get(a.ping.remote()) == 1
+    status = hub_pb2_grpc.HubStub(right).GetClusterStatus(common_pb2.Empty(), timeout=10)
+    worker_address = next(x.address for x in status.actors if x.actor_id == a.actor_id)
+    with grpc.insecure_channel(worker_address) as bare:
+        with pytest.raises(grpc.RpcError) as info:
+            worker_pb2_grpc.WorkerStub(bare).Ping(common_pb2.Empty(), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    for ch in (wrong, right):
+        ch.close()

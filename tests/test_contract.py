@@ -1,0 +1,79 @@
+"""The wire contract and the public API do not drift silently."""
+
+from __future__ import annotations
+
+import filecmp
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+
+import actorhub
+import actorhub.exceptions
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_generated_code_matches_protos(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("generate", REPO / "protos" / "generate.py")
+    assert spec is not None and spec.loader is not None
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    generate.generate(tmp_path)
+    fresh = tmp_path / "v1"
+    checked_in = REPO / "actorhub" / "_proto" / "v1"
+    names = sorted(p.name for p in fresh.iterdir())
+    assert names == sorted(p.name for p in checked_in.iterdir() if p.name != "__pycache__"), (
+        "actorhub/_proto is stale: run `make protos`"
+    )
+    stale = [n for n in names if not filecmp.cmp(fresh / n, checked_in / n, shallow=False)]
+    assert not stale, f"actorhub/_proto is stale against protos/ ({stale}): run `make protos`"
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(actorhub.__all__) == sorted(
+        [
+            "ActorClass", "ActorHandle", "ActorMethod", "ClusterContext", "ObjectRef", "RuntimeContext",
+            "__version__", "exceptions", "get", "get_actor", "get_runtime_context", "init", "is_initialized",
+            "kill", "method", "put", "remote", "shutdown", "util", "wait",
+        ]
+    )
+    for name in actorhub.__all__:
+        assert hasattr(actorhub, name), name
+    signatures = {
+        "init": "(address: 'str | None' = None, *, namespace: 'str | None' = None, num_cpus: 'float | None' = None, "
+        "ignore_reinit_error: 'bool' = False, logging_level: 'str | int | None' = None, "
+        "include_dashboard: 'bool | None' = None) -> 'ClusterContext'",
+        "wait": "(refs: 'Sequence[ObjectRef[Any]]', *, num_returns: 'int' = 1, timeout: 'float | None' = None, "
+        "fetch_local: 'bool' = True) -> 'tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]'",
+        "kill": "(actor: 'ActorHandle[Any]', *, no_restart: 'bool' = True) -> 'None'",
+        "get_actor": "(name: 'str', namespace: 'str | None' = None) -> 'ActorHandle[Any]'",
+        "put": "(value: 'Any') -> 'ObjectRef[Any]'",
+    }
+    for name, expected in signatures.items():
+        assert str(inspect.signature(getattr(actorhub, name))) == expected, name
+
+
+def test_exception_hierarchy_and_ray_aliases() -> None:
+    ex = actorhub.exceptions
+    for name in ex.__all__:
+        cls = getattr(ex, name)
+        assert issubclass(cls, ex.ActorHubError), name
+    assert ex.RayError is ex.ActorHubError
+    assert ex.RayTaskError is ex.TaskError
+    assert issubclass(ex.ActorDiedError, ex.RayActorError)
+    assert issubclass(ex.ActorUnavailableError, ex.RayActorError)
+    assert issubclass(ex.GetTimeoutError, TimeoutError)
+    assert issubclass(ex.OwnerDiedError, ex.ObjectLostError)
+
+
+def test_importing_actorhub_starts_nothing() -> None:
+    import subprocess
+
+    code = (
+        "import threading, actorhub, sys; "
+        "assert threading.active_count() == 1, threading.enumerate(); "
+        "assert 'actorhub.namespaces' not in sys.modules; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
