@@ -106,7 +106,7 @@ def spawn(
     cmd_r, cmd_w = os.pipe()
     event_r, event_w = os.pipe()
     argv = [
-        python, "-m", "actorhub._zygote",
+        python, "-P", "-m", "actorhub._zygote",
         "--session-dir", str(session_dir),
         "--hub-address", hub_address,
         "--cmd-fd", str(cmd_r),
@@ -228,6 +228,7 @@ class Zygote:
         from actorhub._proto.v1 import node_pb2
 
         self._pb = node_pb2
+        self._pid = os.getpid()
         self._cmd_fd = cmd_fd
         self._event_fd = event_fd
         self._boot = boot
@@ -322,7 +323,7 @@ class Zygote:
     # -- children ---------------------------------------------------------------------------
 
     def _reap(self, *, block: bool) -> None:
-        while self._children if block else True:
+        while not block or self._children:
             try:
                 pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
             except ChildProcessError:
@@ -357,7 +358,7 @@ class Zygote:
                     os.close(fd)
             # Same process group as the node on purpose: killpg of the node reaches workers.
             set_parent_death_signal(signal.SIGKILL)
-            if os.getppid() != _zygote_pid:
+            if os.getppid() != self._pid:
                 os._exit(1)  # the zygote died before the death signal was armed
             _redirect_output(self._boot.session_dir / "logs", worker_id)
             _reseed_numpy()
@@ -383,9 +384,6 @@ class Zygote:
                 with contextlib.suppress(Exception):
                     stream.flush()
             os._exit(code)
-
-
-_zygote_pid = 0
 
 
 def _ignore_signal(signum: int, frame: object) -> None:
@@ -417,7 +415,6 @@ def _reseed_numpy() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global _zygote_pid
     parser = argparse.ArgumentParser(prog="python -m actorhub._zygote")
     parser.add_argument("--session-dir", required=True, type=Path)
     parser.add_argument("--hub-address", required=True)
@@ -431,7 +428,6 @@ def main(argv: list[str] | None = None) -> int:
     set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != expected_parent:
         return 1  # the node agent died before the death signal was armed
-    _zygote_pid = os.getpid()
 
     from actorhub._config import Config
 

@@ -44,7 +44,6 @@ from ._transitions import TableState
 __all__ = ["ActorRecord", "ActorTable", "Decisions", "KillPlan", "Placement", "WorkerKill"]
 
 
-
 class ActorTable(TableState):
     """Thread-safe: every public method takes the one lock; none blocks on I/O under it."""
 
@@ -54,11 +53,17 @@ class ActorTable(TableState):
         out = Decisions()
         with self._lock:
             old = self._nodes.get(node_id)
-            if old is not None and old.alive and old.pid != pid:
+            same_agent = old is not None and old.alive and old.pid == pid
+            if old is not None and old.alive and not same_agent:
                 # A new agent under the same id: the old agent's workers went with it.
                 self._node_died_locked(old, out)
             held = [r for r in self._actors.values() if r.reserved_on == node_id]
             self._node_counter += 1
+            # The same agent registering again keeps its lease valid; a new agent's does not.
+            if old is None:
+                generation = 1
+            else:
+                generation = old.generation if same_agent else old.generation + 1
             self._nodes[node_id] = NodeRecord(
                 node_id=node_id,
                 address=address,
@@ -66,7 +71,7 @@ class ActorTable(TableState):
                 available_cpus=num_cpus - sum(r.reserved_cpus for r in held),
                 pid=pid,
                 order=old.order if old is not None else self._node_counter,
-                generation=(old.generation + 1) if old is not None else 1,
+                generation=generation,
                 actors=len(held),
             )
             self._schedule_pending_locked(out)

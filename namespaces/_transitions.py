@@ -141,6 +141,10 @@ class TableState:
                         else self._job_roots.get(spec.owner_job_id))
             if siblings is not None:
                 siblings.discard(rec.actor_id)
+                if not siblings:
+                    owner_key = spec.owner_actor_id or spec.owner_job_id
+                    index = self._children if spec.owner_actor_id else self._job_roots
+                    index.pop(owner_key, None)
         self._touch(rec)
         for child_id in sorted(self._children.pop(rec.actor_id, ())):
             child = self._actors.get(child_id)
@@ -201,7 +205,6 @@ class TableState:
             if best is None or node.load() < best.load():
                 best = node
         return best, (None if best is not None else retry_in)
-
 
     def _node_died_locked(self, node: NodeRecord, out: Decisions) -> None:
         node.alive = False

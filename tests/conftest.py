@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +15,6 @@ from pathlib import Path
 import pytest
 
 import actorhub
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def actorhub_processes() -> dict[int, int]:
@@ -54,6 +49,31 @@ def _descends_from(pid: int, roots: set[int], parents: dict[int, int]) -> bool:
 
 
 _allowed_roots: set[int] = set()
+# Set at session start: this run's temp dir. Cluster processes that outlive their parent are
+# reparented away from pytest, but their command line names a session dir under it.
+_basetemp: list[bytes] = []
+
+
+def _all_parents() -> dict[int, int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    return parents
+
+
+def _ours(pid: int) -> bool:
+    """A process this test run started, not one of a concurrent run on the same machine."""
+    if _descends_from(pid, {os.getpid()}, _all_parents()):
+        return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return any(base in cmdline for base in _basetemp)
 
 
 def _leftovers(before: set[int]) -> dict[int, int]:
@@ -61,8 +81,13 @@ def _leftovers(before: set[int]) -> dict[int, int]:
     return {
         pid: ppid
         for pid, ppid in now.items()
-        if pid not in before and not _descends_from(pid, _allowed_roots, now)
+        if pid not in before and not _descends_from(pid, _allowed_roots, now) and _ours(pid)
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remember_basetemp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _basetemp.append(str(tmp_path_factory.getbasetemp()).encode())
 
 
 def assert_no_leaks(before: set[int], what: str, wait_s: float = 10.0) -> None:
@@ -132,23 +157,3 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[actorhu
         else:
             os.environ["ACTORHUB_SESSION_ROOT"] = old
         assert_no_leaks(before, "the module cluster")
-
-
-def driver_script(body: str) -> list[str]:
-    """Command line of a separate driver program running `body`."""
-    return [sys.executable, "-c", textwrap.dedent(body)]
-
-
-def run_driver(body: str, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run a separate application to completion; fails the test with its output if it fails."""
-    result = subprocess.run(
-        driver_script(body),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **env},
-        cwd=REPO,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"driver failed ({result.returncode}):\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
-    return result

@@ -97,7 +97,7 @@ def test_after_the_restart_budget_every_call_fails_fast_with_the_cause() -> None
 def test_no_restart_by_default() -> None:
     a = Stateful.remote()
     _kill(actorhub.get(a.pid.remote()))
-    with pytest.raises(ActorDiedError, match="signal 9|SIGKILL"):
+    with pytest.raises(ActorDiedError, match=r"signal 9|SIGKILL"):
         actorhub.get(a.incr.remote(), timeout=30)
 
 

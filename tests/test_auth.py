@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 
@@ -19,8 +21,8 @@ def _status(channel: grpc.Channel) -> grpc.StatusCode:
         return e.code()
 
 
-def test_calls_without_or_with_a_wrong_token_are_rejected(cluster: actorhub.ClusterContext, session_root: object) -> None:
-    session = latest_session(__import__("pathlib").Path(str(session_root)))
+def test_calls_without_or_with_a_wrong_token_are_rejected(cluster: actorhub.ClusterContext, session_root: Path) -> None:
+    session = latest_session(session_root)
     assert oct(session.path.joinpath("token").stat().st_mode & 0o777) == "0o600"
     address = cluster.address
     assert address.startswith("127.0.0.1:")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from _drivers import REPO
 
 
 def test_quickstart() -> None:

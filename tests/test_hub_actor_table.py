@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
-
-from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, node_pb2, node_pb2_grpc
-from actorhub._transport import ChannelPool, bind, make_server, open_channel
 from actorhub.namespaces._actor_table import ActorTable
 from actorhub.namespaces._hub import HubServicer
 from actorhub.namespaces._records import (
@@ -33,6 +31,9 @@ from actorhub.namespaces._records import (
     exit_cause,
 )
 from actorhub.namespaces._store import ActorRow, SQLiteControlStore
+
+from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, node_pb2, node_pb2_grpc
+from actorhub._transport import ChannelPool, bind, make_server, open_channel
 
 ACTOR_DIED = common_pb2.ERROR_KIND_ACTOR_DIED
 
@@ -316,6 +317,14 @@ def test_node_death_restarts_or_kills_its_actors(table: ActorTable) -> None:
 
 
 def test_node_reregistering_with_new_pid_replaces_the_old_agent(table: ActorTable) -> None:
+    generation = table.lease_node("n1")
+    create_alive(table, make_spec("a0", num_cpus=1))
+    table.register_node("n1", "node1:1", 4.0, 11)  # the same agent again: nothing changes
+    assert table.get_actor("a0").state == ALIVE
+    assert table.lease_node("n1") == generation
+    assert table.cluster_status().nodes[0].available_cpus == 3.0
+    table.request_kill("a0", no_restart=True)
+    table.worker_exited("a0", 0, "x")
     create_alive(table, make_spec("a1"))
     table.register_node("n1", "node1:2", 4.0, 99)
     assert table.get_actor("a1").state == DEAD
@@ -372,7 +381,10 @@ def test_list_actors_filters(table: ActorTable) -> None:
     create(table, make_spec("a2"))
     create(table, make_spec("a3", name="y", namespace="other"))
     table.request_kill("a2", no_restart=True)
-    ids = lambda infos: sorted(i.actor_id for i in infos)  # noqa: E731
+
+    def ids(infos: Iterable[common_pb2.ActorInfo]) -> list[str]:
+        return sorted(i.actor_id for i in infos)
+
     assert ids(table.list_actors("ns", False, False, False)) == ["a1"]
     assert ids(table.list_actors("ns", False, False, True)) == ["a1", "a2"]
     assert ids(table.list_actors("", True, True, False)) == ["a1", "a3"]
@@ -486,6 +498,14 @@ class FakeNode(node_pb2_grpc.NodeServicer):
         self.shutdowns += 1
         return common_pb2.Empty()
 
+    def RegisterWorker(
+        self, request: node_pb2.RegisterWorkerRequest, context: grpc.ServicerContext
+    ) -> common_pb2.Empty:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "the fake node forks no workers")
+
+    def GetNodeInfo(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> node_pb2.NodeInfo:
+        return node_pb2.NodeInfo(node_id=self.node_id)
+
 
 class Cluster:
     def __init__(self) -> None:
@@ -506,7 +526,8 @@ class Cluster:
         self.hub.RegisterNode(hub_pb2.RegisterNodeRequest(
             node_id="n1", address=self.node_address, num_cpus=2, pid=1))
 
-    def open_lease(self, kind: str, lease_id: str) -> grpc.Call:
+    def open_lease(self, kind: str, lease_id: str) -> Any:
+        """The lease's call: iterate it for events, cancel() it to break it."""
         before = len(self.servicer._leases)
         method = self.hub.NodeLease if kind == "node" else self.hub.JobLease
         call = method(hub_pb2.LeaseRequest(id=lease_id))
@@ -514,7 +535,7 @@ class Cluster:
         while len(self.servicer._leases) <= before:
             assert time.monotonic() < deadline, "the lease never reached the hub"
             time.sleep(0.01)
-        return call  # type: ignore[no-any-return]
+        return call
 
     def wait_dead(self, actor_id: str) -> common_pb2.ActorInfo:
         """WaitActor returns at once for an ALIVE actor; a kill in progress needs polling."""

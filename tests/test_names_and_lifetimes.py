@@ -9,10 +9,10 @@ import sys
 import time
 
 import pytest
+from _drivers import driver_script, run_driver
 
 import actorhub
 from actorhub.exceptions import ActorDiedError
-from tests.conftest import driver_script, run_driver
 
 COUNTER = """
 import os, actorhub

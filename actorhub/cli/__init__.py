@@ -1,1 +1,109 @@
-"""The actorhub command line."""
+"""The actorhub command line.
+
+    actorhub start --head [--port N] [--num-cpus N]     a hub and a node agent that outlive the command
+    actorhub start --address HOST:PORT [--num-cpus N]   one more node agent for a hub on this machine
+    actorhub stop                                       stop every cluster under the session root
+    actorhub status [--address HOST:PORT]               nodes, live actors and jobs
+    actorhub list actors [--namespace NS | --all-namespaces] [--address HOST:PORT]
+    actorhub microbenchmark [--filter TEXT] [--scale X] Ray's actor-call microbenchmarks
+
+Failures the user can act on (no cluster, an unreachable hub) print one line to stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from actorhub.exceptions import ActorHubError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="actorhub", description="Start, stop and inspect actorhub clusters.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    start = commands.add_parser("start", help="start a cluster (--head) or add a node to one (--address)")
+    role = start.add_mutually_exclusive_group(required=True)
+    role.add_argument("--head", action="store_true", help="start a hub and a node agent on this machine")
+    role.add_argument("--address", metavar="HOST:PORT", help="add a node agent to the hub at HOST:PORT")
+    start.add_argument("--port", type=int, default=None, help="the hub's port (--head only; default: a free one)")
+    start.add_argument("--num-cpus", type=float, default=None, help="CPUs the node offers (default: all)")
+
+    commands.add_parser("stop", help="stop every cluster started on this machine")
+
+    status = commands.add_parser("status", help="show a cluster's nodes, actors and jobs")
+    status.add_argument("--address", metavar="HOST:PORT", help="the hub (default: the latest running cluster on this machine)")
+
+    listing = commands.add_parser("list", help="list a cluster's resources")
+    kinds = listing.add_subparsers(dest="kind", required=True, metavar="KIND")
+    actors = kinds.add_parser("actors", help="one line per live actor")
+    scope = actors.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", metavar="NS", help="only actors in this namespace")
+    scope.add_argument("--all-namespaces", action="store_true", help="actors in every namespace (the default)")
+    actors.add_argument("--address", metavar="HOST:PORT", help="the hub (default: the latest running cluster on this machine)")
+
+    bench = commands.add_parser("microbenchmark", help="run Ray's actor-call microbenchmarks on a fresh cluster")
+    bench.add_argument(
+        "--filter",
+        metavar="TEXT",
+        default=None,
+        help="only metrics whose name contains TEXT (default: $TESTS_TO_RUN, as in Ray, or all)",
+    )
+    bench.add_argument(
+        "--scale", type=float, default=1.0, metavar="X", help="multiply every timed duration by X (0.1: a smoke run)"
+    )
+    return parser
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    # Imported per command so that `actorhub --help` and each command load only what they use.
+    if args.command == "start":
+        from actorhub.cli._cluster import start_head_command, start_node_command
+
+        if args.head:
+            return start_head_command(args.port, args.num_cpus)
+        if args.port is not None:
+            parser.error("--port applies to --head only")
+        return start_node_command(args.address, args.num_cpus)
+    if args.command == "stop":
+        from actorhub.cli._cluster import stop_command
+
+        return stop_command()
+    if args.command == "status":
+        from actorhub.cli._inspect import status_command
+
+        return status_command(args.address)
+    if args.command == "list":
+        from actorhub.cli._inspect import list_actors_command
+
+        return list_actors_command(args.address, args.namespace)
+    if args.command == "microbenchmark":
+        from actorhub import _microbenchmark
+
+        if args.scale <= 0:
+            parser.error("--scale must be positive")
+        # The environment is read here, at the edge, like Ray's TESTS_TO_RUN.
+        text = args.filter if args.filter is not None else os.environ.get("TESTS_TO_RUN", "")
+        _microbenchmark.main(text, scale=args.scale)
+        return 0
+    parser.error(f"unknown command {args.command!r}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `actorhub` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from actorhub.cli._common import CliError
+
+    try:
+        return _run(args, parser)
+    except (CliError, ActorHubError) as err:
+        message = str(err).strip() or type(err).__name__
+        print(f"actorhub {args.command}: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
