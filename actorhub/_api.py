@@ -120,7 +120,14 @@ def init(
                 stop_processes(cluster.processes, 5.0)
             raise
         driver = _Driver(runtime, context, cluster)
-        driver.lease = runtime.job_lease()
+        try:
+            driver.lease = runtime.job_lease(config.connect_timeout_s)
+        except BaseException:
+            runtime.close()
+            if cluster is not None:
+                request_shutdown(cluster.hub_address, token, 2.0)
+                stop_processes(cluster.processes, 5.0)
+            raise
         _runtime.set_current(runtime)
         _driver = driver
         atexit.register(shutdown)

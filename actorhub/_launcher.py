@@ -22,7 +22,7 @@ import grpc
 from actorhub._config import Config
 from actorhub._ids import new_id
 from actorhub._proto.v1 import common_pb2, hub_pb2_grpc
-from actorhub._session import ADDRESS_FILE, Session, create_session
+from actorhub._session import ADDRESS_FILE, Session, create_session, make_latest
 from actorhub._transport import open_channel
 from actorhub.exceptions import ActorHubSystemError
 
@@ -88,6 +88,7 @@ def start_head(config: Config) -> ClusterProcesses:
             stop_processes(cluster.processes, 1.0)
             raise ClusterStartError(f"the hub did not start within {config.connect_timeout_s} s:\n{_tail(hub_log)}")
         time.sleep(0.005)
+    make_latest(session)
     return cluster
 
 

@@ -23,7 +23,7 @@ from actorhub._object_ref import ObjectRef
 from actorhub._object_table import ObjectTable
 from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, worker_pb2, worker_pb2_grpc
 from actorhub._transport import ChannelPool, bind, make_server
-from actorhub.exceptions import GetTimeoutError, ObjectLostError, OwnerDiedError
+from actorhub.exceptions import ActorHubSystemError, GetTimeoutError, ObjectLostError, OwnerDiedError
 
 if TYPE_CHECKING:
     from actorhub._worker import WorkerService
@@ -188,8 +188,29 @@ class Runtime:
         return future
 
     # -- lifecycle --------------------------------------------------------------------------------
-    def job_lease(self) -> Any:
-        return self.hub.JobLease(hub_pb2.LeaseRequest(id=self.job_id))
+    def job_lease(self, timeout: float) -> Any:
+        """Open the job's lease; returns once the hub has acknowledged it.
+
+        From then on this process's death, however abrupt, ends the job at the hub.
+        """
+        lease = self.hub.JobLease(hub_pb2.LeaseRequest(id=self.job_id))
+        ack = threading.Event()
+        failure: list[BaseException] = []
+
+        def hold() -> None:
+            try:
+                for _ in lease:
+                    ack.set()
+            except grpc.RpcError as e:
+                failure.append(e)
+            finally:
+                ack.set()
+
+        threading.Thread(target=hold, name="actorhub-job-lease", daemon=True).start()
+        if not ack.wait(timeout) or failure:
+            lease.cancel()
+            raise ActorHubSystemError(f"the hub at {self.hub_address} did not accept job {self.job_id}'s lease")
+        return lease
 
     def close(self) -> None:
         self.closed = True

@@ -49,7 +49,7 @@ class Session:
 
 
 def create_session(root: Path) -> Session:
-    """A fresh session directory with a new token, made the `latest` one."""
+    """A fresh session directory with a new token."""
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     path = root / f"session_{stamp}_{os.getpid()}_{secrets.token_hex(3)}"
@@ -58,12 +58,16 @@ def create_session(root: Path) -> Session:
     fd = os.open(path / TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32))
-    link = root / LATEST
+    return Session(path)
+
+
+def make_latest(session: Session) -> None:
+    """Point `latest` at `session`; done once its hub serves, so "auto" never finds a dead one."""
+    root = session.path.parent
     tmp_link = root / f".{LATEST}.{os.getpid()}"
     tmp_link.unlink(missing_ok=True)
-    tmp_link.symlink_to(path.name)
-    tmp_link.replace(link)
-    return Session(path)
+    tmp_link.symlink_to(session.path.name)
+    tmp_link.replace(root / LATEST)
 
 
 def latest_session(root: Path) -> Session:

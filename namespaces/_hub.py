@@ -57,6 +57,8 @@ _NODE_SHUTDOWN_TIMEOUT_S = 5.0
 _STOP_DELAY_S = 0.1
 # How long an owns_cluster job's end waits for its actors' kills before stopping the nodes.
 _OWNER_KILL_WAIT_S = 10.0
+# How long a registered job may take to open its lease before its driver is taken as dead.
+_LEASE_ARRIVAL_S = 10.0
 
 
 def _describe(err: grpc.RpcError) -> str:
@@ -86,6 +88,7 @@ class HubServicer(hub_pb2_grpc.HubServicer):
         self._closed = False
         self._leases_lock = threading.Lock()
         self._leases: set[threading.Event] = set()
+        self._leased_jobs: set[str] = set()
         self._stubs: dict[str, node_pb2_grpc.NodeStub] = {}
         self._retry_lock = threading.Lock()
         self._retry_at = float("inf")
@@ -126,6 +129,11 @@ class HubServicer(hub_pb2_grpc.HubServicer):
         self._persist()
         log.info("job %s registered in namespace %s (driver pid %d)",
                  job.job_id, job.namespace, request.driver_pid)
+        # A driver killed between RegisterJob and its lease reaching us would hold its job
+        # open forever; a job whose lease has not arrived in time has ended.
+        timer = threading.Timer(_LEASE_ARRIVAL_S, self._end_job_without_lease, args=(job.job_id,))
+        timer.daemon = True
+        timer.start()
         return hub_pb2.RegisterJobReply(job_id=job.job_id, namespace=job.namespace, node_id=job.node_id)
 
     def JobLease(
@@ -135,11 +143,26 @@ class HubServicer(hub_pb2_grpc.HubServicer):
             self._table.check_job(request.id)
         except UnknownJob as err:
             self._abort(context, err)
+        with self._leases_lock:
+            self._leased_jobs.add(request.id)
+        # The acknowledgement: init() returns only once it has it, so from then on the
+        # driver's death always reaches us as the end of this stream.
+        yield hub_pb2.LeaseEvent(shutdown=False)
         if self._hold_lease(context):
             yield hub_pb2.LeaseEvent(shutdown=True)
             return
-        log.info("job %s ended", request.id)
-        decisions = self._table.job_ended(request.id)
+        self._end_job(request.id)
+
+    def _end_job_without_lease(self, job_id: str) -> None:
+        with self._leases_lock:
+            if job_id in self._leased_jobs:
+                return
+        log.warning("job %s never opened its lease: taking its driver as dead", job_id)
+        self._end_job(job_id)
+
+    def _end_job(self, job_id: str) -> None:
+        log.info("job %s ended", job_id)
+        decisions = self._table.job_ended(job_id)
         if not decisions.shutdown_cluster:
             self._carry_out(decisions)
             return
@@ -150,7 +173,7 @@ class HubServicer(hub_pb2_grpc.HubServicer):
         deadline = time.monotonic() + _OWNER_KILL_WAIT_S
         for done in kills:
             done.wait(max(0.0, deadline - time.monotonic()))
-        log.info("job %s owned the cluster: shutting it down", request.id)
+        log.info("job %s owned the cluster: shutting it down", job_id)
         self.shutdown_cluster()
 
     def _hold_lease(self, context: grpc.ServicerContext) -> bool:

@@ -114,6 +114,14 @@ def test_start_address_adds_a_node(head: str) -> None:
     assert any(r.split()[0] == match.group(1) and r.split()[-2:] == ["2/2", "alive"] for r in rows), rows
 
 
+def test_status_finds_the_running_cluster_after_a_failed_start(head: str) -> None:
+    # The failed start made a newer session, now `latest`, whose hub never served.
+    port = head.rsplit(":", 1)[1]
+    result = actorhub_cli("start", "--head", "--port", port)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result
+    assert f"Cluster at {head}" in ok("status")
+
+
 def test_without_a_cluster_errors_are_one_line() -> None:
     assert "no running cluster" in one_line_error("status")
     assert "no running cluster" in one_line_error("list", "actors")

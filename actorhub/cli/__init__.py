@@ -21,6 +21,8 @@ from actorhub.exceptions import ActorHubError
 
 __all__ = ["main"]
 
+_ADDRESS_HELP = "the hub (default: the latest running cluster on this machine)"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="actorhub", description="Start, stop and inspect actorhub clusters.")
@@ -36,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("stop", help="stop every cluster started on this machine")
 
     status = commands.add_parser("status", help="show a cluster's nodes, actors and jobs")
-    status.add_argument("--address", metavar="HOST:PORT", help="the hub (default: the latest running cluster on this machine)")
+    status.add_argument("--address", metavar="HOST:PORT", help=_ADDRESS_HELP)
 
     listing = commands.add_parser("list", help="list a cluster's resources")
     kinds = listing.add_subparsers(dest="kind", required=True, metavar="KIND")
@@ -44,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     scope = actors.add_mutually_exclusive_group()
     scope.add_argument("--namespace", metavar="NS", help="only actors in this namespace")
     scope.add_argument("--all-namespaces", action="store_true", help="actors in every namespace (the default)")
-    actors.add_argument("--address", metavar="HOST:PORT", help="the hub (default: the latest running cluster on this machine)")
+    actors.add_argument("--address", metavar="HOST:PORT", help=_ADDRESS_HELP)
 
     bench = commands.add_parser("microbenchmark", help="run Ray's actor-call microbenchmarks on a fresh cluster")
     bench.add_argument(
@@ -107,3 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) left; stop quietly, and keep the interpreter's final
+        # flush of stdout from raising the same error again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
