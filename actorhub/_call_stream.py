@@ -32,6 +32,8 @@ _ALIVE = common_pb2.ACTOR_STATE_ALIVE
 _DEAD = common_pb2.ACTOR_STATE_DEAD
 # How long a broken stream waits for the hub to report a restart before calling it transient.
 _RESTART_WAIT_S = 30.0
+# How long calls wait for an unreachable hub before failing with ActorUnavailableError.
+_HUB_UNREACHABLE_S = 10.0
 _POLL_S = 2.0
 
 _call_numbers = itertools.count(1)
@@ -180,7 +182,7 @@ class ActorConnection:
                     return _dead_info(f"the hub does not know actor {self.actor_id}")
                 now = time.monotonic()
                 unreachable_since = unreachable_since or now
-                if now - unreachable_since > _RESTART_WAIT_S:
+                if now - unreachable_since > _HUB_UNREACHABLE_S:
                     self._settle_all(
                         f"the hub is unreachable ({e.code().name}); cannot reach the "
                         f"{self.class_name} actor",

@@ -1,0 +1,95 @@
+"""Node agents and the hub killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+import actorhub
+from actorhub._config import Config
+from actorhub._launcher import start_node
+from actorhub._proto.v1 import common_pb2, hub_pb2
+from actorhub._runtime import current
+from actorhub._session import Session
+from actorhub.exceptions import ActorDiedError, ActorUnavailableError
+
+
+@actorhub.remote
+class Where:
+    def node(self) -> str:
+        return actorhub.get_runtime_context().get_node_id()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _status() -> hub_pb2.ClusterStatus:
+    status: hub_pb2.ClusterStatus = current().hub.GetClusterStatus(common_pb2.Empty(), timeout=10)
+    return status
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _wait_for(predicate: object, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_sigkilled_node_agent_takes_its_workers_and_actors_restart_on_another_node(
+    cluster: actorhub.ClusterContext,
+) -> None:
+    second = start_node(Config.load(num_cpus=1), Session(Path(cluster.session_dir)), cluster.address)
+    try:
+        _wait_for(lambda: len([n for n in _status().nodes if n.alive]) == 2)
+        actors = [Where.options(max_restarts=1).remote() for _ in range(4)]
+        nodes = actorhub.get([a.node.remote() for a in actors])
+        assert len(set(nodes)) == 2, "actors were not spread over both nodes"
+        victim = next(a for a, n in zip(actors, nodes, strict=True) if n != cluster.node_id)
+        victim_pid = actorhub.get(victim.pid.remote())
+        node_pid = next(n.pid for n in _status().nodes if n.node_id != cluster.node_id)
+        assert node_pid == second.pid
+        os.kill(node_pid, signal.SIGKILL)
+        second.wait(10)
+        _wait_for(lambda: _gone(victim_pid))  # its worker died with it
+        _wait_for(lambda: not next(n for n in _status().nodes if n.pid == node_pid).alive)
+        # the actor restarts on the node that is left
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert actorhub.get(victim.node.remote(), timeout=30) == cluster.node_id
+                break
+            except ActorDiedError:
+                assert time.monotonic() < deadline
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait()
+
+
+def test_sigkilled_hub_fails_calls_with_a_typed_error_and_leaves_nothing(
+    cluster: actorhub.ClusterContext,
+) -> None:
+    a = Where.remote()
+    assert actorhub.get(a.node.remote()) == cluster.node_id
+    worker_pid = actorhub.get(a.pid.remote())
+    hub_pid = int((Path(cluster.session_dir) / "hub.pid").read_text())
+    os.kill(hub_pid, signal.SIGKILL)
+    # node agents see their lease break and stop; their workers go with them
+    _wait_for(lambda: _gone(worker_pid))
+    start = time.monotonic()
+    with pytest.raises((ActorUnavailableError, ActorDiedError)):
+        actorhub.get(a.node.remote(), timeout=60)
+    assert time.monotonic() - start < 30
+    # shutdown() still returns, and the leak check sees nothing left
