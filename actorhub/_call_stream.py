@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -91,6 +92,11 @@ class ActorConnection:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._responses: Any = None  # the live stream's call object, to cancel it
+        # Wakes gRPC's request thread. A C-level queue wakes a blocked thread faster than a
+        # Condition; `_bell_rung` keeps it to one pending token however many calls queue up.
+        self._doorbell: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._bell_rung = False
+        self._origins: dict[str, ErrorOrigin] = {}
 
     # -- submitting ------------------------------------------------------------------------
     def submit(self, method: str, args: bytes, num_returns: int, max_task_retries: int | None) -> list[str]:
@@ -100,7 +106,9 @@ class ActorConnection:
         object_ids = [f"{prefix}.{i}" for i in range(num_returns)] if num_returns != 1 else [prefix]
         retries = self._max_task_retries if max_task_retries is None else max_task_retries
         call = _PendingCall(seq, method, args, num_returns, object_ids, retries)
-        origin = ErrorOrigin(f"{self.class_name}.{method}", self.actor_id, self.class_name)
+        origin = self._origins.get(method)
+        if origin is None:
+            origin = self._origins[method] = ErrorOrigin(f"{self.class_name}.{method}", self.actor_id, self.class_name)
         with self._cond:
             dead = self._dead
             if dead is None and 0 <= self._max_pending <= len(self._unsent) + len(self._inflight):
@@ -112,7 +120,9 @@ class ActorConnection:
             self._host.objects.create_pending(object_ids, origin)
             if dead is None:
                 self._unsent.append(call)
-                self._cond.notify_all()
+                if not self._bell_rung:
+                    self._bell_rung = True
+                    self._doorbell.put(None)
                 if self._thread is None:
                     self._thread = threading.Thread(
                         target=self._run, name=f"actorhub-conn-{self.actor_id[:8]}", daemon=True
@@ -127,6 +137,7 @@ class ActorConnection:
             self._closed = True
             self._cond.notify_all()
             responses = self._responses
+        self._doorbell.put(None)
         if responses is not None:
             responses.cancel()
 
@@ -222,6 +233,7 @@ class ActorConnection:
                 stream.closed = True
                 self._responses = None
                 self._cond.notify_all()
+            self._doorbell.put(None)  # lets the request generator see the stream closed
 
     def _requests(self, stream: _Stream) -> Iterator[worker_pb2.CallBatch]:
         # Runs on gRPC's request thread. The first batch names the actor, even if empty, so the
@@ -232,12 +244,16 @@ class ActorConnection:
         cond = self._cond
         unsent = self._unsent
         inflight = self._inflight
+        ring = self._doorbell.get
         while True:
+            if batch is None:
+                ring()
             with cond:
-                while not unsent and not stream.closed and not self._closed and batch is None:
-                    cond.wait()
                 if stream.closed or self._closed:
                     return
+                self._bell_rung = False
+                if not unsent and batch is None:
+                    continue  # a stale token from an earlier stream
                 if batch is None:
                     batch = worker_pb2.CallBatch()
                 add = batch.calls.add
@@ -277,6 +293,9 @@ class ActorConnection:
             self._inflight.clear()
             # Retried calls go first, so this caller's order holds on the new incarnation.
             self._unsent.extendleft(reversed(retry))
+            if self._unsent and not self._bell_rung:
+                self._bell_rung = True
+                self._doorbell.put(None)
         self._fail(failed, message, kind)
 
     def _settle_all(self, message: str, kind: common_pb2.ErrorKind) -> None:

@@ -143,15 +143,19 @@ class SerialMailbox:
     ) -> Iterator[worker_pb2.ReplyBatch]:
         execute = self._actor.execute
         lock = self._lock
-        for batch in _batches(first, rest):
-            if not batch.calls:
-                continue
-            out = worker_pb2.ReplyBatch()
-            add = out.replies.add
-            for call in batch.calls:
-                with lock:
-                    execute(call, add())
-            yield out
+        batch = first
+        while True:
+            if batch.calls:
+                out = worker_pb2.ReplyBatch()
+                add = out.replies.add
+                for call in batch.calls:
+                    with lock:
+                        execute(call, add())
+                yield out
+            following = next(rest, None)
+            if following is None:
+                return
+            batch = following
 
     def close(self) -> None:
         pass

@@ -52,7 +52,13 @@ def ship_module_of(obj: Any) -> None:
         pass  # already registered, or not a module cloudpickle can ship
 
 
+# Values of these types pickle the same with the C pickler, at a tenth of cloudpickle's cost.
+_PLAIN = frozenset({bytes, str, int, float, bool, type(None)})
+
+
 def dumps(value: Any) -> bytes:
+    if type(value) in _PLAIN:
+        return pickle.dumps(value, protocol=PROTOCOL)
     data: bytes = cloudpickle.dumps(value, protocol=PROTOCOL)
     return data
 
@@ -65,6 +71,8 @@ def dumps_args(args: Sequence[Any], kwargs: dict[str, Any], where: str) -> bytes
     """Serialize a call's (args, kwargs); `where` names the call in error messages."""
     if not args and not kwargs:
         return _EMPTY_ARGS
+    if not kwargs and all(type(a) in _PLAIN for a in args):
+        return pickle.dumps((tuple(args), kwargs), protocol=PROTOCOL)
     try:
         return dumps((tuple(args), kwargs))
     except Exception as e:

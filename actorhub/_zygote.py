@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import os
 import select
@@ -435,6 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     # The only environment read below the process edge, and only tests set it.
     entry_spec = os.environ.get(CHILD_ENTRY_ENV) or DEFAULT_CHILD_ENTRY
     entry = _preload(entry_spec)
+    # Everything imported so far lives as long as the process: move it out of the collector's
+    # reach, so workers neither scan it on every full collection nor touch (and so copy) its
+    # pages after the fork.
+    gc.freeze()
     threads = _thread_count()
     if threads > 2:  # numpy's BLAS pool may account for one
         _log(f"warning: {threads} threads exist before the first fork; an import started them")
