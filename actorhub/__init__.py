@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from actorhub._actor_handle import ActorHandle, ActorMethod
     from actorhub._api import (
         ClusterContext,
+        cancel,
         get,
         get_actor,
         init,
@@ -38,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "ActorHandle": "actorhub._actor_handle",
     "ActorMethod": "actorhub._actor_handle",
     "ClusterContext": "actorhub._api",
+    "cancel": "actorhub._api",
     "ObjectRef": "actorhub._object_ref",
     "RuntimeContext": "actorhub._runtime_context",
     "get": "actorhub._api",
@@ -62,6 +64,7 @@ __all__ = [
     "ObjectRef",
     "RuntimeContext",
     "__version__",
+    "cancel",
     "exceptions",
     "get",
     "get_actor",

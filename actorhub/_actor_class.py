@@ -87,6 +87,7 @@ class ActorClass(Generic[T]):
             ],
             is_async=self._is_async,
             hub_address=runtime.hub_address,
+            node_id=options.node_id,
         )
         try:
             reply: hub_pb2.CreateActorReply = runtime.hub.CreateActor(

@@ -252,6 +252,14 @@ def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
         raise ActorHubSystemError(f"kill({actor!r}) failed: {e.code().name}: {e.details()}") from None
 
 
+def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that makes `ref`: a queued task never runs, a running one is interrupted
+    (force=True kills its worker). get() of its results raises TaskCancelledError."""
+    if not isinstance(ref, ObjectRef):
+        raise TypeError(f"cancel() takes an ObjectRef, not {type(ref).__name__}")
+    _runtime.current().task_submitter().cancel(ref, force)
+
+
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
     """The live actor named `name` in `namespace` (default: this job's namespace)."""
     if not isinstance(name, str) or not name:

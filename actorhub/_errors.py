@@ -18,7 +18,9 @@ from actorhub.exceptions import (
     ActorHubSystemError,
     ActorUnavailableError,
     ObjectLostError,
+    TaskCancelledError,
     TaskError,
+    WorkerCrashedError,
     task_error_for,
 )
 
@@ -82,6 +84,10 @@ def error_from_proto(
         return ActorUnavailableError(info.message, actor_id=actor_id, class_name=class_name)
     if kind == common_pb2.ERROR_KIND_OBJECT_LOST:
         return ObjectLostError(info.message)
+    if kind == common_pb2.ERROR_KIND_WORKER_CRASHED:
+        return WorkerCrashedError(info.message)
+    if kind == common_pb2.ERROR_KIND_TASK_CANCELLED:
+        return TaskCancelledError(info.message)
     if kind == common_pb2.ERROR_KIND_SYSTEM:
         return ActorHubSystemError(info.message)
     cause: BaseException | None = None

@@ -9,7 +9,6 @@ are not counted yet.
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -49,11 +48,23 @@ class _Entry:
 Completion = tuple[str, bytes | None, common_pb2.ErrorInfo | None]
 
 
+class _Waiter:
+    """One blocked wait(): woken once when `needed` more of its objects are ready."""
+
+    __slots__ = ("event", "needed")
+
+    def __init__(self, needed: int) -> None:
+        self.needed = needed
+        self.event = threading.Event()
+
+
 class ObjectTable:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
         self._entries: dict[str, _Entry] = {}
+        # Waiters per object id: a completion touches only the waits that want it, so waiting
+        # for n objects costs O(n), not a rescan of all n per completion.
+        self._waiting: dict[str, list[_Waiter]] = {}
         # Ids whose ObjectRef was collected; applied under the lock by the next operation.
         self._released: deque[str] = deque()
 
@@ -116,8 +127,9 @@ class ObjectTable:
 
     def complete_many(self, completions: Iterable[Completion]) -> None:
         fire: list[Callback] = []
-        with self._cond:
+        with self._lock:
             entries = self._entries
+            waiting = self._waiting
             for object_id, data, error in completions:
                 entry = entries.get(object_id)
                 if entry is None or entry.ready:
@@ -128,9 +140,21 @@ class ObjectTable:
                 if entry.callbacks:
                     fire.extend(entry.callbacks)
                     entry.callbacks = None
-            self._cond.notify_all()
+                if waiting:
+                    for waiter in waiting.pop(object_id, ()):
+                        waiter.needed -= 1
+                        if waiter.needed == 0:
+                            waiter.event.set()
         for callback in fire:
             callback()
+
+    def set_origin(self, object_ids: Iterable[str], origin: ErrorOrigin) -> None:
+        """Name where an error came from when it is not the call that made these objects."""
+        with self._lock:
+            for object_id in object_ids:
+                entry = self._entries.get(object_id)
+                if entry is not None and not entry.ready:
+                    entry.origin = origin
 
     def fail_fetch(self, object_id: str, error: common_pb2.ErrorInfo) -> None:
         self.complete_many([(object_id, None, error)])
@@ -154,19 +178,27 @@ class ObjectTable:
 
         Returns readiness per id. Unknown ids count as never ready.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                flags = [(e := self._entries.get(i)) is not None and e.ready for i in object_ids]
-                if sum(flags) >= num_ready:
-                    return flags
-                if deadline is None:
-                    self._cond.wait()
-                else:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return flags
-                    self._cond.wait(left)
+        entries = self._entries
+        with self._lock:
+            missing = [i for i in object_ids if (e := entries.get(i)) is None or not e.ready]
+            ready_now = len(object_ids) - len(missing)
+            if ready_now >= num_ready or (timeout is not None and timeout <= 0):
+                if not missing:
+                    return [True] * len(object_ids)
+                absent = set(missing)
+                return [i not in absent for i in object_ids]
+            waiter = _Waiter(num_ready - ready_now)
+            for object_id in missing:
+                self._waiting.setdefault(object_id, []).append(waiter)
+        waiter.event.wait(timeout)
+        with self._lock:
+            for object_id in missing:
+                waiters = self._waiting.get(object_id)
+                if waiters is not None and waiter in waiters:
+                    waiters.remove(waiter)
+                    if not waiters:
+                        del self._waiting[object_id]
+            return [(e := entries.get(i)) is not None and e.ready for i in object_ids]
 
     def add_callback(self, object_id: str, callback: Callback) -> None:
         """Run `callback` once the object is ready (at once if it already is)."""

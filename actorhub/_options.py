@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from actorhub.exceptions import ActorHubError
+from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 
 class OptionsError(ActorHubError, ValueError):
@@ -48,6 +49,13 @@ class ActorOptions(_Options):
     """Accepted for Ray compatibility; this cluster offers no GPUs, so only 0 is valid."""
     resources: dict[str, float] | None = None
     runtime_env: None = None
+    scheduling_strategy: NodeAffinitySchedulingStrategy | Literal["DEFAULT", "SPREAD"] | None = None
+
+    @property
+    def node_id(self) -> str:
+        """The node this actor must run on, or "" for any."""
+        strategy = self.scheduling_strategy
+        return strategy.node_id if isinstance(strategy, NodeAffinitySchedulingStrategy) else ""
 
     @field_validator("name")
     @classmethod

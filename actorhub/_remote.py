@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from actorhub._actor_class import NUM_RETURNS_ATTR, ActorClass
-from actorhub._options import ActorOptions, OptionsError
+from actorhub._options import ActorOptions
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -17,7 +17,7 @@ def remote(target: type[T]) -> ActorClass[T]: ...
 @overload
 def remote(target: None = None, **options: Any) -> Callable[[type[T]], ActorClass[T]]: ...
 def remote(target: Any = None, **options: Any) -> Any:
-    """`@remote` or `@remote(**options)` on a class makes it an actor class."""
+    """`@remote` or `@remote(**options)`: a class becomes an actor class, a function a task."""
     if target is not None and options:
         raise TypeError("use @remote or @remote(**options), not both")
     if target is not None:
@@ -33,10 +33,12 @@ def _make_remote(target: Any, options: dict[str, Any]) -> Any:
     if isinstance(target, type):
         return ActorClass(target, ActorOptions.parse(f"@remote on {target.__name__}", **options))
     if callable(target):
-        raise OptionsError(
-            f"@remote on the function {getattr(target, '__name__', target)!r}: remote functions "
-            "(tasks) are not available yet; wrap the function in an actor method"
-        )
+        # Tasks live outside the kernel; the facade imports them only when a function is decorated.
+        from actorhub.tasks._options import TaskOptions
+        from actorhub.tasks._remote_function import RemoteFunction
+
+        name = getattr(target, "__qualname__", repr(target))
+        return RemoteFunction(target, TaskOptions.parse(f"@remote on {name}", **options))
     raise TypeError(f"@remote applies to a class, not {type(target).__name__}")
 
 

@@ -10,7 +10,7 @@ import concurrent.futures
 import itertools
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -66,6 +66,24 @@ class Runtime:
         self.address = bind(self.server, bind_host)
         self.server.start()
         self.closed = False
+        self._close_hooks: list[Callable[[], None]] = []
+        # Set in a task executor: called around a get() that must wait, so the executor's CPU
+        # can run other tasks meanwhile (a task waiting on its subtasks must not starve them).
+        self.blocking_hooks: tuple[Callable[[], None], Callable[[], None]] | None = None
+        self._task_submitter: Any = None
+
+    def add_close_hook(self, hook: Callable[[], None]) -> None:
+        self._close_hooks.append(hook)
+
+    def task_submitter(self) -> Any:
+        """This process's task submitter, made on first use (tasks are optional to the kernel)."""
+        with self._lock:
+            if self._task_submitter is None:
+                from actorhub.tasks._submitter import TaskSubmitter
+
+                self._task_submitter = TaskSubmitter(self)
+                self._close_hooks.append(self._task_submitter.close)
+            return self._task_submitter
 
     # -- actor connections ----------------------------------------------------------------------
     def connection(
@@ -102,6 +120,10 @@ class Runtime:
         if self.objects.claim_fetch(ref.hex()):
             self._fetcher.submit(self._fetch, ref.hex(), ref.owner_address)
 
+    def start_fetch(self, ref: ObjectRef[Any]) -> None:
+        """Make sure `ref` becomes ready here: raises if owned here but gone, fetches if borrowed."""
+        self._check_known([ref])
+
     def _check_known(self, refs: Sequence[ObjectRef[Any]]) -> None:
         for ref in refs:
             if ref.owner_address == self.address:
@@ -137,7 +159,15 @@ class Runtime:
     def get(self, refs: Sequence[ObjectRef[Any]], timeout: float | None) -> list[Any]:
         self._check_known(refs)
         ids = [r.hex() for r in refs]
-        flags = self.objects.wait(ids, len(ids), timeout)
+        hooks = self.blocking_hooks
+        if hooks is None or all(self.objects.is_ready(i) for i in ids):
+            flags = self.objects.wait(ids, len(ids), timeout)
+        else:
+            hooks[0]()
+            try:
+                flags = self.objects.wait(ids, len(ids), timeout)
+            finally:
+                hooks[1]()
         if not all(flags):
             missing = [i for i, ok in zip(ids, flags, strict=True) if not ok]
             raise GetTimeoutError(
@@ -213,6 +243,11 @@ class Runtime:
         return lease
 
     def close(self) -> None:
+        for hook in self._close_hooks:
+            try:
+                hook()
+            except Exception:  # closing goes on: the process is leaving anyway
+                pass
         self.closed = True
         with self._lock:
             connections = list(self._connections.values())

@@ -23,7 +23,9 @@ __all__ = [
     "RaySystemError",
     "RayTaskError",
     "SerializationError",
+    "TaskCancelledError",
     "TaskError",
+    "WorkerCrashedError",
 ]
 
 
@@ -74,6 +76,14 @@ class ObjectLostError(ActorHubError):
 
 class OwnerDiedError(ObjectLostError):
     """The process that owned the object died, and the object with it."""
+
+
+class WorkerCrashedError(ActorHubError):
+    """A task's worker process died while running it, more times than max_retries allows."""
+
+
+class TaskCancelledError(ActorHubError):
+    """The task was cancelled with cancel() before it finished."""
 
 
 class SerializationError(ActorHubError, TypeError):

@@ -198,6 +198,8 @@ class TableState:
         for node in self._nodes.values():
             if not node.alive or node.available_cpus < rec.spec.num_cpus - _EPSILON:
                 continue
+            if rec.spec.node_id and node.node_id != rec.spec.node_id:
+                continue
             until = rec.avoid.get(node.node_id)
             if until is not None and until > now:
                 retry_in = until - now if retry_in is None else min(retry_in, until - now)

@@ -34,7 +34,7 @@ def test_public_api_is_pinned() -> None:
     assert sorted(actorhub.__all__) == sorted(
         [
             "ActorClass", "ActorHandle", "ActorMethod", "ClusterContext", "ObjectRef", "RuntimeContext",
-            "__version__", "exceptions", "get", "get_actor", "get_runtime_context", "init", "is_initialized",
+            "__version__", "cancel", "exceptions", "get", "get_actor", "get_runtime_context", "init", "is_initialized",
             "kill", "method", "put", "remote", "shutdown", "util", "wait",
         ]
     )

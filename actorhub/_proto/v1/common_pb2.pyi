@@ -16,6 +16,8 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_KIND_ACTOR_UNAVAILABLE: _ClassVar[ErrorKind]
     ERROR_KIND_SYSTEM: _ClassVar[ErrorKind]
     ERROR_KIND_OBJECT_LOST: _ClassVar[ErrorKind]
+    ERROR_KIND_WORKER_CRASHED: _ClassVar[ErrorKind]
+    ERROR_KIND_TASK_CANCELLED: _ClassVar[ErrorKind]
 
 class ActorState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -30,6 +32,8 @@ ERROR_KIND_ACTOR_DIED: ErrorKind
 ERROR_KIND_ACTOR_UNAVAILABLE: ErrorKind
 ERROR_KIND_SYSTEM: ErrorKind
 ERROR_KIND_OBJECT_LOST: ErrorKind
+ERROR_KIND_WORKER_CRASHED: ErrorKind
+ERROR_KIND_TASK_CANCELLED: ErrorKind
 ACTOR_STATE_UNSPECIFIED: ActorState
 ACTOR_STATE_PENDING: ActorState
 ACTOR_STATE_ALIVE: ActorState
@@ -65,7 +69,7 @@ class MethodMeta(_message.Message):
     def __init__(self, name: _Optional[str] = ..., num_returns: _Optional[int] = ..., is_async: _Optional[bool] = ...) -> None: ...
 
 class ActorSpec(_message.Message):
-    __slots__ = ("actor_id", "class_name", "pickled_class", "init_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "max_pending_calls", "num_cpus", "owner_job_id", "owner_actor_id", "job_namespace", "methods", "is_async", "hub_address")
+    __slots__ = ("actor_id", "class_name", "pickled_class", "init_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "max_pending_calls", "num_cpus", "owner_job_id", "owner_actor_id", "job_namespace", "methods", "is_async", "hub_address", "node_id")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
     PICKLED_CLASS_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +88,7 @@ class ActorSpec(_message.Message):
     METHODS_FIELD_NUMBER: _ClassVar[int]
     IS_ASYNC_FIELD_NUMBER: _ClassVar[int]
     HUB_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     class_name: str
     pickled_class: bytes
@@ -102,7 +107,8 @@ class ActorSpec(_message.Message):
     methods: _containers.RepeatedCompositeFieldContainer[MethodMeta]
     is_async: bool
     hub_address: str
-    def __init__(self, actor_id: _Optional[str] = ..., class_name: _Optional[str] = ..., pickled_class: _Optional[bytes] = ..., init_args: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_pending_calls: _Optional[int] = ..., num_cpus: _Optional[float] = ..., owner_job_id: _Optional[str] = ..., owner_actor_id: _Optional[str] = ..., job_namespace: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., is_async: _Optional[bool] = ..., hub_address: _Optional[str] = ...) -> None: ...
+    node_id: str
+    def __init__(self, actor_id: _Optional[str] = ..., class_name: _Optional[str] = ..., pickled_class: _Optional[bytes] = ..., init_args: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_pending_calls: _Optional[int] = ..., num_cpus: _Optional[float] = ..., owner_job_id: _Optional[str] = ..., owner_actor_id: _Optional[str] = ..., job_namespace: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., is_async: _Optional[bool] = ..., hub_address: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
     __slots__ = ("actor_id", "state", "address", "incarnation", "name", "namespace", "class_name", "node_id", "pid", "death_cause", "methods", "detached", "max_task_retries", "max_pending_calls", "num_restarts", "owner_job_id", "is_async")

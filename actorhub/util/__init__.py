@@ -6,8 +6,12 @@ from typing import Any
 
 from actorhub import _runtime
 from actorhub._proto.v1 import hub_pb2
+from actorhub.util import scheduling_strategies
 
-__all__ = ["list_named_actors"]
+__all__ = ["list_named_actors", "scheduling_strategies"]
+
+# Actors of actorhub itself (task lease desks and executors) live here, out of users' listings.
+SYSTEM_NAMESPACE = "_actorhub"
 
 
 def list_named_actors(all_namespaces: bool = False) -> list[Any]:
@@ -18,5 +22,5 @@ def list_named_actors(all_namespaces: bool = False) -> list[Any]:
         hub_pb2.ListActorsRequest(namespace=runtime.namespace, all_namespaces=all_namespaces, named_only=True)
     )
     if all_namespaces:
-        return [{"name": a.name, "namespace": a.namespace} for a in reply.actors]
+        return [{"name": a.name, "namespace": a.namespace} for a in reply.actors if a.namespace != SYSTEM_NAMESPACE]
     return [a.name for a in reply.actors]

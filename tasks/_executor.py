@@ -1,0 +1,83 @@
+"""TaskExecutor: the actor a leased worker runs tasks in, one at a time.
+
+It runs with a few threads so that a `cancel` call can reach it while a task runs; a lock
+keeps tasks themselves to one at a time, because a lease is one task's worth of CPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from actorhub import _serialization
+from actorhub._object_ref import ObjectRef
+from actorhub.exceptions import TaskCancelledError
+
+
+class TaskExecutor:
+    def __init__(self, desk_name: str, namespace: str) -> None:
+        from actorhub._runtime import current
+
+        self._desk_name = desk_name
+        self._namespace = namespace
+        self._desk: Any = None
+        self._lock = threading.Lock()
+        self._functions: dict[str, Callable[..., Any]] = {}
+        self._running: dict[int, int] = {}  # task seq -> thread ident
+        self._cancelled: set[int] = set()
+        self._runtime = current()
+        self._runtime.blocking_hooks = (self._blocked, self._unblocked)
+
+    def execute(self, fn_id: str, fn_blob: bytes, task_seq: int, args_blob: bytes) -> Any:
+        function = self._functions.get(fn_id)
+        if function is None:
+            function = self._functions[fn_id] = _serialization.loads(fn_blob)
+        args, kwargs = _serialization.loads_args(args_blob)
+        # The submitter waited for these before sending the task; reading them is quick.
+        get = self._runtime.get_value
+        if any(type(a) is ObjectRef for a in args):
+            args = tuple(get(a) if type(a) is ObjectRef else a for a in args)
+        if any(type(v) is ObjectRef for v in kwargs.values()):
+            kwargs = {k: get(v) if type(v) is ObjectRef else v for k, v in kwargs.items()}
+        with self._lock:
+            if task_seq in self._cancelled:
+                raise TaskCancelledError(f"task {task_seq} was cancelled before it started")
+            self._running[task_seq] = threading.get_ident()
+            try:
+                return function(*args, **kwargs)
+            except SystemExit as e:
+                # As in Ray, sys.exit() in a task ends its worker: a crash the caller may retry.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(e.code if isinstance(e.code, int) else 1)
+            finally:
+                del self._running[task_seq]
+
+    def cancel(self, task_seq: int) -> bool:
+        """Interrupt the task if it runs here (at its next Python instruction); True if it did."""
+        ident = self._running.get(task_seq)
+        if ident is None:
+            self._cancelled.add(task_seq)
+            return False
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(TaskCancelledError))
+        return True
+
+    def _desk_handle(self) -> Any:
+        if self._desk is None:
+            from actorhub._api import get_actor
+
+            self._desk = get_actor(self._desk_name, namespace=self._namespace)
+        return self._desk
+
+    # A task that waits in get() lends its CPU to other tasks until the wait ends.
+    def _blocked(self) -> None:
+        if self._running:
+            self._desk_handle().block.remote(self._runtime.actor_id)
+
+    def _unblocked(self) -> None:
+        if self._running:
+            self._desk_handle().unblock.remote(self._runtime.actor_id)

@@ -1,0 +1,355 @@
+"""TaskSubmitter: the caller's side of tasks, one per process.
+
+A task waits for its top-level ObjectRef arguments here, holding no worker. Once they are
+ready it needs a lease: an executor leased from the local node's LeaseDesk (an actor call).
+A lease runs one task at a time and is kept for the caller's following tasks while there are
+any, then returned after a short idle time. A task whose worker died is retried on the same
+lease (its executor restarts) up to `max_retries`; application errors only if
+`retry_exceptions` says so. Everything here runs on the caller's thread or in completion
+callbacks, never blocking: the only waits are the user's own get().
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import Counter, deque
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+from actorhub.tasks._lease_desk import LeaseDesk, desk_name
+from actorhub.tasks._options import TaskOptions
+
+from actorhub import _serialization
+from actorhub._errors import system_error
+from actorhub._object_ref import ObjectRef
+from actorhub._object_table import ErrorOrigin
+from actorhub._proto.v1 import common_pb2
+from actorhub.exceptions import TaskCancelledError
+from actorhub.util import SYSTEM_NAMESPACE
+
+if TYPE_CHECKING:
+    from actorhub.tasks._remote_function import RemoteFunction
+
+    from actorhub._runtime import Runtime
+
+_LINGER_S = 1.0
+# Tasks one lease may carry at once when no more leases are coming: the executor still runs
+# them one at a time (one CPU), but they travel in one frame instead of one round trip each.
+_PIPELINE_DEPTH = 16
+_WORKER_GONE = (common_pb2.ERROR_KIND_ACTOR_DIED, common_pb2.ERROR_KIND_ACTOR_UNAVAILABLE)
+
+
+class _Task:
+    __slots__ = (
+        "args_blob",
+        "cancelled",
+        "dep_error",
+        "deps",
+        "deps_left",
+        "fn_blob",
+        "fn_id",
+        "lease",
+        "name",
+        "object_ids",
+        "options",
+        "retries_left",
+        "seq",
+    )
+
+    def __init__(self, seq: int, name: str, code: tuple[str, bytes], args_blob: bytes,
+                 options: TaskOptions, object_ids: list[str]) -> None:
+        self.seq = seq
+        self.name = name
+        self.fn_id, self.fn_blob = code
+        self.args_blob = args_blob
+        self.options = options
+        self.object_ids = object_ids
+        self.retries_left = options.max_retries
+        self.cancelled = False
+        self.deps: list[ObjectRef[Any]] = []
+        self.deps_left = 0
+        self.dep_error: tuple[common_pb2.ErrorInfo, ErrorOrigin | None] | None = None
+        self.lease: _Lease | None = None
+
+
+class _Lease:
+    __slots__ = ("cpus", "executor", "idle_since", "inflight")
+
+    def __init__(self, executor: Any, cpus: float) -> None:
+        self.executor = executor
+        self.cpus = cpus
+        self.idle_since = 0.0
+        self.inflight = 0
+
+
+class TaskSubmitter:
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+        self._lock = threading.Lock()
+        self._ready: deque[_Task] = deque()
+        self._ready_cpus: Counter[float] = Counter()
+        self._requested: Counter[float] = Counter()
+        self._idle: list[_Lease] = []
+        self._tasks: dict[str, _Task] = {}  # by each of its object ids, for cancel()
+        self._seq = itertools.count(1)
+        self._desk: Any = None
+        self._node_cpus = 1.0
+        self._closed = threading.Event()
+        threading.Thread(target=self._return_idle_leases, name="actorhub-task-leases", daemon=True).start()
+
+    # -- submitting -------------------------------------------------------------------------------
+    def submit(self, function: RemoteFunction[Any, Any], options: TaskOptions, args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> Any:
+        rt = self._rt
+        name = options.name or function.__qualname__
+        args_blob = _serialization.dumps_args(args, kwargs, name)  # fails here, at the caller
+        seq = next(self._seq)
+        n = options.num_returns
+        object_ids = [f"{rt.caller_id}.t{seq:x}.{i}" for i in range(n)]
+        rt.objects.create_pending(object_ids, ErrorOrigin(name))
+        refs = rt.refs_for(object_ids)
+        task = _Task(seq, name, function.code(), args_blob, options, object_ids)
+        with self._lock:
+            for object_id in object_ids:
+                self._tasks[object_id] = task
+        deps = [a for a in (*args, *kwargs.values()) if type(a) is ObjectRef]
+        if deps:
+            task.deps = deps  # keeps them alive until the task has run
+            task.deps_left = len(deps)
+            for dep in deps:
+                rt.start_fetch(dep)
+                rt.objects.add_callback(dep.hex(), partial(self._dep_ready, task, dep))
+        else:
+            self._make_ready(task)
+        if n == 1:
+            return refs[0]
+        return refs if n else None
+
+    def _dep_ready(self, task: _Task, dep: ObjectRef[Any]) -> None:
+        _, error, origin = self._rt.objects.read(dep.hex())
+        with self._lock:
+            task.deps_left -= 1
+            if error is not None and task.dep_error is None:
+                task.dep_error = (error, origin)
+            if task.deps_left:
+                return
+        if task.cancelled:
+            self._finish_cancelled(task)
+        elif task.dep_error is not None:
+            # The error of the task that failed, under its own name, at every task downstream.
+            self._finish(task, error=task.dep_error[0], origin=task.dep_error[1])
+        else:
+            self._make_ready(task)
+
+    def _make_ready(self, task: _Task) -> None:
+        cpus = task.options.num_cpus
+        with self._lock:
+            if task.cancelled:
+                return
+            lease = next((lease for lease in self._idle if lease.cpus == cpus), None)
+            if lease is not None:
+                self._idle.remove(lease)
+                lease.inflight += 1
+            else:
+                self._ready.append(task)
+                self._ready_cpus[cpus] += 1
+                # The desk cannot lend more than its node's CPUs at once; asking for more only
+                # queues requests there.
+                ask = self._requested[cpus] < min(self._ready_cpus[cpus], self._max_leases(cpus))
+                if ask:
+                    self._requested[cpus] += 1
+        if lease is not None:
+            self._dispatch(lease, task)
+        elif ask:
+            self._request_lease(cpus)
+
+    # -- leases ------------------------------------------------------------------------------------
+    def _desk_handle(self) -> Any:
+        if self._desk is None:
+            from actorhub._actor_class import ActorClass
+            from actorhub._options import ActorOptions
+            from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            node_id = self._rt.node_id
+            status = self._rt.hub.GetClusterStatus(common_pb2.Empty(), timeout=30)
+            cpus = next((n.num_cpus for n in status.nodes if n.node_id == node_id), 1.0)
+            self._node_cpus = cpus
+            desk_class = ActorClass(LeaseDesk, ActorOptions(
+                name=desk_name(node_id), namespace=SYSTEM_NAMESPACE, get_if_exists=True,
+                lifetime="detached", max_restarts=-1,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id),
+            ))
+            self._desk = desk_class.remote(node_id, cpus)
+        return self._desk
+
+    def _max_leases(self, cpus: float) -> int:
+        return max(1, int(self._node_cpus // cpus)) if cpus > 0 else 64
+
+    def _request_lease(self, cpus: float) -> None:
+        ref = self._desk_handle().lease.remote(cpus, self._rt.address)
+        self._rt.objects.add_callback(ref.hex(), partial(self._on_lease, ref, cpus))
+
+    def _on_lease(self, ref: ObjectRef[Any], cpus: float) -> None:
+        try:
+            lease = _Lease(self._rt.value_of(ref.hex()), cpus)
+        except Exception as e:  # e.g. more CPUs than the node has: those tasks cannot run
+            with self._lock:
+                self._requested[cpus] -= 1
+                doomed = [t for t in self._ready if t.options.num_cpus == cpus]
+                for t in doomed:
+                    self._ready.remove(t)
+                    self._ready_cpus[cpus] -= 1
+            from actorhub._errors import error_to_proto
+
+            for t in doomed:
+                self._finish(t, error=error_to_proto(e))
+            return
+        with self._lock:
+            self._requested[cpus] -= 1
+        self._next(lease)
+
+    def _next(self, lease: _Lease) -> None:
+        """Give the lease more work, or make it idle if it has none."""
+        cpus = lease.cpus
+        taken: list[_Task] = []
+        with self._lock:
+            depth = 1 if self._requested[cpus] else _PIPELINE_DEPTH
+            if self._ready_cpus[cpus]:
+                for task in list(self._ready):
+                    if lease.inflight + len(taken) >= depth:
+                        break
+                    if task.options.num_cpus == cpus:
+                        self._ready.remove(task)
+                        taken.append(task)
+                self._ready_cpus[cpus] -= len(taken)
+            lease.inflight += len(taken)
+            if not lease.inflight:
+                lease.idle_since = time.monotonic()
+                self._idle.append(lease)
+        for task in taken:
+            self._dispatch(lease, task)
+
+    def _dispatch(self, lease: _Lease, task: _Task) -> None:
+        task.lease = lease
+        n = task.options.num_returns
+        method = lease.executor.execute if n <= 1 else lease.executor.execute.options(num_returns=n)
+        result = method.remote(task.fn_id, task.fn_blob, task.seq, task.args_blob)
+        call_refs: list[ObjectRef[Any]] = result if isinstance(result, list) else [result]
+        self._rt.objects.add_callback(call_refs[-1].hex(), partial(self._on_done, task, lease, call_refs))
+
+    def _on_done(self, task: _Task, lease: _Lease, call_refs: list[ObjectRef[Any]]) -> None:
+        objects = self._rt.objects
+        _, error, _ = objects.read(call_refs[0].hex())
+        if error is None:
+            values = [objects.read(r.hex())[0] for r in call_refs]
+            self._finish(task, values=values)
+        elif task.cancelled or _is_cancellation(error):
+            self._finish_cancelled(task)
+        elif error.kind in _WORKER_GONE:
+            if self._retry(task):
+                self._dispatch(lease, task)  # the same lease: its executor restarts
+                return
+            self._finish(task, error=system_error(
+                f"the worker running task {task.name} died ({error.message}); "
+                f"it was tried {task.options.max_retries + 1} times (max_retries={task.options.max_retries})",
+                common_pb2.ERROR_KIND_WORKER_CRASHED))
+        elif error.kind == common_pb2.ERROR_KIND_APPLICATION and task.options.retries_exception(
+            _exception_of(error)
+        ) and self._retry(task):
+            self._dispatch(lease, task)
+            return
+        else:
+            self._finish(task, error=error)
+        with self._lock:
+            lease.inflight -= 1
+        self._next(lease)
+
+    @staticmethod
+    def _retry(task: _Task) -> bool:
+        if task.retries_left == 0:
+            return False
+        if task.retries_left > 0:
+            task.retries_left -= 1
+        return True
+
+    # -- results ---------------------------------------------------------------------------------
+    def _finish(self, task: _Task, *, values: list[bytes | None] | None = None,
+                error: common_pb2.ErrorInfo | None = None, origin: ErrorOrigin | None = None) -> None:
+        with self._lock:
+            for object_id in task.object_ids:
+                self._tasks.pop(object_id, None)
+        task.deps = []
+        objects = self._rt.objects
+        if error is not None:
+            if origin is not None:
+                objects.set_origin(task.object_ids, origin)
+            objects.complete_many([(oid, None, error) for oid in task.object_ids])
+        elif values is not None:
+            objects.complete_many([(oid, v, None) for oid, v in zip(task.object_ids, values, strict=False)])
+
+    def _finish_cancelled(self, task: _Task) -> None:
+        self._finish(task, error=system_error(f"task {task.name} was cancelled",
+                                              common_pb2.ERROR_KIND_TASK_CANCELLED))
+
+    def cancel(self, ref: ObjectRef[Any], force: bool) -> None:
+        with self._lock:
+            task = self._tasks.get(ref.hex())
+            if task is None:
+                return  # finished already (or not a task of this process): nothing to stop
+            task.cancelled = True
+            queued = task in self._ready
+            if queued:
+                self._ready.remove(task)
+                self._ready_cpus[task.options.num_cpus] -= 1
+            lease = task.lease
+        if queued:
+            self._finish_cancelled(task)
+        elif lease is not None:
+            if force:
+                from actorhub._api import kill
+
+                kill(lease.executor, no_restart=False)
+            else:
+                lease.executor.cancel.remote(task.seq)
+        # else: still waiting for its arguments; _dep_ready finishes it as cancelled
+
+    # -- leases going back -----------------------------------------------------------------------
+    def _return_idle_leases(self) -> None:
+        while not self._closed.wait(0.25):
+            now = time.monotonic()
+            with self._lock:
+                old = [lease for lease in self._idle if now - lease.idle_since > _LINGER_S]
+                for lease in old:
+                    self._idle.remove(lease)
+            for lease in old:
+                self._desk_handle().release.remote(lease.executor.actor_id)
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        if idle and self._desk is not None:
+            refs = [self._desk.release.remote(lease.executor.actor_id) for lease in idle]
+            try:
+                self._rt.get(refs, 2.0)
+            except Exception:
+                pass  # the desk reclaims leases of holders that went away
+
+
+def _exception_of(error: common_pb2.ErrorInfo) -> BaseException | None:
+    if not error.pickled:
+        return None
+    try:
+        value = cloudpickle.loads(error.pickled)
+    except Exception:
+        return None
+    return value if isinstance(value, BaseException) else None
+
+
+def _is_cancellation(error: common_pb2.ErrorInfo) -> bool:
+    return error.kind == common_pb2.ERROR_KIND_TASK_CANCELLED or error.type_name.endswith(
+        TaskCancelledError.__qualname__
+    )
