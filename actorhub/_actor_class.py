@@ -57,7 +57,10 @@ class ActorClass(Generic[T]):
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
         from actorhub._runtime import current
 
-        runtime = current()
+        return self.remote_in(current(), *args, **kwargs)
+
+    def remote_in(self, runtime: Any, *args: Any, **kwargs: Any) -> ActorHandle[T]:
+        """Create the actor through `runtime` (actorhub's own machinery; see ActorMethod.remote_in)."""
         options = self._options
         name = self._cls.__name__
         if options.get_if_exists and not options.name:

@@ -66,6 +66,14 @@ class ActorMethod:
         self._options = options
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self.remote_in(self._handle._runtime(), *args, **kwargs)
+
+    def remote_in(self, runtime: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call through `runtime` rather than the process's current one.
+
+        actorhub's own machinery calls this: it must never start a cluster by accident, as
+        the public path does when no cluster is initialized (for example during shutdown).
+        """
         handle = self._handle
         state = handle._state
         options = self._options
@@ -73,7 +81,6 @@ class ActorMethod:
         retries = None if options is None else options.max_task_retries
         name = self._info.name
         data = _serialization.dumps_args(args, kwargs, f"{state.class_name}.{name}")
-        runtime = handle._runtime()
         conn = runtime.connection(state.actor_id, state.class_name, state.max_task_retries, state.max_pending_calls)
         ids = conn.submit(name, data, num_returns, retries)
         refs = runtime.refs_for(ids)

@@ -248,6 +248,7 @@ class Runtime:
                 hook()
             except Exception:  # closing goes on: the process is leaving anyway
                 pass
+        # From here on, completion callbacks fired by closing connections must not send anything.
         self.closed = True
         with self._lock:
             connections = list(self._connections.values())

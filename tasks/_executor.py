@@ -76,8 +76,8 @@ class TaskExecutor:
     # A task that waits in get() lends its CPU to other tasks until the wait ends.
     def _blocked(self) -> None:
         if self._running:
-            self._desk_handle().block.remote(self._runtime.actor_id)
+            self._desk_handle().block.remote_in(self._runtime, self._runtime.actor_id)
 
     def _unblocked(self) -> None:
         if self._running:
-            self._desk_handle().unblock.remote(self._runtime.actor_id)
+            self._desk_handle().unblock.remote_in(self._runtime, self._runtime.actor_id)

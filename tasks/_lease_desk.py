@@ -56,7 +56,9 @@ class LeaseDesk:
                 scheduling_strategy=NodeAffinitySchedulingStrategy(self._node_id),
             ),
         )
-        handle = executor_class.remote(desk_name(self._node_id), SYSTEM_NAMESPACE)
+        from actorhub._runtime import current
+
+        handle = executor_class.remote_in(current(), desk_name(self._node_id), SYSTEM_NAMESPACE)
         self._handles[handle.actor_id] = handle
         return handle
 

@@ -182,14 +182,16 @@ class TaskSubmitter:
                 lifetime="detached", max_restarts=-1,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id),
             ))
-            self._desk = desk_class.remote(node_id, cpus)
+            self._desk = desk_class.remote_in(self._rt, node_id, cpus)
         return self._desk
 
     def _max_leases(self, cpus: float) -> int:
         return max(1, int(self._node_cpus // cpus)) if cpus > 0 else 64
 
     def _request_lease(self, cpus: float) -> None:
-        ref = self._desk_handle().lease.remote(cpus, self._rt.address)
+        if self._rt.closed:
+            return
+        ref = self._desk_handle().lease.remote_in(self._rt, cpus, self._rt.address)
         self._rt.objects.add_callback(ref.hex(), partial(self._on_lease, ref, cpus))
 
     def _on_lease(self, ref: ObjectRef[Any], cpus: float) -> None:
@@ -233,10 +235,15 @@ class TaskSubmitter:
             self._dispatch(lease, task)
 
     def _dispatch(self, lease: _Lease, task: _Task) -> None:
+        if self._rt.closed:
+            self._finish(task, error=system_error(
+                f"task {task.name} did not run: this process shut down its connection to the cluster",
+                common_pb2.ERROR_KIND_SYSTEM))
+            return
         task.lease = lease
         n = task.options.num_returns
         method = lease.executor.execute if n <= 1 else lease.executor.execute.options(num_returns=n)
-        result = method.remote(task.fn_id, task.fn_blob, task.seq, task.args_blob)
+        result = method.remote_in(self._rt, task.fn_id, task.fn_blob, task.seq, task.args_blob)
         call_refs: list[ObjectRef[Any]] = result if isinstance(result, list) else [result]
         self._rt.objects.add_callback(call_refs[-1].hex(), partial(self._on_done, task, lease, call_refs))
 
@@ -313,7 +320,7 @@ class TaskSubmitter:
 
                 kill(lease.executor, no_restart=False)
             else:
-                lease.executor.cancel.remote(task.seq)
+                lease.executor.cancel.remote_in(self._rt, task.seq)
         # else: still waiting for its arguments; _dep_ready finishes it as cancelled
 
     # -- leases going back -----------------------------------------------------------------------
@@ -325,14 +332,16 @@ class TaskSubmitter:
                 for lease in old:
                     self._idle.remove(lease)
             for lease in old:
-                self._desk_handle().release.remote(lease.executor.actor_id)
+                if self._rt.closed:
+                    return
+                self._desk_handle().release.remote_in(self._rt, lease.executor.actor_id)
 
     def close(self) -> None:
         self._closed.set()
         with self._lock:
             idle, self._idle = self._idle, []
         if idle and self._desk is not None:
-            refs = [self._desk.release.remote(lease.executor.actor_id) for lease in idle]
+            refs = [self._desk.release.remote_in(self._rt, lease.executor.actor_id) for lease in idle]
             try:
                 self._rt.get(refs, 2.0)
             except Exception:
