@@ -9,9 +9,9 @@ standard deviation of the trials. The durations are shorter than Ray's (10 s pau
 warm-up, 4 trials of 2 s) so the whole run fits in about two minutes on two cores; `scale`
 multiplies them all.
 
-Where Ray's workload needs a feature actorhub lacks, the closest actor form stands in:
-"n:n actor calls async" has four caller *actors* where Ray has four tasks (actorhub has no tasks
-yet). Two metrics are our own: "actor creations per second" and "init to first actor call (s)".
+"n:n actor calls async" has four caller actors where Ray has four tasks. Three metrics are our
+own: "actor creations per second", "init to first actor call (s)" and "get of a 100 MB numpy
+array (ms)". Task and object metrics live in _microbenchmark_tasks.
 
 The actor classes live here, at module level, so workers import them by reference.
 """
@@ -109,7 +109,7 @@ class Result:
         return f"{self.label} {self.mean:.{self.digits}f} +- {self.std:.{self.digits}f}"
 
 
-def timeit(name: str, fn: Callable[[], object], multiplier: int, timing: Timing) -> Result:
+def timeit(name: str, fn: Callable[[], object], multiplier: float, timing: Timing) -> Result:
     """Ray's `timeit`: the rate of `fn` calls times `multiplier`, per second."""
     # A pause lets the previous metric's stragglers (exiting workers, late replies) settle.
     time.sleep(timing.settle_s)
@@ -274,8 +274,14 @@ _ACTOR_METRICS: list[tuple[str, _ActorMetric]] = [
 _INIT_LABEL = "init to first actor call (s)"
 
 
+def _cluster_metrics() -> list[tuple[str, _ActorMetric]]:
+    from actorhub._microbenchmark_tasks import TASK_METRICS
+
+    return _ACTOR_METRICS + TASK_METRICS
+
+
 def metric_labels() -> list[str]:
-    return [label for label, _ in _ACTOR_METRICS] + [_INIT_LABEL]
+    return [label for label, _ in _cluster_metrics()] + [_INIT_LABEL]
 
 
 def _kill_all(actors: Sequence[ActorHandle[Any]]) -> None:
@@ -293,7 +299,7 @@ def main(filter_text: str = "", *, scale: float = 1.0) -> list[Result]:
     in fresh interpreters after that cluster is gone.
     """
     timing = Timing.scaled(scale)
-    selected = [(label, run) for label, run in _ACTOR_METRICS if filter_text in label]
+    selected = [(label, run) for label, run in _cluster_metrics() if filter_text in label]
     results: list[Result] = []
     if selected:
         actorhub.init()

@@ -51,9 +51,10 @@ Completion = tuple[str, bytes | None, common_pb2.ErrorInfo | None]
 class _Waiter:
     """One blocked wait(): woken once when `needed` more of its objects are ready."""
 
-    __slots__ = ("event", "needed")
+    __slots__ = ("event", "ids", "needed")
 
-    def __init__(self, needed: int) -> None:
+    def __init__(self, ids: set[str], needed: int) -> None:
+        self.ids = ids
         self.needed = needed
         self.event = threading.Event()
 
@@ -62,9 +63,9 @@ class ObjectTable:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
-        # Waiters per object id: a completion touches only the waits that want it, so waiting
-        # for n objects costs O(n), not a rescan of all n per completion.
-        self._waiting: dict[str, list[_Waiter]] = {}
+        # Blocked wait() calls (a few: one per waiting thread). A completion checks each for
+        # its id, so waiting for n objects costs O(n), not a rescan of all n per completion.
+        self._waiters: list[_Waiter] = []
         # Ids whose ObjectRef was collected; applied under the lock by the next operation.
         self._released: deque[str] = deque()
 
@@ -129,7 +130,7 @@ class ObjectTable:
         fire: list[Callback] = []
         with self._lock:
             entries = self._entries
-            waiting = self._waiting
+            waiters = self._waiters
             for object_id, data, error in completions:
                 entry = entries.get(object_id)
                 if entry is None or entry.ready:
@@ -140,8 +141,8 @@ class ObjectTable:
                 if entry.callbacks:
                     fire.extend(entry.callbacks)
                     entry.callbacks = None
-                if waiting:
-                    for waiter in waiting.pop(object_id, ()):
+                for waiter in waiters:
+                    if object_id in waiter.ids:
                         waiter.needed -= 1
                         if waiter.needed == 0:
                             waiter.event.set()
@@ -187,17 +188,11 @@ class ObjectTable:
                     return [True] * len(object_ids)
                 absent = set(missing)
                 return [i not in absent for i in object_ids]
-            waiter = _Waiter(num_ready - ready_now)
-            for object_id in missing:
-                self._waiting.setdefault(object_id, []).append(waiter)
+            waiter = _Waiter(set(missing), num_ready - ready_now)
+            self._waiters.append(waiter)
         waiter.event.wait(timeout)
         with self._lock:
-            for object_id in missing:
-                waiters = self._waiting.get(object_id)
-                if waiters is not None and waiter in waiters:
-                    waiters.remove(waiter)
-                    if not waiters:
-                        del self._waiting[object_id]
+            self._waiters.remove(waiter)
             return [(e := entries.get(i)) is not None and e.ready for i in object_ids]
 
     def add_callback(self, object_id: str, callback: Callback) -> None:

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from actorhub._actor_class import NUM_RETURNS_ATTR, ActorClass
 from actorhub._options import ActorOptions
 
+if TYPE_CHECKING:
+    from actorhub.tasks._remote_function import RemoteFunction
+
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# A class is also a callable; the class form must win, which mypy calls an overlap.
 @overload
-def remote(target: type[T]) -> ActorClass[T]: ...
+def remote(target: type[T]) -> ActorClass[T]: ...  # type: ignore[overload-overlap]
+@overload
+def remote(target: Callable[P, R]) -> RemoteFunction[P, R]: ...
 @overload
 def remote(target: None = None, **options: Any) -> Callable[[type[T]], ActorClass[T]]: ...
 def remote(target: Any = None, **options: Any) -> Any:
