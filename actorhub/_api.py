@@ -78,6 +78,7 @@ def init(
     ignore_reinit_error: bool = False,
     logging_level: str | int | None = None,
     include_dashboard: bool | None = None,
+    object_store_memory: int | None = None,
 ) -> ClusterContext:
     """Connect this program to a cluster, starting a local one when no address is given.
 
@@ -92,7 +93,7 @@ def init(
                 return _driver.context
             raise RuntimeError("actorhub.init() was already called; pass ignore_reinit_error=True to allow it")
         level = logging.getLevelName(logging_level) if isinstance(logging_level, int) else logging_level
-        config = Config.load(num_cpus=num_cpus, logging_level=level)
+        config = Config.load(num_cpus=num_cpus, logging_level=level, object_store_memory=object_store_memory)
         logging.getLogger("actorhub").setLevel(config.logging_level.upper())
         address = address or os.environ.get("ACTORHUB_ADDRESS") or None
         cluster: ClusterProcesses | None = None
@@ -143,6 +144,7 @@ def _connect(
         runtime.job_id = reply.job_id
         runtime.namespace = reply.namespace
         runtime.node_id = reply.node_id or _wait_for_node(runtime, config.connect_timeout_s)
+        runtime.node_address = _node_address(runtime)
     except BaseException:
         runtime.close()
         raise
@@ -179,6 +181,11 @@ def _wait_for_node(runtime: Runtime, timeout: float) -> str:
             return alive[0].node_id
         time.sleep(0.005)
     raise ActorHubSystemError(f"no node agent registered with the hub at {runtime.hub_address} within {timeout} s")
+
+
+def _node_address(runtime: Runtime) -> str:
+    status: hub_pb2.ClusterStatus = runtime.hub.GetClusterStatus(common_pb2.Empty(), timeout=30)
+    return next((n.address for n in status.nodes if n.node_id == runtime.node_id), "")
 
 
 def shutdown() -> None:

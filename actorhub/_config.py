@@ -43,6 +43,8 @@ class Config(BaseModel):
     connect_timeout_s: float = Field(default=30.0, gt=0)
     """How long init() waits for the cluster to come up or answer."""
     kill_grace_s: float = Field(default=5.0, gt=0)
+    object_store_memory: int | None = Field(default=None, gt=0)
+    """Bytes of shared memory a node's object store may use; None: 30% of the machine's memory."""
     token: str | None = None
     """The cluster token, for joining a hub by HOST:PORT from a machine without its session."""
 

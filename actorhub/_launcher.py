@@ -104,6 +104,7 @@ def start_node(config: Config, session: Session, hub_address: str) -> subprocess
             "--num-cpus", str(num_cpus),
             "--prestart", str(config.prestart_workers),
             "--bind-host", config.bind_host,
+            *(["--object-store-memory", str(config.object_store_memory)] if config.object_store_memory else []),
         ],
         session.logs / f"node-{node_id}.out",
     )

@@ -25,6 +25,7 @@ import grpc
 
 from actorhub._config import Config
 from actorhub._errors import system_error
+from actorhub._node_objects import NodeObjects
 from actorhub._proto.v1 import (
     common_pb2,
     hub_pb2,
@@ -78,6 +79,7 @@ class NodeAgent:
         self._stop = threading.Event()
         self._stop_reason = ""
         self._lease: Any = None  # the NodeLease call, cancelled on shutdown
+        self.objects = NodeObjects(self.session.path, self.node_id, self.config.object_store_memory)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -128,6 +130,8 @@ class NodeAgent:
             self._lease.cancel()
         server.stop(grace=1.0).wait()
         self._channels.close()
+        # The segments live in /dev/shm, which outlives processes: they must be removed.
+        self.objects.close()
 
     def _register(self) -> bool:
         request = hub_pb2.RegisterNodeRequest(
@@ -286,6 +290,23 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
 
     def GetNodeInfo(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> node_pb2.NodeInfo:
         return self._agent.node_info()
+
+    def ReserveObject(
+        self, request: node_pb2.ReserveObjectRequest, context: grpc.ServicerContext
+    ) -> node_pb2.ObjectLocation:
+        return self._agent.objects.reserve(request, context)
+
+    def SealObject(self, request: node_pb2.ObjectIdRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
+        return self._agent.objects.seal(request, context)
+
+    def OpenObject(self, request: node_pb2.ObjectIdRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
+        return self._agent.objects.open(request, context)
+
+    def DeleteObjects(self, request: node_pb2.DeleteObjectsRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
+        return self._agent.objects.delete(request)
+
+    def ListObjects(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> node_pb2.ListObjectsReply:
+        return self._agent.objects.list()
 
     def Shutdown(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> common_pb2.Empty:
         # The main thread does the work once this reply is on its way.

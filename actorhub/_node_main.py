@@ -21,6 +21,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--node-id", default="")
     parser.add_argument("--num-cpus", type=float, default=None)
     parser.add_argument("--prestart", type=int, default=None, help="idle workers to keep ready")
+    parser.add_argument("--object-store-memory", type=int, default=None, help="object store bytes")
     parser.add_argument("--bind-host", default=None)
     return parser.parse_args(argv)
 
@@ -46,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     from actorhub._config import Config
     from actorhub._node_agent import NodeOptions, run_node
 
-    config = Config.load(bind_host=args.bind_host, num_cpus=args.num_cpus, prestart_workers=args.prestart)
+    config = Config.load(
+        bind_host=args.bind_host, num_cpus=args.num_cpus, prestart_workers=args.prestart,
+        object_store_memory=args.object_store_memory,
+    )
     options = NodeOptions(
         session_dir=args.session_dir, hub_address=args.hub_address, node_id=node_id, config=config,
     )

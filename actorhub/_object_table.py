@@ -28,7 +28,7 @@ class ErrorOrigin:
 
 
 class _Entry:
-    __slots__ = ("callbacks", "data", "error", "escaped", "fetching", "origin", "owned", "refs")
+    __slots__ = ("callbacks", "data", "error", "escaped", "fetching", "origin", "owned", "refs", "stored")
 
     def __init__(self, owned: bool, origin: ErrorOrigin | None = None) -> None:
         self.data: bytes | None = None
@@ -39,6 +39,8 @@ class _Entry:
         self.escaped = False
         self.owned = owned
         self.fetching = False
+        # The value is in the node's shared-memory store; `data` is then an empty marker.
+        self.stored = False
 
     @property
     def ready(self) -> bool:
@@ -63,6 +65,7 @@ class ObjectTable:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
+        self._freed_stored: list[str] = []
         # Blocked wait() calls (a few: one per waiting thread). A completion checks each for
         # its id, so waiting for n objects costs O(n), not a rescan of all n per completion.
         self._waiters: list[_Waiter] = []
@@ -96,6 +99,8 @@ class ObjectTable:
             entry.refs -= 1
             if entry.refs <= 0 and not (entry.owned and entry.escaped) and not entry.callbacks:
                 del entries[object_id]
+                if entry.stored and entry.owned:
+                    self._freed_stored.append(object_id)
 
     # -- creation and completion ----------------------------------------------------------
     def create_pending(self, object_ids: Sequence[str], origin: ErrorOrigin) -> None:
@@ -108,6 +113,32 @@ class ObjectTable:
         entry.data = data
         with self._lock:
             self._entries[object_id] = entry
+
+    def put_stored(self, object_id: str) -> None:
+        entry = _Entry(True)
+        entry.data = b""
+        entry.stored = True
+        with self._lock:
+            self._entries[object_id] = entry
+
+    def complete_stored(self, object_id: str) -> None:
+        """A borrowed object turned out to be in this node's store: readers map it from there."""
+        with self._lock:
+            entry = self._entries.get(object_id)
+            if entry is not None:
+                entry.stored = True
+        self.complete_many([(object_id, b"", None)])
+
+    def is_stored(self, object_id: str) -> bool:
+        entry = self._entries.get(object_id)
+        return entry is not None and entry.stored
+
+    def collect_freed_stored(self) -> list[str]:
+        """Owned stored objects whose last ref is gone: the store may delete them."""
+        with self._lock:
+            self._drain_released()
+            freed, self._freed_stored = self._freed_stored, []
+            return freed
 
     def ensure_borrowed(self, object_id: str) -> None:
         """Make an entry for a ref owned elsewhere (before its ObjectRef counts itself)."""

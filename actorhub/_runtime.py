@@ -71,6 +71,19 @@ class Runtime:
         # can run other tasks meanwhile (a task waiting on its subtasks must not starve them).
         self.blocking_hooks: tuple[Callable[[], None], Callable[[], None]] | None = None
         self._task_submitter: Any = None
+        self._store_client: Any = None
+        self.node_address = ""
+
+    def store_client(self) -> Any:
+        """The client of this node's object store, made on first use; None with no local node."""
+        if self._store_client is None and self.node_address:
+            with self._lock:
+                if self._store_client is None:
+                    from actorhub.tasks._store_client import StoreClient
+
+                    self._store_client = StoreClient(self, self.node_address)
+                    self._close_hooks.append(self._store_client.close)
+        return self._store_client
 
     def add_close_hook(self, hook: Callable[[], None]) -> None:
         self._close_hooks.append(hook)
@@ -106,7 +119,17 @@ class Runtime:
         if isinstance(value, ObjectRef):
             raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself instead")
         object_id = f"{self.caller_id}.p{next(self._puts):x}"
-        self.objects.put_ready(object_id, _serialization.dumps(value))
+        store = self.store_client() if type(value) not in _serialization.PLAIN_TYPES else None
+        if store is None:
+            self.objects.put_ready(object_id, _serialization.dumps(value))
+        else:
+            small = store.put(object_id, value)
+            if small is None:
+                self.objects.put_stored(object_id)
+            else:
+                # Small: kept inline. Out-of-band buffers (a small array) must go in-band then.
+                data = small.inband if not small.buffers else _serialization.dumps(value)
+                self.objects.put_ready(object_id, data)
         return ObjectRef(object_id, self.address, self.objects)
 
     def adopt_ref(self, object_id: str, owner_address: str) -> ObjectRef[Any]:
@@ -137,7 +160,7 @@ class Runtime:
         try:
             while True:
                 reply: worker_pb2.GetObjectReply = stub.GetObject(
-                    worker_pb2.GetObjectRequest(object_id=object_id, timeout_s=5.0)
+                    worker_pb2.GetObjectRequest(object_id=object_id, timeout_s=5.0, reader_node_id=self.node_id)
                 )
                 if reply.ready or reply.missing:
                     break
@@ -153,6 +176,8 @@ class Runtime:
             )
         elif reply.HasField("error"):
             self.objects.complete_many([(object_id, None, reply.error)])
+        elif reply.store_node_id:
+            self.objects.complete_stored(object_id)
         else:
             self.objects.complete_many([(object_id, reply.value, None)])
 
@@ -187,6 +212,8 @@ class Runtime:
                 error, function_name=origin.function_name, actor_id=origin.actor_id, class_name=origin.class_name
             )
         assert data is not None
+        if not data and self.objects.is_stored(object_id):
+            return self.store_client().read(object_id)
         return _serialization.loads(data)
 
     def get_value(self, ref: ObjectRef[Any]) -> Any:

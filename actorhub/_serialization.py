@@ -54,6 +54,7 @@ def ship_module_of(obj: Any) -> None:
 
 # Values of these types pickle the same with the C pickler, at a tenth of cloudpickle's cost.
 _PLAIN = frozenset({bytes, str, int, float, bool, type(None)})
+PLAIN_TYPES = _PLAIN
 
 
 def dumps(value: Any) -> bytes:

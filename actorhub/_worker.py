@@ -103,6 +103,12 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             return worker_pb2.GetObjectReply(missing=True)
         if error is not None:
             return worker_pb2.GetObjectReply(ready=True, error=error)
+        if not data and table.is_stored(object_id):
+            runtime = self._runtime
+            if request.reader_node_id == runtime.node_id:
+                return worker_pb2.GetObjectReply(ready=True, store_node_id=runtime.node_id)
+            # A reader on another node: the value travels inline (chunked pulls are future work).
+            data = _serialization.dumps(runtime.value_of(object_id))
         return worker_pb2.GetObjectReply(ready=True, value=data)
 
     def Ping(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> common_pb2.Empty:
@@ -138,6 +144,7 @@ def run_worker(boot: WorkerBoot) -> NoReturn:
         worker_id=boot.worker_id,
         server_threads=256,
     )
+    runtime.node_address = boot.node_address
     set_current(runtime)
     node = node_pb2_grpc.NodeStub(runtime.channels.get(boot.node_address))
     try:

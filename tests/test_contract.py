@@ -43,7 +43,7 @@ def test_public_api_is_pinned() -> None:
     signatures = {
         "init": "(address: 'str | None' = None, *, namespace: 'str | None' = None, num_cpus: 'float | None' = None, "
         "ignore_reinit_error: 'bool' = False, logging_level: 'str | int | None' = None, "
-        "include_dashboard: 'bool | None' = None) -> 'ClusterContext'",
+        "include_dashboard: 'bool | None' = None, object_store_memory: 'int | None' = None) -> 'ClusterContext'",
         "wait": "(refs: 'Sequence[ObjectRef[Any]]', *, num_returns: 'int' = 1, timeout: 'float | None' = None, "
         "fetch_local: 'bool' = True) -> 'tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]'",
         "kill": "(actor: 'ActorHandle[Any]', *, no_restart: 'bool' = True) -> 'None'",

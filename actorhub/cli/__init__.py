@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     scope.add_argument("--all-namespaces", action="store_true", help="actors in every namespace (the default)")
     actors.add_argument("--address", metavar="HOST:PORT", help=_ADDRESS_HELP)
 
+    memory = commands.add_parser("memory", help="objects in each node's shared-memory store")
+    memory.add_argument("--address", metavar="HOST:PORT", help=_ADDRESS_HELP)
+
     bench = commands.add_parser("microbenchmark", help="run Ray's actor-call microbenchmarks on a fresh cluster")
     bench.add_argument(
         "--filter",
@@ -83,6 +86,10 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from actorhub.cli._inspect import list_actors_command
 
         return list_actors_command(args.address, args.namespace)
+    if args.command == "memory":
+        from actorhub.cli._inspect import memory_command
+
+        return memory_command(args.address)
     if args.command == "microbenchmark":
         from actorhub import _microbenchmark
 

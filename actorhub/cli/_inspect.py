@@ -58,3 +58,42 @@ def list_actors_command(address: str | None, namespace: str | None) -> int:
 
 def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
+
+
+def memory_command(address: str | None) -> int:
+    """Objects in each node's store: id, size, owner and where the bytes are.
+
+    Objects under 100 KiB are kept inline by their owners and are not in any store.
+    """
+    import grpc
+
+    from actorhub._proto.v1 import common_pb2, node_pb2_grpc
+    from actorhub._transport import open_channel
+
+    target = find_cluster(Config.load(), address)
+    with HubClient(target) as hub:
+        status = hub.status()
+    for node in status.nodes:
+        if not node.alive:
+            continue
+        channel = open_channel(node.address, target.token)
+        try:
+            listing = node_pb2_grpc.NodeStub(channel).ListObjects(common_pb2.Empty(), timeout=10)
+        except grpc.RpcError as err:
+            print(f"Node {node.node_id} ({node.address}): unreachable ({err.code().name})")
+            continue
+        finally:
+            channel.close()
+        print(
+            f"Node {node.node_id} ({node.address}): {len(listing.objects)} objects, "
+            f"{_mib(listing.used)} in shared memory of {_mib(listing.capacity)}, {_mib(listing.spilled)} spilled"
+        )
+        rows = [[o.object_id, _mib(o.size), o.owner, o.where] for o in listing.objects]
+        if rows:
+            print(_indent(format_table(["OBJECT ID", "SIZE", "OWNER", "WHERE"], rows)))
+    print("Objects under 100 KiB are held inline by their owners and are not listed.")
+    return 0
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"

@@ -26,35 +26,47 @@ _sym_db = _symbol_database.Default()
 from actorhub._proto.v1 import common_pb2 as actorhub_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61\x63torhub/v1/node.proto\x12\x0b\x61\x63torhub.v1\x1a\x18\x61\x63torhub/v1/common.proto\"H\n\x15RegisterWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\"R\n\x15NodeStartActorRequest\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x16.actorhub.v1.ActorSpec\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\"y\n\x13NodeStartActorReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\x05\x12%\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.actorhub.v1.ErrorInfo\":\n\x11KillWorkerRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\"\x90\x01\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08num_cpus\x18\x03 \x01(\x01\x12\x16\n\x0e\x61vailable_cpus\x18\x04 \x01(\x01\x12\x14\n\x0cidle_workers\x18\x05 \x01(\x05\x12\x15\n\ractor_workers\x18\x06 \x01(\x05\x12\x0b\n\x03pid\x18\x07 \x01(\x05\"p\n\rZygoteCommand\x12\'\n\x04\x66ork\x18\x01 \x01(\x0b\x32\x17.actorhub.v1.ForkWorkerH\x00\x12+\n\x06signal\x18\x02 \x01(\x0b\x32\x19.actorhub.v1.SignalWorkerH\x00\x42\t\n\x07\x63ommand\"F\n\nForkWorker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x14\n\x0cnode_address\x18\x03 \x01(\t\"+\n\x0cSignalWorker\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x0e\n\x06signal\x18\x02 \x01(\x05\"p\n\x0bZygoteEvent\x12+\n\x06\x66orked\x18\x01 \x01(\x0b\x32\x19.actorhub.v1.WorkerForkedH\x00\x12+\n\x06\x65xited\x18\x02 \x01(\x0b\x32\x19.actorhub.v1.WorkerExitedH\x00\x42\x07\n\x05\x65vent\".\n\x0cWorkerForked\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\">\n\x0cWorkerExited\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x11\n\texit_code\x18\x02 \x01(\x05\x12\x0e\n\x06signal\x18\x03 \x01(\x05\x32\xd4\x02\n\x04Node\x12H\n\x0eRegisterWorker\x12\".actorhub.v1.RegisterWorkerRequest\x1a\x12.actorhub.v1.Empty\x12R\n\nStartActor\x12\".actorhub.v1.NodeStartActorRequest\x1a .actorhub.v1.NodeStartActorReply\x12@\n\nKillWorker\x12\x1e.actorhub.v1.KillWorkerRequest\x1a\x12.actorhub.v1.Empty\x12\x38\n\x0bGetNodeInfo\x12\x12.actorhub.v1.Empty\x1a\x15.actorhub.v1.NodeInfo\x12\x32\n\x08Shutdown\x12\x12.actorhub.v1.Empty\x1a\x12.actorhub.v1.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61\x63torhub/v1/node.proto\x12\x0b\x61\x63torhub.v1\x1a\x18\x61\x63torhub/v1/common.proto\"F\n\x14ReserveObjectRequest\x12\x11\n\tobject_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\r\n\x05owner\x18\x03 \x01(\t\"$\n\x0fObjectIdRequest\x12\x11\n\tobject_id\x18\x01 \x01(\t\"\x1e\n\x0eObjectLocation\x12\x0c\n\x04path\x18\x01 \x01(\t\"*\n\x14\x44\x65leteObjectsRequest\x12\x12\n\nobject_ids\x18\x01 \x03(\t\"M\n\x0cStoredObject\x12\x11\n\tobject_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\r\n\x05owner\x18\x03 \x01(\t\x12\r\n\x05where\x18\x04 \x01(\t\"o\n\x10ListObjectsReply\x12*\n\x07objects\x18\x01 \x03(\x0b\x32\x19.actorhub.v1.StoredObject\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x04\x12\x0c\n\x04used\x18\x03 \x01(\x04\x12\x0f\n\x07spilled\x18\x04 \x01(\x04\"H\n\x15RegisterWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\"R\n\x15NodeStartActorRequest\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x16.actorhub.v1.ActorSpec\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\"y\n\x13NodeStartActorReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\x05\x12%\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.actorhub.v1.ErrorInfo\":\n\x11KillWorkerRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\"\x90\x01\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08num_cpus\x18\x03 \x01(\x01\x12\x16\n\x0e\x61vailable_cpus\x18\x04 \x01(\x01\x12\x14\n\x0cidle_workers\x18\x05 \x01(\x05\x12\x15\n\ractor_workers\x18\x06 \x01(\x05\x12\x0b\n\x03pid\x18\x07 \x01(\x05\"p\n\rZygoteCommand\x12\'\n\x04\x66ork\x18\x01 \x01(\x0b\x32\x17.actorhub.v1.ForkWorkerH\x00\x12+\n\x06signal\x18\x02 \x01(\x0b\x32\x19.actorhub.v1.SignalWorkerH\x00\x42\t\n\x07\x63ommand\"F\n\nForkWorker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x14\n\x0cnode_address\x18\x03 \x01(\t\"+\n\x0cSignalWorker\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x0e\n\x06signal\x18\x02 \x01(\x05\"p\n\x0bZygoteEvent\x12+\n\x06\x66orked\x18\x01 \x01(\x0b\x32\x19.actorhub.v1.WorkerForkedH\x00\x12+\n\x06\x65xited\x18\x02 \x01(\x0b\x32\x19.actorhub.v1.WorkerExitedH\x00\x42\x07\n\x05\x65vent\".\n\x0cWorkerForked\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\">\n\x0cWorkerExited\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x11\n\texit_code\x18\x02 \x01(\x05\x12\x0e\n\x06signal\x18\x03 \x01(\x05\x32\xc1\x05\n\x04Node\x12H\n\x0eRegisterWorker\x12\".actorhub.v1.RegisterWorkerRequest\x1a\x12.actorhub.v1.Empty\x12R\n\nStartActor\x12\".actorhub.v1.NodeStartActorRequest\x1a .actorhub.v1.NodeStartActorReply\x12@\n\nKillWorker\x12\x1e.actorhub.v1.KillWorkerRequest\x1a\x12.actorhub.v1.Empty\x12\x38\n\x0bGetNodeInfo\x12\x12.actorhub.v1.Empty\x1a\x15.actorhub.v1.NodeInfo\x12\x32\n\x08Shutdown\x12\x12.actorhub.v1.Empty\x1a\x12.actorhub.v1.Empty\x12O\n\rReserveObject\x12!.actorhub.v1.ReserveObjectRequest\x1a\x1b.actorhub.v1.ObjectLocation\x12G\n\nSealObject\x12\x1c.actorhub.v1.ObjectIdRequest\x1a\x1b.actorhub.v1.ObjectLocation\x12G\n\nOpenObject\x12\x1c.actorhub.v1.ObjectIdRequest\x1a\x1b.actorhub.v1.ObjectLocation\x12\x46\n\rDeleteObjects\x12!.actorhub.v1.DeleteObjectsRequest\x1a\x12.actorhub.v1.Empty\x12@\n\x0bListObjects\x12\x12.actorhub.v1.Empty\x1a\x1d.actorhub.v1.ListObjectsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'actorhub._proto.v1.node_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REGISTERWORKERREQUEST']._serialized_start=65
-  _globals['_REGISTERWORKERREQUEST']._serialized_end=137
-  _globals['_NODESTARTACTORREQUEST']._serialized_start=139
-  _globals['_NODESTARTACTORREQUEST']._serialized_end=221
-  _globals['_NODESTARTACTORREPLY']._serialized_start=223
-  _globals['_NODESTARTACTORREPLY']._serialized_end=344
-  _globals['_KILLWORKERREQUEST']._serialized_start=346
-  _globals['_KILLWORKERREQUEST']._serialized_end=404
-  _globals['_NODEINFO']._serialized_start=407
-  _globals['_NODEINFO']._serialized_end=551
-  _globals['_ZYGOTECOMMAND']._serialized_start=553
-  _globals['_ZYGOTECOMMAND']._serialized_end=665
-  _globals['_FORKWORKER']._serialized_start=667
-  _globals['_FORKWORKER']._serialized_end=737
-  _globals['_SIGNALWORKER']._serialized_start=739
-  _globals['_SIGNALWORKER']._serialized_end=782
-  _globals['_ZYGOTEEVENT']._serialized_start=784
-  _globals['_ZYGOTEEVENT']._serialized_end=896
-  _globals['_WORKERFORKED']._serialized_start=898
-  _globals['_WORKERFORKED']._serialized_end=944
-  _globals['_WORKEREXITED']._serialized_start=946
-  _globals['_WORKEREXITED']._serialized_end=1008
-  _globals['_NODE']._serialized_start=1011
-  _globals['_NODE']._serialized_end=1351
+  _globals['_RESERVEOBJECTREQUEST']._serialized_start=65
+  _globals['_RESERVEOBJECTREQUEST']._serialized_end=135
+  _globals['_OBJECTIDREQUEST']._serialized_start=137
+  _globals['_OBJECTIDREQUEST']._serialized_end=173
+  _globals['_OBJECTLOCATION']._serialized_start=175
+  _globals['_OBJECTLOCATION']._serialized_end=205
+  _globals['_DELETEOBJECTSREQUEST']._serialized_start=207
+  _globals['_DELETEOBJECTSREQUEST']._serialized_end=249
+  _globals['_STOREDOBJECT']._serialized_start=251
+  _globals['_STOREDOBJECT']._serialized_end=328
+  _globals['_LISTOBJECTSREPLY']._serialized_start=330
+  _globals['_LISTOBJECTSREPLY']._serialized_end=441
+  _globals['_REGISTERWORKERREQUEST']._serialized_start=443
+  _globals['_REGISTERWORKERREQUEST']._serialized_end=515
+  _globals['_NODESTARTACTORREQUEST']._serialized_start=517
+  _globals['_NODESTARTACTORREQUEST']._serialized_end=599
+  _globals['_NODESTARTACTORREPLY']._serialized_start=601
+  _globals['_NODESTARTACTORREPLY']._serialized_end=722
+  _globals['_KILLWORKERREQUEST']._serialized_start=724
+  _globals['_KILLWORKERREQUEST']._serialized_end=782
+  _globals['_NODEINFO']._serialized_start=785
+  _globals['_NODEINFO']._serialized_end=929
+  _globals['_ZYGOTECOMMAND']._serialized_start=931
+  _globals['_ZYGOTECOMMAND']._serialized_end=1043
+  _globals['_FORKWORKER']._serialized_start=1045
+  _globals['_FORKWORKER']._serialized_end=1115
+  _globals['_SIGNALWORKER']._serialized_start=1117
+  _globals['_SIGNALWORKER']._serialized_end=1160
+  _globals['_ZYGOTEEVENT']._serialized_start=1162
+  _globals['_ZYGOTEEVENT']._serialized_end=1274
+  _globals['_WORKERFORKED']._serialized_start=1276
+  _globals['_WORKERFORKED']._serialized_end=1322
+  _globals['_WORKEREXITED']._serialized_start=1324
+  _globals['_WORKEREXITED']._serialized_end=1386
+  _globals['_NODE']._serialized_start=1389
+  _globals['_NODE']._serialized_end=2094
 # @@protoc_insertion_point(module_scope)

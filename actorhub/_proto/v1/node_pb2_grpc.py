@@ -62,6 +62,31 @@ class NodeStub:
                 request_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.ReserveObject = channel.unary_unary(
+                '/actorhub.v1.Node/ReserveObject',
+                request_serializer=actorhub_dot_v1_dot_node__pb2.ReserveObjectRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_node__pb2.ObjectLocation.FromString,
+                _registered_method=True)
+        self.SealObject = channel.unary_unary(
+                '/actorhub.v1.Node/SealObject',
+                request_serializer=actorhub_dot_v1_dot_node__pb2.ObjectIdRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_node__pb2.ObjectLocation.FromString,
+                _registered_method=True)
+        self.OpenObject = channel.unary_unary(
+                '/actorhub.v1.Node/OpenObject',
+                request_serializer=actorhub_dot_v1_dot_node__pb2.ObjectIdRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_node__pb2.ObjectLocation.FromString,
+                _registered_method=True)
+        self.DeleteObjects = channel.unary_unary(
+                '/actorhub.v1.Node/DeleteObjects',
+                request_serializer=actorhub_dot_v1_dot_node__pb2.DeleteObjectsRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListObjects = channel.unary_unary(
+                '/actorhub.v1.Node/ListObjects',
+                request_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_node__pb2.ListObjectsReply.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -101,6 +126,40 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReserveObject(self, request, context):
+        """The node's shared-memory object store. The owner of a large object reserves room (the
+        store spills least recently used objects to disk to make it), writes the segment itself,
+        then seals it; readers on this node open it (restored from disk first if spilled) and map
+        it. Values never travel through these calls, only paths.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SealObject(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OpenObject(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteObjects(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListObjects(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +187,31 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
                     response_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'ReserveObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveObject,
+                    request_deserializer=actorhub_dot_v1_dot_node__pb2.ReserveObjectRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_node__pb2.ObjectLocation.SerializeToString,
+            ),
+            'SealObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.SealObject,
+                    request_deserializer=actorhub_dot_v1_dot_node__pb2.ObjectIdRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_node__pb2.ObjectLocation.SerializeToString,
+            ),
+            'OpenObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenObject,
+                    request_deserializer=actorhub_dot_v1_dot_node__pb2.ObjectIdRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_node__pb2.ObjectLocation.SerializeToString,
+            ),
+            'DeleteObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteObjects,
+                    request_deserializer=actorhub_dot_v1_dot_node__pb2.DeleteObjectsRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'ListObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListObjects,
+                    request_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+                    response_serializer=actorhub_dot_v1_dot_node__pb2.ListObjectsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +350,141 @@ class Node:
             '/actorhub.v1.Node/Shutdown',
             actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
             actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Node/ReserveObject',
+            actorhub_dot_v1_dot_node__pb2.ReserveObjectRequest.SerializeToString,
+            actorhub_dot_v1_dot_node__pb2.ObjectLocation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SealObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Node/SealObject',
+            actorhub_dot_v1_dot_node__pb2.ObjectIdRequest.SerializeToString,
+            actorhub_dot_v1_dot_node__pb2.ObjectLocation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Node/OpenObject',
+            actorhub_dot_v1_dot_node__pb2.ObjectIdRequest.SerializeToString,
+            actorhub_dot_v1_dot_node__pb2.ObjectLocation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Node/DeleteObjects',
+            actorhub_dot_v1_dot_node__pb2.DeleteObjectsRequest.SerializeToString,
+            actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Node/ListObjects',
+            actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            actorhub_dot_v1_dot_node__pb2.ListObjectsReply.FromString,
             options,
             channel_credentials,
             insecure,

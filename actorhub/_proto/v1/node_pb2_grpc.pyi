@@ -43,6 +43,16 @@ class NodeStub:
     """Hub -> node: SIGKILL the actor's worker; returns once the process is gone."""
     GetNodeInfo: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _node_pb2.NodeInfo]
     Shutdown: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]
+    ReserveObject: _grpc.UnaryUnaryMultiCallable[_node_pb2.ReserveObjectRequest, _node_pb2.ObjectLocation]
+    """The node's shared-memory object store. The owner of a large object reserves room (the
+    store spills least recently used objects to disk to make it), writes the segment itself,
+    then seals it; readers on this node open it (restored from disk first if spilled) and map
+    it. Values never travel through these calls, only paths.
+    """
+    SealObject: _grpc.UnaryUnaryMultiCallable[_node_pb2.ObjectIdRequest, _node_pb2.ObjectLocation]
+    OpenObject: _grpc.UnaryUnaryMultiCallable[_node_pb2.ObjectIdRequest, _node_pb2.ObjectLocation]
+    DeleteObjects: _grpc.UnaryUnaryMultiCallable[_node_pb2.DeleteObjectsRequest, _common_pb2.Empty]
+    ListObjects: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _node_pb2.ListObjectsReply]
 
 @_typing.type_check_only
 class NodeAsyncStub(NodeStub):
@@ -57,6 +67,16 @@ class NodeAsyncStub(NodeStub):
     """Hub -> node: SIGKILL the actor's worker; returns once the process is gone."""
     GetNodeInfo: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _node_pb2.NodeInfo]  # type: ignore[assignment]
     Shutdown: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]  # type: ignore[assignment]
+    ReserveObject: _aio.UnaryUnaryMultiCallable[_node_pb2.ReserveObjectRequest, _node_pb2.ObjectLocation]  # type: ignore[assignment]
+    """The node's shared-memory object store. The owner of a large object reserves room (the
+    store spills least recently used objects to disk to make it), writes the segment itself,
+    then seals it; readers on this node open it (restored from disk first if spilled) and map
+    it. Values never travel through these calls, only paths.
+    """
+    SealObject: _aio.UnaryUnaryMultiCallable[_node_pb2.ObjectIdRequest, _node_pb2.ObjectLocation]  # type: ignore[assignment]
+    OpenObject: _aio.UnaryUnaryMultiCallable[_node_pb2.ObjectIdRequest, _node_pb2.ObjectLocation]  # type: ignore[assignment]
+    DeleteObjects: _aio.UnaryUnaryMultiCallable[_node_pb2.DeleteObjectsRequest, _common_pb2.Empty]  # type: ignore[assignment]
+    ListObjects: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _node_pb2.ListObjectsReply]  # type: ignore[assignment]
 
 class NodeServicer(metaclass=_abc_1.ABCMeta):
     """Served by the node agent, one per machine."""
@@ -98,5 +118,45 @@ class NodeServicer(metaclass=_abc_1.ABCMeta):
         request: _common_pb2.Empty,
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def ReserveObject(
+        self,
+        request: _node_pb2.ReserveObjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ObjectLocation, _abc.Awaitable[_node_pb2.ObjectLocation]]:
+        """The node's shared-memory object store. The owner of a large object reserves room (the
+        store spills least recently used objects to disk to make it), writes the segment itself,
+        then seals it; readers on this node open it (restored from disk first if spilled) and map
+        it. Values never travel through these calls, only paths.
+        """
+
+    @_abc_1.abstractmethod
+    def SealObject(
+        self,
+        request: _node_pb2.ObjectIdRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ObjectLocation, _abc.Awaitable[_node_pb2.ObjectLocation]]: ...
+
+    @_abc_1.abstractmethod
+    def OpenObject(
+        self,
+        request: _node_pb2.ObjectIdRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ObjectLocation, _abc.Awaitable[_node_pb2.ObjectLocation]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteObjects(
+        self,
+        request: _node_pb2.DeleteObjectsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def ListObjects(
+        self,
+        request: _common_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ListObjectsReply, _abc.Awaitable[_node_pb2.ListObjectsReply]]: ...
 
 def add_NodeServicer_to_server(servicer: NodeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -76,21 +76,25 @@ class StartActorReply(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ...) -> None: ...
 
 class GetObjectRequest(_message.Message):
-    __slots__ = ("object_id", "timeout_s")
+    __slots__ = ("object_id", "timeout_s", "reader_node_id")
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    READER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     object_id: str
     timeout_s: float
-    def __init__(self, object_id: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    reader_node_id: str
+    def __init__(self, object_id: _Optional[str] = ..., timeout_s: _Optional[float] = ..., reader_node_id: _Optional[str] = ...) -> None: ...
 
 class GetObjectReply(_message.Message):
-    __slots__ = ("ready", "value", "error", "missing")
+    __slots__ = ("ready", "value", "error", "missing", "store_node_id")
     READY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
+    STORE_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ready: bool
     value: bytes
     error: _common_pb2.ErrorInfo
     missing: bool
-    def __init__(self, ready: _Optional[bool] = ..., value: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., missing: _Optional[bool] = ...) -> None: ...
+    store_node_id: str
+    def __init__(self, ready: _Optional[bool] = ..., value: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., missing: _Optional[bool] = ..., store_node_id: _Optional[str] = ...) -> None: ...

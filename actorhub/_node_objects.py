@@ -1,0 +1,88 @@
+"""The node agent's object store RPCs, over actorhub.tasks' NodeObjectStore.
+
+The store's code belongs to the tasks layer; the node agent imports it only when it starts
+(processes may import it lazily; the kernel's modules never do at import time).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from actorhub._proto.v1 import common_pb2, node_pb2
+
+# Ray's default: 30% of the machine's memory, bounded by what /dev/shm can hold.
+_DEFAULT_SHARE = 0.3
+
+
+def default_capacity(shm_root: Path) -> int:
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    capacity = int(total * _DEFAULT_SHARE)
+    try:
+        capacity = min(capacity, int(shutil.disk_usage(shm_root).free * 0.8))
+    except OSError:
+        pass
+    return max(capacity, 64 * 1024 * 1024)
+
+
+class NodeObjects:
+    def __init__(self, session_dir: Path, node_id: str, capacity: int | None) -> None:
+        from actorhub.tasks import _shm
+        from actorhub.tasks._node_store import NodeObjectStore
+
+        self._segments = f"{session_dir.name[-6:]}-{node_id}"
+        shm_dir = _shm.segment_dir(self._segments)
+        self.store: Any = NodeObjectStore(
+            capacity or default_capacity(shm_dir.parent), shm_dir, session_dir / f"spill-{node_id}"
+        )
+
+    def close(self) -> None:
+        from actorhub.tasks import _shm
+
+        self.store.clear()
+        _shm.remove_segment_dir(self._segments)
+
+    def _location(self, path: Path) -> node_pb2.ObjectLocation:
+        return node_pb2.ObjectLocation(path=str(path))
+
+    def reserve(self, request: node_pb2.ReserveObjectRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
+        try:
+            return self._location(self.store.reserve(request.object_id, request.size, request.owner).path)
+        except ValueError as e:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS if "already" in str(e) else grpc.StatusCode.INVALID_ARGUMENT,
+                          str(e))
+
+    def seal(self, request: node_pb2.ObjectIdRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
+        try:
+            return self._location(self.store.seal(request.object_id).path)
+        except Exception as e:  # freed before sealing, or sealed twice: the writer is told why
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+
+    def open(self, request: node_pb2.ObjectIdRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
+        from actorhub.tasks._node_store import ObjectNotInStoreError
+
+        try:
+            return self._location(self.store.open(request.object_id))
+        except ObjectNotInStoreError as e:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+
+    def delete(self, request: node_pb2.DeleteObjectsRequest) -> common_pb2.Empty:
+        for object_id in request.object_ids:
+            self.store.delete(object_id)
+        return common_pb2.Empty()
+
+    def list(self) -> node_pb2.ListObjectsReply:
+        stats = self.store.stats()
+        return node_pb2.ListObjectsReply(
+            objects=[
+                node_pb2.StoredObject(object_id=o.object_id, size=o.size, owner=o.owner, where=str(o.where))
+                for o in self.store.list()
+            ],
+            capacity=stats.capacity_bytes,
+            used=stats.shm_bytes,
+            spilled=stats.spilled_bytes,
+        )

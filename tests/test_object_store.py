@@ -1,0 +1,100 @@
+"""The node's shared-memory object store, through the public API on a real cluster."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+import actorhub
+from actorhub._runtime import current
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def small_store(session_root: object) -> Iterator[actorhub.ClusterContext]:
+    context = actorhub.init(num_cpus=2, object_store_memory=64 * MIB)
+    try:
+        yield context
+    finally:
+        actorhub.shutdown()
+
+
+def _store() -> Any:
+    return current().store_client().list()
+
+
+def _settle(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        gc.collect()
+        time.sleep(0.05)
+
+
+def test_large_arrays_map_without_copy_and_read_only(small_store: actorhub.ClusterContext) -> None:
+    array = np.arange(4 * MIB, dtype=np.int64)  # 32 MiB
+    ref = actorhub.put(array)
+    assert _store().used >= array.nbytes
+    got = actorhub.get(ref)
+    assert np.array_equal(got, array)
+    assert not got.flags.writeable
+    with pytest.raises(ValueError):
+        got[0] = 1
+    again = actorhub.get(ref)
+    assert not np.shares_memory(got, array)  # the store's copy, not the caller's
+    assert again.ctypes.data != 0
+
+    @actorhub.remote
+    def total(x: Any) -> int:
+        return int(x.sum())
+
+    @actorhub.remote
+    class Reader:
+        def first(self, x: Any) -> int:
+            return int(x[1])
+
+    assert actorhub.get(total.remote(ref)) == int(array.sum())
+    assert actorhub.get(Reader.remote().first.remote(ref)) == 1
+    small = actorhub.put(np.arange(10))
+    assert _store().used < 2 * array.nbytes  # small values stay inline
+    assert actorhub.get(small).tolist() == list(range(10))
+
+
+def test_a_thousand_puts_released_bring_the_store_back_to_baseline(small_store: actorhub.ClusterContext) -> None:
+    baseline = _store()
+    for i in range(1000):
+        ref = actorhub.put(np.full(MIB // 8, i, dtype=np.int64))
+        if i % 250 == 0:
+            assert actorhub.get(ref)[0] == i
+        del ref
+    _settle(lambda: len(_store().objects) == len(baseline.objects))
+    after = _store()
+    assert (after.used, after.spilled) == (baseline.used, baseline.spilled)
+
+
+def test_a_store_smaller_than_the_data_spills_and_loses_nothing(small_store: actorhub.ClusterContext) -> None:
+    refs = [actorhub.put(np.full(2 * MIB, i, dtype=np.int64)) for i in range(12)]  # 12 x 16 MiB > 64 MiB
+    listing = _store()
+    assert listing.spilled > 0 and listing.used <= listing.capacity
+    assert {o.where for o in listing.objects} == {"shared memory", "spilled"}
+    for i, ref in enumerate(refs):
+        value = actorhub.get(ref)
+        assert value.shape == (2 * MIB,) and value[0] == i and value[-1] == i
+
+
+def test_memory_command_lists_stored_objects(small_store: actorhub.ClusterContext) -> None:
+    import subprocess
+    import sys
+
+    ref = actorhub.put(np.zeros(MIB, dtype=np.int64))
+    out = subprocess.run(
+        [sys.executable, "-P", "-m", "actorhub.cli", "memory"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert ref.hex() in out.stdout and "shared memory" in out.stdout and "8.0 MiB" in out.stdout
