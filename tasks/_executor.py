@@ -68,16 +68,30 @@ class TaskExecutor:
 
     def _desk_handle(self) -> Any:
         if self._desk is None:
-            from actorhub._api import get_actor
+            from actorhub._actor_handle import ActorHandle, HandleState
+            from actorhub._proto.v1 import hub_pb2
 
-            self._desk = get_actor(self._desk_name, namespace=self._namespace)
+            # wait_for_ready: under load the hub's channel may be reconnecting; wait, not fail.
+            info = self._runtime.hub.GetNamedActor(
+                hub_pb2.GetNamedActorRequest(name=self._desk_name, namespace=self._namespace),
+                timeout=30,
+                wait_for_ready=True,
+            )
+            self._desk = ActorHandle(HandleState.from_info(info))
         return self._desk
 
-    # A task that waits in get() lends its CPU to other tasks until the wait ends.
+    # A task that waits in get() lends its CPU to other tasks until the wait ends. Lending is
+    # an optimization of the node's CPU use: failing to tell the desk must not fail the task.
     def _blocked(self) -> None:
-        if self._running:
-            self._desk_handle().block.remote_in(self._runtime, self._runtime.actor_id)
+        self._tell_desk("block")
 
     def _unblocked(self) -> None:
-        if self._running:
-            self._desk_handle().unblock.remote_in(self._runtime, self._runtime.actor_id)
+        self._tell_desk("unblock")
+
+    def _tell_desk(self, what: str) -> None:
+        if not self._running:
+            return
+        try:
+            getattr(self._desk_handle(), what).remote_in(self._runtime, self._runtime.actor_id)
+        except Exception as e:
+            print(f"actorhub: could not tell the lease desk '{what}': {e}", file=sys.stderr)

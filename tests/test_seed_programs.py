@@ -13,20 +13,6 @@ import sys
 import pytest
 from _drivers import REPO
 
-import actorhub
-
-
-def tasks_available() -> bool:
-    """Whether `@remote` on a function works in this build (remote functions may not exist yet)."""
-    try:
-        actorhub.remote(lambda: None)
-    except Exception:
-        return False
-    return True
-
-
-needs_tasks = pytest.mark.skipif(not tasks_available(), reason="remote functions (tasks) are not implemented yet")
-
 
 def run_example(name: str) -> str:
     """Run examples/NAME.py to completion and return what it printed; fail with its output if it fails."""
@@ -52,7 +38,6 @@ def test_pans() -> None:
     assert "five boiling spells on pan 0: [20, 30, 40, 50, 60]" in out
 
 
-@needs_tasks
 def test_parallel_sleeps() -> None:
     out = run_example("parallel_sleeps")
     assert "result from Ray: ['some_result', 'some_result', 'some_result', 'some_result']" in out
@@ -61,7 +46,6 @@ def test_parallel_sleeps() -> None:
     assert remote < 2.5, out
 
 
-@needs_tasks
 def test_reference_data() -> None:
     out = run_example("reference_data")
     all_ten = (
@@ -72,7 +56,6 @@ def test_reference_data() -> None:
     assert out.count("finished data = [") >= 2, out  # ray.wait handed results back as they came
 
 
-@needs_tasks
 def test_foreign_key_chain() -> None:
     out = run_example("foreign_key_chain")
     assert "((2, 4, 'Simple'), (4, 8, 'Computing'))\n" in out
@@ -80,28 +63,24 @@ def test_foreign_key_chain() -> None:
     assert "((6, 12, 'and'), (12, 24, 'Simple'))\n" in out
 
 
-@needs_tasks
 def test_tree_aggregation() -> None:
     out = run_example("tree_aggregation")
     assert out.count("the sum of 1..8 is 36") == 4, out
     assert "the tree of depth 3 beat the chain of depth 7 both times" in out
 
 
-@needs_tasks
 def test_flaky_task() -> None:
     out = run_example("flaky_task")
     assert "result from Ray: some_result" in out
     assert "result from the task that exits twice: some_result, on attempt 3" in out
 
 
-@needs_tasks
 def test_reference_tracker() -> None:
     out = run_example("reference_tracker")
     assert "counts = [2, 2, 2, 2, 2]" in out
     assert "counts = [4, 4, 4, 4, 4]" in out
 
 
-@needs_tasks
 def test_parameter_server() -> None:
     out = run_example("parameter_server")
     assert "every shard applied [160, 160, 160, 160] pushes" in out

@@ -235,7 +235,7 @@ def test_zygote_and_workers_die_with_the_node(session: Session) -> None:
         print(z.process.pid, event.forked.pid, flush=True)
         time.sleep(60)
     """)
-    node = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    node = subprocess.Popen([sys.executable, "-P", "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert node.stdout is not None
         zygote_pid, worker_pid = map(int, node.stdout.readline().split())
@@ -289,7 +289,7 @@ class RunningNode:
     def __init__(self, session: Session, hub: FakeHub, hub_address: str, node_id: str) -> None:
         self.hub = hub
         self.process = subprocess.Popen([
-            sys.executable, "-m", "actorhub._node_main", "--session-dir", str(session.path),
+            sys.executable, "-P", "-m", "actorhub._node_main", "--session-dir", str(session.path),
             "--hub-address", hub_address, "--node-id", node_id, "--prestart", "1", "--num-cpus", "4",
         ])
         with hub.cond:
