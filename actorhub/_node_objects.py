@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from actorhub._proto.v1 import common_pb2, node_pb2
+from actorhub._proto.v1 import common_pb2, node_pb2, worker_pb2_grpc
+from actorhub._transport import ChannelPool
 
 # Ray's default: 30% of the machine's memory, bounded by what /dev/shm can hold.
 _DEFAULT_SHARE = 0.3
+# How often owners of stored objects are checked: a dead owner's objects are freed.
+_OWNER_CHECK_S = 1.0
 
 
 def default_capacity(shm_root: Path) -> int:
@@ -30,7 +34,9 @@ def default_capacity(shm_root: Path) -> int:
 
 
 class NodeObjects:
-    def __init__(self, session_dir: Path, node_id: str, capacity: int | None) -> None:
+    def __init__(
+        self, session_dir: Path, node_id: str, capacity: int | None, channels: ChannelPool | None = None
+    ) -> None:
         from actorhub.tasks import _shm
         from actorhub.tasks._node_store import NodeObjectStore
 
@@ -39,10 +45,28 @@ class NodeObjects:
         self.store: Any = NodeObjectStore(
             capacity or default_capacity(shm_dir.parent), shm_dir, session_dir / f"spill-{node_id}"
         )
+        self._closed = threading.Event()
+        if channels is not None:
+            threading.Thread(
+                target=self._free_objects_of_dead_owners, args=(channels,), name="actorhub-store-owners", daemon=True
+            ).start()
+
+    def _free_objects_of_dead_owners(self, channels: ChannelPool) -> None:
+        # Nothing is lost while its owner lives; once it is gone (a driver killed with SIGKILL
+        # never says goodbye) nobody can reach its objects again, so their memory goes back.
+        while not self._closed.wait(_OWNER_CHECK_S):
+            for owner in {o.owner for o in self.store.list()}:
+                try:
+                    worker_pb2_grpc.WorkerStub(channels.get(owner)).Ping(common_pb2.Empty(), timeout=2)
+                except grpc.RpcError as e:
+                    if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                        self.store.delete_owned_by(owner)
+                        channels.discard(owner)
 
     def close(self) -> None:
         from actorhub.tasks import _shm
 
+        self._closed.set()
         self.store.clear()
         _shm.remove_segment_dir(self._segments)
 

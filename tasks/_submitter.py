@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from actorhub._runtime import Runtime
 
-_LINGER_S = 1.0
+_LINGER_S = 0.05
 # Tasks one lease may carry at once when no more leases are coming: the executor still runs
 # them one at a time (one CPU), but they travel in one frame instead of one round trip each.
 _PIPELINE_DEPTH = 16
@@ -325,7 +325,7 @@ class TaskSubmitter:
 
     # -- leases going back -----------------------------------------------------------------------
     def _return_idle_leases(self) -> None:
-        while not self._closed.wait(0.25):
+        while not self._closed.wait(_LINGER_S / 2):
             now = time.monotonic()
             with self._lock:
                 old = [lease for lease in self._idle if now - lease.idle_since > _LINGER_S]

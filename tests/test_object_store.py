@@ -98,3 +98,24 @@ def test_memory_command_lists_stored_objects(small_store: actorhub.ClusterContex
     )
     assert out.returncode == 0, out.stderr
     assert ref.hex() in out.stdout and "shared memory" in out.stdout and "8.0 MiB" in out.stdout
+
+
+def test_objects_of_a_sigkilled_owner_are_freed(small_store: actorhub.ClusterContext) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    body = (
+        "import actorhub, numpy, time\n"
+        "actorhub.init(address='auto')\n"
+        "ref = actorhub.put(numpy.ones(1024 * 1024))\n"
+        "print(ref.hex(), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-P", "-c", body], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    object_id = proc.stdout.readline().strip()
+    assert object_id in {o.object_id for o in _store().objects}
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _settle(lambda: object_id not in {o.object_id for o in _store().objects})
