@@ -16,7 +16,7 @@ import grpc
 from actorhub import _runtime
 from actorhub._actor_handle import ActorHandle, HandleState
 from actorhub._config import Config, ConfigError
-from actorhub._launcher import ClusterProcesses, request_shutdown, start_head, stop_processes
+from actorhub._launcher import ClusterProcesses, remove_segments, request_shutdown, start_head, stop_processes
 from actorhub._object_ref import ObjectRef
 from actorhub._proto.v1 import common_pb2, hub_pb2
 from actorhub._runtime import Runtime
@@ -206,6 +206,7 @@ def shutdown() -> None:
         driver.runtime.close()
         if cluster is not None:
             stop_processes(cluster.processes, 10.0)
+            remove_segments(cluster.session)
 
 
 @overload

@@ -132,6 +132,12 @@ def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float) -> 
             proc.wait()
 
 
+def remove_segments(session: Session) -> None:
+    from actorhub._node_objects import remove_session_segments
+
+    remove_session_segments(session.path)
+
+
 def session_pids(session: Session) -> list[int]:
     pids = []
     for pid_file in session.path.glob("*.pid"):
@@ -169,3 +175,4 @@ def stop_session(session: Session, timeout: float = 10.0) -> None:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+    remove_segments(session)

@@ -33,6 +33,22 @@ def default_capacity(shm_root: Path) -> int:
     return max(capacity, 64 * 1024 * 1024)
 
 
+def _segments_name(session_dir: Path, node_id: str) -> str:
+    return f"{session_dir.name[-6:]}-{node_id}"
+
+
+def remove_session_segments(session_dir: Path) -> None:
+    """Remove every node's segment directory of a session.
+
+    A node agent removes its own when it stops; one killed with SIGKILL cannot, and /dev/shm
+    outlives processes, so whoever stops the cluster sweeps up after it.
+    """
+    from actorhub.tasks import _shm
+
+    for path in _shm.segment_root().glob(f"actorhub-{_segments_name(session_dir, '*')}"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class NodeObjects:
     def __init__(
         self, session_dir: Path, node_id: str, capacity: int | None, channels: ChannelPool | None = None
@@ -40,7 +56,7 @@ class NodeObjects:
         from actorhub.tasks import _shm
         from actorhub.tasks._node_store import NodeObjectStore
 
-        self._segments = f"{session_dir.name[-6:]}-{node_id}"
+        self._segments = _segments_name(session_dir, node_id)
         shm_dir = _shm.segment_dir(self._segments)
         self.store: Any = NodeObjectStore(
             capacity or default_capacity(shm_dir.parent), shm_dir, session_dir / f"spill-{node_id}"

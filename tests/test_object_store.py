@@ -23,6 +23,11 @@ def small_store(session_root: object) -> Iterator[actorhub.ClusterContext]:
         yield context
     finally:
         actorhub.shutdown()
+        # /dev/shm outlives processes: nothing of the session may stay there
+        from actorhub.tasks._shm import segment_root
+
+        suffix = context.session_dir[-6:]
+        assert not list(segment_root().glob(f"actorhub-{suffix}-*"))
 
 
 def _store() -> Any:
