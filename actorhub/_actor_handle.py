@@ -80,9 +80,14 @@ class ActorMethod:
         num_returns = self._info.num_returns if options is None else options.num_returns
         retries = None if options is None else options.max_task_retries
         name = self._info.name
+        staged = None
+        if (args or kwargs) and num_returns and _serialization.has_large_arguments(args, kwargs):
+            args, kwargs, staged = runtime.stage_large_arguments(args, kwargs)
         data = _serialization.dumps_args(args, kwargs, f"{state.class_name}.{name}")
         conn = runtime.connection(state.actor_id, state.class_name, state.max_task_retries, state.max_pending_calls)
         ids = conn.submit(name, data, num_returns, retries)
+        if staged:
+            runtime.release_after(ids[-1], staged)
         refs = runtime.refs_for(ids)
         if num_returns == 1:
             return refs[0]

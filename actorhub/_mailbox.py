@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -264,7 +264,3 @@ def make_mailbox(actor: ActorInstance, is_async: bool, max_concurrency: int) -> 
     if max_concurrency > 1:
         return ThreadedMailbox(actor, max_concurrency)
     return SerialMailbox(actor)
-
-
-def first_of(batches: Iterable[worker_pb2.CallBatch]) -> worker_pb2.CallBatch | None:
-    return next(iter(batches), None)

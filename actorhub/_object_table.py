@@ -83,6 +83,12 @@ class ObjectTable:
     def drop_local_ref(self, object_id: str) -> None:
         self._released.append(object_id)
 
+    def unescape(self, object_id: str) -> None:
+        """A ref that was pickled only into one call: once the call is over it may be freed."""
+        entry = self._entries.get(object_id)
+        if entry is not None:
+            entry.escaped = False
+
     def mark_escaped(self, object_id: str) -> None:
         entry = self._entries.get(object_id)
         if entry is not None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
-import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -131,6 +130,35 @@ class Runtime:
                 data = small.inband if not small.buffers else _serialization.dumps(value)
                 self.objects.put_ready(object_id, data)
         return ObjectRef(object_id, self.address, self.objects)
+
+    def stage_large_arguments(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any], list[ObjectRef[Any]]]:
+        """Put large top-level arguments in the object store and pass refs instead.
+
+        The callee resolves top-level refs before it runs, so it sees the value, mapped
+        without a copy; the refs live as long as the call (see release_after).
+        """
+        staged: list[ObjectRef[Any]] = []
+
+        def stage(value: Any) -> Any:
+            if not _serialization.is_large(value):
+                return value
+            ref = self.put(value)
+            staged.append(ref)
+            return ref
+
+        return tuple(stage(a) for a in args), {k: stage(v) for k, v in kwargs.items()}, staged
+
+    def release_after(self, object_id: str, staged: list[ObjectRef[Any]]) -> None:
+        """Free `staged` once `object_id` (the call's result) is settled, retries included."""
+
+        def release() -> None:
+            for ref in staged:
+                self.objects.unescape(ref.hex())
+            staged.clear()
+
+        self.objects.add_callback(object_id, release)
 
     def adopt_ref(self, object_id: str, owner_address: str) -> ObjectRef[Any]:
         """The ref for an id that arrived inside a message."""
@@ -313,7 +341,3 @@ def current() -> Runtime:
         runtime = _current
         assert runtime is not None
     return runtime
-
-
-def pid() -> int:
-    return os.getpid()

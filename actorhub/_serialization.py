@@ -68,6 +68,22 @@ def loads(data: bytes) -> Any:
     return pickle.loads(data)
 
 
+# Arguments this large go through the node's object store, not inside the call message.
+LARGE_ARGUMENT_BYTES = 100 * 1024
+
+
+def is_large(value: Any) -> bool:
+    kind = type(value)
+    if kind in _PLAIN:
+        return False
+    size = getattr(value, "nbytes", 0)  # numpy arrays and other buffer owners say their size
+    return isinstance(size, int) and size >= LARGE_ARGUMENT_BYTES
+
+
+def has_large_arguments(args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+    return any(is_large(a) for a in args) or (bool(kwargs) and any(is_large(v) for v in kwargs.values()))
+
+
 def dumps_args(args: Sequence[Any], kwargs: dict[str, Any], where: str) -> bytes:
     """Serialize a call's (args, kwargs); `where` names the call in error messages."""
     if not args and not kwargs:

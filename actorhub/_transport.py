@@ -155,8 +155,3 @@ class ChannelPool:
             channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
             channel.close()
-
-
-def is_unavailable(err: grpc.RpcError) -> bool:
-    code = err.code() if hasattr(err, "code") else None
-    return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)

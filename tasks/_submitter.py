@@ -105,12 +105,17 @@ class TaskSubmitter:
                kwargs: dict[str, Any]) -> Any:
         rt = self._rt
         name = options.name or function.__qualname__
+        staged = None
+        if (args or kwargs) and options.num_returns and _serialization.has_large_arguments(args, kwargs):
+            args, kwargs, staged = rt.stage_large_arguments(args, kwargs)
         args_blob = _serialization.dumps_args(args, kwargs, name)  # fails here, at the caller
         seq = next(self._seq)
         n = options.num_returns
         object_ids = [f"{rt.caller_id}.t{seq:x}.{i}" for i in range(n)]
         rt.objects.create_pending(object_ids, ErrorOrigin(name))
         refs = rt.refs_for(object_ids)
+        if staged:
+            rt.release_after(object_ids[-1], staged)
         task = _Task(seq, name, function.code(), args_blob, options, object_ids)
         with self._lock:
             for object_id in object_ids:

@@ -124,3 +124,22 @@ def test_objects_of_a_sigkilled_owner_are_freed(small_store: actorhub.ClusterCon
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     _settle(lambda: object_id not in {o.object_id for o in _store().objects})
+
+
+def test_large_arguments_travel_through_the_store_for_the_call_only(small_store: actorhub.ClusterContext) -> None:
+    @actorhub.remote
+    class Sink:
+        def look(self, x: Any, scale: int = 1) -> tuple[int, bool]:
+            return int(x[-1]) * scale, bool(x.flags.writeable)
+
+    @actorhub.remote
+    def last(x: Any) -> int:
+        return int(x[-1])
+
+    baseline = len(_store().objects)
+    array = np.arange(MIB, dtype=np.int64)  # 8 MiB: staged in the store, mapped by the callee
+    sink = Sink.remote()
+    assert actorhub.get(sink.look.remote(array, scale=2)) == (2 * (MIB - 1), False)
+    assert actorhub.get(last.remote(x=array)) == MIB - 1
+    assert actorhub.get([sink.look.remote(array) for _ in range(20)])[-1] == (MIB - 1, False)
+    _settle(lambda: len(_store().objects) == baseline)  # freed once the calls were over
