@@ -286,7 +286,8 @@ class ActorConnection:
             retry: list[_PendingCall] = []
             for call in sorted(self._inflight.values(), key=lambda c: c.seq):
                 if call.retries_left != 0:
-                    call.retries_left -= 1 if call.retries_left > 0 else 0
+                    if call.retries_left > 0:  # -1: without limit
+                        call.retries_left -= 1
                     retry.append(call)
                 else:
                     failed.append(call)
