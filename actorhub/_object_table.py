@@ -227,9 +227,13 @@ class ObjectTable:
                 return [i not in absent for i in object_ids]
             waiter = _Waiter(set(missing), num_ready - ready_now)
             self._waiters.append(waiter)
-        waiter.event.wait(timeout)
+        try:
+            waiter.event.wait(timeout)
+        finally:
+            # Also on KeyboardInterrupt: an abandoned waiter would be checked by every completion.
+            with self._lock:
+                self._waiters.remove(waiter)
         with self._lock:
-            self._waiters.remove(waiter)
             return [(e := entries.get(i)) is not None and e.ready for i in object_ids]
 
     def add_callback(self, object_id: str, callback: Callback) -> None:
