@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from actorhub import _serialization
+from actorhub import _serialization, _tracing
 from actorhub._object_ref import ObjectRef
 from actorhub._options import CallOptions
 from actorhub._proto.v1 import common_pb2
@@ -85,7 +85,8 @@ class ActorMethod:
             args, kwargs, staged = runtime.stage_large_arguments(args, kwargs)
         data = _serialization.dumps_args(args, kwargs, f"{state.class_name}.{name}")
         conn = runtime.connection(state.actor_id, state.class_name, state.max_task_retries, state.max_pending_calls)
-        ids = conn.submit(name, data, num_returns, retries)
+        trace = _tracing.submit_context(f"{state.class_name}.{name}") if _tracing.active() else None
+        ids = conn.submit(name, data, num_returns, retries, trace)
         if staged:
             runtime.release_after(ids[-1], staged)
         refs = runtime.refs_for(ids)

@@ -50,11 +50,13 @@ class ConnectionHost(Protocol):
 
 
 class _PendingCall:
-    __slots__ = ("args", "method", "num_returns", "object_ids", "retries_left", "seq")
+    __slots__ = ("args", "method", "num_returns", "object_ids", "retries_left", "seq", "trace")
 
     def __init__(
-        self, seq: int, method: str, args: bytes, num_returns: int, object_ids: list[str], retries: int
+        self, seq: int, method: str, args: bytes, num_returns: int, object_ids: list[str], retries: int,
+        trace: dict[str, str] | None = None,
     ) -> None:
+        self.trace = trace
         self.seq = seq
         self.method = method
         self.args = args
@@ -99,13 +101,16 @@ class ActorConnection:
         self._origins: dict[str, ErrorOrigin] = {}
 
     # -- submitting ------------------------------------------------------------------------
-    def submit(self, method: str, args: bytes, num_returns: int, max_task_retries: int | None) -> list[str]:
+    def submit(
+        self, method: str, args: bytes, num_returns: int, max_task_retries: int | None,
+        trace: dict[str, str] | None = None,
+    ) -> list[str]:
         """Queue a call; returns the ids of its results (owned by this process)."""
         seq = next(_call_numbers)
         prefix = f"{self._host.caller_id}.{seq:x}"
         object_ids = [f"{prefix}.{i}" for i in range(num_returns)] if num_returns != 1 else [prefix]
         retries = self._max_task_retries if max_task_retries is None else max_task_retries
-        call = _PendingCall(seq, method, args, num_returns, object_ids, retries)
+        call = _PendingCall(seq, method, args, num_returns, object_ids, retries, trace)
         origin = self._origins.get(method)
         if origin is None:
             origin = self._origins[method] = ErrorOrigin(f"{self.class_name}.{method}", self.actor_id, self.class_name)
@@ -260,7 +265,9 @@ class ActorConnection:
                 while unsent:
                     c = unsent.popleft()
                     inflight[c.seq] = c
-                    add(seq=c.seq, method=c.method, args=c.args, num_returns=c.num_returns)
+                    sent = add(seq=c.seq, method=c.method, args=c.args, num_returns=c.num_returns)
+                    if c.trace:
+                        sent.trace_context.update(c.trace)
             yield batch
             batch = None
 

@@ -45,6 +45,8 @@ class Config(BaseModel):
     kill_grace_s: float = Field(default=5.0, gt=0)
     object_store_memory: int | None = Field(default=None, gt=0)
     """Bytes of shared memory a node's object store may use; None: 30% of the machine's memory."""
+    tracing_startup_hook: str | None = None
+    """"module:function" run at the start of every worker to set OpenTelemetry tracing up."""
     token: str | None = None
     """The cluster token, for joining a hub by HOST:PORT from a machine without its session."""
 

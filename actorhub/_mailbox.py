@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from actorhub import _serialization
+from actorhub import _serialization, _tracing
 from actorhub._errors import error_to_proto
 from actorhub._object_ref import ObjectRef
 from actorhub._proto.v1 import worker_pb2
@@ -63,6 +63,13 @@ class ActorInstance:
     def execute(self, call: worker_pb2.Call, reply: worker_pb2.Reply) -> None:
         """Run `call` and fill `reply` with its values or its error."""
         reply.seq = call.seq
+        if call.trace_context:
+            with _tracing.execute_span(f"{self.class_name}.{call.method}", call.trace_context):
+                self._run(call, reply)
+        else:
+            self._run(call, reply)
+
+    def _run(self, call: worker_pb2.Call, reply: worker_pb2.Reply) -> None:
         try:
             args, kwargs = self.arguments(call)
             result = self.method(call.method)(*args, **kwargs)

@@ -146,6 +146,13 @@ def run_worker(boot: WorkerBoot) -> NoReturn:
     )
     runtime.node_address = boot.node_address
     set_current(runtime)
+    from actorhub import _tracing
+    from actorhub._config import Config
+
+    try:
+        _tracing.run_startup_hook(Config.load().tracing_startup_hook)
+    except Exception as e:  # tracing is optional: a broken hook is reported, the worker still serves
+        print(f"worker {boot.worker_id}: the tracing startup hook failed: {e!r}", file=sys.stderr)
     node = node_pb2_grpc.NodeStub(runtime.channels.get(boot.node_address))
     try:
         node.RegisterWorker(
