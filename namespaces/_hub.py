@@ -143,15 +143,33 @@ class HubServicer(hub_pb2_grpc.HubServicer):
             self._table.check_job(request.id)
         except UnknownJob as err:
             self._abort(context, err)
+        job_id = request.id
+        ended = threading.Event()
+
+        def broken() -> None:
+            # gRPC calls this when the stream ends, even when it has given up on this generator
+            # (a driver killed while its acknowledgement was being sent): the job's end must
+            # hang on this, not on code after a yield. It runs on gRPC's thread: hand it over.
+            ended.set()
+            if not self._table.shutting_down:
+                threading.Thread(target=self._end_job, args=(job_id,), name="hub-job-end", daemon=True).start()
+
         with self._leases_lock:
-            self._leased_jobs.add(request.id)
-        # The acknowledgement: init() returns only once it has it, so from then on the
-        # driver's death always reaches us as the end of this stream.
-        yield hub_pb2.LeaseEvent(shutdown=False)
-        if self._hold_lease(context):
+            self._leased_jobs.add(job_id)
+            self._leases.add(ended)
+        try:
+            if not context.add_callback(broken):
+                broken()  # the driver is already gone
+                return
+            # The acknowledgement: init() returns only once it has it, so from then on the
+            # driver's death always ends its job.
+            yield hub_pb2.LeaseEvent(shutdown=False)
+            ended.wait()
+        finally:
+            with self._leases_lock:
+                self._leases.discard(ended)
+        if self._table.shutting_down:
             yield hub_pb2.LeaseEvent(shutdown=True)
-            return
-        self._end_job(request.id)
 
     def _end_job_without_lease(self, job_id: str) -> None:
         with self._leases_lock:
