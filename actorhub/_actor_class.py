@@ -9,6 +9,7 @@ import grpc
 
 from actorhub import _serialization
 from actorhub._actor_handle import ActorHandle, HandleState, MethodInfo
+from actorhub._ids import new_id
 from actorhub._options import ActorOptions, OptionsError
 from actorhub._proto.v1 import common_pb2, hub_pb2
 from actorhub.exceptions import ActorHubSystemError
@@ -69,7 +70,7 @@ class ActorClass(Generic[T]):
             self._pickled.append(_serialization.dumps(self._cls))
         max_concurrency = options.max_concurrency or (0 if self._is_async else 1)
         spec = common_pb2.ActorSpec(
-            actor_id=_new_actor_id(),
+            actor_id=new_id(12),
             class_name=name,
             pickled_class=self._pickled[0],
             init_args=_serialization.dumps_args(args, kwargs, f"{name}.__init__"),
@@ -105,8 +106,3 @@ class ActorClass(Generic[T]):
     def __repr__(self) -> str:
         return f"ActorClass({self._cls.__qualname__})"
 
-
-def _new_actor_id() -> str:
-    from actorhub._ids import new_id
-
-    return new_id(12)

@@ -113,18 +113,14 @@ def init(
                     f"no token for the cluster at {address}: this machine has no session for it; "
                     "set ACTORHUB_TOKEN to the token in that cluster's session directory"
                 )
+        runtime: Runtime | None = None
         try:
             runtime, context = _connect(config, hub_address, token, namespace, session, owns=cluster is not None)
-        except BaseException:
-            if cluster is not None:
-                request_shutdown(cluster.hub_address, token, 2.0)
-                stop_processes(cluster.processes, 5.0)
-            raise
-        driver = _Driver(runtime, context, cluster)
-        try:
+            driver = _Driver(runtime, context, cluster)
             driver.lease = runtime.job_lease(config.connect_timeout_s)
         except BaseException:
-            runtime.close()
+            if runtime is not None:
+                runtime.close()
             if cluster is not None:
                 request_shutdown(cluster.hub_address, token, 2.0)
                 stop_processes(cluster.processes, 5.0)

@@ -306,11 +306,16 @@ class ActorConnection:
                 self._doorbell.put(None)
         self._fail(failed, message, kind)
 
+    def _take_all(self) -> list[_PendingCall]:
+        """Every call in flight then every unsent one, in caller order; the caller holds _cond."""
+        calls = sorted(self._inflight.values(), key=lambda c: c.seq) + list(self._unsent)
+        self._inflight.clear()
+        self._unsent.clear()
+        return calls
+
     def _settle_all(self, message: str, kind: common_pb2.ErrorKind) -> None:
         with self._cond:
-            failed = sorted(self._inflight.values(), key=lambda c: c.seq) + list(self._unsent)
-            self._inflight.clear()
-            self._unsent.clear()
+            failed = self._take_all()
         self._fail(failed, message, kind)
 
     def _die(self, cause: common_pb2.ErrorInfo) -> None:
@@ -318,9 +323,7 @@ class ActorConnection:
             cause = system_error(f"the {self.class_name} actor {self.actor_id} is dead", _DEAD_KIND)
         with self._cond:
             self._dead = cause
-            failed = sorted(self._inflight.values(), key=lambda c: c.seq) + list(self._unsent)
-            self._inflight.clear()
-            self._unsent.clear()
+            failed = self._take_all()
         self._host.objects.complete_many([(oid, None, cause) for c in failed for oid in c.object_ids])
 
     def _fail(self, calls: list[_PendingCall], message: str, kind: common_pb2.ErrorKind) -> None:

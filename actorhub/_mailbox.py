@@ -52,13 +52,7 @@ class ActorInstance:
         return bound
 
     def arguments(self, call: worker_pb2.Call) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        args, kwargs = _serialization.loads_args(call.args)
-        # Top-level refs are resolved before the call runs; refs nested in containers stay refs.
-        if any(type(a) is ObjectRef for a in args):
-            args = tuple(self._resolver.get_value(a) if type(a) is ObjectRef else a for a in args)
-        if kwargs and any(type(v) is ObjectRef for v in kwargs.values()):
-            kwargs = {k: self._resolver.get_value(v) if type(v) is ObjectRef else v for k, v in kwargs.items()}
-        return args, kwargs
+        return resolve_arguments(call.args, self._resolver.get_value)
 
     def execute(self, call: worker_pb2.Call, reply: worker_pb2.Reply) -> None:
         """Run `call` and fill `reply` with its values or its error."""
@@ -109,6 +103,21 @@ class ActorInstance:
         except BaseException as e:
             del reply.values[:]
             reply.error.CopyFrom(error_to_proto(e, tb=e.__traceback__))
+
+
+def resolve_arguments(
+    data: bytes, get_value: Callable[[ObjectRef[Any]], Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A call's (args, kwargs), with top-level refs replaced by their values.
+
+    Refs nested in containers stay refs, as in Ray.
+    """
+    args, kwargs = _serialization.loads_args(data)
+    if any(type(a) is ObjectRef for a in args):
+        args = tuple(get_value(a) if type(a) is ObjectRef else a for a in args)
+    if kwargs and any(type(v) is ObjectRef for v in kwargs.values()):
+        kwargs = {k: get_value(v) if type(v) is ObjectRef else v for k, v in kwargs.items()}
+    return args, kwargs
 
 
 def _ready() -> bool:

@@ -14,8 +14,8 @@ from typing import Any
 
 import grpc
 
-from actorhub._proto.v1 import common_pb2, node_pb2, worker_pb2_grpc
-from actorhub._transport import ChannelPool
+from actorhub._proto.v1 import common_pb2, node_pb2
+from actorhub._transport import ChannelPool, peer_is_gone
 
 # Ray's default: 30% of the machine's memory, bounded by what /dev/shm can hold.
 _DEFAULT_SHARE = 0.3
@@ -72,12 +72,9 @@ class NodeObjects:
         # never says goodbye) nobody can reach its objects again, so their memory goes back.
         while not self._closed.wait(_OWNER_CHECK_S):
             for owner in {o.owner for o in self.store.list()}:
-                try:
-                    worker_pb2_grpc.WorkerStub(channels.get(owner)).Ping(common_pb2.Empty(), timeout=2)
-                except grpc.RpcError as e:
-                    if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                        self.store.delete_owned_by(owner)
-                        channels.discard(owner)
+                if peer_is_gone(channels.get(owner)):
+                    self.store.delete_owned_by(owner)
+                    channels.discard(owner)
 
     def close(self) -> None:
         from actorhub.tasks import _shm

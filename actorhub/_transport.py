@@ -121,6 +121,20 @@ class _CallDetails(grpc.ClientCallDetails):
         self.compression = compression
 
 
+def peer_is_gone(channel: grpc.Channel, timeout: float = 2.0) -> bool:
+    """True when the process serving the Worker service behind `channel` cannot be reached.
+
+    Any other answer, even an error, means something is still there.
+    """
+    from actorhub._proto.v1 import common_pb2, worker_pb2_grpc
+
+    try:
+        worker_pb2_grpc.WorkerStub(channel).Ping(common_pb2.Empty(), timeout=timeout)
+        return False
+    except grpc.RpcError as e:
+        return e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
 def open_channel(address: str, token: str) -> grpc.Channel:
     channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
     return grpc.intercept_channel(channel, _TokenMetadata(token))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actorhub import _serialization
-from actorhub._object_ref import ObjectRef
+from actorhub._mailbox import resolve_arguments
 from actorhub.exceptions import TaskCancelledError
 
 
@@ -36,13 +36,8 @@ class TaskExecutor:
         function = self._functions.get(fn_id)
         if function is None:
             function = self._functions[fn_id] = _serialization.loads(fn_blob)
-        args, kwargs = _serialization.loads_args(args_blob)
-        # The submitter waited for these before sending the task; reading them is quick.
-        get = self._runtime.get_value
-        if any(type(a) is ObjectRef for a in args):
-            args = tuple(get(a) if type(a) is ObjectRef else a for a in args)
-        if any(type(v) is ObjectRef for v in kwargs.values()):
-            kwargs = {k: get(v) if type(v) is ObjectRef else v for k, v in kwargs.items()}
+        # The submitter waited for the refs among them before sending the task: reading is quick.
+        args, kwargs = resolve_arguments(args_blob, self._runtime.get_value)
         with self._lock:
             if task_seq in self._cancelled:
                 raise TaskCancelledError(f"task {task_seq} was cancelled before it started")

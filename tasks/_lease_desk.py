@@ -13,9 +13,7 @@ import math
 from collections import deque
 from typing import Any
 
-import grpc
-
-from actorhub._proto.v1 import common_pb2, worker_pb2_grpc
+from actorhub._transport import peer_is_gone
 from actorhub.util import SYSTEM_NAMESPACE
 from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -125,16 +123,9 @@ class LeaseDesk:
             await asyncio.sleep(_HOLDER_CHECK_S)
             holders = {holder for _, holder in self._leased.values()}
             for holder in holders:
-                alive = await loop.run_in_executor(None, _ping, runtime, holder)
-                if not alive:
+                gone = await loop.run_in_executor(None, peer_is_gone, runtime.channels.get(holder))
+                if gone:
                     for executor_id, (_, who) in list(self._leased.items()):
                         if who == holder:
                             self._give_back(executor_id)
 
-
-def _ping(runtime: Any, address: str) -> bool:
-    try:
-        worker_pb2_grpc.WorkerStub(runtime.channels.get(address)).Ping(common_pb2.Empty(), timeout=2)
-        return True
-    except grpc.RpcError as e:
-        return e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)

@@ -23,7 +23,7 @@ from actorhub.tasks._lease_desk import LeaseDesk, desk_name
 from actorhub.tasks._options import TaskOptions
 
 from actorhub import _serialization
-from actorhub._errors import system_error
+from actorhub._errors import error_to_proto, system_error
 from actorhub._object_ref import ObjectRef
 from actorhub._object_table import ErrorOrigin
 from actorhub._proto.v1 import common_pb2
@@ -209,8 +209,6 @@ class TaskSubmitter:
                 for t in doomed:
                     self._ready.remove(t)
                     self._ready_cpus[cpus] -= 1
-            from actorhub._errors import error_to_proto
-
             for t in doomed:
                 self._finish(t, error=error_to_proto(e))
             return
