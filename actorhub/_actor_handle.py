@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from actorhub import _serialization, _tracing
+from actorhub import _tracing
 from actorhub._object_ref import ObjectRef
 from actorhub._options import CallOptions
 from actorhub._proto.v1 import common_pb2
@@ -80,15 +80,12 @@ class ActorMethod:
         num_returns = self._info.num_returns if options is None else options.num_returns
         retries = None if options is None else options.max_task_retries
         name = self._info.name
-        staged = None
-        if (args or kwargs) and num_returns and _serialization.has_large_arguments(args, kwargs):
-            args, kwargs, staged = runtime.stage_large_arguments(args, kwargs)
-        data = _serialization.dumps_args(args, kwargs, f"{state.class_name}.{name}")
+        data, held = runtime.call_arguments(args, kwargs, f"{state.class_name}.{name}", stage=num_returns > 0)
         conn = runtime.connection(state.actor_id, state.class_name, state.max_task_retries, state.max_pending_calls)
         trace = _tracing.submit_context(f"{state.class_name}.{name}") if _tracing.active() else None
         ids = conn.submit(name, data, num_returns, retries, trace)
-        if staged:
-            runtime.release_after(ids[-1], staged)
+        if held:
+            runtime.hold_until_settled(ids, held)
         refs = runtime.refs_for(ids)
         if num_returns == 1:
             return refs[0]

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from actorhub._borrowing import Borrowing
 from actorhub._errors import system_error
 from actorhub._object_table import Completion, ErrorOrigin, ObjectTable
 from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, worker_pb2
@@ -47,6 +48,8 @@ class ConnectionHost(Protocol):
     channels: ChannelPool
     hub: hub_pb2_grpc.HubStub
     caller_id: str
+    address: str
+    borrowing: Borrowing
 
 
 class _PendingCall:
@@ -244,7 +247,8 @@ class ActorConnection:
         # Runs on gRPC's request thread. The first batch names the actor, even if empty, so the
         # worker can refuse a stream meant for another incarnation before any call is lost.
         batch: worker_pb2.CallBatch | None = worker_pb2.CallBatch(
-            actor_id=self.actor_id, incarnation=stream.incarnation, caller_id=self._host.caller_id
+            actor_id=self.actor_id, incarnation=stream.incarnation, caller_id=self._host.caller_id,
+            caller_address=self._host.address,
         )
         cond = self._cond
         unsent = self._unsent
@@ -278,10 +282,16 @@ class ActorConnection:
             for reply in batch.replies:
                 call = inflight.pop(reply.seq, None)
                 if call is None:
+                    if reply.contained:
+                        # Settled already (given up on): the refs lent with it go straight back.
+                        self._host.borrowing.accept_lent([], reply.contained)
                     continue
                 if reply.HasField("error"):
                     completions.extend((oid, None, reply.error) for oid in call.object_ids)
                 else:
+                    if reply.contained:
+                        # Pinned before completion: completing releases the call's arguments.
+                        self._host.borrowing.accept_lent(call.object_ids, reply.contained)
                     completions.extend(zip(call.object_ids, reply.values, itertools.repeat(None)))
         self._host.objects.complete_many(completions)
 

@@ -18,24 +18,44 @@ from typing import Any, Protocol
 
 from actorhub import _serialization, _tracing
 from actorhub._errors import error_to_proto
-from actorhub._object_ref import ObjectRef
+from actorhub._object_ref import (
+    ObjectRef,
+    begin_call,
+    begin_unpickling_arguments,
+    capturing_refs,
+    end_call,
+    end_unpickling_arguments,
+)
 from actorhub._proto.v1 import worker_pb2
 
 ReplySink = Callable[[worker_pb2.Reply], None]
 DEFAULT_ASYNC_CONCURRENCY = 1000
 
 
-class RefResolver(Protocol):
+class Borrows(Protocol):
+    def register_held(self, object_ids: list[str]) -> None: ...
+
+    def lend(
+        self, refs: list[tuple[int, ObjectRef[Any]]], borrower: str
+    ) -> list[worker_pb2.ContainedRef]: ...
+
+
+class CallHost(Protocol):
+    """What running calls needs from the process runtime."""
+
+    @property
+    def borrowing(self) -> Borrows: ...
+
     def get_value(self, ref: ObjectRef[Any]) -> Any: ...
 
 
 class ActorInstance:
     """The user's object and how to run one call on it."""
 
-    def __init__(self, instance: Any, class_name: str, resolver: RefResolver) -> None:
+    def __init__(self, instance: Any, class_name: str, host: CallHost) -> None:
         self.instance = instance
         self.class_name = class_name
-        self._resolver = resolver
+        self._host = host
         self._methods: dict[str, Callable[..., Any]] = {}
         self.terminate_requested = threading.Event()
 
@@ -51,55 +71,95 @@ class ActorInstance:
             self._methods[name] = bound
         return bound
 
-    def arguments(self, call: worker_pb2.Call) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return resolve_arguments(call.args, self._resolver.get_value)
+    def arguments(self, data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return resolve_arguments(data, self._host.get_value)
 
-    def execute(self, call: worker_pb2.Call, reply: worker_pb2.Reply) -> None:
+    def construct(self, cls: type, init_args: bytes) -> None:
+        """Run the constructor; like a call, it registers the argument refs it keeps."""
+        adopted, token = begin_call()
+        try:
+            args, kwargs = self.arguments(init_args)
+            self.instance = cls(*args, **kwargs)
+            del args, kwargs
+        finally:
+            end_call(token)
+            if adopted:
+                self._host.borrowing.register_held(adopted)
+
+    def execute(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: str) -> None:
         """Run `call` and fill `reply` with its values or its error."""
         reply.seq = call.seq
-        if call.trace_context:
-            with _tracing.execute_span(f"{self.class_name}.{call.method}", call.trace_context):
-                self._run(call, reply)
-        else:
-            self._run(call, reply)
-
-    def _run(self, call: worker_pb2.Call, reply: worker_pb2.Reply) -> None:
+        adopted, token = begin_call()
         try:
-            args, kwargs = self.arguments(call)
+            if call.trace_context:
+                with _tracing.execute_span(f"{self.class_name}.{call.method}", call.trace_context):
+                    self._run(call, reply, caller)
+            else:
+                self._run(call, reply, caller)
+        finally:
+            end_call(token)
+        if adopted:
+            # Before the reply goes: until then the caller keeps these refs alive.
+            self._host.borrowing.register_held(adopted)
+
+    def _run(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: str) -> None:
+        try:
+            args, kwargs = self.arguments(call.args)
             result = self.method(call.method)(*args, **kwargs)
         except BaseException as e:  # user code may raise anything; it becomes the call's result
             reply.error.CopyFrom(error_to_proto(e, tb=_user_frames(e)))
             return
-        self.fill(call, result, reply)
+        self.fill(call, result, reply, caller)
 
-    async def execute_async(self, call: worker_pb2.Call, reply: worker_pb2.Reply) -> None:
+    async def execute_async(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: str) -> None:
         reply.seq = call.seq
+        # The coroutine runs in its own copy of the context: this call's list stays its own.
+        adopted, _ = begin_call()
         try:
-            args, kwargs = _serialization.loads_args(call.args)
+            unpickling = begin_unpickling_arguments()
+            try:
+                args, kwargs = _serialization.loads_args(call.args)
+            finally:
+                end_unpickling_arguments(unpickling)
             args = tuple([await _awaited(a) for a in args])
             kwargs = {k: await _awaited(v) for k, v in kwargs.items()}
             result = self.method(call.method)(*args, **kwargs)
+            del args, kwargs
             if inspect.isawaitable(result):
                 result = await result
         except BaseException as e:
             reply.error.CopyFrom(error_to_proto(e, tb=_user_frames(e)))
-            return
-        self.fill(call, result, reply)
+        else:
+            self.fill(call, result, reply, caller)
+            del result
+        if adopted:
+            self._host.borrowing.register_held(adopted)
 
-    def fill(self, call: worker_pb2.Call, result: Any, reply: worker_pb2.Reply) -> None:
+    def fill(self, call: worker_pb2.Call, result: Any, reply: worker_pb2.Reply, caller: str) -> None:
         where = f"{self.class_name}.{call.method}"
         try:
             n = call.num_returns
-            if n == 1:
-                reply.values.append(_serialization.dumps_result(result, where))
-            elif n > 1:
-                values = list(result) if isinstance(result, tuple | list) else None
-                if values is None or len(values) != n:
+            if n == 0:
+                return
+            values: list[Any] = [result]
+            if n > 1:
+                if not isinstance(result, tuple | list) or len(result) != n:
                     raise ValueError(
                         f"{where} was declared with num_returns={n} but returned "
                         f"{type(result).__name__} {result!r:.60}"
                     )
-                reply.values.extend(_serialization.dumps_result(v, where) for v in values)
+                values = list(result)
+            lent: list[tuple[int, ObjectRef[Any]]] = []
+            for index, value in enumerate(values):
+                if type(value) in _serialization.PLAIN_TYPES:
+                    reply.values.append(_serialization.dumps_result(value, where))
+                    continue
+                with capturing_refs() as refs:
+                    reply.values.append(_serialization.dumps_result(value, where))
+                lent.extend((index, ref) for ref in refs)
+            if lent:
+                # The caller may unpickle the value long after this process dropped its refs.
+                reply.contained.extend(self._host.borrowing.lend(lent, caller))
         except BaseException as e:
             del reply.values[:]
             reply.error.CopyFrom(error_to_proto(e, tb=e.__traceback__))
@@ -112,7 +172,11 @@ def resolve_arguments(
 
     Refs nested in containers stay refs, as in Ray.
     """
-    args, kwargs = _serialization.loads_args(data)
+    token = begin_unpickling_arguments()
+    try:
+        args, kwargs = _serialization.loads_args(data)
+    finally:
+        end_unpickling_arguments(token)
     if any(type(a) is ObjectRef for a in args):
         args = tuple(get_value(a) if type(a) is ObjectRef else a for a in args)
     if kwargs and any(type(v) is ObjectRef for v in kwargs.values()):
@@ -159,6 +223,7 @@ class SerialMailbox:
     ) -> Iterator[worker_pb2.ReplyBatch]:
         execute = self._actor.execute
         lock = self._lock
+        caller = first.caller_address
         batch = first
         while True:
             if batch.calls:
@@ -166,7 +231,7 @@ class SerialMailbox:
                 add = out.replies.add
                 for call in batch.calls:
                     with lock:
-                        execute(call, add())
+                        execute(call, add(), caller)
                 yield out
             following = next(rest, None)
             if following is None:
@@ -180,7 +245,7 @@ class SerialMailbox:
 class _ConcurrentMailbox:
     """Reads calls on a helper thread and replies as they finish, in whatever order."""
 
-    def submit(self, call: worker_pb2.Call, sink: ReplySink) -> None:
+    def submit(self, call: worker_pb2.Call, sink: ReplySink, caller: str) -> None:
         raise NotImplementedError
 
     def serve(
@@ -201,7 +266,7 @@ class _ConcurrentMailbox:
                     for call in batch.calls:
                         with cond:
                             state["outstanding"] += 1
-                        self.submit(call, sink)
+                        self.submit(call, sink, first.caller_address)
             except Exception:
                 pass  # the caller went away; calls already submitted still finish
             finally:
@@ -229,10 +294,10 @@ class ThreadedMailbox(_ConcurrentMailbox):
         self._actor = actor
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="actorhub-actor")
 
-    def submit(self, call: worker_pb2.Call, sink: ReplySink) -> None:
+    def submit(self, call: worker_pb2.Call, sink: ReplySink, caller: str) -> None:
         def run() -> None:
             reply = worker_pb2.Reply()
-            self._actor.execute(call, reply)
+            self._actor.execute(call, reply, caller)
             sink(reply)
 
         self._pool.submit(run)
@@ -261,11 +326,11 @@ class AsyncMailbox(_ConcurrentMailbox):
         self.loop.call_soon(ready.set)
         self.loop.run_forever()
 
-    def submit(self, call: worker_pb2.Call, sink: ReplySink) -> None:
+    def submit(self, call: worker_pb2.Call, sink: ReplySink, caller: str) -> None:
         async def run() -> None:
             reply = worker_pb2.Reply()
             async with self._semaphore:
-                await self._actor.execute_async(call, reply)
+                await self._actor.execute_async(call, reply, caller)
             sink(reply)
 
         asyncio.run_coroutine_threadsafe(run(), self.loop)

@@ -8,13 +8,61 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     from actorhub._object_table import ObjectTable
 
 T = TypeVar("T")
+
+# While set, refs being pickled are collected here: the code that pickles knows where the
+# bytes go and keeps the refs alive until the receiver has told the owner it holds them.
+_captured: ContextVar[list[ObjectRef[Any]] | None] = ContextVar("actorhub_captured_refs", default=None)
+# The borrowed ids first seen while unpickling a call's arguments, for the call running in this
+# context. The caller keeps those refs alive during the call, so the callee registers only the
+# ones it still holds when the call ends (most calls hold none by then: no message to owners).
+_call_adopted: ContextVar[list[str] | None] = ContextVar("actorhub_call_adopted", default=None)
+_unpickling_arguments: ContextVar[bool] = ContextVar("actorhub_unpickling_arguments", default=False)
+
+
+@contextmanager
+def capturing_refs() -> Iterator[list[ObjectRef[Any]]]:
+    """Collect the refs pickled inside the block (they do not count as escaped)."""
+    refs: list[ObjectRef[Any]] = []
+    token = _captured.set(refs)
+    try:
+        yield refs
+    finally:
+        _captured.reset(token)
+
+
+def begin_call() -> tuple[list[str], Token[list[str] | None]]:
+    """On the callee, as one call starts: the list its argument refs are deferred to.
+
+    Plain set/reset rather than a context manager: this is on every call's path.
+    """
+    ids: list[str] = []
+    return ids, _call_adopted.set(ids)
+
+
+def end_call(token: Token[list[str] | None]) -> None:
+    _call_adopted.reset(token)
+
+
+def begin_unpickling_arguments() -> Token[bool]:
+    return _unpickling_arguments.set(True)
+
+
+def end_unpickling_arguments(token: Token[bool]) -> None:
+    _unpickling_arguments.reset(token)
+
+
+def adoption_context() -> list[str] | None:
+    """The call's list to defer registrations to, when unpickling a call's arguments."""
+    return _call_adopted.get() if _unpickling_arguments.get() else None
 
 
 class ObjectRef(Generic[T]):
@@ -50,8 +98,22 @@ class ObjectRef(Generic[T]):
             # Only a lock-free append here: __del__ may run inside a locked section of the table.
             table.drop_local_ref(self._id)
 
+    @classmethod
+    def counted(cls, object_id: str, owner_address: str, table: ObjectTable) -> ObjectRef[Any]:
+        """A ref whose count the table has taken already (see ObjectTable.adopt)."""
+        ref: ObjectRef[Any] = cls.__new__(cls)
+        ref._id = object_id
+        ref._owner = owner_address
+        ref._table = table
+        return ref
+
     def __reduce__(self) -> tuple[Any, ...]:
-        if self._table is not None:
+        captured = _captured.get()
+        if captured is not None:
+            captured.append(self)
+        elif self._table is not None:
+            # Pickled by user code, or to somewhere we cannot follow: never freed while the
+            # owner lives (as Ray does for refs serialized out of band).
             self._table.mark_escaped(self._id)
         return (_rebuild_ref, (self._id, self._owner))
 

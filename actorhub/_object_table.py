@@ -1,9 +1,14 @@
 """The objects a process knows: those it owns (call results, puts) and those it borrowed.
 
 Values are kept serialized; `get` deserializes, so every reader gets its own copy (as in Ray,
-objects are immutable). An owned value is freed when the last local ref is gone, unless the
-ref escaped this process (was pickled): then it stays while its owner lives, because borrowers
-are not counted yet.
+objects are immutable).
+
+Reference counting. An owned object is freed when no ObjectRef to it is alive here, no
+borrower holds it, and it did not escape (a ref pickled outside any call cannot be tracked,
+so that object stays while its owner lives). A borrowed entry counts its refs here and how
+many times its owner registered this process as a borrower; when the last ref goes, the
+registrations are given back (`take_releases`). A value that contains refs pins them
+(`contained`) for as long as the value is kept.
 """
 
 from __future__ import annotations
@@ -12,8 +17,12 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from actorhub._proto.v1 import common_pb2
+
+if TYPE_CHECKING:
+    from actorhub._object_ref import ObjectRef
 
 Callback = Callable[[], None]
 
@@ -28,9 +37,23 @@ class ErrorOrigin:
 
 
 class _Entry:
-    __slots__ = ("callbacks", "data", "error", "escaped", "fetching", "origin", "owned", "refs", "stored")
+    __slots__ = (
+        "borrowers",
+        "callbacks",
+        "contained",
+        "data",
+        "error",
+        "escaped",
+        "fetching",
+        "origin",
+        "owned",
+        "owner",
+        "refs",
+        "registrations",
+        "stored",
+    )
 
-    def __init__(self, owned: bool, origin: ErrorOrigin | None = None) -> None:
+    def __init__(self, owned: bool, origin: ErrorOrigin | None = None, owner: str = "") -> None:
         self.data: bytes | None = None
         self.error: common_pb2.ErrorInfo | None = None
         self.origin = origin
@@ -38,16 +61,35 @@ class _Entry:
         self.refs = 0
         self.escaped = False
         self.owned = owned
+        self.owner = owner  # of a borrowed entry: where its registrations are given back
         self.fetching = False
         # The value is in the node's shared-memory store; `data` is then an empty marker.
         self.stored = False
+        # Refs inside the value, kept alive with it.
+        self.contained: list[ObjectRef[Any]] | None = None
+        # Owned: borrower address -> registrations. Borrowed: this process's registrations.
+        self.borrowers: dict[str, int] | None = None
+        self.registrations = 0
 
     @property
     def ready(self) -> bool:
         return self.data is not None or self.error is not None
 
 
+@dataclass(frozen=True, slots=True)
+class OwnedInfo:
+    object_id: str
+    size: int
+    where: str
+    local_refs: int
+    borrowers: dict[str, int]
+    escaped: bool
+    contained_in: int
+
+
 Completion = tuple[str, bytes | None, common_pb2.ErrorInfo | None]
+# A borrowed object's registrations to give back to its owner: (owner, object id, count).
+Release = tuple[str, str, int]
 
 
 class _Waiter:
@@ -71,6 +113,7 @@ class ObjectTable:
         self._waiters: list[_Waiter] = []
         # Ids whose ObjectRef was collected; applied under the lock by the next operation.
         self._released: deque[str] = deque()
+        self._releases: list[Release] = []
 
     # -- reference counting -------------------------------------------------------------
     def add_local_ref(self, object_id: str) -> None:
@@ -83,16 +126,111 @@ class ObjectTable:
     def drop_local_ref(self, object_id: str) -> None:
         self._released.append(object_id)
 
-    def unescape(self, object_id: str) -> None:
-        """A ref that was pickled only into one call: once the call is over it may be freed."""
-        entry = self._entries.get(object_id)
-        if entry is not None:
-            entry.escaped = False
+    def adopt(self, object_id: str, owner: str, owned: bool) -> bool:
+        """Count one more ref that arrived inside a message; True if the entry is new here.
+
+        Draining comes first, under the same lock: a release of an older ref to this id must
+        not delete the entry the new ref is counted in.
+        """
+        with self._lock:
+            self._drain_released()
+            entry = self._entries.get(object_id)
+            if entry is None:
+                if owned:
+                    return False  # freed already; get() reports it lost
+                entry = self._entries[object_id] = _Entry(False, owner=owner)
+                entry.refs = 1
+                return True
+            entry.refs += 1
+            return False
+
+    def adopt_lent(self, object_id: str, owner: str, owned: bool) -> None:
+        """Count a ref whose owner registered this process as a borrower on its behalf."""
+        with self._lock:
+            self._drain_released()
+            entry = self._entries.get(object_id)
+            if entry is None:
+                if owned:
+                    return  # freed already; get() reports it lost
+                entry = self._entries[object_id] = _Entry(False, owner=owner)
+            entry.refs += 1
+            if not entry.owned:
+                entry.registrations += 1
 
     def mark_escaped(self, object_id: str) -> None:
         entry = self._entries.get(object_id)
         if entry is not None:
             entry.escaped = True
+
+    def to_register(self, object_ids: Iterable[str]) -> list[tuple[str, str]]:
+        """Borrowed ids still held here that their owners do not know of: (owner, id) each.
+
+        They are marked registered: the caller registers them before anything else could
+        give them back.
+        """
+        out: list[tuple[str, str]] = []
+        with self._lock:
+            self._drain_released()
+            for object_id in set(object_ids):
+                entry = self._entries.get(object_id)
+                if entry is not None and not entry.owned and entry.refs > 0 and not entry.registrations:
+                    entry.registrations = 1
+                    out.append((entry.owner, object_id))
+        return out
+
+    def take_releases(self) -> list[Release]:
+        with self._lock:
+            self._drain_released()
+            releases, self._releases = self._releases, []
+            return releases
+
+    def add_borrower(self, object_id: str, borrower: str, count: int = 1) -> bool:
+        """Register `borrower` for an owned object; False if this process no longer has it."""
+        with self._lock:
+            entry = self._entries.get(object_id)
+            if entry is None or not entry.owned:
+                return False
+            if entry.borrowers is None:
+                entry.borrowers = {}
+            entry.borrowers[borrower] = entry.borrowers.get(borrower, 0) + count
+            return True
+
+    def remove_borrower(self, object_id: str, borrower: str, count: int) -> None:
+        with self._lock:
+            entry = self._entries.get(object_id)
+            if entry is None or not entry.borrowers or borrower not in entry.borrowers:
+                return
+            left = entry.borrowers[borrower] - count
+            if left > 0:
+                entry.borrowers[borrower] = left
+            else:
+                del entry.borrowers[borrower]
+            if entry.refs <= 0:
+                self._forget_if_unused(object_id, entry)
+            self._drain_released()
+
+    def forget_borrower(self, borrower: str) -> None:
+        """A borrower process died: whatever it held is not held any more."""
+        with self._lock:
+            for object_id, entry in list(self._entries.items()):
+                if entry.borrowers and entry.borrowers.pop(borrower, None) is not None and entry.refs <= 0:
+                    self._forget_if_unused(object_id, entry)
+            self._drain_released()
+
+    def borrower_addresses(self) -> set[str]:
+        with self._lock:
+            return {b for e in self._entries.values() if e.borrowers for b in e.borrowers}
+
+    def attach_contained(self, object_id: str, refs: list[ObjectRef[Any]]) -> None:
+        """Keep `refs` (found inside the object's value) alive as long as the object."""
+        with self._lock:
+            entry = self._entries.get(object_id)
+            if entry is not None:
+                entry.contained = (entry.contained or []) + refs
+
+    def contained_of(self, object_id: str) -> list[ObjectRef[Any]]:
+        entry = self._entries.get(object_id)
+        return list(entry.contained) if entry is not None and entry.contained else []
 
     def _drain_released(self) -> None:
         released = self._released
@@ -103,10 +241,23 @@ class ObjectTable:
             if entry is None:
                 continue
             entry.refs -= 1
-            if entry.refs <= 0 and not (entry.owned and entry.escaped) and not entry.callbacks:
-                del entries[object_id]
-                if entry.stored and entry.owned:
-                    self._freed_stored.append(object_id)
+            if entry.refs <= 0:
+                self._forget_if_unused(object_id, entry)
+
+    def _forget_if_unused(self, object_id: str, entry: _Entry) -> None:
+        """Under the lock, for an entry with no local refs left: delete it unless still needed."""
+        if entry.callbacks or (entry.owned and (entry.escaped or entry.borrowers)):
+            return
+        del self._entries[object_id]
+        if entry.owned:
+            if entry.stored:
+                self._freed_stored.append(object_id)
+        elif entry.registrations and not entry.escaped:
+            # An escaped borrowed ref may live on in bytes we cannot see: its owner keeps the
+            # registration until this process exits.
+            self._releases.append((entry.owner, object_id, entry.registrations))
+        # Dropping the value's own refs queues their releases; the drain loop takes them next.
+        entry.contained = None
 
     # -- creation and completion ----------------------------------------------------------
     def create_pending(self, object_ids: Sequence[str], origin: ErrorOrigin) -> None:
@@ -145,12 +296,6 @@ class ObjectTable:
             self._drain_released()
             freed, self._freed_stored = self._freed_stored, []
             return freed
-
-    def ensure_borrowed(self, object_id: str) -> None:
-        """Make an entry for a ref owned elsewhere (before its ObjectRef counts itself)."""
-        with self._lock:
-            if object_id not in self._entries:
-                self._entries[object_id] = _Entry(False)
 
     def claim_fetch(self, object_id: str) -> bool:
         """True when the caller should fetch this borrowed object from its owner now."""
@@ -246,6 +391,25 @@ class ObjectTable:
                 entry.callbacks.append(callback)
                 return
         callback()
+
+    def owned_snapshot(self) -> list[OwnedInfo]:
+        """The objects this process owns, for `actorhub memory`."""
+        with self._lock:
+            self._drain_released()
+            holders: dict[str, int] = {}
+            for entry in self._entries.values():
+                for ref in entry.contained or ():
+                    holders[ref.hex()] = holders.get(ref.hex(), 0) + 1
+            out: list[OwnedInfo] = []
+            for object_id, e in self._entries.items():
+                if not e.owned:
+                    continue
+                where = "pending" if not e.ready else "error" if e.error is not None else (
+                    "store" if e.stored else "inline")
+                size = len(e.data) if e.data is not None and not e.stored else 0
+                out.append(OwnedInfo(object_id, size, where, e.refs, dict(e.borrowers or {}), e.escaped,
+                                     holders.get(object_id, 0)))
+            return out
 
     def __len__(self) -> int:
         with self._lock:

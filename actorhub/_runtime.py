@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from actorhub import _serialization
+from actorhub._borrowing import Borrowing
 from actorhub._call_stream import ActorConnection
 from actorhub._errors import error_from_proto, system_error
 from actorhub._ids import new_id
-from actorhub._object_ref import ObjectRef
+from actorhub._object_ref import ObjectRef, capturing_refs
 from actorhub._object_table import ObjectTable
 from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, worker_pb2, worker_pb2_grpc
 from actorhub._transport import ChannelPool, bind, make_server
@@ -63,6 +64,7 @@ class Runtime:
         self.service: WorkerService = WorkerService(self)
         worker_pb2_grpc.add_WorkerServicer_to_server(self.service, self.server)
         self.address = bind(self.server, bind_host)
+        self.borrowing = Borrowing(self.objects, self.channels, self.address)
         self.server.start()
         self.closed = False
         self._close_hooks: list[Callable[[], None]] = []
@@ -118,53 +120,72 @@ class Runtime:
         if isinstance(value, ObjectRef):
             raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself instead")
         object_id = f"{self.caller_id}.p{next(self._puts):x}"
-        store = self.store_client() if type(value) not in _serialization.PLAIN_TYPES else None
-        if store is None:
+        if type(value) in _serialization.PLAIN_TYPES:
             self.objects.put_ready(object_id, _serialization.dumps(value))
-        else:
-            small = store.put(object_id, value)
-            if small is None:
-                self.objects.put_stored(object_id)
+            return ObjectRef(object_id, self.address, self.objects)
+        store = self.store_client()
+        with capturing_refs() as contained:
+            if store is None:
+                self.objects.put_ready(object_id, _serialization.dumps(value))
             else:
-                # Small: kept inline. Out-of-band buffers (a small array) must go in-band then.
-                data = small.inband if not small.buffers else _serialization.dumps(value)
-                self.objects.put_ready(object_id, data)
+                small = store.put(object_id, value)
+                if small is None:
+                    self.objects.put_stored(object_id)
+                else:
+                    # Small: kept inline. Out-of-band buffers (a small array) must go in-band then.
+                    data = small.inband if not small.buffers else _serialization.dumps(value)
+                    self.objects.put_ready(object_id, data)
+        if contained:
+            # The refs inside live as long as this object: whoever reads it may unpickle them.
+            self.objects.attach_contained(object_id, contained)
         return ObjectRef(object_id, self.address, self.objects)
+
+    def call_arguments(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], where: str, stage: bool
+    ) -> tuple[bytes, list[ObjectRef[Any]]]:
+        """A call's serialized (args, kwargs), and the refs inside them.
+
+        The caller keeps those refs alive until the call is settled (`hold_until_settled`): the
+        callee tells their owners before it replies if it keeps any. With `stage`, large
+        top-level arguments go through the object store (see stage_large_arguments).
+        """
+        if not kwargs and (not args or all(type(a) in _serialization.PLAIN_TYPES for a in args)):
+            return _serialization.dumps_args(args, kwargs, where), []
+        if stage and _serialization.has_large_arguments(args, kwargs):
+            args, kwargs = self.stage_large_arguments(args, kwargs)
+        with capturing_refs() as refs:
+            data = _serialization.dumps_args(args, kwargs, where)
+        return data, refs
 
     def stage_large_arguments(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], dict[str, Any], list[ObjectRef[Any]]]:
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Put large top-level arguments in the object store and pass refs instead.
 
         The callee resolves top-level refs before it runs, so it sees the value, mapped
-        without a copy; the refs live as long as the call (see release_after).
+        without a copy; the refs live as long as the call, like any ref argument.
         """
-        staged: list[ObjectRef[Any]] = []
 
         def stage(value: Any) -> Any:
-            if not _serialization.is_large(value):
-                return value
-            ref = self.put(value)
-            staged.append(ref)
-            return ref
+            return self.put(value) if _serialization.is_large(value) else value
 
-        return tuple(stage(a) for a in args), {k: stage(v) for k, v in kwargs.items()}, staged
+        return tuple(stage(a) for a in args), {k: stage(v) for k, v in kwargs.items()}
 
-    def release_after(self, object_id: str, staged: list[ObjectRef[Any]]) -> None:
-        """Free `staged` once `object_id` (the call's result) is settled, retries included."""
+    def hold_until_settled(self, object_ids: Sequence[str], refs: list[ObjectRef[Any]]) -> None:
+        """Keep `refs` alive until the last of `object_ids` (a call's results) is settled.
 
-        def release() -> None:
-            for ref in staged:
-                self.objects.unescape(ref.hex())
-            staged.clear()
-
-        self.objects.add_callback(object_id, release)
+        With no results to wait for, nothing says when the callee is done with them: they are
+        kept while this process lives.
+        """
+        if not object_ids:
+            for ref in refs:
+                self.objects.mark_escaped(ref.hex())
+            return
+        self.objects.add_callback(object_ids[-1], refs.clear)
 
     def adopt_ref(self, object_id: str, owner_address: str) -> ObjectRef[Any]:
         """The ref for an id that arrived inside a message."""
-        if owner_address != self.address:
-            self.objects.ensure_borrowed(object_id)
-        return ObjectRef(object_id, owner_address, self.objects)
+        return self.borrowing.adopt(object_id, owner_address)
 
     def _ensure_local(self, ref: ObjectRef[Any]) -> None:
         """Start fetching a borrowed object from its owner unless it is here or on its way."""
@@ -188,7 +209,9 @@ class Runtime:
         try:
             while True:
                 reply: worker_pb2.GetObjectReply = stub.GetObject(
-                    worker_pb2.GetObjectRequest(object_id=object_id, timeout_s=5.0, reader_node_id=self.node_id)
+                    worker_pb2.GetObjectRequest(
+                        object_id=object_id, timeout_s=5.0, reader_node_id=self.node_id, reader_address=self.address
+                    )
                 )
                 if reply.ready or reply.missing:
                     break
@@ -198,6 +221,8 @@ class Runtime:
                 system_error(f"the owner of object {object_id} ({owner}) died: {e.code().name}", _OBJECT_LOST),
             )
             return
+        if reply.contained:
+            self.borrowing.accept_lent([object_id], reply.contained)
         if reply.missing:
             self.objects.fail_fetch(
                 object_id, system_error(f"object {object_id} is not held by its owner {owner}", _OBJECT_LOST)
@@ -303,6 +328,7 @@ class Runtime:
                 hook()
             except Exception:  # closing goes on: the process is leaving anyway
                 pass
+        self.borrowing.close()
         # From here on, completion callbacks fired by closing connections must not send anything.
         self.closed = True
         with self._lock:

@@ -21,6 +21,7 @@ import grpc
 from actorhub import _serialization
 from actorhub._errors import error_to_proto
 from actorhub._mailbox import ActorInstance, Mailbox, make_mailbox
+from actorhub._object_ref import capturing_refs
 from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2, node_pb2_grpc, worker_pb2, worker_pb2_grpc
 
 if TYPE_CHECKING:
@@ -56,8 +57,7 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             try:
                 cls = _serialization.loads(spec.pickled_class)
                 actor = ActorInstance(None, spec.class_name, runtime)
-                args, kwargs = actor.arguments(worker_pb2.Call(args=spec.init_args))
-                actor.instance = cls(*args, **kwargs)
+                actor.construct(cls, spec.init_args)
             except BaseException as e:
                 tb = e.__traceback__
                 return worker_pb2.StartActorReply(ok=False, error=error_to_proto(e, tb=tb))
@@ -103,13 +103,43 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             return worker_pb2.GetObjectReply(missing=True)
         if error is not None:
             return worker_pb2.GetObjectReply(ready=True, error=error)
+        runtime = self._runtime
+        reply = worker_pb2.GetObjectReply(ready=True)
+        contained = table.contained_of(object_id)
+        if contained:
+            # Lent before the value leaves: the reader may unpickle it after we dropped it.
+            reply.contained.extend(runtime.borrowing.lend([(0, r) for r in contained], request.reader_address))
         if not data and table.is_stored(object_id):
-            runtime = self._runtime
             if request.reader_node_id == runtime.node_id:
-                return worker_pb2.GetObjectReply(ready=True, store_node_id=runtime.node_id)
+                reply.store_node_id = runtime.node_id
+                return reply
             # A reader on another node: the value travels inline (chunked pulls are future work).
-            data = _serialization.dumps(runtime.value_of(object_id))
-        return worker_pb2.GetObjectReply(ready=True, value=data)
+            with capturing_refs():  # the refs inside were lent above
+                data = _serialization.dumps(runtime.value_of(object_id))
+        if data:
+            reply.value = data
+        return reply
+
+    def AddBorrowers(self, request: worker_pb2.BorrowRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
+        self._runtime.borrowing.add_borrowers(request)
+        return common_pb2.Empty()
+
+    def RemoveBorrowers(self, request: worker_pb2.BorrowRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
+        self._runtime.borrowing.remove_borrowers(request)
+        return common_pb2.Empty()
+
+    def ListOwnedObjects(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> worker_pb2.OwnedObjects:
+        runtime = self._runtime
+        return worker_pb2.OwnedObjects(
+            address=runtime.address,
+            objects=[
+                worker_pb2.OwnedObject(
+                    object_id=o.object_id, size=o.size, where=o.where, local_refs=max(o.local_refs, 0),
+                    borrowers=o.borrowers, escaped=o.escaped, contained_in=o.contained_in,
+                )
+                for o in runtime.objects.owned_snapshot()
+            ],
+        )
 
     def Ping(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> common_pb2.Empty:
         return common_pb2.Empty()

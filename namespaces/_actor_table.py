@@ -323,6 +323,7 @@ class ActorTable(TableState):
                 ],
                 actors=[actor_info(r) for r in self._actors.values() if r.state != DEAD],
                 live_jobs=sum(1 for j in self._jobs.values() if j.alive),
+                driver_addresses=[j.driver_address for j in self._jobs.values() if j.alive and j.driver_address],
             )
 
     # ---- shutdown and persistence ------------------------------------------------------

@@ -22,7 +22,6 @@ import cloudpickle
 from actorhub.tasks._lease_desk import LeaseDesk, desk_name
 from actorhub.tasks._options import TaskOptions
 
-from actorhub import _serialization
 from actorhub._errors import error_to_proto, system_error
 from actorhub._object_ref import ObjectRef
 from actorhub._object_table import ErrorOrigin
@@ -105,17 +104,15 @@ class TaskSubmitter:
                kwargs: dict[str, Any]) -> Any:
         rt = self._rt
         name = options.name or function.__qualname__
-        staged = None
-        if (args or kwargs) and options.num_returns and _serialization.has_large_arguments(args, kwargs):
-            args, kwargs, staged = rt.stage_large_arguments(args, kwargs)
-        args_blob = _serialization.dumps_args(args, kwargs, name)  # fails here, at the caller
+        # Fails here, at the caller, if an argument does not serialize.
+        args_blob, held = rt.call_arguments(args, kwargs, name, stage=options.num_returns > 0)
         seq = next(self._seq)
         n = options.num_returns
         object_ids = [f"{rt.caller_id}.t{seq:x}.{i}" for i in range(n)]
         rt.objects.create_pending(object_ids, ErrorOrigin(name))
         refs = rt.refs_for(object_ids)
-        if staged:
-            rt.release_after(object_ids[-1], staged)
+        if held:
+            rt.hold_until_settled(object_ids, held)
         task = _Task(seq, name, function.code(), args_blob, options, object_ids)
         with self._lock:
             for object_id in object_ids:
@@ -255,6 +252,11 @@ class TaskSubmitter:
         _, error, _ = objects.read(call_refs[0].hex())
         if error is None:
             values = [objects.read(r.hex())[0] for r in call_refs]
+            for call_ref, object_id in zip(call_refs, task.object_ids, strict=False):
+                # Refs inside a result were lent to this process: they live with the task's result.
+                contained = objects.contained_of(call_ref.hex())
+                if contained:
+                    objects.attach_contained(object_id, contained)
             self._finish(task, values=values)
         elif task.cancelled or _is_cancellation(error):
             self._finish_cancelled(task)

@@ -61,18 +61,20 @@ def _indent(text: str) -> str:
 
 
 def memory_command(address: str | None) -> int:
-    """Objects in each node's store: id, size, owner and where the bytes are.
+    """Every object in the cluster: id, size, owner, who holds refs, where the bytes are.
 
-    Objects under 100 KiB are kept inline by their owners and are not in any store.
+    Asks each owner (drivers and actors, task executors included) for the objects it owns and
+    their borrowers, and each node's store for the bytes it keeps in shared memory or spilled.
     """
     import grpc
 
-    from actorhub._proto.v1 import common_pb2, node_pb2_grpc
+    from actorhub._proto.v1 import common_pb2, node_pb2_grpc, worker_pb2_grpc
     from actorhub._transport import open_channel
 
     target = find_cluster(Config.load(), address)
     with HubClient(target) as hub:
         status = hub.status()
+    stored: dict[str, tuple[int, str]] = {}  # object id -> (size, where) in its node's store
     for node in status.nodes:
         if not node.alive:
             continue
@@ -85,14 +87,52 @@ def memory_command(address: str | None) -> int:
         finally:
             channel.close()
         print(
-            f"Node {node.node_id} ({node.address}): {len(listing.objects)} objects, "
+            f"Node {node.node_id} ({node.address}): {len(listing.objects)} objects in its store, "
             f"{_mib(listing.used)} in shared memory of {_mib(listing.capacity)}, {_mib(listing.spilled)} spilled"
         )
-        rows = [[o.object_id, _mib(o.size), o.owner, o.where] for o in listing.objects]
-        if rows:
-            print(_indent(format_table(["OBJECT ID", "SIZE", "OWNER", "WHERE"], rows)))
-    print("Objects under 100 KiB are held inline by their owners and are not listed.")
+        stored.update({o.object_id: (o.size, o.where) for o in listing.objects})
+    owners = {a: "driver" for a in status.driver_addresses}
+    owners.update({a.address: f"{a.class_name} actor {a.actor_id[:8]}" for a in status.actors if a.address})
+    rows: list[list[str]] = []
+    for owner, label in owners.items():
+        channel = open_channel(owner, target.token)
+        try:
+            owned = worker_pb2_grpc.WorkerStub(channel).ListOwnedObjects(common_pb2.Empty(), timeout=10)
+        except grpc.RpcError:
+            continue  # gone since the hub answered, or busy: its objects go unlisted
+        finally:
+            channel.close()
+        for o in owned.objects:
+            size, where = stored.get(o.object_id, (o.size, o.where))
+            rows.append([o.object_id, _size(size), f"{label} ({owner})", where, _holders(o, owners)])
+    print()
+    if rows:
+        print(format_table(["OBJECT ID", "SIZE", "OWNER", "WHERE", "HELD BY"], rows))
+    else:
+        print("No objects.")
     return 0
+
+
+def _holders(o: object, labels: dict[str, str]) -> str:
+    """Who keeps an object alive: the owner's own refs, borrowers, values that contain it."""
+    from actorhub._proto.v1 import worker_pb2
+
+    assert isinstance(o, worker_pb2.OwnedObject)
+    parts = []
+    if o.local_refs:
+        parts.append(f"owner x{o.local_refs}")
+    parts.extend(
+        f"{labels[b]} ({b}) x{count}" if b in labels else f"{b} x{count}" for b, count in sorted(o.borrowers.items())
+    )
+    if o.contained_in:
+        parts.append(f"inside {o.contained_in} object(s)")
+    if o.escaped:
+        parts.append("pickled (kept while the owner lives)")
+    return ", ".join(parts) or "-"
+
+
+def _size(size: int) -> str:
+    return f"{size} B" if size < 1024 * 1024 else _mib(size)
 
 
 def _mib(size: int) -> str:

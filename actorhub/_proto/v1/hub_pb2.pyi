@@ -151,11 +151,13 @@ class NodeStatus(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., num_cpus: _Optional[float] = ..., available_cpus: _Optional[float] = ..., alive: _Optional[bool] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("nodes", "actors", "live_jobs")
+    __slots__ = ("nodes", "actors", "live_jobs", "driver_addresses")
     NODES_FIELD_NUMBER: _ClassVar[int]
     ACTORS_FIELD_NUMBER: _ClassVar[int]
     LIVE_JOBS_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
     actors: _containers.RepeatedCompositeFieldContainer[_common_pb2.ActorInfo]
     live_jobs: int
-    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ..., live_jobs: _Optional[int] = ...) -> None: ...
+    driver_addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ..., live_jobs: _Optional[int] = ..., driver_addresses: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -8,6 +8,59 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ContainedRef(_message.Message):
+    __slots__ = ("object_id", "owner_address", "value_index")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    owner_address: str
+    value_index: int
+    def __init__(self, object_id: _Optional[str] = ..., owner_address: _Optional[str] = ..., value_index: _Optional[int] = ...) -> None: ...
+
+class BorrowRequest(_message.Message):
+    __slots__ = ("borrower", "object_ids", "counts")
+    BORROWER_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    borrower: str
+    object_ids: _containers.RepeatedScalarFieldContainer[str]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, borrower: _Optional[str] = ..., object_ids: _Optional[_Iterable[str]] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class OwnedObject(_message.Message):
+    __slots__ = ("object_id", "size", "where", "local_refs", "borrowers", "escaped", "contained_in")
+    class BorrowersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    WHERE_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_REFS_FIELD_NUMBER: _ClassVar[int]
+    BORROWERS_FIELD_NUMBER: _ClassVar[int]
+    ESCAPED_FIELD_NUMBER: _ClassVar[int]
+    CONTAINED_IN_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    size: int
+    where: str
+    local_refs: int
+    borrowers: _containers.ScalarMap[str, int]
+    escaped: bool
+    contained_in: int
+    def __init__(self, object_id: _Optional[str] = ..., size: _Optional[int] = ..., where: _Optional[str] = ..., local_refs: _Optional[int] = ..., borrowers: _Optional[_Mapping[str, int]] = ..., escaped: _Optional[bool] = ..., contained_in: _Optional[int] = ...) -> None: ...
+
+class OwnedObjects(_message.Message):
+    __slots__ = ("address", "objects")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    objects: _containers.RepeatedCompositeFieldContainer[OwnedObject]
+    def __init__(self, address: _Optional[str] = ..., objects: _Optional[_Iterable[_Union[OwnedObject, _Mapping]]] = ...) -> None: ...
+
 class Call(_message.Message):
     __slots__ = ("seq", "method", "args", "num_returns", "trace_context")
     class TraceContextEntry(_message.Message):
@@ -30,26 +83,30 @@ class Call(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., method: _Optional[str] = ..., args: _Optional[bytes] = ..., num_returns: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class CallBatch(_message.Message):
-    __slots__ = ("actor_id", "incarnation", "caller_id", "calls")
+    __slots__ = ("actor_id", "incarnation", "caller_id", "calls", "caller_address")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     CALLER_ID_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
+    CALLER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     incarnation: int
     caller_id: str
     calls: _containers.RepeatedCompositeFieldContainer[Call]
-    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., caller_id: _Optional[str] = ..., calls: _Optional[_Iterable[_Union[Call, _Mapping]]] = ...) -> None: ...
+    caller_address: str
+    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., caller_id: _Optional[str] = ..., calls: _Optional[_Iterable[_Union[Call, _Mapping]]] = ..., caller_address: _Optional[str] = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("seq", "values", "error")
+    __slots__ = ("seq", "values", "error", "contained")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CONTAINED_FIELD_NUMBER: _ClassVar[int]
     seq: int
     values: _containers.RepeatedScalarFieldContainer[bytes]
     error: _common_pb2.ErrorInfo
-    def __init__(self, seq: _Optional[int] = ..., values: _Optional[_Iterable[bytes]] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ...) -> None: ...
+    contained: _containers.RepeatedCompositeFieldContainer[ContainedRef]
+    def __init__(self, seq: _Optional[int] = ..., values: _Optional[_Iterable[bytes]] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., contained: _Optional[_Iterable[_Union[ContainedRef, _Mapping]]] = ...) -> None: ...
 
 class ReplyBatch(_message.Message):
     __slots__ = ("replies",)
@@ -76,25 +133,29 @@ class StartActorReply(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ...) -> None: ...
 
 class GetObjectRequest(_message.Message):
-    __slots__ = ("object_id", "timeout_s", "reader_node_id")
+    __slots__ = ("object_id", "timeout_s", "reader_node_id", "reader_address")
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     READER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    READER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     object_id: str
     timeout_s: float
     reader_node_id: str
-    def __init__(self, object_id: _Optional[str] = ..., timeout_s: _Optional[float] = ..., reader_node_id: _Optional[str] = ...) -> None: ...
+    reader_address: str
+    def __init__(self, object_id: _Optional[str] = ..., timeout_s: _Optional[float] = ..., reader_node_id: _Optional[str] = ..., reader_address: _Optional[str] = ...) -> None: ...
 
 class GetObjectReply(_message.Message):
-    __slots__ = ("ready", "value", "error", "missing", "store_node_id")
+    __slots__ = ("ready", "value", "error", "missing", "store_node_id", "contained")
     READY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     STORE_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTAINED_FIELD_NUMBER: _ClassVar[int]
     ready: bool
     value: bytes
     error: _common_pb2.ErrorInfo
     missing: bool
     store_node_id: str
-    def __init__(self, ready: _Optional[bool] = ..., value: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., missing: _Optional[bool] = ..., store_node_id: _Optional[str] = ...) -> None: ...
+    contained: _containers.RepeatedCompositeFieldContainer[ContainedRef]
+    def __init__(self, ready: _Optional[bool] = ..., value: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., missing: _Optional[bool] = ..., store_node_id: _Optional[str] = ..., contained: _Optional[_Iterable[_Union[ContainedRef, _Mapping]]] = ...) -> None: ...

@@ -52,6 +52,21 @@ class WorkerStub:
                 request_serializer=actorhub_dot_v1_dot_worker__pb2.GetObjectRequest.SerializeToString,
                 response_deserializer=actorhub_dot_v1_dot_worker__pb2.GetObjectReply.FromString,
                 _registered_method=True)
+        self.AddBorrowers = channel.unary_unary(
+                '/actorhub.v1.Worker/AddBorrowers',
+                request_serializer=actorhub_dot_v1_dot_worker__pb2.BorrowRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.RemoveBorrowers = channel.unary_unary(
+                '/actorhub.v1.Worker/RemoveBorrowers',
+                request_serializer=actorhub_dot_v1_dot_worker__pb2.BorrowRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListOwnedObjects = channel.unary_unary(
+                '/actorhub.v1.Worker/ListOwnedObjects',
+                request_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_worker__pb2.OwnedObjects.FromString,
+                _registered_method=True)
         self.Ping = channel.unary_unary(
                 '/actorhub.v1.Worker/Ping',
                 request_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
@@ -86,6 +101,28 @@ class WorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddBorrowers(self, request, context):
+        """Borrower reference counting, to the owner of the objects: a process now holds (or no
+        longer holds) refs to these objects. Counted per borrower: each add is matched by a
+        remove of the same count, so an add racing a remove cannot free a held object.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveBorrowers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOwnedObjects(self, request, context):
+        """The objects this process owns, with who holds refs to them (for `actorhub memory`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Ping(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -109,6 +146,21 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.GetObject,
                     request_deserializer=actorhub_dot_v1_dot_worker__pb2.GetObjectRequest.FromString,
                     response_serializer=actorhub_dot_v1_dot_worker__pb2.GetObjectReply.SerializeToString,
+            ),
+            'AddBorrowers': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddBorrowers,
+                    request_deserializer=actorhub_dot_v1_dot_worker__pb2.BorrowRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'RemoveBorrowers': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveBorrowers,
+                    request_deserializer=actorhub_dot_v1_dot_worker__pb2.BorrowRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'ListOwnedObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOwnedObjects,
+                    request_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+                    response_serializer=actorhub_dot_v1_dot_worker__pb2.OwnedObjects.SerializeToString,
             ),
             'Ping': grpc.unary_unary_rpc_method_handler(
                     servicer.Ping,
@@ -198,6 +250,87 @@ class Worker:
             '/actorhub.v1.Worker/GetObject',
             actorhub_dot_v1_dot_worker__pb2.GetObjectRequest.SerializeToString,
             actorhub_dot_v1_dot_worker__pb2.GetObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddBorrowers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Worker/AddBorrowers',
+            actorhub_dot_v1_dot_worker__pb2.BorrowRequest.SerializeToString,
+            actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveBorrowers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Worker/RemoveBorrowers',
+            actorhub_dot_v1_dot_worker__pb2.BorrowRequest.SerializeToString,
+            actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOwnedObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Worker/ListOwnedObjects',
+            actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            actorhub_dot_v1_dot_worker__pb2.OwnedObjects.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,14 @@ class WorkerStub:
     """Node agent -> idle worker: become this actor and run its constructor."""
     GetObject: _grpc.UnaryUnaryMultiCallable[_worker_pb2.GetObjectRequest, _worker_pb2.GetObjectReply]
     """Read an object owned by this process; waits until it is ready or the timeout passes."""
+    AddBorrowers: _grpc.UnaryUnaryMultiCallable[_worker_pb2.BorrowRequest, _common_pb2.Empty]
+    """Borrower reference counting, to the owner of the objects: a process now holds (or no
+    longer holds) refs to these objects. Counted per borrower: each add is matched by a
+    remove of the same count, so an add racing a remove cannot free a held object.
+    """
+    RemoveBorrowers: _grpc.UnaryUnaryMultiCallable[_worker_pb2.BorrowRequest, _common_pb2.Empty]
+    ListOwnedObjects: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _worker_pb2.OwnedObjects]
+    """The objects this process owns, with who holds refs to them (for `actorhub memory`)."""
     Ping: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]
 
 @_typing.type_check_only
@@ -60,6 +68,14 @@ class WorkerAsyncStub(WorkerStub):
     """Node agent -> idle worker: become this actor and run its constructor."""
     GetObject: _aio.UnaryUnaryMultiCallable[_worker_pb2.GetObjectRequest, _worker_pb2.GetObjectReply]  # type: ignore[assignment]
     """Read an object owned by this process; waits until it is ready or the timeout passes."""
+    AddBorrowers: _aio.UnaryUnaryMultiCallable[_worker_pb2.BorrowRequest, _common_pb2.Empty]  # type: ignore[assignment]
+    """Borrower reference counting, to the owner of the objects: a process now holds (or no
+    longer holds) refs to these objects. Counted per borrower: each add is matched by a
+    remove of the same count, so an add racing a remove cannot free a held object.
+    """
+    RemoveBorrowers: _aio.UnaryUnaryMultiCallable[_worker_pb2.BorrowRequest, _common_pb2.Empty]  # type: ignore[assignment]
+    ListOwnedObjects: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _worker_pb2.OwnedObjects]  # type: ignore[assignment]
+    """The objects this process owns, with who holds refs to them (for `actorhub memory`)."""
     Ping: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]  # type: ignore[assignment]
 
 class WorkerServicer(metaclass=_abc_1.ABCMeta):
@@ -91,6 +107,32 @@ class WorkerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.GetObjectReply, _abc.Awaitable[_worker_pb2.GetObjectReply]]:
         """Read an object owned by this process; waits until it is ready or the timeout passes."""
+
+    @_abc_1.abstractmethod
+    def AddBorrowers(
+        self,
+        request: _worker_pb2.BorrowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]:
+        """Borrower reference counting, to the owner of the objects: a process now holds (or no
+        longer holds) refs to these objects. Counted per borrower: each add is matched by a
+        remove of the same count, so an add racing a remove cannot free a held object.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveBorrowers(
+        self,
+        request: _worker_pb2.BorrowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def ListOwnedObjects(
+        self,
+        request: _common_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.OwnedObjects, _abc.Awaitable[_worker_pb2.OwnedObjects]]:
+        """The objects this process owns, with who holds refs to them (for `actorhub memory`)."""
 
     @_abc_1.abstractmethod
     def Ping(
