@@ -115,6 +115,16 @@ class ActorInstance:
         reply.seq = call.seq
         # The coroutine runs in its own copy of the context: this call's list stays its own.
         adopted, _ = begin_call()
+        if call.trace_context:
+            # The span stays current across the awaits: OpenTelemetry keeps it in the task's context.
+            with _tracing.execute_span(f"{self.class_name}.{call.method}", call.trace_context):
+                await self._run_async(call, reply, caller)
+        else:
+            await self._run_async(call, reply, caller)
+        if adopted:
+            self._host.borrowing.register_held(adopted)
+
+    async def _run_async(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: str) -> None:
         try:
             unpickling = begin_unpickling_arguments()
             try:
@@ -129,11 +139,8 @@ class ActorInstance:
                 result = await result
         except BaseException as e:
             reply.error.CopyFrom(error_to_proto(e, tb=_user_frames(e)))
-        else:
-            self.fill(call, result, reply, caller)
-            del result
-        if adopted:
-            self._host.borrowing.register_held(adopted)
+            return
+        self.fill(call, result, reply, caller)
 
     def fill(self, call: worker_pb2.Call, result: Any, reply: worker_pb2.Reply, caller: str) -> None:
         where = f"{self.class_name}.{call.method}"

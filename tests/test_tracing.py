@@ -41,12 +41,19 @@ def test_a_call_is_one_trace_across_processes(traced_cluster: Path) -> None:
             def echo(self, x):
                 return x
 
+        @actorhub.remote
+        class AsyncEcho:
+            async def echo(self, x):
+                return x
+
         actorhub.init(address="auto")
         echo = Echo.remote()
+        async_echo = AsyncEcho.remote()
         actorhub.get(echo.echo.remote(0))  # untraced: no tracer provider in this driver yet
         untraced = os.path.exists(os.environ["ACTORHUB_TEST_SPANS"])
         _tracing_hook.setup()
         assert actorhub.get(echo.echo.remote(1)) == 1
+        assert actorhub.get(async_echo.echo.remote(2)) == 2
         print(os.getpid(), untraced)
         """
     )
@@ -56,11 +63,13 @@ def test_a_call_is_one_trace_across_processes(traced_cluster: Path) -> None:
     while True:
         text = traced_cluster.read_text() if traced_cluster.exists() else ""
         spans = [json.loads(line) for line in text.splitlines()]
-        if {"submit Echo.echo", "execute Echo.echo"} <= {s["name"] for s in spans} or time.monotonic() > deadline:
+        wanted = {f"{what} {cls}.echo" for what in ("submit", "execute") for cls in ("Echo", "AsyncEcho")}
+        if wanted <= {s["name"] for s in spans} or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    submit = next(s for s in spans if s["name"] == "submit Echo.echo")
-    execute = next(s for s in spans if s["name"] == "execute Echo.echo")
-    assert submit["pid"] == int(driver_pid) and execute["pid"] != int(driver_pid)
-    assert execute["trace_id"] == submit["trace_id"]
-    assert execute["parent_id"] == submit["span_id"]
+    for cls in ("Echo", "AsyncEcho"):  # a sync actor's call, and an async actor's
+        submit = next(s for s in spans if s["name"] == f"submit {cls}.echo")
+        execute = next(s for s in spans if s["name"] == f"execute {cls}.echo")
+        assert submit["pid"] == int(driver_pid) and execute["pid"] != int(driver_pid)
+        assert execute["trace_id"] == submit["trace_id"]
+        assert execute["parent_id"] == submit["span_id"]
