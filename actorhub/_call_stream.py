@@ -49,6 +49,7 @@ class ConnectionHost(Protocol):
     hub: hub_pb2_grpc.HubStub
     caller_id: str
     address: str
+    node_id: str
     borrowing: Borrowing
 
 
@@ -248,7 +249,7 @@ class ActorConnection:
         # worker can refuse a stream meant for another incarnation before any call is lost.
         batch: worker_pb2.CallBatch | None = worker_pb2.CallBatch(
             actor_id=self.actor_id, incarnation=stream.incarnation, caller_id=self._host.caller_id,
-            caller_address=self._host.address,
+            caller_address=self._host.address, caller_node_id=self._host.node_id,
         )
         cond = self._cond
         unsent = self._unsent
@@ -282,9 +283,11 @@ class ActorConnection:
             for reply in batch.replies:
                 call = inflight.pop(reply.seq, None)
                 if call is None:
+                    # Settled already (given up on): what came with it goes straight back.
                     if reply.contained:
-                        # Settled already (given up on): the refs lent with it go straight back.
                         self._host.borrowing.accept_lent([], reply.contained)
+                    if reply.store_ids:
+                        self._host.objects.discard_stored([i for i in reply.store_ids if i])
                     continue
                 if reply.HasField("error"):
                     completions.extend((oid, None, reply.error) for oid in call.object_ids)
@@ -292,8 +295,19 @@ class ActorConnection:
                     if reply.contained:
                         # Pinned before completion: completing releases the call's arguments.
                         self._host.borrowing.accept_lent(call.object_ids, reply.contained)
+                    if reply.store_ids:
+                        self._mark_stored(call.object_ids, reply.store_ids)
                     completions.extend(zip(call.object_ids, reply.values, itertools.repeat(None)))
         self._host.objects.complete_many(completions)
+
+    def _mark_stored(self, object_ids: list[str], store_ids: Any) -> None:
+        objects = self._host.objects
+        unwanted = [
+            store_id for object_id, store_id in zip(object_ids, store_ids, strict=False)
+            if store_id and not objects.mark_stored(object_id, store_id)
+        ]
+        if unwanted:
+            objects.discard_stored(unwanted)  # this process owns them, and nobody holds them
 
     # -- failures ---------------------------------------------------------------------------
     def _settle_inflight(self, message: str, kind: common_pb2.ErrorKind) -> None:

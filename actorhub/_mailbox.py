@@ -14,6 +14,7 @@ import inspect
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from actorhub import _serialization, _tracing
@@ -46,7 +47,26 @@ class CallHost(Protocol):
     @property
     def borrowing(self) -> Borrows: ...
 
+    @property
+    def node_id(self) -> str: ...
+
     def get_value(self, ref: ObjectRef[Any]) -> Any: ...
+
+    def store_result(self, value: Any, owner: str) -> str: ...
+
+    def discard_stored(self, store_ids: list[str]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a stream's calls come from (its first batch says)."""
+
+    address: str = ""
+    node_id: str = ""
+
+    @classmethod
+    def of(cls, first: worker_pb2.CallBatch) -> Caller:
+        return cls(first.caller_address, first.caller_node_id)
 
 
 class ActorInstance:
@@ -86,7 +106,7 @@ class ActorInstance:
             if adopted:
                 self._host.borrowing.register_held(adopted)
 
-    def execute(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: str) -> None:
+    def execute(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller) -> None:
         """Run `call` and fill `reply` with its values or its error."""
         reply.seq = call.seq
         adopted, token = begin_call()
@@ -102,7 +122,7 @@ class ActorInstance:
             # Before the reply goes: until then the caller keeps these refs alive.
             self._host.borrowing.register_held(adopted)
 
-    def _run(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: str) -> None:
+    def _run(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller) -> None:
         try:
             args, kwargs = self.arguments(call.args)
             result = self.method(call.method)(*args, **kwargs)
@@ -111,7 +131,7 @@ class ActorInstance:
             return
         self.fill(call, result, reply, caller)
 
-    async def execute_async(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: str) -> None:
+    async def execute_async(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller) -> None:
         reply.seq = call.seq
         # The coroutine runs in its own copy of the context: this call's list stays its own.
         adopted, _ = begin_call()
@@ -124,7 +144,7 @@ class ActorInstance:
         if adopted:
             self._host.borrowing.register_held(adopted)
 
-    async def _run_async(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: str) -> None:
+    async def _run_async(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller) -> None:
         try:
             unpickling = begin_unpickling_arguments()
             try:
@@ -142,8 +162,9 @@ class ActorInstance:
             return
         self.fill(call, result, reply, caller)
 
-    def fill(self, call: worker_pb2.Call, result: Any, reply: worker_pb2.Reply, caller: str) -> None:
+    def fill(self, call: worker_pb2.Call, result: Any, reply: worker_pb2.Reply, caller: Caller) -> None:
         where = f"{self.class_name}.{call.method}"
+        store_ids: list[str] = []
         try:
             n = call.num_returns
             if n == 0:
@@ -157,18 +178,30 @@ class ActorInstance:
                     )
                 values = list(result)
             lent: list[tuple[int, ObjectRef[Any]]] = []
+            # A large value goes into the node's store, for the caller to map without a copy,
+            # when the caller is on this node (other nodes read values inline).
+            store = bool(caller.node_id) and caller.node_id == self._host.node_id
             for index, value in enumerate(values):
                 if type(value) in _serialization.PLAIN_TYPES:
                     reply.values.append(_serialization.dumps_result(value, where))
+                    store_ids.append("")
                     continue
                 with capturing_refs() as refs:
-                    reply.values.append(_serialization.dumps_result(value, where))
+                    store_id = self._host.store_result(value, caller.address) if (
+                        store and _serialization.is_large(value)) else ""
+                    store_ids.append(store_id)
+                    reply.values.append(b"" if store_id else _serialization.dumps_result(value, where))
                 lent.extend((index, ref) for ref in refs)
+            if any(store_ids):
+                reply.store_ids.extend(store_ids)
             if lent:
                 # The caller may unpickle the value long after this process dropped its refs.
-                reply.contained.extend(self._host.borrowing.lend(lent, caller))
+                reply.contained.extend(self._host.borrowing.lend(lent, caller.address))
         except BaseException as e:
             del reply.values[:]
+            del reply.store_ids[:]
+            if any(store_ids):
+                self._host.discard_stored([i for i in store_ids if i])
             reply.error.CopyFrom(error_to_proto(e, tb=e.__traceback__))
 
 
@@ -230,7 +263,7 @@ class SerialMailbox:
     ) -> Iterator[worker_pb2.ReplyBatch]:
         execute = self._actor.execute
         lock = self._lock
-        caller = first.caller_address
+        caller = Caller.of(first)
         batch = first
         while True:
             if batch.calls:
@@ -252,7 +285,7 @@ class SerialMailbox:
 class _ConcurrentMailbox:
     """Reads calls on a helper thread and replies as they finish, in whatever order."""
 
-    def submit(self, call: worker_pb2.Call, sink: ReplySink, caller: str) -> None:
+    def submit(self, call: worker_pb2.Call, sink: ReplySink, caller: Caller) -> None:
         raise NotImplementedError
 
     def serve(
@@ -273,7 +306,7 @@ class _ConcurrentMailbox:
                     for call in batch.calls:
                         with cond:
                             state["outstanding"] += 1
-                        self.submit(call, sink, first.caller_address)
+                        self.submit(call, sink, caller)
             except Exception:
                 pass  # the caller went away; calls already submitted still finish
             finally:
@@ -281,6 +314,7 @@ class _ConcurrentMailbox:
                     state["reading"] = False
                     cond.notify()
 
+        caller = Caller.of(first)
         threading.Thread(target=read, name="actorhub-mailbox-reader", daemon=True).start()
         while True:
             with cond:
@@ -301,7 +335,7 @@ class ThreadedMailbox(_ConcurrentMailbox):
         self._actor = actor
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="actorhub-actor")
 
-    def submit(self, call: worker_pb2.Call, sink: ReplySink, caller: str) -> None:
+    def submit(self, call: worker_pb2.Call, sink: ReplySink, caller: Caller) -> None:
         def run() -> None:
             reply = worker_pb2.Reply()
             self._actor.execute(call, reply, caller)
@@ -333,7 +367,7 @@ class AsyncMailbox(_ConcurrentMailbox):
         self.loop.call_soon(ready.set)
         self.loop.run_forever()
 
-    def submit(self, call: worker_pb2.Call, sink: ReplySink, caller: str) -> None:
+    def submit(self, call: worker_pb2.Call, sink: ReplySink, caller: Caller) -> None:
         async def run() -> None:
             reply = worker_pb2.Reply()
             async with self._semaphore:

@@ -50,6 +50,7 @@ class _Entry:
         "owner",
         "refs",
         "registrations",
+        "store_id",
         "stored",
     )
 
@@ -63,8 +64,10 @@ class _Entry:
         self.owned = owned
         self.owner = owner  # of a borrowed entry: where its registrations are given back
         self.fetching = False
-        # The value is in the node's shared-memory store; `data` is then an empty marker.
+        # The value is in the node's shared-memory store, under `store_id` (the object's own id
+        # unless it was stored by whoever computed it); `data` is then an empty marker.
         self.stored = False
+        self.store_id = ""
         # Refs inside the value, kept alive with it.
         self.contained: list[ObjectRef[Any]] | None = None
         # Owned: borrower address -> registrations. Borrowed: this process's registrations.
@@ -251,7 +254,7 @@ class ObjectTable:
         del self._entries[object_id]
         if entry.owned:
             if entry.stored:
-                self._freed_stored.append(object_id)
+                self._freed_stored.append(entry.store_id or object_id)
         elif entry.registrations and not entry.escaped:
             # An escaped borrowed ref may live on in bytes we cannot see: its owner keeps the
             # registration until this process exits.
@@ -275,20 +278,49 @@ class ObjectTable:
         entry = _Entry(True)
         entry.data = b""
         entry.stored = True
+        entry.store_id = object_id
         with self._lock:
             self._entries[object_id] = entry
 
-    def complete_stored(self, object_id: str) -> None:
+    def complete_stored(self, object_id: str, store_id: str) -> None:
         """A borrowed object turned out to be in this node's store: readers map it from there."""
+        self.mark_stored(object_id, store_id)
+        self.complete_many([(object_id, b"", None)])
+
+    def mark_stored(self, object_id: str, store_id: str) -> bool:
+        """Before completing it: the object's value is in the node's store under `store_id`.
+
+        False when nobody here holds the object any more.
+        """
         with self._lock:
             entry = self._entries.get(object_id)
-            if entry is not None:
-                entry.stored = True
-        self.complete_many([(object_id, b"", None)])
+            if entry is None:
+                return False
+            entry.stored = True
+            entry.store_id = store_id
+            return True
+
+    def take_stored(self, object_id: str) -> str:
+        """Hand an owned stored value over to another object: this one stops freeing it."""
+        with self._lock:
+            entry = self._entries.get(object_id)
+            if entry is None or not entry.stored:
+                return ""
+            entry.stored = False
+            return entry.store_id or object_id
+
+    def discard_stored(self, store_ids: Iterable[str]) -> None:
+        """Stored values that no object of this process will hold: the store may delete them."""
+        with self._lock:
+            self._freed_stored.extend(store_ids)
 
     def is_stored(self, object_id: str) -> bool:
         entry = self._entries.get(object_id)
         return entry is not None and entry.stored
+
+    def store_id_of(self, object_id: str) -> str:
+        entry = self._entries.get(object_id)
+        return (entry.store_id or object_id) if entry is not None else object_id
 
     def collect_freed_stored(self) -> list[str]:
         """Owned stored objects whose last ref is gone: the store may delete them."""

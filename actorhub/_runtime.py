@@ -140,6 +140,21 @@ class Runtime:
             self.objects.attach_contained(object_id, contained)
         return ObjectRef(object_id, self.address, self.objects)
 
+    def store_result(self, value: Any, owner: str) -> str:
+        """Put a call's large result in this node's store for its caller, `owner`.
+
+        Returns the id it is stored under, or "" when it should travel inline (no store here,
+        or smaller than the store takes).
+        """
+        store = self.store_client()
+        if store is None:
+            return ""
+        store_id = f"{self.caller_id}.r{next(self._puts):x}"
+        return store_id if store.put(store_id, value, owner=owner) is None else ""
+
+    def discard_stored(self, store_ids: list[str]) -> None:
+        self.objects.discard_stored(store_ids)
+
     def call_arguments(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], where: str, stage: bool
     ) -> tuple[bytes, list[ObjectRef[Any]]]:
@@ -230,7 +245,7 @@ class Runtime:
         elif reply.HasField("error"):
             self.objects.complete_many([(object_id, None, reply.error)])
         elif reply.store_node_id:
-            self.objects.complete_stored(object_id)
+            self.objects.complete_stored(object_id, reply.store_object_id or object_id)
         else:
             self.objects.complete_many([(object_id, reply.value, None)])
 
@@ -266,7 +281,7 @@ class Runtime:
             )
         assert data is not None
         if not data and self.objects.is_stored(object_id):
-            return self.store_client().read(object_id)
+            return self.store_client().read(self.objects.store_id_of(object_id))
         return _serialization.loads(data)
 
     def get_value(self, ref: ObjectRef[Any]) -> Any:

@@ -112,6 +112,7 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         if not data and table.is_stored(object_id):
             if request.reader_node_id == runtime.node_id:
                 reply.store_node_id = runtime.node_id
+                reply.store_object_id = table.store_id_of(object_id)
                 return reply
             # A reader on another node: the value travels inline (chunked pulls are future work).
             with capturing_refs():  # the refs inside were lent above

@@ -33,13 +33,18 @@ class StoreClient:
         self._closed = threading.Event()
         threading.Thread(target=self._free_loop, name="actorhub-store-free", daemon=True).start()
 
-    def put(self, object_id: str, value: Any) -> _shm.Serialized | None:
-        """Store `value` if it is large; else return its serialized form for inline keeping."""
+    def put(self, object_id: str, value: Any, owner: str = "") -> _shm.Serialized | None:
+        """Store `value` if it is large; else return its serialized form for inline keeping.
+
+        `owner` is whoever frees it (a call's caller, for a result); this process by default.
+        """
         serialized = _shm.serialize(value)
         if serialized.total_size < INLINE_LIMIT:
             return serialized
         location = self._node.ReserveObject(
-            node_pb2.ReserveObjectRequest(object_id=object_id, size=serialized.total_size, owner=self._rt.address)
+            node_pb2.ReserveObjectRequest(
+                object_id=object_id, size=serialized.total_size, owner=owner or self._rt.address
+            )
         )
         _shm.write_segment(Path(location.path), serialized)
         sealed = self._node.SealObject(node_pb2.ObjectIdRequest(object_id=object_id))

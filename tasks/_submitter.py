@@ -257,6 +257,10 @@ class TaskSubmitter:
                 contained = objects.contained_of(call_ref.hex())
                 if contained:
                     objects.attach_contained(object_id, contained)
+                # A result in the store: the task's object takes it over from the executor call's.
+                store_id = objects.take_stored(call_ref.hex())
+                if store_id and not objects.mark_stored(object_id, store_id):
+                    objects.discard_stored([store_id])
             self._finish(task, values=values)
         elif task.cancelled or _is_cancellation(error):
             self._finish_cancelled(task)

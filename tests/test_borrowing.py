@@ -272,3 +272,41 @@ def test_memory_command_shows_owners_holders_and_where(borrow_cluster: Any) -> N
     assert "owner x1" in lines[small.hex()]
     assert "shared memory" in lines[big.hex()] and "8.0 MiB" in lines[big.hex()]
     actorhub.kill(keeper)
+
+
+def test_large_results_come_back_through_the_store(borrow_cluster: Any) -> None:
+    rt = current()
+    baseline = rt.store_client().list().used
+
+    @actorhub.remote
+    class Weights:
+        def pull(self, fill: int) -> Any:
+            return np.full(MIB, fill, dtype=np.int64)  # 8 MiB
+
+        def both(self) -> tuple[Any, int]:
+            return np.ones(MIB // 4, dtype=np.int64), 5
+
+    @actorhub.remote
+    def produce(fill: int) -> Any:
+        return np.full(MIB, fill, dtype=np.int64)
+
+    @actorhub.remote
+    def first(array: Any) -> int:
+        return int(array[0])
+
+    weights = Weights.remote()
+    pulled = weights.pull.remote(3)
+    produced = produce.remote(4)
+    big, small = weights.both.options(num_returns=2).remote()
+    for ref, fill in ((pulled, 3), (produced, 4)):
+        array = actorhub.get(ref)
+        assert rt.objects.is_stored(ref.hex()), "a large result travelled inline"
+        assert array.nbytes == 8 * MIB and int(array[-1]) == fill
+        assert not array.flags.writeable  # mapped from the store
+        assert actorhub.get(first.remote(ref)) == fill  # another process reads it from the store
+    assert rt.objects.is_stored(big.hex()) and not rt.objects.is_stored(small.hex())
+    assert int(actorhub.get(big).sum()) == MIB // 4 and actorhub.get(small) == 5
+    assert rt.store_client().list().used >= baseline + 18 * MIB
+    del array, pulled, produced, big, small
+    _eventually(lambda: rt.store_client().list().used <= baseline)
+    actorhub.kill(weights)

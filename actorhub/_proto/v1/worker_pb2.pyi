@@ -83,30 +83,34 @@ class Call(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., method: _Optional[str] = ..., args: _Optional[bytes] = ..., num_returns: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class CallBatch(_message.Message):
-    __slots__ = ("actor_id", "incarnation", "caller_id", "calls", "caller_address")
+    __slots__ = ("actor_id", "incarnation", "caller_id", "calls", "caller_address", "caller_node_id")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     CALLER_ID_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
     CALLER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CALLER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     incarnation: int
     caller_id: str
     calls: _containers.RepeatedCompositeFieldContainer[Call]
     caller_address: str
-    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., caller_id: _Optional[str] = ..., calls: _Optional[_Iterable[_Union[Call, _Mapping]]] = ..., caller_address: _Optional[str] = ...) -> None: ...
+    caller_node_id: str
+    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., caller_id: _Optional[str] = ..., calls: _Optional[_Iterable[_Union[Call, _Mapping]]] = ..., caller_address: _Optional[str] = ..., caller_node_id: _Optional[str] = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("seq", "values", "error", "contained")
+    __slots__ = ("seq", "values", "error", "contained", "store_ids")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CONTAINED_FIELD_NUMBER: _ClassVar[int]
+    STORE_IDS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     values: _containers.RepeatedScalarFieldContainer[bytes]
     error: _common_pb2.ErrorInfo
     contained: _containers.RepeatedCompositeFieldContainer[ContainedRef]
-    def __init__(self, seq: _Optional[int] = ..., values: _Optional[_Iterable[bytes]] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., contained: _Optional[_Iterable[_Union[ContainedRef, _Mapping]]] = ...) -> None: ...
+    store_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, seq: _Optional[int] = ..., values: _Optional[_Iterable[bytes]] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., contained: _Optional[_Iterable[_Union[ContainedRef, _Mapping]]] = ..., store_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReplyBatch(_message.Message):
     __slots__ = ("replies",)
@@ -145,17 +149,19 @@ class GetObjectRequest(_message.Message):
     def __init__(self, object_id: _Optional[str] = ..., timeout_s: _Optional[float] = ..., reader_node_id: _Optional[str] = ..., reader_address: _Optional[str] = ...) -> None: ...
 
 class GetObjectReply(_message.Message):
-    __slots__ = ("ready", "value", "error", "missing", "store_node_id", "contained")
+    __slots__ = ("ready", "value", "error", "missing", "store_node_id", "contained", "store_object_id")
     READY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     STORE_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CONTAINED_FIELD_NUMBER: _ClassVar[int]
+    STORE_OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     ready: bool
     value: bytes
     error: _common_pb2.ErrorInfo
     missing: bool
     store_node_id: str
     contained: _containers.RepeatedCompositeFieldContainer[ContainedRef]
-    def __init__(self, ready: _Optional[bool] = ..., value: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., missing: _Optional[bool] = ..., store_node_id: _Optional[str] = ..., contained: _Optional[_Iterable[_Union[ContainedRef, _Mapping]]] = ...) -> None: ...
+    store_object_id: str
+    def __init__(self, ready: _Optional[bool] = ..., value: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., missing: _Optional[bool] = ..., store_node_id: _Optional[str] = ..., contained: _Optional[_Iterable[_Union[ContainedRef, _Mapping]]] = ..., store_object_id: _Optional[str] = ...) -> None: ...
