@@ -299,8 +299,13 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
     def SealObject(self, request: node_pb2.ObjectIdRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
         return self._agent.objects.seal(request, context)
 
-    def OpenObject(self, request: node_pb2.ObjectIdRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
+    def OpenObject(self, request: node_pb2.OpenObjectRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
         return self._agent.objects.open(request, context)
+
+    def ReleaseObjects(
+        self, request: node_pb2.ReleaseObjectsRequest, context: grpc.ServicerContext
+    ) -> common_pb2.Empty:
+        return self._agent.objects.release(request)
 
     def DeleteObjects(self, request: node_pb2.DeleteObjectsRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
         return self._agent.objects.delete(request)

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from actorhub._proto.v1 import common_pb2, node_pb2
-from actorhub._transport import ChannelPool, peer_is_gone
+from actorhub._transport import ChannelPool
 
 # Ray's default: 30% of the machine's memory, bounded by what /dev/shm can hold.
 _DEFAULT_SHARE = 0.3
@@ -49,6 +49,22 @@ def remove_session_segments(session_dir: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+# Ping answers that mean the peer is gone (as `peer_is_gone` reads them).
+_GONE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _ping(channel: grpc.Channel) -> grpc.StatusCode | None:
+    """The error pinging the peer's Worker service gave, None if it answered."""
+    from actorhub._proto.v1 import worker_pb2_grpc
+
+    try:
+        worker_pb2_grpc.WorkerStub(channel).Ping(common_pb2.Empty(), timeout=2.0)
+        return None
+    except grpc.RpcError as e:
+        code: grpc.StatusCode = e.code()
+        return code
+
+
 class NodeObjects:
     def __init__(
         self, session_dir: Path, node_id: str, capacity: int | None, channels: ChannelPool | None = None
@@ -70,42 +86,65 @@ class NodeObjects:
     def _free_objects_of_dead_owners(self, channels: ChannelPool) -> None:
         # Nothing is lost while its owner lives; once it is gone (a driver killed with SIGKILL
         # never says goodbye) nobody can reach its objects again, so their memory goes back.
+        # A reader that died cannot release its pins either, so they are dropped; but only once
+        # nothing listens at its address: one merely too busy to answer (a long call holding
+        # the GIL) still maps its regions, which must not change under it.
         while not self._closed.wait(_OWNER_CHECK_S):
-            for owner in {o.owner for o in self.store.list()}:
-                if peer_is_gone(channels.get(owner)):
-                    self.store.delete_owned_by(owner)
-                    channels.discard(owner)
+            owners = {o.owner for o in self.store.list()}
+            for peer in owners | self.store.readers():
+                if not peer:
+                    continue
+                code = _ping(channels.get(peer))
+                owner_gone = peer in owners and code in _GONE
+                reader_gone = code is grpc.StatusCode.UNAVAILABLE
+                if owner_gone:
+                    self.store.delete_owned_by(peer)
+                if reader_gone:
+                    self.store.drop_reader(peer)
+                if owner_gone or reader_gone:
+                    channels.discard(peer)
 
     def close(self) -> None:
         from actorhub.tasks import _shm
 
         self._closed.set()
-        self.store.clear()
+        self.store.close()
         _shm.remove_segment_dir(self._segments)
 
-    def _location(self, path: Path) -> node_pb2.ObjectLocation:
-        return node_pb2.ObjectLocation(path=str(path))
+    @staticmethod
+    def _location(location: Any) -> node_pb2.ObjectLocation:
+        return node_pb2.ObjectLocation(
+            path=str(location.path),
+            offset=location.offset,
+            length=location.size,
+            arena=location.where == "shared memory",
+        )
 
     def reserve(self, request: node_pb2.ReserveObjectRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
         try:
-            return self._location(self.store.reserve(request.object_id, request.size, request.owner).path)
+            return self._location(self.store.reserve(request.object_id, request.size, request.owner))
         except ValueError as e:
             context.abort(grpc.StatusCode.ALREADY_EXISTS if "already" in str(e) else grpc.StatusCode.INVALID_ARGUMENT,
                           str(e))
 
     def seal(self, request: node_pb2.ObjectIdRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
         try:
-            return self._location(self.store.seal(request.object_id).path)
+            return self._location(self.store.seal(request.object_id))
         except Exception as e:  # freed before sealing, or sealed twice: the writer is told why
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
 
-    def open(self, request: node_pb2.ObjectIdRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
+    def open(self, request: node_pb2.OpenObjectRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
         from actorhub.tasks._node_store import ObjectNotInStoreError
 
         try:
-            return self._location(self.store.open(request.object_id))
+            return self._location(self.store.open(request.object_id, request.reader))
         except ObjectNotInStoreError as e:
             context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+
+    def release(self, request: node_pb2.ReleaseObjectsRequest) -> common_pb2.Empty:
+        for pin in request.pins:
+            self.store.release(pin.object_id, pin.offset, request.reader)
+        return common_pb2.Empty()
 
     def delete(self, request: node_pb2.DeleteObjectsRequest) -> common_pb2.Empty:
         for object_id in request.object_ids:

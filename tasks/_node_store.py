@@ -1,26 +1,32 @@
-"""The node's object store: which segments exist, how much shared memory they take, spilling.
+"""The node's object store: which objects exist, where in the arena, who maps them, spilling.
 
 Accounting only, no transport: the node agent serves it, and processes on the node write and
-map the segment files themselves (see _shm). Shared memory holds at most `capacity_bytes` of
-sealed objects; to make room the least recently used ones move to files in `spill_dir`, and
-`open` moves them back. Nothing is dropped for lack of room: an object that does not fit
-(bigger than the capacity, or everything else busy) lives in the spill directory, and readers
-map it from there.
+map segments themselves (see _shm). Objects live in page-aligned regions of one arena file per
+node (`capacity_bytes` long, sparse), placed first fit from the bottom (_regions), so a freed
+region is reused without the kernel faulting and zeroing fresh pages. To make room the least
+recently used objects move to files in `spill_dir`, and `open` moves them back. Nothing is
+dropped for lack of room: an object that does not fit (bigger than the arena, or no contiguous
+room even after spilling) lives in a spill file, and readers map it from there.
 
-File copies (spill, restore) run outside the lock, so one big copy does not stall every
-other call; an entry in the middle of one is in a transitional state that `open` waits out.
-Segment file names carry a serial number, so a file being written for an old incarnation
-of an id can never be mistaken for (or unlink) a newer one.
+Readers pin regions: `open` pins the object's region for the reader, which releases the pin
+once its mapping is gone (the arrays built on it collected). A pinned region is never reused,
+or a reader's read-only array would change under it: deleting or spilling a pinned object
+takes it out of the table (or moves it to disk) at once and frees the region with the last pin.
+
+File copies (spill, restore) run outside the lock, so one big copy does not stall every other
+call; an entry in the middle of one is in a transitional state that `open` waits out, and the
+copying thread alone decides what becomes of the region it copies from or to.
 """
 
 from __future__ import annotations
 
 import builtins
+import collections
 import enum
+import functools
 import itertools
 import os
 import re
-import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -29,12 +35,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from actorhub.tasks import _shm
+from actorhub.tasks._regions import Region, Regions, page_round
 
 from actorhub.exceptions import ObjectLostError
 
 Where = Literal["shared memory", "spilled"]
 SHARED_MEMORY: Where = "shared memory"
 SPILLED: Where = "spilled"
+ARENA_NAME = "arena"
+# The reader name of this process's own `read`s.
+LOCAL_READER = "local"
 
 # Ids become file names: nothing that could climb out of the directory or hide in it.
 _SAFE_ID = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,199}")
@@ -50,10 +60,13 @@ class ObjectExistsError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Location:
+    """A segment of `size` bytes at `offset` of `path`: a region of the arena, or a spill file."""
+
     object_id: str
     path: Path
     size: int
     where: Where
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +81,8 @@ class ObjectInfo:
 @dataclass(frozen=True, slots=True)
 class StoreStats:
     capacity_bytes: int
-    shm_bytes: int  # held or reserved in shared memory
+    shm_bytes: int  # of the arena in regions (whole pages), those kept for readers included
+    held_bytes: int  # of shm_bytes, regions of freed or spilled objects that readers still map
     spilled_bytes: int
     num_objects: int
     num_spilled: int
@@ -78,59 +92,52 @@ class StoreStats:
 
 class _State(enum.Enum):
     CREATING = "creating"  # reserved; the writer has not sealed it yet
-    RESIDENT = "resident"  # sealed, in shared memory
-    SPILLING = "spilling"  # in shared memory, being copied to disk
+    RESIDENT = "resident"  # sealed, in the arena
+    SPILLING = "spilling"  # in the arena, being copied to disk
     SPILLED = "spilled"  # on disk only
-    RESTORING = "restoring"  # on disk, being copied back into shared memory
+    RESTORING = "restoring"  # on disk, being copied back into the arena
 
 
 class _Entry:
-    __slots__ = ("last_access", "object_id", "owner", "shm_path", "size", "spill_path", "state")
+    __slots__ = ("last_access", "object_id", "owner", "region", "size", "spill_path", "state")
 
     def __init__(self, object_id: str, size: int, owner: str) -> None:
         self.object_id = object_id
         self.size = size
         self.owner = owner
         self.state = _State.CREATING
-        self.shm_path: Path | None = None
+        self.region: Region | None = None
         self.spill_path: Path | None = None
         self.last_access = time.time()
 
-    def charge(self) -> tuple[int, int, int]:
-        """What this entry counts for: (shared memory, of which being freed, spilled).
-
-        A file counts from the moment it is reserved or being copied until it is unlinked.
-        """
-        size = self.size
-        return (
-            size if self.shm_path is not None else 0,
-            size if self.state is _State.SPILLING else 0,
-            size if self.spill_path is not None else 0,
-        )
-
     @property
-    def readable(self) -> tuple[Path, Where]:
-        if self.shm_path is not None and self.state is not _State.RESTORING:
-            return self.shm_path, SHARED_MEMORY
-        assert self.spill_path is not None
-        return self.spill_path, SPILLED
+    def where(self) -> Where:
+        if self.spill_path is not None and (self.region is None or self.state is _State.RESTORING):
+            return SPILLED
+        return SHARED_MEMORY
 
 
 class NodeObjectStore:
     def __init__(self, capacity_bytes: int, shm_dir: Path, spill_dir: Path) -> None:
         if capacity_bytes <= 0:
             raise ValueError(f"object store capacity must be positive, not {capacity_bytes}")
-        self.capacity_bytes = capacity_bytes
+        self.capacity_bytes = page_round(capacity_bytes)
         self.shm_dir = Path(shm_dir)
         self.spill_dir = Path(spill_dir)
         self.shm_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.spill_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Not pre-faulted: pages are allocated as objects first land on them, then reused.
+        _shm.unlink_quietly(self.shm_dir / ARENA_NAME)
+        self._arena = _shm.Arena.create(self.shm_dir / ARENA_NAME, self.capacity_bytes)
+        self.arena_path = self._arena.path
+        self._regions = Regions(self.capacity_bytes)
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)  # an entry left a transitional state
         self._entries: dict[str, _Entry] = {}
         self._resident: OrderedDict[str, _Entry] = OrderedDict()  # spill candidates, LRU first
-        self._shm_bytes = 0
-        self._freeing = 0  # of _shm_bytes, what spills under way are about to free
+        # Mappings of this process's own reads that are gone; appended by finalizers, which
+        # may run inside any locked section of this thread, so they never take the lock.
+        self._released: collections.deque[tuple[str, int]] = collections.deque()
         self._spilled_bytes = 0
         self._spills = 0
         self._restores = 0
@@ -141,69 +148,86 @@ class NodeObjectStore:
         """Write `serialized` as a new sealed object (reserve, write, seal in one call)."""
         location = self.reserve(object_id, serialized.total_size, owner)
         try:
-            _shm.write_segment(location.path, serialized)
+            if location.where == SHARED_MEMORY:
+                self._arena.write(location.offset, serialized)
+            else:
+                _shm.write_segment(location.path, serialized)
         except BaseException:
             self.delete(object_id)
             raise
         return self.seal(object_id)
 
     def reserve(self, object_id: str, size: int, owner: str) -> Location:
-        """Make room for an object of `size` bytes; the caller writes the segment at the path.
+        """Make room for an object of `size` bytes; the caller writes the segment there.
 
-        For writers in other processes: reserve (through the agent), `_shm.write_segment` to
-        the returned path, then `seal`. The object is invisible to `open` until sealed.
+        For writers in other processes: reserve (through the agent), write the segment at the
+        returned location (`_shm.Arena.write` at its offset in the arena, or
+        `_shm.write_segment` to a spill file), then `seal`. The object is invisible to `open`
+        until sealed; only its writer may delete it before (or the sweep, once it is dead).
         """
         if not _SAFE_ID.fullmatch(object_id):
             raise ValueError(f"object id not usable as a file name: {object_id!r}")
         entry = _Entry(object_id, size, owner)
         with self._lock:
+            self._drain_released()
             if object_id in self._entries:
                 raise ObjectExistsError(f"object {object_id} is already in the store")
-            victims = self._make_room(size)
-            if victims is None:
-                entry.spill_path = self._new_path(self.spill_dir, object_id)
-            else:
-                entry.shm_path = self._new_path(self.shm_dir, object_id)
             self._entries[object_id] = entry
-            self._add_charge(entry, 1)
-            path, where = entry.readable
-        self._spill(victims or [])
-        return Location(object_id, path, size, where)
+        try:
+            region = self._find_room(entry)
+        except BaseException:
+            self._abandon(entry, None)
+            raise
+        with self._lock:
+            if self._entries.get(object_id) is not entry:
+                raise ObjectNotInStoreError(f"object {object_id} was freed while being reserved", object_id=object_id)
+            if region is None:
+                self._set_spill_path(entry, self._new_spill_path(object_id))
+            return self._location(entry)
 
     def seal(self, object_id: str) -> Location:
-        """Mark a reserved object written; its size is taken from the file."""
+        """Mark a reserved object written; its size is the one its segment's header declares."""
         with self._lock:
             entry = self._entries.get(object_id)
             if entry is None:
                 raise ObjectNotInStoreError(f"object {object_id} was freed before it was sealed", object_id=object_id)
             if entry.state is not _State.CREATING:
                 raise ObjectExistsError(f"object {object_id} is already sealed")
-            path, where = entry.readable
             try:
-                size = os.stat(path).st_size
-            except FileNotFoundError:
-                self._forget(entry)
-                message = f"object {object_id} was sealed but never written"
-                raise ObjectNotInStoreError(message, object_id=object_id) from None
-            self._add_charge(entry, -1)
-            entry.size = size
-            entry.state = _State.RESIDENT if where == SHARED_MEMORY else _State.SPILLED
-            self._add_charge(entry, 1)
-            if entry.state is _State.RESIDENT:
-                self._resident[object_id] = entry
-            self._settled.notify_all()
-        return Location(object_id, path, size, where)
+                if entry.region is not None:
+                    size = self._arena.segment_size(entry.region.offset, entry.region.length)
+                else:
+                    assert entry.spill_path is not None
+                    size = os.stat(entry.spill_path).st_size
+            except (FileNotFoundError, _shm.CorruptSegmentError):
+                garbage = self._forget(entry)
+            else:
+                if entry.spill_path is not None:
+                    self._spilled_bytes += size - entry.size
+                entry.size = size
+                if entry.region is not None:
+                    entry.state = _State.RESIDENT
+                    self._resident[object_id] = entry
+                else:
+                    entry.state = _State.SPILLED
+                self._settled.notify_all()
+                return self._location(entry)
+        for path in garbage:
+            _shm.unlink_quietly(path)
+        raise ObjectNotInStoreError(f"object {object_id} was sealed but never written", object_id=object_id)
 
     # -- reading ------------------------------------------------------------------------------
-    def open(self, object_id: str, timeout: float | None = None) -> Path:
-        """The path of the object's segment to map, restoring it to shared memory if spilled.
+    def open(self, object_id: str, reader: str, timeout: float | None = None) -> Location:
+        """Where to map the object, restoring it to the arena if spilled; pins it for `reader`.
 
-        The path may vanish before the caller maps it (the object spilled again in between):
-        FileNotFoundError from the mapping means ask again. A mapping once made stays valid.
-        An object that cannot fit in shared memory is mapped from its spill file.
+        A location in the arena stays valid until `reader` releases it (`release`, once per
+        open). A spill file (an object that cannot fit in the arena) needs no release, but may
+        vanish before the caller maps it (restored or freed in between): FileNotFoundError
+        from the mapping means ask again.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
+            self._drain_released()
             while True:
                 entry = self._entries.get(object_id)
                 if entry is None:
@@ -219,111 +243,171 @@ class NodeObjectStore:
             entry.last_access = time.time()
             if state is _State.RESIDENT:
                 self._resident.move_to_end(object_id)
-                assert entry.shm_path is not None
-                return entry.shm_path
-            spill_path = entry.spill_path
-            assert spill_path is not None
-            victims = self._make_room(entry.size)
-            if victims is None:
-                return spill_path
-            shm_path = self._new_path(self.shm_dir, object_id)
-            self._move(entry, _State.RESTORING, shm_path, spill_path)
-        self._spill(victims)
-        return self._restore(entry, spill_path, shm_path)
+                return self._pin(entry, reader)
+            entry.state = _State.RESTORING  # other readers wait for the outcome
+        return self._restore(entry, reader)
 
     def read(self, object_id: str, timeout: float | None = None) -> Any:
         """Open and map the object in this process (zero-copy buffers, read-only)."""
         for _ in range(8):
-            path = self.open(object_id, timeout)
+            location = self.open(object_id, LOCAL_READER, timeout)
+            if location.where == SHARED_MEMORY:
+                pin = (object_id, location.offset)
+                return self._arena.read(location.offset, location.size, functools.partial(self._released.append, pin))
             try:
-                return _shm.read_segment(path)
+                return _shm.read_segment(location.path)
             except FileNotFoundError:
                 continue  # moved between open and the mapping: ask where it is now
         raise ObjectNotInStoreError(f"object {object_id} kept moving while being read", object_id=object_id)
 
-    def _restore(self, entry: _Entry, spill_path: Path, shm_path: Path) -> Path:
-        try:
-            shutil.copyfile(spill_path, shm_path)
-        except OSError:
-            _shm.unlink_quietly(shm_path)
-            with self._lock:
-                if self._entries.get(entry.object_id) is entry:
-                    # No room on /dev/shm after all: leave it on disk, readers map it there.
-                    self._move(entry, _State.SPILLED, None, spill_path)
-                    self._settled.notify_all()
-                    return spill_path
-            raise ObjectNotInStoreError(
-                f"object {entry.object_id} was freed while being restored", object_id=entry.object_id
-            ) from None
+    def release(self, object_id: str, offset: int, reader: str) -> bool:
+        """Drop one pin `reader` holds on the object's region at `offset`; False if it held none."""
         with self._lock:
+            self._drain_released()
+            return self._regions.unpin(object_id, offset, reader)
+
+    def drop_reader(self, reader: str) -> int:
+        """Drop every pin of a reader that died; returns how many it held."""
+        with self._lock:
+            return self._regions.drop_reader(reader)
+
+    def readers(self) -> set[str]:
+        with self._lock:
+            return self._regions.readers()
+
+    def _restore(self, entry: _Entry, reader: str) -> Location:
+        """Outside the lock, `entry` RESTORING: back into the arena, or mapped from its spill file."""
+        spill_path = entry.spill_path
+        assert spill_path is not None
+        try:
+            region = self._find_room(entry)  # raises if the entry was freed meanwhile
+        except BaseException:
+            self._abandon(entry, _State.SPILLED)
+            raise
+        copied = False
+        if region is not None:
+            try:
+                _shm.copy_range(spill_path, 0, self.arena_path, region.offset, entry.size, create=False)
+                copied = True
+            except OSError:
+                pass  # no room on /dev/shm after all: readers map the spill file
+        with self._lock:
+            self._settled.notify_all()
+            if region is not None and not copied:
+                entry.region = None
+                self._regions.retire(region)
             if self._entries.get(entry.object_id) is not entry:
-                _shm.unlink_quietly(shm_path)
+                if region is not None and copied:
+                    self._regions.retire(region)
                 raise ObjectNotInStoreError(
                     f"object {entry.object_id} was freed while being restored", object_id=entry.object_id
                 )
-            self._move(entry, _State.RESIDENT, shm_path, None)
+            if region is None or not copied:
+                entry.state = _State.SPILLED
+                return self._location(entry)
+            entry.state = _State.RESIDENT
+            self._set_spill_path(entry, None)
             self._resident[entry.object_id] = entry
             self._restores += 1
-            self._settled.notify_all()
+            location = self._pin(entry, reader)
         _shm.unlink_quietly(spill_path)
-        return shm_path
+        return location
 
-    # -- spilling -------------------------------------------------------------------------------
-    def _make_room(self, size: int) -> builtins.list[_Entry] | None:
-        """Under the lock: pick and mark LRU objects to spill so `size` more bytes fit.
+    def _abandon(self, entry: _Entry, state: _State | None) -> None:
+        """Making room failed: the entry goes back to `state`, or is dropped if None."""
+        with self._lock:
+            if self._entries.get(entry.object_id) is entry:
+                if state is None:
+                    self._forget(entry)  # no spill file yet: nothing to unlink
+                else:
+                    entry.state = state
+                    self._settled.notify_all()
 
-        None when they cannot fit at all; then nothing is marked.
+    # -- room and spilling ----------------------------------------------------------------------
+    def _find_room(self, entry: _Entry) -> Region | None:
+        """Outside the lock: a region for `entry`, spilling LRU objects to make one; None if no
+        contiguous room can be made. The region is the entry's from the moment it exists."""
+        length = page_round(entry.size)
+        while True:
+            with self._lock:
+                if self._entries.get(entry.object_id) is not entry:
+                    raise ObjectNotInStoreError(
+                        f"object {entry.object_id} was freed while room was made for it", object_id=entry.object_id
+                    )
+                if length > self.capacity_bytes:
+                    return None
+                region = self._regions.allocate(entry.object_id, length)
+                if region is not None:
+                    try:
+                        # Reused pages hold an old segment: a seal with nothing written must see none.
+                        self._arena.clear_header(region.offset)
+                    except BaseException:
+                        self._regions.retire(region)
+                        raise
+                    entry.region = region
+                    return region
+                victims = self._pick_victims(length)
+                if not victims:
+                    return None  # what is left is pinned, or in the middle of a copy
+            if not self._spill(victims):
+                return None  # the disk refused them all: no room can be made now
+            # Then try again: another call may have taken the room meanwhile.
+
+    def _pick_victims(self, length: int) -> builtins.list[_Entry]:
+        """Under the lock: mark the LRU objects whose regions, freed, make `length` bytes contiguous.
+
+        Pinned ones are left: spilling them would free nothing until their readers let go.
         """
-        excess = self._shm_bytes - self._freeing + size - self.capacity_bytes
-        if excess <= 0:
-            return []
-        if size > self.capacity_bytes:
-            return None
-        victims: list[_Entry] = []
-        for entry in self._resident.values():
-            if excess <= 0:
-                break
-            victims.append(entry)
-            excess -= entry.size
-        if excess > 0:
-            return None  # the rest is being created, spilled or restored
+        candidates = (
+            (entry, entry.region.offset, entry.region.length)
+            for entry in self._resident.values()
+            if entry.region is not None and not entry.region.pins
+        )
+        victims = self._regions.space.victims_for(length, candidates) or []
         for entry in victims:
             del self._resident[entry.object_id]
-            self._move(entry, _State.SPILLING, entry.shm_path, self._new_path(self.spill_dir, entry.object_id))
+            entry.state = _State.SPILLING
+            self._set_spill_path(entry, self._new_spill_path(entry.object_id))
         return victims
 
-    def _spill(self, victims: builtins.list[_Entry]) -> None:
-        # Copies with sendfile(2) (shutil.copyfile on Linux): the bytes never enter Python.
+    def _spill(self, victims: builtins.list[_Entry]) -> bool:
+        """Copy the victims to disk (sendfile: the bytes never enter Python); False if none went."""
+        moved = False
         for entry in victims:
-            shm_path, spill_path = entry.shm_path, entry.spill_path
-            assert shm_path is not None and spill_path is not None
+            region, spill_path = entry.region, entry.spill_path
+            assert region is not None and spill_path is not None
             try:
-                shutil.copyfile(shm_path, spill_path)
+                _shm.copy_range(self.arena_path, region.offset, spill_path, 0, entry.size, create=True)
                 copied = True
             except OSError:
                 copied = False
             with self._lock:
+                garbage: Path | None = None
                 if self._entries.get(entry.object_id) is not entry:
-                    garbage = [shm_path, spill_path]  # freed meanwhile; delete() dropped its charge
+                    self._regions.retire(region)  # freed meanwhile; delete() dropped the rest
+                    garbage = spill_path
+                    moved = True
                 elif copied:
-                    self._move(entry, _State.SPILLED, None, spill_path)
+                    entry.state, entry.region = _State.SPILLED, None
+                    self._regions.retire(region)
                     self._spills += 1
-                    garbage = [shm_path]
+                    moved = True
                 else:
-                    # Disk full or the like: keep it in shared memory, over capacity, not lost.
-                    self._move(entry, _State.RESIDENT, shm_path, None)
+                    # Disk full or the like: keep it in the arena, not lost.
+                    entry.state = _State.RESIDENT
+                    self._set_spill_path(entry, None)
                     self._resident[entry.object_id] = entry
                     self._resident.move_to_end(entry.object_id, last=False)
-                    garbage = [spill_path]
                 self._settled.notify_all()
-            # Readers that mapped the shared-memory file keep its pages; new ones get the spill.
-            for path in garbage:
-                _shm.unlink_quietly(path)
+            if garbage is not None:
+                _shm.unlink_quietly(garbage)
+        return moved
 
     # -- freeing --------------------------------------------------------------------------------
     def delete(self, object_id: str) -> bool:
         """Free the object; False if it was not here. Existing mappings stay valid."""
         with self._lock:
+            self._drain_released()
             entry = self._entries.get(object_id)
             if entry is None:
                 return False
@@ -344,30 +428,48 @@ class NodeObjectStore:
         for object_id in ids:
             self.delete(object_id)
 
+    def close(self) -> None:
+        """Clear the store and let go of the arena (its file goes with the segment directory)."""
+        self.clear()
+        self._arena.close()
+
     def _forget(self, entry: _Entry) -> builtins.list[Path]:
-        """Under the lock: drop the entry and its charge; returns the files to unlink."""
+        """Under the lock: drop the entry; returns the files to unlink."""
         del self._entries[entry.object_id]
         self._resident.pop(entry.object_id, None)
-        self._add_charge(entry, -1)
-        # A thread copying this entry's files sees it gone and cleans up behind itself.
+        spill_path = entry.spill_path
+        self._set_spill_path(entry, None)
+        if entry.region is not None and entry.state not in (_State.SPILLING, _State.RESTORING):
+            self._regions.retire(entry.region)
+        # A thread copying this entry's region sees it gone and retires the region itself.
         self._settled.notify_all()
-        return [p for p in (entry.shm_path, entry.spill_path) if p is not None]
+        return [spill_path] if spill_path is not None else []
 
     # -- bookkeeping ----------------------------------------------------------------------------
-    def _move(self, entry: _Entry, state: _State, shm_path: Path | None, spill_path: Path | None) -> None:
-        """Under the lock: change an entry's state and files, keeping the byte counts right."""
-        self._add_charge(entry, -1)
-        entry.state, entry.shm_path, entry.spill_path = state, shm_path, spill_path
-        self._add_charge(entry, 1)
+    def _pin(self, entry: _Entry, reader: str) -> Location:
+        assert entry.region is not None
+        self._regions.pin(entry.region, reader)
+        return self._location(entry)
 
-    def _add_charge(self, entry: _Entry, sign: int) -> None:
-        shm, freeing, spilled = entry.charge()
-        self._shm_bytes += sign * shm
-        self._freeing += sign * freeing
-        self._spilled_bytes += sign * spilled
+    def _drain_released(self) -> None:
+        while self._released:
+            object_id, offset = self._released.popleft()
+            self._regions.unpin(object_id, offset, LOCAL_READER)
 
-    def _new_path(self, directory: Path, object_id: str) -> Path:
-        return directory / f"{object_id}.{next(self._serial)}"
+    def _set_spill_path(self, entry: _Entry, path: Path | None) -> None:
+        self._spilled_bytes += entry.size * ((path is not None) - (entry.spill_path is not None))
+        entry.spill_path = path
+
+    def _location(self, entry: _Entry) -> Location:
+        if entry.where == SHARED_MEMORY and entry.region is not None:
+            return Location(entry.object_id, self.arena_path, entry.size, SHARED_MEMORY, entry.region.offset)
+        assert entry.spill_path is not None
+        return Location(entry.object_id, entry.spill_path, entry.size, SPILLED)
+
+    def _new_spill_path(self, object_id: str) -> Path:
+        # A serial number: a file being written for an old incarnation of an id can never be
+        # mistaken for (or unlink) a newer one.
+        return self.spill_dir / f"{object_id}.{next(self._serial)}"
 
     def __contains__(self, object_id: object) -> bool:
         return object_id in self._entries
@@ -377,12 +479,14 @@ class NodeObjectStore:
 
     def stats(self) -> StoreStats:
         with self._lock:
+            self._drain_released()
             return StoreStats(
                 capacity_bytes=self.capacity_bytes,
-                shm_bytes=self._shm_bytes,
+                shm_bytes=self._regions.space.used,
+                held_bytes=self._regions.held_bytes(),
                 spilled_bytes=self._spilled_bytes,
                 num_objects=len(self._entries),
-                num_spilled=sum(1 for e in self._entries.values() if e.readable[1] == SPILLED),
+                num_spilled=sum(1 for e in self._entries.values() if e.where == SPILLED),
                 spills=self._spills,
                 restores=self._restores,
             )
@@ -391,6 +495,6 @@ class NodeObjectStore:
         """Every object, for `actorhub memory`, least recently used first."""
         with self._lock:
             return [
-                ObjectInfo(e.object_id, e.size, e.owner, e.readable[1], e.last_access)
+                ObjectInfo(e.object_id, e.size, e.owner, e.where, e.last_access)
                 for e in sorted(self._entries.values(), key=lambda e: e.last_access)
             ]

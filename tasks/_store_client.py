@@ -1,14 +1,19 @@
 """A process's client of its node's object store: large values go to shared memory.
 
 `put` of a value whose serialized form is 100 KiB or more writes it, with its out-of-band
-buffers, into a segment the node's store made room for; the owner keeps only a marker. A
-reader on the same node maps the segment: a numpy array comes back without a copy, read-only.
-Freed objects are deleted from the store in batches, off the caller's thread.
+buffers, into a region of the node's arena the store reserved; the owner keeps only a marker.
+A reader on the same node maps the region: a numpy array comes back without a copy, read-only.
+Opening an object pins its region at the store, so it is not reused under the reader's arrays.
+The pin is kept while any mapping of it lives here and one flush period more, so a value read
+again and again costs one OpenObject, not one per read; then it is released. Deletes of freed
+objects and pin releases go to the store in batches, off the caller's thread.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +30,30 @@ INLINE_LIMIT = 100 * 1024
 _FLUSH_S = 0.2
 
 
+class _Pin:
+    """One pin this process holds on a region: where it is and how many mappings use it."""
+
+    __slots__ = ("cached", "idle", "location", "mappings", "object_id")
+
+    def __init__(self, object_id: str, location: node_pb2.ObjectLocation) -> None:
+        self.object_id = object_id
+        self.location = location
+        self.mappings = 1
+        self.cached = False  # the pin reads of this object reuse; else released when unmapped
+        self.idle = False  # unmapped at the last flush: released at the next if still so
+
+
 class StoreClient:
     def __init__(self, runtime: Runtime, node_address: str) -> None:
         self._rt = runtime
         self._node = node_pb2_grpc.NodeStub(runtime.channels.get(node_address))
-        self._paths: dict[str, Path] = {}
+        self._arena: _shm.Arena | None = None
+        self._lock = threading.Lock()
+        self._pins: dict[str, _Pin] = {}
+        # Mappings that are gone. Appended by finalizers, which may run inside any locked
+        # section of the thread that collects, so they never take the lock themselves.
+        self._unmapped: collections.deque[_Pin] = collections.deque()
+        self._releasing: list[_Pin] = []
         self._closed = threading.Event()
         threading.Thread(target=self._free_loop, name="actorhub-store-free", daemon=True).start()
 
@@ -46,47 +70,134 @@ class StoreClient:
                 object_id=object_id, size=serialized.total_size, owner=owner or self._rt.address
             )
         )
-        _shm.write_segment(Path(location.path), serialized)
-        sealed = self._node.SealObject(node_pb2.ObjectIdRequest(object_id=object_id))
-        self._paths[object_id] = Path(sealed.path)
+        try:
+            if location.arena:
+                self._arena_at(location.path).write(location.offset, serialized)
+            else:  # too big for the arena: a file of its own
+                _shm.write_segment(Path(location.path), serialized)
+        except BaseException:
+            # Nobody else can have it yet: give the room back at once.
+            request = node_pb2.DeleteObjectsRequest(object_ids=[object_id])
+            self._send(lambda: self._node.DeleteObjects(request, timeout=10), [object_id])
+            raise
+        self._node.SealObject(node_pb2.ObjectIdRequest(object_id=object_id))
         return None
 
     def read(self, object_id: str) -> Any:
-        path = self._paths.get(object_id)
-        if path is not None:
+        with self._lock:
+            self._drain_unmapped()
+            pin = self._pins.get(object_id)
+            if pin is not None:
+                pin.mappings += 1
+                pin.idle = False
+        if pin is not None:
+            return self._map(pin)
+        for _ in range(8):
             try:
-                return _shm.read_segment(path)
+                location = self._node.OpenObject(
+                    node_pb2.OpenObjectRequest(object_id=object_id, reader=self._rt.address)
+                )
+            except grpc.RpcError as e:
+                raise ObjectLostError(
+                    f"object {object_id} is not in this node's store ({e.code().name}: {e.details()})",
+                    object_id=object_id,
+                ) from None
+            if location.arena:
+                pin = _Pin(object_id, location)
+                with self._lock:
+                    if object_id not in self._pins:  # else a concurrent read cached one first
+                        self._pins[object_id] = pin
+                        pin.cached = True
+                return self._map(pin)
+            try:
+                return _shm.read_segment(Path(location.path))
             except FileNotFoundError:
-                pass  # spilled since: the store restores it on open
+                continue  # a spill file restored or freed between open and mapping: ask again
+        raise ObjectLostError(f"object {object_id} kept moving while being read", object_id=object_id)
+
+    def _map(self, pin: _Pin) -> Any:
+        done = False
+
+        def unmapped() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self._unmapped.append(pin)
+
+        location = pin.location
         try:
-            location = self._node.OpenObject(node_pb2.ObjectIdRequest(object_id=object_id))
-        except grpc.RpcError as e:
-            raise ObjectLostError(
-                f"object {object_id} is not in this node's store ({e.code().name}: {e.details()})",
-                object_id=object_id,
-            ) from None
-        path = self._paths[object_id] = Path(location.path)
-        return _shm.read_segment(path)
+            return self._arena_at(location.path).read(location.offset, location.length, unmapped)
+        except BaseException:
+            unmapped()  # whatever was built on the mapping is garbage now
+            raise
+
+    def _arena_at(self, path: str) -> _shm.Arena:
+        """The node's arena, opened once per process (one node, so one arena)."""
+        arena = self._arena
+        if arena is None or str(arena.path) != path:
+            with self._lock:
+                arena = self._arena
+                if arena is None or str(arena.path) != path:
+                    arena = self._arena = _shm.Arena.open(Path(path))
+        return arena
+
+    def _drain_unmapped(self) -> None:
+        while self._unmapped:
+            pin = self._unmapped.popleft()
+            pin.mappings -= 1
+            if not pin.mappings and not pin.cached:
+                self._releasing.append(pin)
 
     def _free_loop(self) -> None:
         while not self._closed.wait(_FLUSH_S):
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, *, release_all: bool = False) -> None:
         freed = self._rt.objects.collect_freed_stored()
-        if not freed:
-            return
-        for object_id in freed:
-            self._paths.pop(object_id, None)
-        try:
-            self._node.DeleteObjects(node_pb2.DeleteObjectsRequest(object_ids=freed), timeout=10)
-        except grpc.RpcError:
-            pass  # the node is gone, and its store with it
+        with self._lock:
+            self._drain_unmapped()
+            for object_id in freed:
+                self._uncache(self._pins.get(object_id))
+            for pin in list(self._pins.values()):
+                if not pin.mappings:
+                    if pin.idle or release_all:
+                        self._uncache(pin)
+                    else:
+                        pin.idle = True
+            releasing, self._releasing = self._releasing, []
+        self._send(
+            lambda: self._node.DeleteObjects(node_pb2.DeleteObjectsRequest(object_ids=freed), timeout=10), freed
+        )
+        request = node_pb2.ReleaseObjectsRequest(
+            reader=self._rt.address,
+            pins=[node_pb2.ObjectPin(object_id=p.object_id, offset=p.location.offset) for p in releasing],
+        )
+        self._send(lambda: self._node.ReleaseObjects(request, timeout=10), releasing)
+
+    def _uncache(self, pin: _Pin | None) -> None:
+        if pin is not None and pin.cached:
+            del self._pins[pin.object_id]
+            pin.cached = False
+            if not pin.mappings:
+                self._releasing.append(pin)
+
+    @staticmethod
+    def _send(call: Callable[[], object], items: list[Any]) -> None:
+        if items:
+            try:
+                call()
+            except grpc.RpcError:
+                pass  # the node is gone, and its store with it
 
     def list(self) -> node_pb2.ListObjectsReply:
         reply: node_pb2.ListObjectsReply = self._node.ListObjects(common_pb2.Empty(), timeout=10)
         return reply
 
     def close(self) -> None:
+        # Pins still mapped stay: the node drops them once this process is gone.
         self._closed.set()
-        self.flush()
+        self.flush(release_all=True)
+        with self._lock:
+            arena, self._arena = self._arena, None
+        if arena is not None:
+            arena.close()

@@ -24,11 +24,41 @@ class ObjectIdRequest(_message.Message):
     object_id: str
     def __init__(self, object_id: _Optional[str] = ...) -> None: ...
 
+class OpenObjectRequest(_message.Message):
+    __slots__ = ("object_id", "reader")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    READER_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    reader: str
+    def __init__(self, object_id: _Optional[str] = ..., reader: _Optional[str] = ...) -> None: ...
+
 class ObjectLocation(_message.Message):
-    __slots__ = ("path",)
+    __slots__ = ("path", "offset", "length", "arena")
     PATH_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    ARENA_FIELD_NUMBER: _ClassVar[int]
     path: str
-    def __init__(self, path: _Optional[str] = ...) -> None: ...
+    offset: int
+    length: int
+    arena: bool
+    def __init__(self, path: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., arena: _Optional[bool] = ...) -> None: ...
+
+class ObjectPin(_message.Message):
+    __slots__ = ("object_id", "offset")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    offset: int
+    def __init__(self, object_id: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class ReleaseObjectsRequest(_message.Message):
+    __slots__ = ("reader", "pins")
+    READER_FIELD_NUMBER: _ClassVar[int]
+    PINS_FIELD_NUMBER: _ClassVar[int]
+    reader: str
+    pins: _containers.RepeatedCompositeFieldContainer[ObjectPin]
+    def __init__(self, reader: _Optional[str] = ..., pins: _Optional[_Iterable[_Union[ObjectPin, _Mapping]]] = ...) -> None: ...
 
 class DeleteObjectsRequest(_message.Message):
     __slots__ = ("object_ids",)

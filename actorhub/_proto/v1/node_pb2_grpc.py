@@ -74,8 +74,13 @@ class NodeStub:
                 _registered_method=True)
         self.OpenObject = channel.unary_unary(
                 '/actorhub.v1.Node/OpenObject',
-                request_serializer=actorhub_dot_v1_dot_node__pb2.ObjectIdRequest.SerializeToString,
+                request_serializer=actorhub_dot_v1_dot_node__pb2.OpenObjectRequest.SerializeToString,
                 response_deserializer=actorhub_dot_v1_dot_node__pb2.ObjectLocation.FromString,
+                _registered_method=True)
+        self.ReleaseObjects = channel.unary_unary(
+                '/actorhub.v1.Node/ReleaseObjects',
+                request_serializer=actorhub_dot_v1_dot_node__pb2.ReleaseObjectsRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
         self.DeleteObjects = channel.unary_unary(
                 '/actorhub.v1.Node/DeleteObjects',
@@ -127,10 +132,12 @@ class NodeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReserveObject(self, request, context):
-        """The node's shared-memory object store. The owner of a large object reserves room (the
-        store spills least recently used objects to disk to make it), writes the segment itself,
-        then seals it; readers on this node open it (restored from disk first if spilled) and map
-        it. Values never travel through these calls, only paths.
+        """The node's shared-memory object store: one arena file, objects in page-aligned regions of
+        it. The owner of a large object reserves a region (the store spills least recently used
+        objects to disk to make room), writes the segment into it itself, then seals it. Readers on
+        this node open it (restored from disk first if spilled), which pins the region for them,
+        map it, and release the pin once their mapping is gone: a pinned region is never reused.
+        Values never travel through these calls, only where they are.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,6 +150,12 @@ class NodeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def OpenObject(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseObjects(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -200,8 +213,13 @@ def add_NodeServicer_to_server(servicer, server):
             ),
             'OpenObject': grpc.unary_unary_rpc_method_handler(
                     servicer.OpenObject,
-                    request_deserializer=actorhub_dot_v1_dot_node__pb2.ObjectIdRequest.FromString,
+                    request_deserializer=actorhub_dot_v1_dot_node__pb2.OpenObjectRequest.FromString,
                     response_serializer=actorhub_dot_v1_dot_node__pb2.ObjectLocation.SerializeToString,
+            ),
+            'ReleaseObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseObjects,
+                    request_deserializer=actorhub_dot_v1_dot_node__pb2.ReleaseObjectsRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
             ),
             'DeleteObjects': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteObjects,
@@ -429,8 +447,35 @@ class Node:
             request,
             target,
             '/actorhub.v1.Node/OpenObject',
-            actorhub_dot_v1_dot_node__pb2.ObjectIdRequest.SerializeToString,
+            actorhub_dot_v1_dot_node__pb2.OpenObjectRequest.SerializeToString,
             actorhub_dot_v1_dot_node__pb2.ObjectLocation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Node/ReleaseObjects',
+            actorhub_dot_v1_dot_node__pb2.ReleaseObjectsRequest.SerializeToString,
+            actorhub_dot_v1_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,13 +44,16 @@ class NodeStub:
     GetNodeInfo: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _node_pb2.NodeInfo]
     Shutdown: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]
     ReserveObject: _grpc.UnaryUnaryMultiCallable[_node_pb2.ReserveObjectRequest, _node_pb2.ObjectLocation]
-    """The node's shared-memory object store. The owner of a large object reserves room (the
-    store spills least recently used objects to disk to make it), writes the segment itself,
-    then seals it; readers on this node open it (restored from disk first if spilled) and map
-    it. Values never travel through these calls, only paths.
+    """The node's shared-memory object store: one arena file, objects in page-aligned regions of
+    it. The owner of a large object reserves a region (the store spills least recently used
+    objects to disk to make room), writes the segment into it itself, then seals it. Readers on
+    this node open it (restored from disk first if spilled), which pins the region for them,
+    map it, and release the pin once their mapping is gone: a pinned region is never reused.
+    Values never travel through these calls, only where they are.
     """
     SealObject: _grpc.UnaryUnaryMultiCallable[_node_pb2.ObjectIdRequest, _node_pb2.ObjectLocation]
-    OpenObject: _grpc.UnaryUnaryMultiCallable[_node_pb2.ObjectIdRequest, _node_pb2.ObjectLocation]
+    OpenObject: _grpc.UnaryUnaryMultiCallable[_node_pb2.OpenObjectRequest, _node_pb2.ObjectLocation]
+    ReleaseObjects: _grpc.UnaryUnaryMultiCallable[_node_pb2.ReleaseObjectsRequest, _common_pb2.Empty]
     DeleteObjects: _grpc.UnaryUnaryMultiCallable[_node_pb2.DeleteObjectsRequest, _common_pb2.Empty]
     ListObjects: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _node_pb2.ListObjectsReply]
 
@@ -68,13 +71,16 @@ class NodeAsyncStub(NodeStub):
     GetNodeInfo: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _node_pb2.NodeInfo]  # type: ignore[assignment]
     Shutdown: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]  # type: ignore[assignment]
     ReserveObject: _aio.UnaryUnaryMultiCallable[_node_pb2.ReserveObjectRequest, _node_pb2.ObjectLocation]  # type: ignore[assignment]
-    """The node's shared-memory object store. The owner of a large object reserves room (the
-    store spills least recently used objects to disk to make it), writes the segment itself,
-    then seals it; readers on this node open it (restored from disk first if spilled) and map
-    it. Values never travel through these calls, only paths.
+    """The node's shared-memory object store: one arena file, objects in page-aligned regions of
+    it. The owner of a large object reserves a region (the store spills least recently used
+    objects to disk to make room), writes the segment into it itself, then seals it. Readers on
+    this node open it (restored from disk first if spilled), which pins the region for them,
+    map it, and release the pin once their mapping is gone: a pinned region is never reused.
+    Values never travel through these calls, only where they are.
     """
     SealObject: _aio.UnaryUnaryMultiCallable[_node_pb2.ObjectIdRequest, _node_pb2.ObjectLocation]  # type: ignore[assignment]
-    OpenObject: _aio.UnaryUnaryMultiCallable[_node_pb2.ObjectIdRequest, _node_pb2.ObjectLocation]  # type: ignore[assignment]
+    OpenObject: _aio.UnaryUnaryMultiCallable[_node_pb2.OpenObjectRequest, _node_pb2.ObjectLocation]  # type: ignore[assignment]
+    ReleaseObjects: _aio.UnaryUnaryMultiCallable[_node_pb2.ReleaseObjectsRequest, _common_pb2.Empty]  # type: ignore[assignment]
     DeleteObjects: _aio.UnaryUnaryMultiCallable[_node_pb2.DeleteObjectsRequest, _common_pb2.Empty]  # type: ignore[assignment]
     ListObjects: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _node_pb2.ListObjectsReply]  # type: ignore[assignment]
 
@@ -125,10 +131,12 @@ class NodeServicer(metaclass=_abc_1.ABCMeta):
         request: _node_pb2.ReserveObjectRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.ObjectLocation, _abc.Awaitable[_node_pb2.ObjectLocation]]:
-        """The node's shared-memory object store. The owner of a large object reserves room (the
-        store spills least recently used objects to disk to make it), writes the segment itself,
-        then seals it; readers on this node open it (restored from disk first if spilled) and map
-        it. Values never travel through these calls, only paths.
+        """The node's shared-memory object store: one arena file, objects in page-aligned regions of
+        it. The owner of a large object reserves a region (the store spills least recently used
+        objects to disk to make room), writes the segment into it itself, then seals it. Readers on
+        this node open it (restored from disk first if spilled), which pins the region for them,
+        map it, and release the pin once their mapping is gone: a pinned region is never reused.
+        Values never travel through these calls, only where they are.
         """
 
     @_abc_1.abstractmethod
@@ -141,9 +149,16 @@ class NodeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def OpenObject(
         self,
-        request: _node_pb2.ObjectIdRequest,
+        request: _node_pb2.OpenObjectRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.ObjectLocation, _abc.Awaitable[_node_pb2.ObjectLocation]]: ...
+
+    @_abc_1.abstractmethod
+    def ReleaseObjects(
+        self,
+        request: _node_pb2.ReleaseObjectsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]: ...
 
     @_abc_1.abstractmethod
     def DeleteObjects(
