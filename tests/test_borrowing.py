@@ -309,7 +309,7 @@ def test_large_results_come_back_through_the_store(borrow_cluster: Any) -> None:
     assert rt.store_client().list().used >= baseline + 18 * MIB
     store_ids = {rt.objects.store_id_of(r.hex()) for r in (pulled, produced, big)}
     assert store_ids <= {o.object_id for o in rt.store_client().list().objects}
-    del array, pulled, produced, big, small
+    del array, ref, pulled, produced, big, small
     # Freed by their owner, this driver. (Bytes in use may lag: a reader's pins outlive its arrays
     # by a flush period, and its arrays live until its own garbage collection.)
     _eventually(lambda: not store_ids & {o.object_id for o in rt.store_client().list().objects})
