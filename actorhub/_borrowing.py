@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from actorhub._object_ref import ObjectRef, adoption_context
-from actorhub._proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from actorhub._proto.v1 import worker_pb2, worker_pb2_grpc
+from actorhub._transport import peer_refuses
 
 if TYPE_CHECKING:
     from actorhub._object_table import ObjectTable
@@ -83,7 +84,7 @@ class Borrowing:
         objects = self._objects
         by_value: dict[int, list[ObjectRef[Any]]] = {}
         for c in contained:
-            objects.adopt_lent(c.object_id, c.owner_address, owned=c.owner_address == self._address)
+            objects.adopt(c.object_id, c.owner_address, owned=c.owner_address == self._address, lent=True)
             by_value.setdefault(c.value_index, []).append(ObjectRef.counted(c.object_id, c.owner_address, objects))
         for index, refs in by_value.items():
             if index < len(object_ids):
@@ -146,7 +147,7 @@ class Borrowing:
             if borrower not in borrowers:
                 del self._missed[borrower]
         for borrower in borrowers:
-            if not self._unreachable(borrower):
+            if not peer_refuses(self._channels.get(borrower)):
                 self._missed.pop(borrower, None)
                 continue
             self._missed[borrower] = self._missed.get(borrower, 0) + 1
@@ -154,14 +155,6 @@ class Borrowing:
                 del self._missed[borrower]
                 self._objects.forget_borrower(borrower)
                 self._channels.discard(borrower)
-
-    def _unreachable(self, address: str) -> bool:
-        # Only a refused connection counts: a borrower too busy to answer in time still holds.
-        try:
-            worker_pb2_grpc.WorkerStub(self._channels.get(address)).Ping(common_pb2.Empty(), timeout=5.0)
-            return False
-        except grpc.RpcError as e:
-            return bool(e.code() == grpc.StatusCode.UNAVAILABLE)
 
     # -- the owner's service ------------------------------------------------------------------------------
     def add_borrowers(self, request: worker_pb2.BorrowRequest) -> None:

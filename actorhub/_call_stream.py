@@ -287,7 +287,7 @@ class ActorConnection:
                     if reply.contained:
                         self._host.borrowing.accept_lent([], reply.contained)
                     if reply.store_ids:
-                        self._host.objects.discard_stored([i for i in reply.store_ids if i])
+                        self._host.objects.store_results([], reply.store_ids)
                     continue
                 if reply.HasField("error"):
                     completions.extend((oid, None, reply.error) for oid in call.object_ids)
@@ -296,18 +296,9 @@ class ActorConnection:
                         # Pinned before completion: completing releases the call's arguments.
                         self._host.borrowing.accept_lent(call.object_ids, reply.contained)
                     if reply.store_ids:
-                        self._mark_stored(call.object_ids, reply.store_ids)
+                        self._host.objects.store_results(call.object_ids, reply.store_ids)
                     completions.extend(zip(call.object_ids, reply.values, itertools.repeat(None)))
         self._host.objects.complete_many(completions)
-
-    def _mark_stored(self, object_ids: list[str], store_ids: Any) -> None:
-        objects = self._host.objects
-        unwanted = [
-            store_id for object_id, store_id in zip(object_ids, store_ids, strict=False)
-            if store_id and not objects.mark_stored(object_id, store_id)
-        ]
-        if unwanted:
-            objects.discard_stored(unwanted)  # this process owns them, and nobody holds them
 
     # -- failures ---------------------------------------------------------------------------
     def _settle_inflight(self, message: str, kind: common_pb2.ErrorKind) -> None:

@@ -182,15 +182,9 @@ class ActorInstance:
             # when the caller is on this node (other nodes read values inline).
             store = bool(caller.node_id) and caller.node_id == self._host.node_id
             for index, value in enumerate(values):
-                if type(value) in _serialization.PLAIN_TYPES:
-                    reply.values.append(_serialization.dumps_result(value, where))
-                    store_ids.append("")
-                    continue
-                with capturing_refs() as refs:
-                    store_id = self._host.store_result(value, caller.address) if (
-                        store and _serialization.is_large(value)) else ""
-                    store_ids.append(store_id)
-                    reply.values.append(b"" if store_id else _serialization.dumps_result(value, where))
+                data, store_id, refs = self._serialize(value, where, caller.address if store else "")
+                reply.values.append(data)
+                store_ids.append(store_id)
                 lent.extend((index, ref) for ref in refs)
             if any(store_ids):
                 reply.store_ids.extend(store_ids)
@@ -203,6 +197,21 @@ class ActorInstance:
             if any(store_ids):
                 self._host.discard_stored([i for i in store_ids if i])
             reply.error.CopyFrom(error_to_proto(e, tb=e.__traceback__))
+
+
+    def _serialize(self, value: Any, where: str, store_for: str) -> tuple[bytes, str, list[ObjectRef[Any]]]:
+        """One result: its bytes (empty when stored), its store id, and the refs inside it.
+
+        With `store_for` (the caller's address), a large value goes in the store, owned by it.
+        """
+        if type(value) in _serialization.PLAIN_TYPES:
+            return _serialization.dumps_result(value, where), "", []
+        with capturing_refs() as refs:
+            if store_for and _serialization.is_large(value):
+                store_id = self._host.store_result(value, store_for)
+                if store_id:
+                    return b"", store_id, refs
+            return _serialization.dumps_result(value, where), "", refs
 
 
 def resolve_arguments(

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from actorhub._proto.v1 import common_pb2, node_pb2
-from actorhub._transport import ChannelPool
+from actorhub._transport import GONE_CODES, ChannelPool, ping_peer
 
 # Ray's default: 30% of the machine's memory, bounded by what /dev/shm can hold.
 _DEFAULT_SHARE = 0.3
@@ -49,22 +49,6 @@ def remove_session_segments(session_dir: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-# Ping answers that mean the peer is gone (as `peer_is_gone` reads them).
-_GONE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-
-
-def _ping(channel: grpc.Channel) -> grpc.StatusCode | None:
-    """The error pinging the peer's Worker service gave, None if it answered."""
-    from actorhub._proto.v1 import worker_pb2_grpc
-
-    try:
-        worker_pb2_grpc.WorkerStub(channel).Ping(common_pb2.Empty(), timeout=2.0)
-        return None
-    except grpc.RpcError as e:
-        code: grpc.StatusCode = e.code()
-        return code
-
-
 class NodeObjects:
     def __init__(
         self, session_dir: Path, node_id: str, capacity: int | None, channels: ChannelPool | None = None
@@ -94,8 +78,8 @@ class NodeObjects:
             for peer in owners | self.store.readers():
                 if not peer:
                     continue
-                code = _ping(channels.get(peer))
-                owner_gone = peer in owners and code in _GONE
+                code = ping_peer(channels.get(peer))
+                owner_gone = peer in owners and code in GONE_CODES
                 reader_gone = code is grpc.StatusCode.UNAVAILABLE
                 if owner_gone:
                     self.store.delete_owned_by(peer)

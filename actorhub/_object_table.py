@@ -51,7 +51,6 @@ class _Entry:
         "refs",
         "registrations",
         "store_id",
-        "stored",
     )
 
     def __init__(self, owned: bool, origin: ErrorOrigin | None = None, owner: str = "") -> None:
@@ -64,9 +63,8 @@ class _Entry:
         self.owned = owned
         self.owner = owner  # of a borrowed entry: where its registrations are given back
         self.fetching = False
-        # The value is in the node's shared-memory store, under `store_id` (the object's own id
-        # unless it was stored by whoever computed it); `data` is then an empty marker.
-        self.stored = False
+        # Set when the value is in the node's shared-memory store: its id there (the object's
+        # own id, unless whoever computed it stored it); `data` is then an empty marker.
         self.store_id = ""
         # Refs inside the value, kept alive with it.
         self.contained: list[ObjectRef[Any]] | None = None
@@ -129,36 +127,25 @@ class ObjectTable:
     def drop_local_ref(self, object_id: str) -> None:
         self._released.append(object_id)
 
-    def adopt(self, object_id: str, owner: str, owned: bool) -> bool:
+    def adopt(self, object_id: str, owner: str, owned: bool, lent: bool = False) -> bool:
         """Count one more ref that arrived inside a message; True if the entry is new here.
 
-        Draining comes first, under the same lock: a release of an older ref to this id must
-        not delete the entry the new ref is counted in.
+        `lent`: the ref's owner registered this process as its borrower already (on behalf of
+        whoever sent it), which the entry counts. Draining comes first, under the same lock: a
+        release of an older ref to this id must not delete the entry the new ref is counted in.
         """
         with self._lock:
             self._drain_released()
             entry = self._entries.get(object_id)
+            created = entry is None
             if entry is None:
                 if owned:
                     return False  # freed already; get() reports it lost
                 entry = self._entries[object_id] = _Entry(False, owner=owner)
-                entry.refs = 1
-                return True
             entry.refs += 1
-            return False
-
-    def adopt_lent(self, object_id: str, owner: str, owned: bool) -> None:
-        """Count a ref whose owner registered this process as a borrower on its behalf."""
-        with self._lock:
-            self._drain_released()
-            entry = self._entries.get(object_id)
-            if entry is None:
-                if owned:
-                    return  # freed already; get() reports it lost
-                entry = self._entries[object_id] = _Entry(False, owner=owner)
-            entry.refs += 1
-            if not entry.owned:
+            if lent and not entry.owned:
                 entry.registrations += 1
+            return created
 
     def mark_escaped(self, object_id: str) -> None:
         entry = self._entries.get(object_id)
@@ -253,8 +240,8 @@ class ObjectTable:
             return
         del self._entries[object_id]
         if entry.owned:
-            if entry.stored:
-                self._freed_stored.append(entry.store_id or object_id)
+            if entry.store_id:
+                self._freed_stored.append(entry.store_id)
         elif entry.registrations and not entry.escaped:
             # An escaped borrowed ref may live on in bytes we cannot see: its owner keeps the
             # registration until this process exits.
@@ -277,37 +264,51 @@ class ObjectTable:
     def put_stored(self, object_id: str) -> None:
         entry = _Entry(True)
         entry.data = b""
-        entry.stored = True
         entry.store_id = object_id
         with self._lock:
             self._entries[object_id] = entry
 
     def complete_stored(self, object_id: str, store_id: str) -> None:
         """A borrowed object turned out to be in this node's store: readers map it from there."""
-        self.mark_stored(object_id, store_id)
+        with self._lock:
+            entry = self._entries.get(object_id)
+            if entry is not None:
+                entry.store_id = store_id
         self.complete_many([(object_id, b"", None)])
 
-    def mark_stored(self, object_id: str, store_id: str) -> bool:
-        """Before completing it: the object's value is in the node's store under `store_id`.
+    def store_results(self, object_ids: Sequence[str], store_ids: Iterable[str]) -> None:
+        """Before completing them: results of this process that the callee put in the store.
 
-        False when nobody here holds the object any more.
+        One nobody here holds any more (or with no object to go to) is freed at once.
         """
         with self._lock:
-            entry = self._entries.get(object_id)
-            if entry is None:
-                return False
-            entry.stored = True
-            entry.store_id = store_id
-            return True
+            for index, store_id in enumerate(store_ids):
+                if not store_id:
+                    continue
+                entry = self._entries.get(object_ids[index]) if index < len(object_ids) else None
+                if entry is None:
+                    self._freed_stored.append(store_id)
+                else:
+                    entry.store_id = store_id
 
-    def take_stored(self, object_id: str) -> str:
-        """Hand an owned stored value over to another object: this one stops freeing it."""
+    def complete_as(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Complete each `to` object with the value of the ready `from` object, which hands over
+        the refs its value holds and its store entry (it stops freeing it)."""
+        completions: list[Completion] = []
         with self._lock:
-            entry = self._entries.get(object_id)
-            if entry is None or not entry.stored:
-                return ""
-            entry.stored = False
-            return entry.store_id or object_id
+            for source_id, target_id in pairs:
+                source = self._entries[source_id]
+                target = self._entries.get(target_id)
+                if source.store_id:
+                    if target is None:
+                        self._freed_stored.append(source.store_id)
+                    else:
+                        target.store_id = source.store_id
+                    source.store_id = ""
+                if target is not None and source.contained:
+                    target.contained = (target.contained or []) + source.contained
+                completions.append((target_id, source.data, None))
+        self.complete_many(completions)
 
     def discard_stored(self, store_ids: Iterable[str]) -> None:
         """Stored values that no object of this process will hold: the store may delete them."""
@@ -315,12 +316,12 @@ class ObjectTable:
             self._freed_stored.extend(store_ids)
 
     def is_stored(self, object_id: str) -> bool:
-        entry = self._entries.get(object_id)
-        return entry is not None and entry.stored
+        return bool(self.store_id_of(object_id))
 
     def store_id_of(self, object_id: str) -> str:
+        """The object's id in the node's store, "" when its value is not there."""
         entry = self._entries.get(object_id)
-        return (entry.store_id or object_id) if entry is not None else object_id
+        return entry.store_id if entry is not None else ""
 
     def collect_freed_stored(self) -> list[str]:
         """Owned stored objects whose last ref is gone: the store may delete them."""
@@ -437,8 +438,8 @@ class ObjectTable:
                 if not e.owned:
                     continue
                 where = "pending" if not e.ready else "error" if e.error is not None else (
-                    "store" if e.stored else "inline")
-                size = len(e.data) if e.data is not None and not e.stored else 0
+                    "store" if e.store_id else "inline")
+                size = len(e.data) if e.data is not None and not e.store_id else 0
                 out.append(OwnedInfo(object_id, size, where, e.refs, dict(e.borrowers or {}), e.escaped,
                                      holders.get(object_id, 0)))
             return out

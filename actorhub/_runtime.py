@@ -280,8 +280,10 @@ class Runtime:
                 error, function_name=origin.function_name, actor_id=origin.actor_id, class_name=origin.class_name
             )
         assert data is not None
-        if not data and self.objects.is_stored(object_id):
-            return self.store_client().read(self.objects.store_id_of(object_id))
+        if not data:
+            store_id = self.objects.store_id_of(object_id)
+            if store_id:
+                return self.store_client().read(store_id)
         return _serialization.loads(data)
 
     def get_value(self, ref: ObjectRef[Any]) -> Any:

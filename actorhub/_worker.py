@@ -109,10 +109,11 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         if contained:
             # Lent before the value leaves: the reader may unpickle it after we dropped it.
             reply.contained.extend(runtime.borrowing.lend([(0, r) for r in contained], request.reader_address))
-        if not data and table.is_stored(object_id):
+        store_id = "" if data else table.store_id_of(object_id)
+        if store_id:
             if request.reader_node_id == runtime.node_id:
                 reply.store_node_id = runtime.node_id
-                reply.store_object_id = table.store_id_of(object_id)
+                reply.store_object_id = store_id
                 return reply
             # A reader on another node: the value travels inline (chunked pulls are future work).
             with capturing_refs():  # the refs inside were lent above

@@ -46,7 +46,6 @@ class _Task:
         "args_blob",
         "cancelled",
         "dep_error",
-        "deps",
         "deps_left",
         "fn_blob",
         "fn_id",
@@ -68,7 +67,6 @@ class _Task:
         self.object_ids = object_ids
         self.retries_left = options.max_retries
         self.cancelled = False
-        self.deps: list[ObjectRef[Any]] = []
         self.deps_left = 0
         self.dep_error: tuple[common_pb2.ErrorInfo, ErrorOrigin | None] | None = None
         self.lease: _Lease | None = None
@@ -119,7 +117,6 @@ class TaskSubmitter:
                 self._tasks[object_id] = task
         deps = [a for a in (*args, *kwargs.values()) if type(a) is ObjectRef]
         if deps:
-            task.deps = deps  # keeps them alive until the task has run
             task.deps_left = len(deps)
             for dep in deps:
                 rt.start_fetch(dep)
@@ -251,17 +248,7 @@ class TaskSubmitter:
         objects = self._rt.objects
         _, error, _ = objects.read(call_refs[0].hex())
         if error is None:
-            values = [objects.read(r.hex())[0] for r in call_refs]
-            for call_ref, object_id in zip(call_refs, task.object_ids, strict=False):
-                # Refs inside a result were lent to this process: they live with the task's result.
-                contained = objects.contained_of(call_ref.hex())
-                if contained:
-                    objects.attach_contained(object_id, contained)
-                # A result in the store: the task's object takes it over from the executor call's.
-                store_id = objects.take_stored(call_ref.hex())
-                if store_id and not objects.mark_stored(object_id, store_id):
-                    objects.discard_stored([store_id])
-            self._finish(task, values=values)
+            self._finish(task, results=call_refs)
         elif task.cancelled or _is_cancellation(error):
             self._finish_cancelled(task)
         elif error.kind in _WORKER_GONE:
@@ -292,19 +279,20 @@ class TaskSubmitter:
         return True
 
     # -- results ---------------------------------------------------------------------------------
-    def _finish(self, task: _Task, *, values: list[bytes | None] | None = None,
+    def _finish(self, task: _Task, *, results: list[ObjectRef[Any]] | None = None,
                 error: common_pb2.ErrorInfo | None = None, origin: ErrorOrigin | None = None) -> None:
         with self._lock:
             for object_id in task.object_ids:
                 self._tasks.pop(object_id, None)
-        task.deps = []
         objects = self._rt.objects
         if error is not None:
             if origin is not None:
                 objects.set_origin(task.object_ids, origin)
             objects.complete_many([(oid, None, error) for oid in task.object_ids])
-        elif values is not None:
-            objects.complete_many([(oid, v, None) for oid, v in zip(task.object_ids, values, strict=False)])
+        elif results is not None:
+            # The task's objects take the executor call's results over, with the refs lent
+            # inside them and their store entries.
+            objects.complete_as([(r.hex(), oid) for r, oid in zip(results, task.object_ids, strict=False)])
 
     def _finish_cancelled(self, task: _Task) -> None:
         self._finish(task, error=system_error(f"task {task.name} was cancelled",
