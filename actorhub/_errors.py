@@ -12,6 +12,7 @@ from types import TracebackType
 import cloudpickle
 
 from actorhub._proto.v1 import common_pb2
+from actorhub._serialization import dumps
 from actorhub.exceptions import (
     ActorDiedError,
     ActorHubError,
@@ -62,7 +63,7 @@ def error_to_proto(
 def _try_pickle(exc: BaseException) -> bytes:
     try:
         # Drop the traceback: frames do not pickle and the text already carries them.
-        data: bytes = cloudpickle.dumps(exc.with_traceback(None))
+        data = dumps(exc.with_traceback(None))
         cloudpickle.loads(data)  # an exception whose __init__ does not round-trip is text only
         return data
     except Exception:

@@ -6,10 +6,13 @@ it was and why, before anything is sent.
 
 from __future__ import annotations
 
+import io
 import pickle
 import sys
 import sysconfig
-from collections.abc import Sequence
+import types
+from collections import ChainMap
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -57,11 +60,29 @@ _PLAIN = frozenset({bytes, str, int, float, bool, type(None)})
 PLAIN_TYPES = _PLAIN
 
 
-def dumps(value: Any) -> bytes:
-    if type(value) in _PLAIN:
+_DYNAMIC_FILENAME = "<dynamic-code>"
+
+
+def _reduce_code_keeping_filename(code: types.CodeType) -> Any:
+    # cloudpickle (3.1.3 on) replaces the file name of code it ships by value with a placeholder,
+    # so a remote traceback could no longer show the user's source lines: put it back. The
+    # placeholder is the only plain string argument with that value (co_name and co_qualname
+    # follow it; the other strings sit inside tuples).
+    constructor, args = cloudpickle.cloudpickle._code_reduce(code)
+    args = tuple(code.co_filename if a == _DYNAMIC_FILENAME else a for a in args)
+    return constructor, args
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    dispatch_table = ChainMap({types.CodeType: _reduce_code_keeping_filename}, cloudpickle.Pickler.dispatch_table)
+
+
+def dumps(value: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None) -> bytes:
+    if buffer_callback is None and type(value) in _PLAIN:
         return pickle.dumps(value, protocol=PROTOCOL)
-    data: bytes = cloudpickle.dumps(value, protocol=PROTOCOL)
-    return data
+    with io.BytesIO() as file:
+        _Pickler(file, protocol=PROTOCOL, buffer_callback=buffer_callback).dump(value)
+        return file.getvalue()
 
 
 def loads(data: bytes) -> Any:

@@ -31,9 +31,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
+from actorhub._serialization import dumps
 
-PROTOCOL = 5
 MAGIC = b"AHOBJ\x00\x00\x01"
 VERSION = 1
 # 64 bytes: a cache line, and the widest SIMD load numpy's kernels use (AVX-512).
@@ -88,7 +87,7 @@ def serialize(value: Any) -> Serialized:
             return True  # not contiguous: pickle copies it in band instead
         return False
 
-    inband: bytes = cloudpickle.dumps(value, protocol=PROTOCOL, buffer_callback=keep_out_of_band)
+    inband = dumps(value, buffer_callback=keep_out_of_band)
     return Serialized(inband, buffers)
 
 
