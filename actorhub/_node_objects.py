@@ -105,6 +105,8 @@ class NodeObjects:
         )
 
     def reserve(self, request: node_pb2.ReserveObjectRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
+        for object_id in request.delete_first:
+            self.store.delete(object_id)
         try:
             return self._location(self.store.reserve(request.object_id, request.size, request.owner))
         except ValueError as e:

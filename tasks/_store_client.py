@@ -67,7 +67,10 @@ class StoreClient:
             return serialized
         location = self._node.ReserveObject(
             node_pb2.ReserveObjectRequest(
-                object_id=object_id, size=serialized.total_size, owner=owner or self._rt.address
+                object_id=object_id,
+                size=serialized.total_size,
+                owner=owner or self._rt.address,
+                delete_first=self._take_freed(),
             )
         )
         try:
@@ -152,12 +155,19 @@ class StoreClient:
         while not self._closed.wait(_FLUSH_S):
             self.flush()
 
-    def flush(self, *, release_all: bool = False) -> None:
+    def _take_freed(self) -> list[str]:
+        """This process's stored objects whose last ref is gone, to delete from the store now."""
         freed = self._rt.objects.collect_freed_stored()
+        if freed:
+            with self._lock:
+                for object_id in freed:
+                    self._uncache(self._pins.get(object_id))
+        return freed
+
+    def flush(self, *, release_all: bool = False) -> None:
+        freed = self._take_freed()
         with self._lock:
             self._drain_unmapped()
-            for object_id in freed:
-                self._uncache(self._pins.get(object_id))
             for pin in list(self._pins.values()):
                 if not pin.mappings:
                     if pin.idle or release_all:

@@ -9,14 +9,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ReserveObjectRequest(_message.Message):
-    __slots__ = ("object_id", "size", "owner")
+    __slots__ = ("object_id", "size", "owner", "delete_first")
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIRST_FIELD_NUMBER: _ClassVar[int]
     object_id: str
     size: int
     owner: str
-    def __init__(self, object_id: _Optional[str] = ..., size: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
+    delete_first: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, object_id: _Optional[str] = ..., size: _Optional[int] = ..., owner: _Optional[str] = ..., delete_first: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ObjectIdRequest(_message.Message):
     __slots__ = ("object_id",)
