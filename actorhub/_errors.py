@@ -21,6 +21,7 @@ from actorhub.exceptions import (
     ObjectLostError,
     TaskCancelledError,
     TaskError,
+    TaskUnschedulableError,
     WorkerCrashedError,
     task_error_for,
 )
@@ -89,6 +90,8 @@ def error_from_proto(
         return WorkerCrashedError(info.message)
     if kind == common_pb2.ERROR_KIND_TASK_CANCELLED:
         return TaskCancelledError(info.message)
+    if kind == common_pb2.ERROR_KIND_TASK_UNSCHEDULABLE:
+        return TaskUnschedulableError(info.message)
     if kind == common_pb2.ERROR_KIND_SYSTEM:
         return ActorHubSystemError(info.message)
     cause: BaseException | None = None

@@ -15,7 +15,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -90,6 +90,7 @@ class NodeAgent:
         server = make_server(self.session.token)
         node_pb2_grpc.add_NodeServicer_to_server(NodeServicer(self), server)
         self.address = bind(server, self.config.bind_host, 0)
+        self.objects.serving_at(self.address)
         server.start()
         pid_file = self.session.pid_file(f"node-{self.node_id}")
         pid_file.write_text(f"{os.getpid()}\n")
@@ -312,6 +313,14 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
 
     def ListObjects(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> node_pb2.ListObjectsReply:
         return self._agent.objects.list()
+
+    def PullObject(self, request: node_pb2.PullObjectRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
+        return self._agent.objects.pull(request, context)
+
+    def ReadObject(
+        self, request: node_pb2.ReadObjectRequest, context: grpc.ServicerContext
+    ) -> Iterator[node_pb2.ObjectChunk]:
+        return self._agent.objects.read(request, context)
 
     def Shutdown(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> common_pb2.Empty:
         # The main thread does the work once this reply is on its way.

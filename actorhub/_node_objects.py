@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +56,14 @@ class NodeObjects:
     ) -> None:
         from actorhub.tasks import _shm
         from actorhub.tasks._node_store import NodeObjectStore
+        from actorhub.tasks._transfer import ObjectTransfer
 
         self._segments = _segments_name(session_dir, node_id)
         shm_dir = _shm.segment_dir(self._segments)
         self.store: Any = NodeObjectStore(
             capacity or default_capacity(shm_dir.parent), shm_dir, session_dir / f"spill-{node_id}"
         )
+        self.transfer: Any = ObjectTransfer(self.store, channels or ChannelPool(""))
         self._closed = threading.Event()
         if channels is not None:
             threading.Thread(
@@ -82,7 +85,7 @@ class NodeObjects:
                 owner_gone = peer in owners and code in GONE_CODES
                 reader_gone = code is grpc.StatusCode.UNAVAILABLE
                 if owner_gone:
-                    self.store.delete_owned_by(peer)
+                    self.transfer.forget(self.store.delete_owned_by(peer))
                 if reader_gone:
                     self.store.drop_reader(peer)
                 if owner_gone or reader_gone:
@@ -92,6 +95,7 @@ class NodeObjects:
         from actorhub.tasks import _shm
 
         self._closed.set()
+        self.transfer.close()
         self.store.close()
         _shm.remove_segment_dir(self._segments)
 
@@ -104,9 +108,15 @@ class NodeObjects:
             arena=location.where == "shared memory",
         )
 
+    def serving_at(self, address: str) -> None:
+        """This node agent's address, which other nodes are told to send deletes of copies to."""
+        self.transfer.address = address
+
+    def _delete(self, object_ids: Iterable[str]) -> None:
+        self.transfer.forget([object_id for object_id in object_ids if self.store.delete(object_id)])
+
     def reserve(self, request: node_pb2.ReserveObjectRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
-        for object_id in request.delete_first:
-            self.store.delete(object_id)
+        self._delete(request.delete_first)
         try:
             return self._location(self.store.reserve(request.object_id, request.size, request.owner))
         except ValueError as e:
@@ -133,9 +143,31 @@ class NodeObjects:
         return common_pb2.Empty()
 
     def delete(self, request: node_pb2.DeleteObjectsRequest) -> common_pb2.Empty:
-        for object_id in request.object_ids:
-            self.store.delete(object_id)
+        self._delete(request.object_ids)
         return common_pb2.Empty()
+
+    def pull(self, request: node_pb2.PullObjectRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
+        from actorhub.tasks._transfer import PullError
+
+        try:
+            self.transfer.pull(request.object_id, request.source, request.owner)
+        except PullError as e:
+            context.abort(e.code, str(e))
+        except OSError as e:  # no room on /dev/shm or the spill disk
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"cannot store a copy of {request.object_id}: {e}")
+        return common_pb2.Empty()
+
+    def read(
+        self, request: node_pb2.ReadObjectRequest, context: grpc.ServicerContext
+    ) -> Iterator[node_pb2.ObjectChunk]:
+        from actorhub.tasks._node_store import ObjectNotInStoreError
+
+        try:
+            yield from self.transfer.serve(request.object_id, request.puller)
+        except ObjectNotInStoreError as e:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        except OSError as e:
+            context.abort(grpc.StatusCode.DATA_LOSS, f"cannot read object {request.object_id}: {e}")
 
     def list(self) -> node_pb2.ListObjectsReply:
         stats = self.store.stats()

@@ -245,7 +245,14 @@ class Runtime:
         elif reply.HasField("error"):
             self.objects.complete_many([(object_id, None, reply.error)])
         elif reply.store_node_id:
-            self.objects.complete_stored(object_id, reply.store_object_id or object_id)
+            store_id = reply.store_object_id or object_id
+            if reply.store_node_id != self.node_id:
+                try:
+                    self.store_client().pull(store_id, reply.store_node_address, owner)
+                except ObjectLostError as e:
+                    self.objects.fail_fetch(object_id, system_error(str(e), _OBJECT_LOST))
+                    return
+            self.objects.complete_stored(object_id, store_id)
         else:
             self.objects.complete_many([(object_id, reply.value, None)])
 

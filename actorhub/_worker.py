@@ -111,11 +111,13 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             reply.contained.extend(runtime.borrowing.lend([(0, r) for r in contained], request.reader_address))
         store_id = "" if data else table.store_id_of(object_id)
         if store_id:
-            if request.reader_node_id == runtime.node_id:
+            if request.reader_node_id:
+                # Mapped from the reader's node's store, pulled there first if it is another one.
                 reply.store_node_id = runtime.node_id
                 reply.store_object_id = store_id
+                reply.store_node_address = runtime.node_address
                 return reply
-            # A reader on another node: the value travels inline (chunked pulls are future work).
+            # A reader with no node of its own (no store to map from): the value travels inline.
             with capturing_refs():  # the refs inside were lent above
                 data = _serialization.dumps(runtime.value_of(object_id))
         if data:

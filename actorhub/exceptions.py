@@ -25,6 +25,7 @@ __all__ = [
     "SerializationError",
     "TaskCancelledError",
     "TaskError",
+    "TaskUnschedulableError",
     "WorkerCrashedError",
 ]
 
@@ -84,6 +85,11 @@ class WorkerCrashedError(ActorHubError):
 
 class TaskCancelledError(ActorHubError):
     """The task was cancelled with cancel() before it finished."""
+
+
+class TaskUnschedulableError(ActorHubError):
+    """No node of the cluster can run the task: the node its scheduling strategy names is not
+    alive, or none has the CPUs it asks for."""
 
 
 class SerializationError(ActorHubError, TypeError):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 from pydantic import Field, field_validator
 
 from actorhub._options import _Options
+from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 
 class TaskOptions(_Options):
@@ -18,7 +19,13 @@ class TaskOptions(_Options):
     retry_exceptions: bool | list[type[BaseException]] = False
     name: str | None = None
     runtime_env: None = None
-    scheduling_strategy: Any = None
+    scheduling_strategy: NodeAffinitySchedulingStrategy | Literal["DEFAULT", "SPREAD"] | None = None
+
+    @property
+    def node_id(self) -> str:
+        """The node this task must run on, or "" for any (the caller's first, then the others)."""
+        strategy = self.scheduling_strategy
+        return strategy.node_id if isinstance(strategy, NodeAffinitySchedulingStrategy) else ""
 
     @field_validator("retry_exceptions")
     @classmethod

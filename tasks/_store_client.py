@@ -86,6 +86,16 @@ class StoreClient:
         self._node.SealObject(node_pb2.ObjectIdRequest(object_id=object_id))
         return None
 
+    def pull(self, object_id: str, source: str, owner: str) -> None:
+        """Have this node copy `object_id` from the store of the node at `source` (once)."""
+        try:
+            self._node.PullObject(node_pb2.PullObjectRequest(object_id=object_id, source=source, owner=owner))
+        except grpc.RpcError as e:
+            raise ObjectLostError(
+                f"object {object_id} could not be brought from node {source} ({e.code().name}: {e.details()})",
+                object_id=object_id,
+            ) from None
+
     def read(self, object_id: str) -> Any:
         with self._lock:
             self._drain_unmapped()

@@ -1,7 +1,9 @@
 """TaskSubmitter: the caller's side of tasks, one per process.
 
 A task waits for its top-level ObjectRef arguments here, holding no worker. Once they are
-ready it needs a lease: an executor leased from the local node's LeaseDesk (an actor call).
+ready it needs a lease: an executor leased from a node's LeaseDesk (an actor call). Tasks that
+may run anywhere lease from the caller's node while it has CPUs to lend, then from the node
+with the most room; a NodeAffinitySchedulingStrategy pins them to one node's desk.
 A lease runs one task at a time and is kept for the caller's following tasks while there are
 any, then returned after a short idle time. A task whose worker died is retried on the same
 lease (its executor restarts) up to `max_retries`; application errors only if
@@ -14,11 +16,12 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
+import grpc
 from actorhub.tasks._lease_desk import LeaseDesk, desk_name
 from actorhub.tasks._options import TaskOptions
 
@@ -39,6 +42,14 @@ _LINGER_S = 0.05
 # them one at a time (one CPU), but they travel in one frame instead of one round trip each.
 _PIPELINE_DEPTH = 16
 _WORKER_GONE = (common_pb2.ERROR_KIND_ACTOR_DIED, common_pb2.ERROR_KIND_ACTOR_UNAVAILABLE)
+# A node whose desk could not lend is passed over this long by tasks that may run anywhere.
+_AVOID_NODE_S = 5.0
+# How often the view of the cluster's nodes (and their CPUs) is refreshed.
+_NODES_EVERY_S = 2.0
+
+# A lease pool: (the node its tasks must run on, or "" for any; CPUs per task). A lease serves
+# the tasks of its own pool only.
+Pool = tuple[str, float]
 
 
 class _Task:
@@ -53,6 +64,7 @@ class _Task:
         "name",
         "object_ids",
         "options",
+        "pool",
         "retries_left",
         "seq",
     )
@@ -64,6 +76,7 @@ class _Task:
         self.fn_id, self.fn_blob = code
         self.args_blob = args_blob
         self.options = options
+        self.pool: Pool = (options.node_id, options.num_cpus)
         self.object_ids = object_ids
         self.retries_left = options.max_retries
         self.cancelled = False
@@ -73,11 +86,12 @@ class _Task:
 
 
 class _Lease:
-    __slots__ = ("cpus", "executor", "idle_since", "inflight")
+    __slots__ = ("executor", "idle_since", "inflight", "node", "pool")
 
-    def __init__(self, executor: Any, cpus: float) -> None:
+    def __init__(self, executor: Any, pool: Pool, node: str) -> None:
         self.executor = executor
-        self.cpus = cpus
+        self.pool = pool
+        self.node = node  # whose desk lent it
         self.idle_since = 0.0
         self.inflight = 0
 
@@ -87,13 +101,16 @@ class TaskSubmitter:
         self._rt = runtime
         self._lock = threading.Lock()
         self._ready: deque[_Task] = deque()
-        self._ready_cpus: Counter[float] = Counter()
-        self._requested: Counter[float] = Counter()
+        self._ready_pools: Counter[Pool] = Counter()
+        self._requested: Counter[Pool] = Counter()
         self._idle: list[_Lease] = []
         self._tasks: dict[str, _Task] = {}  # by each of its object ids, for cancel()
         self._seq = itertools.count(1)
-        self._desk: Any = None
-        self._node_cpus = 1.0
+        self._desks: dict[str, Any] = {}  # by node id
+        self._nodes: dict[str, float] = {}  # alive node id -> its CPUs
+        self._nodes_at = 0.0
+        self._load: defaultdict[str, float] = defaultdict(float)  # CPUs leased or asked for, per node
+        self._avoid: dict[str, float] = {}  # node id -> until when tasks pass it over
         self._closed = threading.Event()
         threading.Thread(target=self._return_idle_leases, name="actorhub-task-leases", daemon=True).start()
 
@@ -115,6 +132,13 @@ class TaskSubmitter:
         with self._lock:
             for object_id in object_ids:
                 self._tasks[object_id] = task
+        if not self._nodes or (options.node_id and options.node_id not in self._nodes):
+            self._refresh_nodes()  # the first task, or a node that may have joined since
+        if options.node_id and options.node_id not in self._nodes:
+            self._finish(task, error=system_error(
+                f"task {name} cannot run: its NodeAffinitySchedulingStrategy names node {options.node_id}, "
+                f"which is not an alive node of this cluster", common_pb2.ERROR_KIND_TASK_UNSCHEDULABLE))
+            return refs[0] if n == 1 else (refs if n else None)
         deps = [a for a in (*args, *kwargs.values()) if type(a) is ObjectRef]
         if deps:
             task.deps_left = len(deps)
@@ -144,86 +168,146 @@ class TaskSubmitter:
             self._make_ready(task)
 
     def _make_ready(self, task: _Task) -> None:
-        cpus = task.options.num_cpus
+        pool = task.pool
         with self._lock:
             if task.cancelled:
                 return
-            lease = next((lease for lease in self._idle if lease.cpus == cpus), None)
+            lease = self._idle_lease(pool)
             if lease is not None:
                 self._idle.remove(lease)
                 lease.inflight += 1
             else:
                 self._ready.append(task)
-                self._ready_cpus[cpus] += 1
-                # The desk cannot lend more than its node's CPUs at once; asking for more only
+                self._ready_pools[pool] += 1
+                # Desks cannot lend more than their nodes' CPUs at once; asking for more only
                 # queues requests there.
-                ask = self._requested[cpus] < min(self._ready_cpus[cpus], self._max_leases(cpus))
+                ask = self._requested[pool] < min(self._ready_pools[pool], self._max_leases(pool))
                 if ask:
-                    self._requested[cpus] += 1
+                    self._requested[pool] += 1
         if lease is not None:
             self._dispatch(lease, task)
         elif ask:
-            self._request_lease(cpus)
+            self._request_lease(pool)
 
     # -- leases ------------------------------------------------------------------------------------
-    def _desk_handle(self) -> Any:
-        if self._desk is None:
+    def _idle_lease(self, pool: Pool) -> _Lease | None:
+        """Under the lock: an idle lease for `pool`. One from another node only while the caller's
+        node has no room: a task that may run anywhere runs here when it can, next to its data."""
+        local = self._rt.node_id
+        fallback = None
+        for lease in self._idle:
+            if lease.pool == pool:
+                if lease.node == local:
+                    return lease
+                fallback = fallback or lease
+        if fallback is not None and not pool[0] and self._nodes.get(local, 0.0) - self._load[local] >= pool[1]:
+            return None  # ask the caller's node's desk; the other lease goes back when it idles
+        return fallback
+
+    def _desk_handle(self, node_id: str) -> Any:
+        desk = self._desks.get(node_id)
+        if desk is None:
             from actorhub._actor_class import ActorClass
             from actorhub._options import ActorOptions
             from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            node_id = self._rt.node_id
-            status = self._rt.hub.GetClusterStatus(common_pb2.Empty(), timeout=30)
-            cpus = next((n.num_cpus for n in status.nodes if n.node_id == node_id), 1.0)
-            self._node_cpus = cpus
             desk_class = ActorClass(LeaseDesk, ActorOptions(
                 name=desk_name(node_id), namespace=SYSTEM_NAMESPACE, get_if_exists=True,
                 lifetime="detached", max_restarts=-1,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id),
             ))
-            self._desk = desk_class.remote_in(self._rt, node_id, cpus)
-        return self._desk
+            # Concurrent first uses make the same actor (get_if_exists); either handle will do.
+            desk = self._desks[node_id] = desk_class.remote_in(self._rt, node_id, self._nodes.get(node_id, 1.0))
+        return desk
 
-    def _max_leases(self, cpus: float) -> int:
-        return max(1, int(self._node_cpus // cpus)) if cpus > 0 else 64
+    def _refresh_nodes(self) -> None:
+        status = self._rt.hub.GetClusterStatus(common_pb2.Empty(), timeout=30)
+        nodes = {n.node_id: n.num_cpus for n in status.nodes if n.alive}
+        with self._lock:
+            self._nodes = nodes
+            self._nodes_at = time.monotonic()
 
-    def _request_lease(self, cpus: float) -> None:
+    def _max_leases(self, pool: Pool) -> int:
+        """Under the lock: how many leases of `pool` the cluster can lend at once."""
+        node, cpus = pool
+        if cpus <= 0:
+            return 64
+        sizes = [self._nodes.get(node, 1.0)] if node else list(self._nodes.values())
+        return max(1, sum(int(size // cpus) for size in sizes))
+
+    def _choose_node(self, cpus: float) -> str:
+        """Under the lock: whose desk to ask for a lease of a task that may run anywhere.
+
+        The caller's node while it has room (no transfer of arguments or results), else the
+        node with the most room; when all are full, the caller's node queues it.
+        """
+        local = self._rt.node_id
+        if cpus <= 0:
+            return local
+        now = time.monotonic()
+        fits = [n for n, size in self._nodes.items() if size >= cpus and self._avoid.get(n, 0.0) <= now]
+        room = {n: self._nodes[n] - self._load[n] for n in fits}
+        if room.get(local, 0.0) >= cpus:
+            return local
+        roomy = [n for n in fits if room[n] >= cpus]
+        if roomy:
+            return max(roomy, key=room.__getitem__)
+        if local in room or not fits:
+            return local  # its desk queues the request, or says why it cannot lend
+        return fits[0]
+
+    def _request_lease(self, pool: Pool) -> None:
         if self._rt.closed:
             return
-        ref = self._desk_handle().lease.remote_in(self._rt, cpus, self._rt.address)
-        self._rt.objects.add_callback(ref.hex(), partial(self._on_lease, ref, cpus))
+        with self._lock:
+            node = pool[0] or self._choose_node(pool[1])
+            self._load[node] += pool[1]
+        ref = self._desk_handle(node).lease.remote_in(self._rt, pool[1], self._rt.address)
+        self._rt.objects.add_callback(ref.hex(), partial(self._on_lease, ref, pool, node))
 
-    def _on_lease(self, ref: ObjectRef[Any], cpus: float) -> None:
+    def _on_lease(self, ref: ObjectRef[Any], pool: Pool, node: str) -> None:
         try:
-            lease = _Lease(self._rt.value_of(ref.hex()), cpus)
+            lease = _Lease(self._rt.value_of(ref.hex()), pool, node)
         except Exception as e:  # e.g. more CPUs than the node has: those tasks cannot run
+            again = False
+            doomed: list[_Task] = []
             with self._lock:
-                self._requested[cpus] -= 1
-                doomed = [t for t in self._ready if t.options.num_cpus == cpus]
-                for t in doomed:
-                    self._ready.remove(t)
-                    self._ready_cpus[cpus] -= 1
+                self._requested[pool] -= 1
+                self._load[node] -= pool[1]
+                if not pool[0] and node != self._rt.node_id:
+                    # Another node could not lend (it died, say): these tasks can run elsewhere.
+                    self._avoid[node] = time.monotonic() + _AVOID_NODE_S
+                    again = self._ready_pools[pool] > self._requested[pool]
+                    if again:
+                        self._requested[pool] += 1
+                else:
+                    doomed = [t for t in self._ready if t.pool == pool]
+                    for t in doomed:
+                        self._ready.remove(t)
+                    self._ready_pools[pool] -= len(doomed)
+            if again:
+                self._request_lease(pool)
             for t in doomed:
                 self._finish(t, error=error_to_proto(e))
             return
         with self._lock:
-            self._requested[cpus] -= 1
+            self._requested[pool] -= 1
         self._next(lease)
 
     def _next(self, lease: _Lease) -> None:
         """Give the lease more work, or make it idle if it has none."""
-        cpus = lease.cpus
+        pool = lease.pool
         taken: list[_Task] = []
         with self._lock:
-            depth = 1 if self._requested[cpus] else _PIPELINE_DEPTH
-            if self._ready_cpus[cpus]:
+            depth = 1 if self._requested[pool] else _PIPELINE_DEPTH
+            if self._ready_pools[pool]:
                 for task in list(self._ready):
                     if lease.inflight + len(taken) >= depth:
                         break
-                    if task.options.num_cpus == cpus:
+                    if task.pool == pool:
                         self._ready.remove(task)
                         taken.append(task)
-                self._ready_cpus[cpus] -= len(taken)
+                self._ready_pools[pool] -= len(taken)
             lease.inflight += len(taken)
             if not lease.inflight:
                 lease.idle_since = time.monotonic()
@@ -307,7 +391,7 @@ class TaskSubmitter:
             queued = task in self._ready
             if queued:
                 self._ready.remove(task)
-                self._ready_cpus[task.options.num_cpus] -= 1
+                self._ready_pools[task.pool] -= 1
             lease = task.lease
         if queued:
             self._finish_cancelled(task)
@@ -328,17 +412,25 @@ class TaskSubmitter:
                 old = [lease for lease in self._idle if now - lease.idle_since > _LINGER_S]
                 for lease in old:
                     self._idle.remove(lease)
+                    self._load[lease.node] -= lease.pool[1]
             for lease in old:
                 if self._rt.closed:
                     return
-                self._desk_handle().release.remote_in(self._rt, lease.executor.actor_id)
+                self._desk_handle(lease.node).release.remote_in(self._rt, lease.executor.actor_id)
+            if now - self._nodes_at > _NODES_EVERY_S and not self._rt.closed:
+                try:
+                    self._refresh_nodes()  # nodes that joined or died since
+                except grpc.RpcError:
+                    pass  # the hub is away: the view stays as it was
 
     def close(self) -> None:
         self._closed.set()
         with self._lock:
             idle, self._idle = self._idle, []
-        if idle and self._desk is not None:
-            refs = [self._desk.release.remote_in(self._rt, lease.executor.actor_id) for lease in idle]
+        if idle:
+            refs = [
+                self._desk_handle(lease.node).release.remote_in(self._rt, lease.executor.actor_id) for lease in idle
+            ]
             try:
                 self._rt.get(refs, 2.0)
             except Exception:

@@ -18,6 +18,7 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_KIND_OBJECT_LOST: _ClassVar[ErrorKind]
     ERROR_KIND_WORKER_CRASHED: _ClassVar[ErrorKind]
     ERROR_KIND_TASK_CANCELLED: _ClassVar[ErrorKind]
+    ERROR_KIND_TASK_UNSCHEDULABLE: _ClassVar[ErrorKind]
 
 class ActorState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -34,6 +35,7 @@ ERROR_KIND_SYSTEM: ErrorKind
 ERROR_KIND_OBJECT_LOST: ErrorKind
 ERROR_KIND_WORKER_CRASHED: ErrorKind
 ERROR_KIND_TASK_CANCELLED: ErrorKind
+ERROR_KIND_TASK_UNSCHEDULABLE: ErrorKind
 ACTOR_STATE_UNSPECIFIED: ActorState
 ACTOR_STATE_PENDING: ActorState
 ACTOR_STATE_ALIVE: ActorState

@@ -8,6 +8,34 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PullObjectRequest(_message.Message):
+    __slots__ = ("object_id", "source", "owner")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    source: str
+    owner: str
+    def __init__(self, object_id: _Optional[str] = ..., source: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class ReadObjectRequest(_message.Message):
+    __slots__ = ("object_id", "puller")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    PULLER_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    puller: str
+    def __init__(self, object_id: _Optional[str] = ..., puller: _Optional[str] = ...) -> None: ...
+
+class ObjectChunk(_message.Message):
+    __slots__ = ("total_size", "offset", "data")
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    total_size: int
+    offset: int
+    data: bytes
+    def __init__(self, total_size: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class ReserveObjectRequest(_message.Message):
     __slots__ = ("object_id", "size", "owner", "delete_first")
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]

@@ -92,6 +92,16 @@ class NodeStub:
                 request_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=actorhub_dot_v1_dot_node__pb2.ListObjectsReply.FromString,
                 _registered_method=True)
+        self.PullObject = channel.unary_unary(
+                '/actorhub.v1.Node/PullObject',
+                request_serializer=actorhub_dot_v1_dot_node__pb2.PullObjectRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ReadObject = channel.unary_stream(
+                '/actorhub.v1.Node/ReadObject',
+                request_serializer=actorhub_dot_v1_dot_node__pb2.ReadObjectRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_node__pb2.ObjectChunk.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -173,6 +183,22 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PullObject(self, request, context):
+        """Between nodes. A reader on another node asks its own node to pull an object (PullObject,
+        answered once the copy is sealed there, under the same id and owner); that node reads it
+        from the object's node in chunks (ReadObject) into a region of its own arena. The source
+        remembers which nodes took copies and deletes them when it deletes the object.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadObject(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -230,6 +256,16 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.ListObjects,
                     request_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
                     response_serializer=actorhub_dot_v1_dot_node__pb2.ListObjectsReply.SerializeToString,
+            ),
+            'PullObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.PullObject,
+                    request_deserializer=actorhub_dot_v1_dot_node__pb2.PullObjectRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'ReadObject': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadObject,
+                    request_deserializer=actorhub_dot_v1_dot_node__pb2.ReadObjectRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_node__pb2.ObjectChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -530,6 +566,60 @@ class Node:
             '/actorhub.v1.Node/ListObjects',
             actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
             actorhub_dot_v1_dot_node__pb2.ListObjectsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Node/PullObject',
+            actorhub_dot_v1_dot_node__pb2.PullObjectRequest.SerializeToString,
+            actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/actorhub.v1.Node/ReadObject',
+            actorhub_dot_v1_dot_node__pb2.ReadObjectRequest.SerializeToString,
+            actorhub_dot_v1_dot_node__pb2.ObjectChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,13 @@ class NodeStub:
     ReleaseObjects: _grpc.UnaryUnaryMultiCallable[_node_pb2.ReleaseObjectsRequest, _common_pb2.Empty]
     DeleteObjects: _grpc.UnaryUnaryMultiCallable[_node_pb2.DeleteObjectsRequest, _common_pb2.Empty]
     ListObjects: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _node_pb2.ListObjectsReply]
+    PullObject: _grpc.UnaryUnaryMultiCallable[_node_pb2.PullObjectRequest, _common_pb2.Empty]
+    """Between nodes. A reader on another node asks its own node to pull an object (PullObject,
+    answered once the copy is sealed there, under the same id and owner); that node reads it
+    from the object's node in chunks (ReadObject) into a region of its own arena. The source
+    remembers which nodes took copies and deletes them when it deletes the object.
+    """
+    ReadObject: _grpc.UnaryStreamMultiCallable[_node_pb2.ReadObjectRequest, _node_pb2.ObjectChunk]
 
 @_typing.type_check_only
 class NodeAsyncStub(NodeStub):
@@ -83,6 +90,13 @@ class NodeAsyncStub(NodeStub):
     ReleaseObjects: _aio.UnaryUnaryMultiCallable[_node_pb2.ReleaseObjectsRequest, _common_pb2.Empty]  # type: ignore[assignment]
     DeleteObjects: _aio.UnaryUnaryMultiCallable[_node_pb2.DeleteObjectsRequest, _common_pb2.Empty]  # type: ignore[assignment]
     ListObjects: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _node_pb2.ListObjectsReply]  # type: ignore[assignment]
+    PullObject: _aio.UnaryUnaryMultiCallable[_node_pb2.PullObjectRequest, _common_pb2.Empty]  # type: ignore[assignment]
+    """Between nodes. A reader on another node asks its own node to pull an object (PullObject,
+    answered once the copy is sealed there, under the same id and owner); that node reads it
+    from the object's node in chunks (ReadObject) into a region of its own arena. The source
+    remembers which nodes took copies and deletes them when it deletes the object.
+    """
+    ReadObject: _aio.UnaryStreamMultiCallable[_node_pb2.ReadObjectRequest, _node_pb2.ObjectChunk]  # type: ignore[assignment]
 
 class NodeServicer(metaclass=_abc_1.ABCMeta):
     """Served by the node agent, one per machine."""
@@ -173,5 +187,24 @@ class NodeServicer(metaclass=_abc_1.ABCMeta):
         request: _common_pb2.Empty,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.ListObjectsReply, _abc.Awaitable[_node_pb2.ListObjectsReply]]: ...
+
+    @_abc_1.abstractmethod
+    def PullObject(
+        self,
+        request: _node_pb2.PullObjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]:
+        """Between nodes. A reader on another node asks its own node to pull an object (PullObject,
+        answered once the copy is sealed there, under the same id and owner); that node reads it
+        from the object's node in chunks (ReadObject) into a region of its own arena. The source
+        remembers which nodes took copies and deletes them when it deletes the object.
+        """
+
+    @_abc_1.abstractmethod
+    def ReadObject(
+        self,
+        request: _node_pb2.ReadObjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_node_pb2.ObjectChunk], _abc.AsyncIterator[_node_pb2.ObjectChunk]]: ...
 
 def add_NodeServicer_to_server(servicer: NodeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,158 @@
+"""Two node agents on one machine: objects pulled between their stores, tasks run on both."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from actorhub.tasks._transfer import CHUNK_BYTES
+
+import actorhub
+from actorhub._config import Config
+from actorhub._launcher import start_node
+from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2, node_pb2_grpc
+from actorhub._runtime import current
+from actorhub._session import Session
+from actorhub.exceptions import ObjectLostError, TaskUnschedulableError
+from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+MIB = 1 << 20
+
+
+@actorhub.remote
+class Reader:
+    def node(self) -> str:
+        return actorhub.get_runtime_context().get_node_id()
+
+    def summary(self, array: Any) -> tuple[int, bool, int]:
+        # A top-level ref argument: resolved (pulled to this node) before the method runs.
+        return int(array.sum()), bool(array.flags.writeable), int(array.nbytes)
+
+    def get_nested(self, refs: list[Any]) -> int:
+        return int(actorhub.get(refs[0])[-1])
+
+
+def _wait_for(predicate: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _status() -> hub_pb2.ClusterStatus:
+    status: hub_pb2.ClusterStatus = current().hub.GetClusterStatus(common_pb2.Empty(), timeout=10)
+    return status
+
+
+def _listing(address: str) -> node_pb2.ListObjectsReply:
+    stub = node_pb2_grpc.NodeStub(current().channels.get(address))
+    reply: node_pb2.ListObjectsReply = stub.ListObjects(common_pb2.Empty(), timeout=10)
+    return reply
+
+
+@pytest.fixture
+def second_node(cluster: actorhub.ClusterContext) -> Iterator[hub_pb2.NodeStatus]:
+    process = start_node(Config.load(num_cpus=2), Session(Path(cluster.session_dir)), cluster.address)
+    try:
+        _wait_for(lambda: len([n for n in _status().nodes if n.alive]) == 2)
+        yield next(n for n in _status().nodes if n.node_id != cluster.node_id)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except Exception:
+                process.kill()
+                process.wait()
+
+
+def _reader_on(node: hub_pb2.NodeStatus) -> Any:
+    reader = Reader.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)).remote()
+    assert actorhub.get(reader.node.remote()) == node.node_id
+    return reader
+
+
+def test_a_large_object_is_pulled_in_chunks_and_mapped_read_only_on_the_other_node(
+    cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
+) -> None:
+    array = np.arange(3 * CHUNK_BYTES // 8 + 12345, dtype=np.int64)  # three chunks and a bit
+    ref = actorhub.put(array)
+    reader = _reader_on(second_node)
+    total, writeable, nbytes = actorhub.get(reader.summary.remote(ref))
+    assert (total, nbytes) == (int(array.sum()), array.nbytes)
+    assert not writeable, "the reader got a private copy, not a mapping of its node's store"
+    store_id = current().objects.store_id_of(ref.hex())
+    copies = {o.object_id: o for o in _listing(second_node.address).objects}
+    assert store_id in copies and copies[store_id].where == "shared memory"
+    assert copies[store_id].size >= array.nbytes
+    # A second read on that node maps the copy there: no second copy, same bytes.
+    assert actorhub.get(reader.get_nested.remote([ref])) == int(array[-1])
+    assert [o.object_id for o in _listing(second_node.address).objects].count(store_id) == 1
+    # Freed by its owner: the copy goes too.
+    del ref
+    _wait_for(lambda: store_id not in {o.object_id for o in _listing(second_node.address).objects})
+    actorhub.kill(reader)
+
+
+def test_concurrent_readers_on_one_node_share_one_pull(
+    cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
+) -> None:
+    array = np.full(4 * MIB, 7, dtype=np.int64)  # 32 MiB
+    ref = actorhub.put(array)
+    readers = [_reader_on(second_node) for _ in range(3)]
+    results = actorhub.get([r.summary.remote(ref) for r in readers])
+    assert results == [(7 * 4 * MIB, False, 32 * MIB)] * 3
+    store_id = current().objects.store_id_of(ref.hex())
+    assert [o.object_id for o in _listing(second_node.address).objects].count(store_id) == 1
+    for r in readers:
+        actorhub.kill(r)
+
+
+def test_large_task_arguments_cross_nodes_through_the_stores(
+    cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
+) -> None:
+    @actorhub.remote
+    def checksum(array: Any) -> tuple[int, str]:
+        return int(array.sum()), actorhub.get_runtime_context().get_node_id()
+
+    array = np.ones(2 * MIB, dtype=np.int64)
+    pinned = checksum.options(scheduling_strategy=NodeAffinitySchedulingStrategy(second_node.node_id, soft=False))
+    assert actorhub.get(pinned.remote(array)) == (2 * MIB, second_node.node_id)
+
+
+def test_a_pull_from_a_node_that_lost_the_object_fails_with_object_lost(
+    cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
+) -> None:
+    client = current().store_client()
+    with pytest.raises(ObjectLostError, match="could not be brought"):
+        client.pull("no-such-object", second_node.address, current().address)
+
+
+@actorhub.remote
+def _node_after(seconds: float) -> str:
+    time.sleep(seconds)
+    return actorhub.get_runtime_context().get_node_id()
+
+
+def test_tasks_fill_the_callers_node_first_then_run_on_the_others(
+    cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
+) -> None:
+    # Two CPUs per node: two at a time stay on the caller's node, the next two go to the other.
+    nodes = actorhub.get([_node_after.remote(0.5) for _ in range(4)])
+    assert sorted(nodes) == sorted([cluster.node_id] * 2 + [second_node.node_id] * 2)
+    # One at a time: the caller's node has room, so they stay there.
+    assert {actorhub.get(_node_after.remote(0)) for _ in range(5)} == {cluster.node_id}
+
+
+def test_node_affinity_pins_tasks_and_an_unknown_node_is_a_typed_error(
+    cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
+) -> None:
+    pinned = _node_after.options(scheduling_strategy=NodeAffinitySchedulingStrategy(second_node.node_id))
+    assert set(actorhub.get([pinned.remote(0) for _ in range(6)])) == {second_node.node_id}
+    nowhere = _node_after.options(scheduling_strategy=NodeAffinitySchedulingStrategy("0123456789abcdef"))
+    with pytest.raises(TaskUnschedulableError, match="0123456789abcdef"):
+        actorhub.get(nowhere.remote(0), timeout=30)
