@@ -25,6 +25,7 @@ from ._records import (
     Placement,
     UnknownActor,
     WorkerKill,
+    died,
     out_of_restarts,
 )
 
@@ -111,8 +112,12 @@ class TableState:
         rec.worker_id = ""
         rec.placing = False
         rec.early_exit = ""
+        pinned_to = self._nodes.get(rec.spec.node_id) if rec.spec.node_id else None
         if rec.kill_requested:
             self._mark_dead(rec, system_error(rec.kill_message, common_pb2.ERROR_KIND_ACTOR_DIED), out)
+        elif pinned_to is not None and not pinned_to.alive:
+            # Its node affinity names a node that is gone: no restart could ever be placed.
+            self._mark_dead(rec, died(rec, f"{cause}, and it is pinned to that node"), out)
         elif rec.spec.max_restarts == -1 or rec.num_restarts < rec.spec.max_restarts:
             rec.state = RESTARTING
             rec.num_restarts += 1

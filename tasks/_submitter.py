@@ -86,7 +86,7 @@ class _Task:
 
 
 class _Lease:
-    __slots__ = ("executor", "idle_since", "inflight", "node", "pool")
+    __slots__ = ("executor", "idle_since", "inflight", "lost", "node", "pool")
 
     def __init__(self, executor: Any, pool: Pool, node: str) -> None:
         self.executor = executor
@@ -94,6 +94,7 @@ class _Lease:
         self.node = node  # whose desk lent it
         self.idle_since = 0.0
         self.inflight = 0
+        self.lost = False  # its node died: it takes no more tasks
 
 
 class TaskSubmitter:
@@ -294,11 +295,27 @@ class TaskSubmitter:
             self._requested[pool] -= 1
         self._next(lease)
 
+    def _node_gone(self, node: str) -> bool:
+        try:
+            self._refresh_nodes()
+        except grpc.RpcError:
+            return False  # the hub cannot tell now: retry where it was
+        return node not in self._nodes
+
+    def _lose(self, lease: _Lease) -> None:
+        with self._lock:
+            lease.inflight -= 1
+            if not lease.lost:
+                lease.lost = True
+                self._load[lease.node] -= lease.pool[1]
+
     def _next(self, lease: _Lease) -> None:
         """Give the lease more work, or make it idle if it has none."""
         pool = lease.pool
         taken: list[_Task] = []
         with self._lock:
+            if lease.lost:
+                return
             depth = 1 if self._requested[pool] else _PIPELINE_DEPTH
             if self._ready_pools[pool]:
                 for task in list(self._ready):
@@ -337,6 +354,11 @@ class TaskSubmitter:
             self._finish_cancelled(task)
         elif error.kind in _WORKER_GONE:
             if self._retry(task):
+                if lease.node != self._rt.node_id and self._node_gone(lease.node):
+                    # Its executor cannot come back there: the task runs on another lease.
+                    self._lose(lease)
+                    self._make_ready(task)
+                    return
                 self._dispatch(lease, task)  # the same lease: its executor restarts
                 return
             self._finish(task, error=system_error(

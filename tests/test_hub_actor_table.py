@@ -316,6 +316,19 @@ def test_node_death_restarts_or_kills_its_actors(table: ActorTable) -> None:
         table.lease_node("n1")
 
 
+def test_an_actor_pinned_to_a_node_that_died_is_dead_not_restarting_forever(table: ActorTable) -> None:
+    generation = table.lease_node("n1")
+    table.register_node("n2", "node2:1", 4.0, 12)
+    spec = make_spec("a1", max_restarts=-1)
+    spec.node_id = "n1"
+    create_alive(table, spec)
+    decisions = table.node_died("n1", generation)
+    assert decisions.placements == []  # not moved to n2: it may only run on n1
+    rec = table.get_actor("a1")
+    assert rec.state == DEAD
+    assert rec.death_cause.message == "The actor Counter (a1) died: its node n1 died, and it is pinned to that node"
+
+
 def test_node_reregistering_with_new_pid_replaces_the_old_agent(table: ActorTable) -> None:
     generation = table.lease_node("n1")
     create_alive(table, make_spec("a0", num_cpus=1))

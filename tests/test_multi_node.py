@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,3 +158,15 @@ def test_node_affinity_pins_tasks_and_an_unknown_node_is_a_typed_error(
     nowhere = _node_after.options(scheduling_strategy=NodeAffinitySchedulingStrategy("0123456789abcdef"))
     with pytest.raises(TaskUnschedulableError, match="0123456789abcdef"):
         actorhub.get(nowhere.remote(0), timeout=30)
+
+
+def test_tasks_on_a_node_killed_with_sigkill_are_retried_on_the_others(
+    cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
+) -> None:
+    refs = [_node_after.remote(3) for _ in range(4)]  # two here, two on the other node
+    time.sleep(1.5)
+    os.kill(second_node.pid, signal.SIGKILL)
+    # The two that ran there come back from here, as retries (max_retries defaults to 3).
+    assert actorhub.get(refs, timeout=60) == [cluster.node_id] * 4
+    # And new tasks no longer go there.
+    assert set(actorhub.get([_node_after.remote(0.2) for _ in range(4)])) == {cluster.node_id}
