@@ -234,9 +234,10 @@ def wait(
     """Split refs into (ready, not ready) once num_returns are ready or the timeout passes."""
     if isinstance(refs, ObjectRef) or not isinstance(refs, list | tuple):
         raise TypeError(f"wait() takes a list of ObjectRefs, not {type(refs).__name__}")
-    if not all(isinstance(r, ObjectRef) for r in refs):
+    # Type and id sets, not per-ref Python calls: wait() is called in loops over long lists.
+    if not set(map(type, refs)) <= {ObjectRef}:
         raise TypeError("wait() takes a list of ObjectRefs; the list holds something else")
-    if len(set(refs)) != len(refs):
+    if len(set(map(ObjectRef.hex, refs))) != len(refs):
         raise ValueError("wait() got the same ObjectRef more than once")
     if not 0 <= num_returns <= len(refs):
         raise ValueError(f"num_returns={num_returns} must be between 0 and the number of refs ({len(refs)})")

@@ -202,22 +202,16 @@ class Runtime:
         """The ref for an id that arrived inside a message."""
         return self.borrowing.adopt(object_id, owner_address)
 
-    def _ensure_local(self, ref: ObjectRef[Any]) -> None:
-        """Start fetching a borrowed object from its owner unless it is here or on its way."""
-        if self.objects.claim_fetch(ref.hex()):
-            self._fetcher.submit(self._fetch, ref.hex(), ref.owner_address)
-
     def start_fetch(self, ref: ObjectRef[Any]) -> None:
         """Make sure `ref` becomes ready here: raises if owned here but gone, fetches if borrowed."""
         self._check_known([ref])
 
     def _check_known(self, refs: Sequence[ObjectRef[Any]]) -> None:
-        for ref in refs:
-            if ref.owner_address == self.address:
-                if not self.objects.has(ref.hex()):
-                    raise ObjectLostError(f"object {ref.hex()} was freed or never existed", object_id=ref.hex())
-            else:
-                self._ensure_local(ref)
+        lost, fetch = self.objects.check_known([(r.hex(), r.owner_address) for r in refs], self.address)
+        for object_id, owner in fetch:
+            self._fetcher.submit(self._fetch, object_id, owner)
+        if lost:
+            raise ObjectLostError(f"object {lost[0]} was freed or never existed", object_id=lost[0])
 
     def _fetch(self, object_id: str, owner: str) -> None:
         stub = worker_pb2_grpc.WorkerStub(self.channels.get(owner))
@@ -299,8 +293,16 @@ class Runtime:
     def wait(
         self, refs: Sequence[ObjectRef[Any]], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
-        self._check_known(refs)
-        flags = self.objects.wait([r.hex() for r in refs], num_returns, timeout)
+        ids = [r.hex() for r in refs]
+        flags = self.objects.wait(ids, num_returns, 0)
+        ready_now = flags.count(True)
+        if ready_now < num_returns and (timeout is None or timeout > 0):
+            # Not there yet: what is borrowed must be on its way before waiting for it.
+            self._check_known(refs)
+            flags = self.objects.wait(ids, num_returns, timeout)
+            ready_now = flags.count(True)
+        if ready_now <= num_returns:
+            return list(itertools.compress(refs, flags)), list(itertools.compress(refs, [not f for f in flags]))
         ready: list[ObjectRef[Any]] = []
         not_ready: list[ObjectRef[Any]] = []
         for ref, ok in zip(refs, flags, strict=True):
