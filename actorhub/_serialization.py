@@ -13,6 +13,7 @@ import sysconfig
 import types
 from collections import ChainMap
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -73,8 +74,39 @@ def _reduce_code_keeping_filename(code: types.CodeType) -> Any:
     return constructor, args
 
 
+# Reducers by exact type, consulted before cloudpickle's: the code fix above, and the classes
+# given to register_serializer.
+_REDUCERS: dict[type, Callable[[Any], Any]] = {types.CodeType: _reduce_code_keeping_filename}
+
+
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
-    dispatch_table = ChainMap({types.CodeType: _reduce_code_keeping_filename}, cloudpickle.Pickler.dispatch_table)
+    dispatch_table = ChainMap(_REDUCERS, cloudpickle.Pickler.dispatch_table)
+
+
+def _reduce_with(serializer: Callable[[Any], Any], deserializer: Callable[[Any], Any], value: Any) -> Any:
+    # The deserializer travels with the value (by value when it is the user's own code), so
+    # a receiving process needs no registration of its own.
+    return deserializer, (serializer(value),)
+
+
+def register_serializer(
+    cls: type, *, serializer: Callable[[Any], Any], deserializer: Callable[[Any], Any]
+) -> None:
+    """Serialize instances of `cls` (exactly that class) as `deserializer(serializer(obj))`."""
+    if not isinstance(cls, type):
+        raise TypeError(f"register_serializer takes a class, not {cls!r}")
+    if cls in _PLAIN or cls is types.CodeType:
+        raise ValueError(f"the serialization of {cls.__qualname__} cannot be replaced")
+    for role, fn in (("serializer", serializer), ("deserializer", deserializer)):
+        if not callable(fn):
+            raise TypeError(f"the {role} for {cls.__qualname__} must be callable, not {fn!r}")
+    _REDUCERS[cls] = partial(_reduce_with, serializer, deserializer)
+
+
+def deregister_serializer(cls: type) -> None:
+    """Serialize `cls` as before register_serializer; a class never registered is an error."""
+    if cls is types.CodeType or _REDUCERS.pop(cls, None) is None:
+        raise ValueError(f"no serializer is registered for {getattr(cls, '__qualname__', cls)!r}")
 
 
 def dumps(value: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None) -> bytes:

@@ -6,9 +6,18 @@ from typing import Any
 
 from actorhub import _runtime
 from actorhub._proto.v1 import hub_pb2
+from actorhub._serialization import deregister_serializer, register_serializer
 from actorhub.util import scheduling_strategies
+from actorhub.util._serializability import FailureTuple, inspect_serializability
 
-__all__ = ["list_named_actors", "scheduling_strategies"]
+__all__ = [
+    "FailureTuple",
+    "deregister_serializer",
+    "inspect_serializability",
+    "list_named_actors",
+    "register_serializer",
+    "scheduling_strategies",
+]
 
 # Actors of actorhub itself (task lease desks and executors) live here, out of users' listings.
 SYSTEM_NAMESPACE = "_actorhub"
