@@ -52,7 +52,7 @@ class CallHost(Protocol):
 
     def get_value(self, ref: ObjectRef[Any]) -> Any: ...
 
-    def store_result(self, value: Any, owner: str) -> str: ...
+    def store_result(self, value: Any, owner: str, owner_node_id: str) -> str: ...
 
     def discard_stored(self, store_ids: list[str]) -> None: ...
 
@@ -178,11 +178,11 @@ class ActorInstance:
                     )
                 values = list(result)
             lent: list[tuple[int, ObjectRef[Any]]] = []
-            # A large value goes into the node's store, for the caller to map without a copy,
-            # when the caller is on this node (other nodes read values inline).
-            store = bool(caller.node_id) and caller.node_id == self._host.node_id
+            # A large value goes into this node's store, owned by the caller, which maps it
+            # without a copy when on this node and has its own node pull it otherwise. A caller
+            # with no node (so no store) gets it inline.
             for index, value in enumerate(values):
-                data, store_id, refs = self._serialize(value, where, caller.address if store else "")
+                data, store_id, refs = self._serialize(value, where, caller)
                 reply.values.append(data)
                 store_ids.append(store_id)
                 lent.extend((index, ref) for ref in refs)
@@ -199,16 +199,13 @@ class ActorInstance:
             reply.error.CopyFrom(error_to_proto(e, tb=e.__traceback__))
 
 
-    def _serialize(self, value: Any, where: str, store_for: str) -> tuple[bytes, str, list[ObjectRef[Any]]]:
-        """One result: its bytes (empty when stored), its store id, and the refs inside it.
-
-        With `store_for` (the caller's address), a large value goes in the store, owned by it.
-        """
+    def _serialize(self, value: Any, where: str, caller: Caller) -> tuple[bytes, str, list[ObjectRef[Any]]]:
+        """One result: its bytes (empty when stored), its store id, and the refs inside it."""
         if type(value) in _serialization.PLAIN_TYPES:
             return _serialization.dumps_result(value, where), "", []
         with capturing_refs() as refs:
-            if store_for and _serialization.is_large(value):
-                store_id = self._host.store_result(value, store_for)
+            if caller.node_id and _serialization.is_large(value):
+                store_id = self._host.store_result(value, caller.address, caller.node_id)
                 if store_id:
                     return b"", store_id, refs
             return _serialization.dumps_result(value, where), "", refs

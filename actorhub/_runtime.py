@@ -18,7 +18,7 @@ from actorhub import _serialization
 from actorhub._borrowing import Borrowing
 from actorhub._call_stream import ActorConnection
 from actorhub._errors import error_from_proto, system_error
-from actorhub._ids import new_id
+from actorhub._ids import new_id, split_store_id, stored_elsewhere
 from actorhub._object_ref import ObjectRef, capturing_refs
 from actorhub._object_table import ObjectTable
 from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, worker_pb2, worker_pb2_grpc
@@ -140,17 +140,20 @@ class Runtime:
             self.objects.attach_contained(object_id, contained)
         return ObjectRef(object_id, self.address, self.objects)
 
-    def store_result(self, value: Any, owner: str) -> str:
+    def store_result(self, value: Any, owner: str, owner_node_id: str) -> str:
         """Put a call's large result in this node's store for its caller, `owner`.
 
-        Returns the id it is stored under, or "" when it should travel inline (no store here,
-        or smaller than the store takes).
+        Returns what the caller records: the store id, with this node's address when the
+        caller is on another node (see _ids.stored_elsewhere); "" when it should travel inline
+        (no store here, or smaller than the store takes).
         """
         store = self.store_client()
         if store is None:
             return ""
         store_id = f"{self.caller_id}.r{next(self._puts):x}"
-        return store_id if store.put(store_id, value, owner=owner) is None else ""
+        if store.put(store_id, value, owner=owner) is not None:
+            return ""
+        return store_id if owner_node_id == self.node_id else stored_elsewhere(store_id, self.node_address)
 
     def discard_stored(self, store_ids: list[str]) -> None:
         self.objects.discard_stored(store_ids)
@@ -238,9 +241,9 @@ class Runtime:
             )
         elif reply.HasField("error"):
             self.objects.complete_many([(object_id, None, reply.error)])
-        elif reply.store_node_id:
-            store_id = reply.store_object_id or object_id
-            if reply.store_node_id != self.node_id:
+        elif reply.store_object_id:
+            store_id = reply.store_object_id
+            if reply.store_node_address and reply.store_node_address != self.node_address:
                 try:
                     self.store_client().pull(store_id, reply.store_node_address, owner)
                 except ObjectLostError as e:
@@ -284,7 +287,10 @@ class Runtime:
         if not data:
             store_id = self.objects.store_id_of(object_id)
             if store_id:
-                return self.store_client().read(store_id)
+                # Only owned entries record another node's store: borrowed ones are pulled here
+                # when fetched.
+                store_id, node_address = split_store_id(store_id)
+                return self.store_client().read(store_id, pull_from=node_address)
         return _serialization.loads(data)
 
     def get_value(self, ref: ObjectRef[Any]) -> Any:

@@ -20,6 +20,7 @@ import grpc
 
 from actorhub import _serialization
 from actorhub._errors import error_to_proto
+from actorhub._ids import split_store_id
 from actorhub._mailbox import ActorInstance, Mailbox, make_mailbox
 from actorhub._object_ref import capturing_refs
 from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2, node_pb2_grpc, worker_pb2, worker_pb2_grpc
@@ -113,9 +114,9 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         if store_id:
             if request.reader_node_id:
                 # Mapped from the reader's node's store, pulled there first if it is another one.
-                reply.store_node_id = runtime.node_id
+                store_id, node_address = split_store_id(store_id)
                 reply.store_object_id = store_id
-                reply.store_node_address = runtime.node_address
+                reply.store_node_address = node_address or runtime.node_address
                 return reply
             # A reader with no node of its own (no store to map from): the value travels inline.
             with capturing_refs():  # the refs inside were lent above

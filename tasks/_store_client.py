@@ -14,12 +14,14 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 from actorhub.tasks import _shm
 
+from actorhub._ids import split_store_id
 from actorhub._proto.v1 import common_pb2, node_pb2, node_pb2_grpc
 from actorhub.exceptions import ObjectLostError
 
@@ -46,7 +48,9 @@ class _Pin:
 class StoreClient:
     def __init__(self, runtime: Runtime, node_address: str) -> None:
         self._rt = runtime
+        self._node_address = node_address
         self._node = node_pb2_grpc.NodeStub(runtime.channels.get(node_address))
+        self._elsewhere: dict[str, list[str]] = {}  # node address -> freed ids in its store
         self._arena: _shm.Arena | None = None
         self._lock = threading.Lock()
         self._pins: dict[str, _Pin] = {}
@@ -96,7 +100,9 @@ class StoreClient:
                 object_id=object_id,
             ) from None
 
-    def read(self, object_id: str) -> Any:
+    def read(self, object_id: str, pull_from: str = "") -> Any:
+        """Map the object from this node's store; `pull_from`, another node's address, is where
+        to copy it from first if it is not here yet (an owned result stored there)."""
         with self._lock:
             self._drain_unmapped()
             pin = self._pins.get(object_id)
@@ -105,6 +111,8 @@ class StoreClient:
                 pin.idle = False
         if pin is not None:
             return self._map(pin)
+        if pull_from and pull_from != self._node_address:
+            self.pull(object_id, pull_from, self._rt.address)
         for _ in range(8):
             try:
                 location = self._node.OpenObject(
@@ -166,12 +174,20 @@ class StoreClient:
             self.flush()
 
     def _take_freed(self) -> list[str]:
-        """This process's stored objects whose last ref is gone, to delete from the store now."""
-        freed = self._rt.objects.collect_freed_stored()
-        if freed:
+        """This process's stored objects whose last ref is gone, to delete from this node's
+        store now; those in other nodes' stores wait for the next flush, which sends them there
+        (their stores delete the copies pulled here too)."""
+        recorded = self._rt.objects.collect_freed_stored()
+        freed: list[str] = []
+        if recorded:
             with self._lock:
-                for object_id in freed:
+                for entry in recorded:
+                    object_id, node_address = split_store_id(entry)
                     self._uncache(self._pins.get(object_id))
+                    if node_address and node_address != self._node_address:
+                        self._elsewhere.setdefault(node_address, []).append(object_id)
+                    else:
+                        freed.append(object_id)
         return freed
 
     def flush(self, *, release_all: bool = False) -> None:
@@ -185,9 +201,14 @@ class StoreClient:
                     else:
                         pin.idle = True
             releasing, self._releasing = self._releasing, []
+            elsewhere, self._elsewhere = self._elsewhere, {}
         self._send(
             lambda: self._node.DeleteObjects(node_pb2.DeleteObjectsRequest(object_ids=freed), timeout=10), freed
         )
+        for node_address, ids in elsewhere.items():
+            request_there = node_pb2.DeleteObjectsRequest(object_ids=ids)
+            stub = node_pb2_grpc.NodeStub(self._rt.channels.get(node_address))
+            self._send(partial(stub.DeleteObjects, request_there, timeout=10), ids)
         request = node_pb2.ReleaseObjectsRequest(
             reader=self._rt.address,
             pins=[node_pb2.ObjectPin(object_id=p.object_id, offset=p.location.offset) for p in releasing],

@@ -170,3 +170,44 @@ def test_tasks_on_a_node_killed_with_sigkill_are_retried_on_the_others(
     assert actorhub.get(refs, timeout=60) == [cluster.node_id] * 4
     # And new tasks no longer go there.
     assert set(actorhub.get([_node_after.remote(0.2) for _ in range(4)])) == {cluster.node_id}
+
+
+@actorhub.remote
+class Shard:
+    def node(self) -> str:
+        return actorhub.get_runtime_context().get_node_id()
+
+    def pull(self, fill: int) -> Any:
+        return np.full(3 * MIB, fill, dtype=np.int64)  # 24 MiB: three chunks
+
+
+def test_large_results_from_another_node_come_through_its_store(
+    cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
+) -> None:
+    shard = Shard.options(scheduling_strategy=NodeAffinitySchedulingStrategy(second_node.node_id)).remote()
+    assert actorhub.get(shard.node.remote()) == second_node.node_id
+
+    @actorhub.remote
+    def produce(fill: int) -> Any:
+        return np.full(3 * MIB, fill, dtype=np.int64)
+
+    pinned = produce.options(scheduling_strategy=NodeAffinitySchedulingStrategy(second_node.node_id))
+    rt = current()
+    refs = [shard.pull.remote(5), pinned.remote(6)]
+    for ref, fill in zip(refs, (5, 6), strict=True):
+        array = actorhub.get(ref)
+        assert int(array[0]) == int(array[-1]) == fill and array.nbytes == 24 * MIB
+        assert not array.flags.writeable  # mapped from this node's copy
+        assert "@" in rt.objects.store_id_of(ref.hex()), "the result travelled inline"
+    # Both stores hold each result once: the primary there, the copy here.
+    ids = {rt.objects.store_id_of(r.hex()).partition("@")[0] for r in refs}
+    assert ids <= {o.object_id for o in _listing(second_node.address).objects}
+    assert ids <= {o.object_id for o in rt.store_client().list().objects}
+    # A borrower on the result's node maps the primary, with no copy made.
+    reader = _reader_on(second_node)
+    assert actorhub.get(reader.summary.remote(refs[0])) == (5 * 3 * MIB, False, 24 * MIB)
+    del array, ref, refs
+    _wait_for(lambda: not ids & {o.object_id for o in _listing(second_node.address).objects})
+    _wait_for(lambda: not ids & {o.object_id for o in rt.store_client().list().objects})
+    actorhub.kill(shard)
+    actorhub.kill(reader)

@@ -149,12 +149,11 @@ class GetObjectRequest(_message.Message):
     def __init__(self, object_id: _Optional[str] = ..., timeout_s: _Optional[float] = ..., reader_node_id: _Optional[str] = ..., reader_address: _Optional[str] = ...) -> None: ...
 
 class GetObjectReply(_message.Message):
-    __slots__ = ("ready", "value", "error", "missing", "store_node_id", "contained", "store_object_id", "store_node_address")
+    __slots__ = ("ready", "value", "error", "missing", "contained", "store_object_id", "store_node_address")
     READY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
-    STORE_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CONTAINED_FIELD_NUMBER: _ClassVar[int]
     STORE_OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     STORE_NODE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -162,8 +161,7 @@ class GetObjectReply(_message.Message):
     value: bytes
     error: _common_pb2.ErrorInfo
     missing: bool
-    store_node_id: str
     contained: _containers.RepeatedCompositeFieldContainer[ContainedRef]
     store_object_id: str
     store_node_address: str
-    def __init__(self, ready: _Optional[bool] = ..., value: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., missing: _Optional[bool] = ..., store_node_id: _Optional[str] = ..., contained: _Optional[_Iterable[_Union[ContainedRef, _Mapping]]] = ..., store_object_id: _Optional[str] = ..., store_node_address: _Optional[str] = ...) -> None: ...
+    def __init__(self, ready: _Optional[bool] = ..., value: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., missing: _Optional[bool] = ..., contained: _Optional[_Iterable[_Union[ContainedRef, _Mapping]]] = ..., store_object_id: _Optional[str] = ..., store_node_address: _Optional[str] = ...) -> None: ...
