@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _drivers import REPO, driver_script
 from actorhub.tasks._transfer import CHUNK_BYTES
 
 import actorhub
@@ -211,3 +215,38 @@ def test_large_results_from_another_node_come_through_its_store(
     _wait_for(lambda: not ids & {o.object_id for o in rt.store_client().list().objects})
     actorhub.kill(shard)
     actorhub.kill(reader)
+
+
+def test_the_parameter_server_runs_across_two_nodes(session_root: Path) -> None:
+    """examples/parameter_server.py, unchanged, on a cluster of two nodes it joins by "auto"."""
+    cli = [sys.executable, "-P", "-m", "actorhub.cli"]
+
+    def run(*args: str, timeout: float = 120.0, **env: str) -> str:
+        out = subprocess.run(
+            args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            env={**os.environ, **env}, cwd=REPO,
+        )
+        assert out.returncode == 0, f"{args} failed:\n{out.stdout}\n{out.stderr}"
+        return out.stdout
+
+    head = run(*cli, "start", "--head", "--num-cpus", "2")
+    try:
+        match = re.search(r"hub address:\s+(\S+)", head)
+        assert match, head
+        run(*cli, "start", "--address", match.group(1), "--num-cpus", "6")
+        out = run(sys.executable, str(REPO / "examples" / "parameter_server.py"), ACTORHUB_ADDRESS="auto")
+        assert "8 workers x 20 rounds: every shard applied" in out, out
+        # Its worker tasks ran on both nodes (their executors stay, detached, until the end).
+        placed = run(*driver_script(
+            """
+            import actorhub
+            from actorhub._runtime import current
+            from actorhub._proto.v1 import hub_pb2
+            actorhub.init(address="auto")
+            reply = current().hub.ListActors(hub_pb2.ListActorsRequest(all_namespaces=True))
+            print(sorted({a.node_id for a in reply.actors if a.class_name == "TaskExecutor"}))
+            """
+        ))
+        assert placed.strip().splitlines()[-1].count("'") == 4, placed  # two node ids
+    finally:
+        subprocess.run([*cli, "stop"], capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
