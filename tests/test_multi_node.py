@@ -147,9 +147,10 @@ def _node_after(seconds: float) -> str:
 def test_tasks_fill_the_callers_node_first_then_run_on_the_others(
     cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
 ) -> None:
-    # Two CPUs per node: two at a time stay on the caller's node, the next two go to the other.
-    nodes = actorhub.get([_node_after.remote(0.5) for _ in range(4)])
-    assert sorted(nodes) == sorted([cluster.node_id] * 2 + [second_node.node_id] * 2)
+    # Two CPUs per node: two at a time stay on the caller's node, the next two go to the other
+    # (unless its first lease comes later than one here frees up, on a slow machine).
+    nodes = actorhub.get([_node_after.remote(1.0) for _ in range(4)])
+    assert set(nodes) == {cluster.node_id, second_node.node_id} and nodes.count(cluster.node_id) >= 2, nodes
     # One at a time: the caller's node has room, so they stay there.
     assert {actorhub.get(_node_after.remote(0)) for _ in range(5)} == {cluster.node_id}
 
