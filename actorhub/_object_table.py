@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from actorhub._ids import split_store_id
 from actorhub._proto.v1 import common_pb2
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ class OwnedInfo:
     borrowers: dict[str, int]
     escaped: bool
     contained_in: int
+    store_id: str  # its id in node stores (without the node), or ""
 
 
 Completion = tuple[str, bytes | None, common_pb2.ErrorInfo | None]
@@ -471,7 +473,7 @@ class ObjectTable:
                     "store" if e.store_id else "inline")
                 size = len(e.data) if e.data is not None and not e.store_id else 0
                 out.append(OwnedInfo(object_id, size, where, e.refs, dict(e.borrowers or {}), e.escaped,
-                                     holders.get(object_id, 0)))
+                                     holders.get(object_id, 0), split_store_id(e.store_id)[0]))
             return out
 
     def __len__(self) -> int:

@@ -140,7 +140,7 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             objects=[
                 worker_pb2.OwnedObject(
                     object_id=o.object_id, size=o.size, where=o.where, local_refs=max(o.local_refs, 0),
-                    borrowers=o.borrowers, escaped=o.escaped, contained_in=o.contained_in,
+                    borrowers=o.borrowers, escaped=o.escaped, contained_in=o.contained_in, store_id=o.store_id,
                 )
                 for o in runtime.objects.owned_snapshot()
             ],

@@ -208,6 +208,13 @@ def test_large_results_from_another_node_come_through_its_store(
     ids = {rt.objects.store_id_of(r.hex()).partition("@")[0] for r in refs}
     assert ids <= {o.object_id for o in _listing(second_node.address).objects}
     assert ids <= {o.object_id for o in rt.store_client().list().objects}
+    # `actorhub memory` shows both places the bytes are.
+    out = subprocess.run(
+        [sys.executable, "-P", "-m", "actorhub.cli", "memory"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith(refs[0].hex()))
+    assert f"shared memory (node {cluster.node_id[:8]})" in row and f"(node {second_node.node_id[:8]})" in row, row
     # A borrower on the result's node maps the primary, with no copy made.
     reader = _reader_on(second_node)
     assert actorhub.get(reader.summary.remote(refs[0])) == (5 * 3 * MIB, False, 24 * MIB)

@@ -74,7 +74,8 @@ def memory_command(address: str | None) -> int:
     target = find_cluster(Config.load(), address)
     with HubClient(target) as hub:
         status = hub.status()
-    stored: dict[str, tuple[int, str]] = {}  # object id -> (size, where) in its node's store
+    # Store id -> (size, where) on each node holding it: its own node's, and copies pulled elsewhere.
+    stored: dict[str, list[tuple[int, str]]] = {}
     for node in status.nodes:
         if not node.alive:
             continue
@@ -90,7 +91,8 @@ def memory_command(address: str | None) -> int:
             f"Node {node.node_id} ({node.address}): {len(listing.objects)} objects in its store, "
             f"{_mib(listing.used)} in shared memory of {_mib(listing.capacity)}, {_mib(listing.spilled)} spilled"
         )
-        stored.update({o.object_id: (o.size, o.where) for o in listing.objects})
+        for kept in listing.objects:
+            stored.setdefault(kept.object_id, []).append((kept.size, f"{kept.where} (node {node.node_id[:8]})"))
     owners = {a: "driver" for a in status.driver_addresses}
     owners.update({a.address: f"{a.class_name} actor {a.actor_id[:8]}" for a in status.actors if a.address})
     rows: list[list[str]] = []
@@ -103,7 +105,9 @@ def memory_command(address: str | None) -> int:
         finally:
             channel.close()
         for o in owned.objects:
-            size, where = stored.get(o.object_id, (o.size, o.where))
+            places = stored.get(o.store_id or o.object_id)
+            size = places[0][0] if places else o.size
+            where = ", ".join(w for _, w in places) if places else o.where
             rows.append([o.object_id, _size(size), f"{label} ({owner})", where, _holders(o, owners)])
     print()
     if rows:

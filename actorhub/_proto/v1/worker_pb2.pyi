@@ -29,7 +29,7 @@ class BorrowRequest(_message.Message):
     def __init__(self, borrower: _Optional[str] = ..., object_ids: _Optional[_Iterable[str]] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class OwnedObject(_message.Message):
-    __slots__ = ("object_id", "size", "where", "local_refs", "borrowers", "escaped", "contained_in")
+    __slots__ = ("object_id", "size", "where", "local_refs", "borrowers", "escaped", "contained_in", "store_id")
     class BorrowersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class OwnedObject(_message.Message):
     BORROWERS_FIELD_NUMBER: _ClassVar[int]
     ESCAPED_FIELD_NUMBER: _ClassVar[int]
     CONTAINED_IN_FIELD_NUMBER: _ClassVar[int]
+    STORE_ID_FIELD_NUMBER: _ClassVar[int]
     object_id: str
     size: int
     where: str
@@ -51,7 +52,8 @@ class OwnedObject(_message.Message):
     borrowers: _containers.ScalarMap[str, int]
     escaped: bool
     contained_in: int
-    def __init__(self, object_id: _Optional[str] = ..., size: _Optional[int] = ..., where: _Optional[str] = ..., local_refs: _Optional[int] = ..., borrowers: _Optional[_Mapping[str, int]] = ..., escaped: _Optional[bool] = ..., contained_in: _Optional[int] = ...) -> None: ...
+    store_id: str
+    def __init__(self, object_id: _Optional[str] = ..., size: _Optional[int] = ..., where: _Optional[str] = ..., local_refs: _Optional[int] = ..., borrowers: _Optional[_Mapping[str, int]] = ..., escaped: _Optional[bool] = ..., contained_in: _Optional[int] = ..., store_id: _Optional[str] = ...) -> None: ...
 
 class OwnedObjects(_message.Message):
     __slots__ = ("address", "objects")
