@@ -45,6 +45,9 @@ class Config(BaseModel):
     kill_grace_s: float = Field(default=5.0, gt=0)
     object_store_memory: int | None = Field(default=None, gt=0)
     """Bytes of shared memory a node's object store may use; None: 30% of the machine's memory."""
+    lost_result_grace_s: float = Field(default=10.0, gt=0)
+    """How long after a callee that stored a result dies its caller is asked whether the reply
+    naming it arrived; a result it never learned of is then freed."""
     tracing_startup_hook: str | None = None
     """"module:function" run at the start of every worker to set OpenTelemetry tracing up."""
     token: str | None = None

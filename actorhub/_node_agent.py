@@ -79,7 +79,10 @@ class NodeAgent:
         self._stop = threading.Event()
         self._stop_reason = ""
         self._lease: Any = None  # the NodeLease call, cancelled on shutdown
-        self.objects = NodeObjects(self.session.path, self.node_id, self.config.object_store_memory, self._channels)
+        self.objects = NodeObjects(
+            self.session.path, self.node_id, self.config.object_store_memory, self._channels,
+            lost_result_grace_s=self.config.lost_result_grace_s,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
 

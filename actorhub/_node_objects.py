@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from actorhub._proto.v1 import common_pb2, node_pb2
+from actorhub._proto.v1 import common_pb2, node_pb2, worker_pb2, worker_pb2_grpc
 from actorhub._transport import GONE_CODES, ChannelPool, ping_peer
 
 # Ray's default: 30% of the machine's memory, bounded by what /dev/shm can hold.
@@ -52,7 +53,12 @@ def remove_session_segments(session_dir: Path) -> None:
 
 class NodeObjects:
     def __init__(
-        self, session_dir: Path, node_id: str, capacity: int | None, channels: ChannelPool | None = None
+        self,
+        session_dir: Path,
+        node_id: str,
+        capacity: int | None,
+        channels: ChannelPool | None = None,
+        lost_result_grace_s: float = 10.0,
     ) -> None:
         from actorhub.tasks import _shm
         from actorhub.tasks._node_store import NodeObjectStore
@@ -65,6 +71,14 @@ class NodeObjects:
         )
         self.transfer: Any = ObjectTransfer(self.store, channels or ChannelPool(""))
         self._closed = threading.Event()
+        # Results a callee stored for its caller, until the callee is found dead: store id ->
+        # (writer, owner). If the callee died before its reply reached the caller, the caller
+        # never learns the id, and nothing else would ever free the object while it lives.
+        self._written_for: dict[str, tuple[str, str]] = {}
+        self._writers_gone: dict[str, float] = {}  # writer -> when it was first found gone
+        # Long enough for replies the caller already received to be read before it is asked.
+        self._lost_result_grace_s = lost_result_grace_s
+        self._lock = threading.Lock()
         if channels is not None:
             threading.Thread(
                 target=self._free_objects_of_dead_owners, args=(channels,), name="actorhub-store-owners", daemon=True
@@ -78,7 +92,9 @@ class NodeObjects:
         # the GIL) still maps its regions, which must not change under it.
         while not self._closed.wait(_OWNER_CHECK_S):
             owners = {o.owner for o in self.store.list()}
-            for peer in owners | self.store.readers():
+            with self._lock:
+                writers = {writer for writer, _ in self._written_for.values()} - set(self._writers_gone)
+            for peer in owners | self.store.readers() | writers:
                 if not peer:
                     continue
                 code = ping_peer(channels.get(peer))
@@ -88,8 +104,36 @@ class NodeObjects:
                     self.transfer.forget(self.store.delete_owned_by(peer))
                 if reader_gone:
                     self.store.drop_reader(peer)
+                    if peer in writers:
+                        with self._lock:
+                            self._writers_gone[peer] = time.monotonic()
                 if owner_gone or reader_gone:
                     channels.discard(peer)
+            self._free_lost_results(channels)
+
+    def _free_lost_results(self, channels: ChannelPool) -> None:
+        """Ask the owners of results whose writers died which ones they know; free the rest."""
+        now = time.monotonic()
+        by_owner: dict[str, list[str]] = {}
+        with self._lock:
+            for store_id in [i for i in self._written_for if i not in self.store]:
+                del self._written_for[store_id]  # freed already
+            settled = {w for w, since in self._writers_gone.items() if now - since >= self._lost_result_grace_s}
+            for store_id, (writer, owner) in list(self._written_for.items()):
+                if writer in settled:
+                    by_owner.setdefault(owner, []).append(store_id)
+                    del self._written_for[store_id]
+            for writer in settled:
+                del self._writers_gone[writer]
+        for owner, ids in by_owner.items():
+            try:
+                reply = worker_pb2_grpc.WorkerStub(channels.get(owner)).HeldStoreIds(
+                    worker_pb2.StoreIds(store_ids=ids), timeout=10
+                )
+            except grpc.RpcError:
+                continue  # gone too: its objects go with it; or too busy: they stay, as before
+            held = set(reply.store_ids)
+            self._delete([i for i in ids if i not in held])
 
     def close(self) -> None:
         from actorhub.tasks import _shm
@@ -117,6 +161,9 @@ class NodeObjects:
 
     def reserve(self, request: node_pb2.ReserveObjectRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
         self._delete(request.delete_first)
+        if request.writer:
+            with self._lock:
+                self._written_for[request.object_id] = (request.writer, request.owner)
         try:
             return self._location(self.store.reserve(request.object_id, request.size, request.owner))
         except ValueError as e:

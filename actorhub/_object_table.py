@@ -320,6 +320,12 @@ class ObjectTable:
     def is_stored(self, object_id: str) -> bool:
         return bool(self.store_id_of(object_id))
 
+    def held_store_ids(self, store_ids: Iterable[str]) -> list[str]:
+        """Which of these ids (as node stores know them) a value of this table is stored under."""
+        with self._lock:
+            held = {split_store_id(e.store_id)[0] for e in self._entries.values() if e.store_id}
+        return [i for i in store_ids if i in held]
+
     def store_id_of(self, object_id: str) -> str:
         """The object's id in the node's store, "" when its value is not there."""
         entry = self._entries.get(object_id)

@@ -149,6 +149,9 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
     def Ping(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> common_pb2.Empty:
         return common_pb2.Empty()
 
+    def HeldStoreIds(self, request: worker_pb2.StoreIds, context: grpc.ServicerContext) -> worker_pb2.StoreIds:
+        return worker_pb2.StoreIds(store_ids=self._runtime.objects.held_store_ids(request.store_ids))
+
     def close(self) -> None:
         if self._mailbox is not None:
             self._mailbox.close()

@@ -75,6 +75,7 @@ class StoreClient:
                 size=serialized.total_size,
                 owner=owner or self._rt.address,
                 delete_first=self._take_freed(),
+                writer=self._rt.address if owner and owner != self._rt.address else "",
             )
         )
         try:

@@ -185,3 +185,42 @@ def test_pins_of_a_killed_reader_are_swept(small_store: actorhub.ClusterContext)
     assert _store().used > baseline.used  # the holder maps it still
     actorhub.kill(holder)  # SIGKILL: it never releases its pin; the node notices it is gone
     _settle(lambda: _store().used == baseline.used)
+
+
+@actorhub.remote(max_restarts=0)
+class ResultWriter:
+    def store_for(self, owner: str, owner_node_id: str) -> str:
+        """Store a result for `owner` as a call's reply would, without any reply naming it."""
+        return current().store_result(np.ones(MIB, dtype=np.int64), owner, owner_node_id).partition("@")[0]
+
+    def big(self) -> Any:
+        return np.full(MIB, 3, dtype=np.int64)
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+def test_a_result_whose_reply_died_with_its_callee_is_freed(
+    session_root: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+
+    monkeypatch.setenv("ACTORHUB_LOST_RESULT_GRACE_S", "0.5")
+    actorhub.init(num_cpus=2)
+    try:
+        rt = current()
+        writer = ResultWriter.remote()
+        received = writer.big.remote()
+        assert int(actorhub.get(received)[0]) == 3  # a reply that arrived: its owner knows the id
+        known = rt.objects.store_id_of(received.hex())
+        lost = actorhub.get(writer.store_for.remote(rt.address, rt.node_id))  # one no reply names
+        assert {known, lost} <= {o.object_id for o in _store().objects}
+        os.kill(actorhub.get(writer.pid.remote()), signal.SIGKILL)
+        _settle(lambda: lost not in {o.object_id for o in _store().objects}, timeout=20)
+        assert known in {o.object_id for o in _store().objects}
+        assert int(actorhub.get(received)[-1]) == 3
+    finally:
+        actorhub.shutdown()

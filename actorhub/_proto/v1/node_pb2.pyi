@@ -37,16 +37,18 @@ class ObjectChunk(_message.Message):
     def __init__(self, total_size: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ReserveObjectRequest(_message.Message):
-    __slots__ = ("object_id", "size", "owner", "delete_first")
+    __slots__ = ("object_id", "size", "owner", "delete_first", "writer")
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIRST_FIELD_NUMBER: _ClassVar[int]
+    WRITER_FIELD_NUMBER: _ClassVar[int]
     object_id: str
     size: int
     owner: str
     delete_first: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, object_id: _Optional[str] = ..., size: _Optional[int] = ..., owner: _Optional[str] = ..., delete_first: _Optional[_Iterable[str]] = ...) -> None: ...
+    writer: str
+    def __init__(self, object_id: _Optional[str] = ..., size: _Optional[int] = ..., owner: _Optional[str] = ..., delete_first: _Optional[_Iterable[str]] = ..., writer: _Optional[str] = ...) -> None: ...
 
 class ObjectIdRequest(_message.Message):
     __slots__ = ("object_id",)

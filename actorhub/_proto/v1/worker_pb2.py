@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from actorhub._proto.v1 import common_pb2 as actorhub_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61\x63torhub/v1/worker.proto\x12\x0b\x61\x63torhub.v1\x1a\x18\x61\x63torhub/v1/common.proto\"M\n\x0c\x43ontainedRef\x12\x11\n\tobject_id\x18\x01 \x01(\t\x12\x15\n\rowner_address\x18\x02 \x01(\t\x12\x13\n\x0bvalue_index\x18\x03 \x01(\r\"E\n\rBorrowRequest\x12\x10\n\x08\x62orrower\x18\x01 \x01(\t\x12\x12\n\nobject_ids\x18\x02 \x03(\t\x12\x0e\n\x06\x63ounts\x18\x03 \x03(\r\"\xf8\x01\n\x0bOwnedObject\x12\x11\n\tobject_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\r\n\x05where\x18\x03 \x01(\t\x12\x12\n\nlocal_refs\x18\x04 \x01(\r\x12:\n\tborrowers\x18\x05 \x03(\x0b\x32\'.actorhub.v1.OwnedObject.BorrowersEntry\x12\x0f\n\x07\x65scaped\x18\x06 \x01(\x08\x12\x14\n\x0c\x63ontained_in\x18\x07 \x01(\r\x12\x10\n\x08store_id\x18\x08 \x01(\t\x1a\x30\n\x0e\x42orrowersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"J\n\x0cOwnedObjects\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12)\n\x07objects\x18\x02 \x03(\x0b\x32\x18.actorhub.v1.OwnedObject\"\xb7\x01\n\x04\x43\x61ll\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x03 \x01(\x0c\x12\x13\n\x0bnum_returns\x18\x04 \x01(\r\x12:\n\rtrace_context\x18\x05 \x03(\x0b\x32#.actorhub.v1.Call.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x97\x01\n\tCallBatch\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x11\n\tcaller_id\x18\x03 \x01(\t\x12 \n\x05\x63\x61lls\x18\x04 \x03(\x0b\x32\x11.actorhub.v1.Call\x12\x16\n\x0e\x63\x61ller_address\x18\x05 \x01(\t\x12\x16\n\x0e\x63\x61ller_node_id\x18\x06 \x01(\t\"\x8c\x01\n\x05Reply\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06values\x18\x02 \x03(\x0c\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.actorhub.v1.ErrorInfo\x12,\n\tcontained\x18\x04 \x03(\x0b\x32\x19.actorhub.v1.ContainedRef\x12\x11\n\tstore_ids\x18\x05 \x03(\t\"1\n\nReplyBatch\x12#\n\x07replies\x18\x01 \x03(\x0b\x32\x12.actorhub.v1.Reply\"_\n\x11StartActorRequest\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x16.actorhub.v1.ActorSpec\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x0f\n\x07node_id\x18\x03 \x01(\t\"D\n\x0fStartActorReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.actorhub.v1.ErrorInfo\"h\n\x10GetObjectRequest\x12\x11\n\tobject_id\x18\x01 \x01(\t\x12\x11\n\ttimeout_s\x18\x02 \x01(\x01\x12\x16\n\x0ereader_node_id\x18\x03 \x01(\t\x12\x16\n\x0ereader_address\x18\x04 \x01(\t\"\xcf\x01\n\x0eGetObjectReply\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\x0c\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.actorhub.v1.ErrorInfo\x12\x0f\n\x07missing\x18\x04 \x01(\x08\x12,\n\tcontained\x18\x06 \x03(\x0b\x32\x19.actorhub.v1.ContainedRef\x12\x17\n\x0fstore_object_id\x18\x07 \x01(\t\x12\x1a\n\x12store_node_address\x18\x08 \x01(\tJ\x04\x08\x05\x10\x06\x32\xd6\x03\n\x06Worker\x12\x41\n\nCallStream\x12\x16.actorhub.v1.CallBatch\x1a\x17.actorhub.v1.ReplyBatch(\x01\x30\x01\x12J\n\nStartActor\x12\x1e.actorhub.v1.StartActorRequest\x1a\x1c.actorhub.v1.StartActorReply\x12G\n\tGetObject\x12\x1d.actorhub.v1.GetObjectRequest\x1a\x1b.actorhub.v1.GetObjectReply\x12>\n\x0c\x41\x64\x64\x42orrowers\x12\x1a.actorhub.v1.BorrowRequest\x1a\x12.actorhub.v1.Empty\x12\x41\n\x0fRemoveBorrowers\x12\x1a.actorhub.v1.BorrowRequest\x1a\x12.actorhub.v1.Empty\x12\x41\n\x10ListOwnedObjects\x12\x12.actorhub.v1.Empty\x1a\x19.actorhub.v1.OwnedObjects\x12.\n\x04Ping\x12\x12.actorhub.v1.Empty\x1a\x12.actorhub.v1.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61\x63torhub/v1/worker.proto\x12\x0b\x61\x63torhub.v1\x1a\x18\x61\x63torhub/v1/common.proto\"\x1d\n\x08StoreIds\x12\x11\n\tstore_ids\x18\x01 \x03(\t\"M\n\x0c\x43ontainedRef\x12\x11\n\tobject_id\x18\x01 \x01(\t\x12\x15\n\rowner_address\x18\x02 \x01(\t\x12\x13\n\x0bvalue_index\x18\x03 \x01(\r\"E\n\rBorrowRequest\x12\x10\n\x08\x62orrower\x18\x01 \x01(\t\x12\x12\n\nobject_ids\x18\x02 \x03(\t\x12\x0e\n\x06\x63ounts\x18\x03 \x03(\r\"\xf8\x01\n\x0bOwnedObject\x12\x11\n\tobject_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\r\n\x05where\x18\x03 \x01(\t\x12\x12\n\nlocal_refs\x18\x04 \x01(\r\x12:\n\tborrowers\x18\x05 \x03(\x0b\x32\'.actorhub.v1.OwnedObject.BorrowersEntry\x12\x0f\n\x07\x65scaped\x18\x06 \x01(\x08\x12\x14\n\x0c\x63ontained_in\x18\x07 \x01(\r\x12\x10\n\x08store_id\x18\x08 \x01(\t\x1a\x30\n\x0e\x42orrowersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"J\n\x0cOwnedObjects\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12)\n\x07objects\x18\x02 \x03(\x0b\x32\x18.actorhub.v1.OwnedObject\"\xb7\x01\n\x04\x43\x61ll\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x03 \x01(\x0c\x12\x13\n\x0bnum_returns\x18\x04 \x01(\r\x12:\n\rtrace_context\x18\x05 \x03(\x0b\x32#.actorhub.v1.Call.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x97\x01\n\tCallBatch\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x11\n\tcaller_id\x18\x03 \x01(\t\x12 \n\x05\x63\x61lls\x18\x04 \x03(\x0b\x32\x11.actorhub.v1.Call\x12\x16\n\x0e\x63\x61ller_address\x18\x05 \x01(\t\x12\x16\n\x0e\x63\x61ller_node_id\x18\x06 \x01(\t\"\x8c\x01\n\x05Reply\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06values\x18\x02 \x03(\x0c\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.actorhub.v1.ErrorInfo\x12,\n\tcontained\x18\x04 \x03(\x0b\x32\x19.actorhub.v1.ContainedRef\x12\x11\n\tstore_ids\x18\x05 \x03(\t\"1\n\nReplyBatch\x12#\n\x07replies\x18\x01 \x03(\x0b\x32\x12.actorhub.v1.Reply\"_\n\x11StartActorRequest\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x16.actorhub.v1.ActorSpec\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x0f\n\x07node_id\x18\x03 \x01(\t\"D\n\x0fStartActorReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x16.actorhub.v1.ErrorInfo\"h\n\x10GetObjectRequest\x12\x11\n\tobject_id\x18\x01 \x01(\t\x12\x11\n\ttimeout_s\x18\x02 \x01(\x01\x12\x16\n\x0ereader_node_id\x18\x03 \x01(\t\x12\x16\n\x0ereader_address\x18\x04 \x01(\t\"\xcf\x01\n\x0eGetObjectReply\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\x0c\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.actorhub.v1.ErrorInfo\x12\x0f\n\x07missing\x18\x04 \x01(\x08\x12,\n\tcontained\x18\x06 \x03(\x0b\x32\x19.actorhub.v1.ContainedRef\x12\x17\n\x0fstore_object_id\x18\x07 \x01(\t\x12\x1a\n\x12store_node_address\x18\x08 \x01(\tJ\x04\x08\x05\x10\x06\x32\x94\x04\n\x06Worker\x12\x41\n\nCallStream\x12\x16.actorhub.v1.CallBatch\x1a\x17.actorhub.v1.ReplyBatch(\x01\x30\x01\x12J\n\nStartActor\x12\x1e.actorhub.v1.StartActorRequest\x1a\x1c.actorhub.v1.StartActorReply\x12G\n\tGetObject\x12\x1d.actorhub.v1.GetObjectRequest\x1a\x1b.actorhub.v1.GetObjectReply\x12>\n\x0c\x41\x64\x64\x42orrowers\x12\x1a.actorhub.v1.BorrowRequest\x1a\x12.actorhub.v1.Empty\x12\x41\n\x0fRemoveBorrowers\x12\x1a.actorhub.v1.BorrowRequest\x1a\x12.actorhub.v1.Empty\x12\x41\n\x10ListOwnedObjects\x12\x12.actorhub.v1.Empty\x1a\x19.actorhub.v1.OwnedObjects\x12.\n\x04Ping\x12\x12.actorhub.v1.Empty\x1a\x12.actorhub.v1.Empty\x12<\n\x0cHeldStoreIds\x12\x15.actorhub.v1.StoreIds\x1a\x15.actorhub.v1.StoreIdsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,34 +37,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OWNEDOBJECT_BORROWERSENTRY']._serialized_options = b'8\001'
   _globals['_CALL_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_CALL_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_CONTAINEDREF']._serialized_start=67
-  _globals['_CONTAINEDREF']._serialized_end=144
-  _globals['_BORROWREQUEST']._serialized_start=146
-  _globals['_BORROWREQUEST']._serialized_end=215
-  _globals['_OWNEDOBJECT']._serialized_start=218
-  _globals['_OWNEDOBJECT']._serialized_end=466
-  _globals['_OWNEDOBJECT_BORROWERSENTRY']._serialized_start=418
-  _globals['_OWNEDOBJECT_BORROWERSENTRY']._serialized_end=466
-  _globals['_OWNEDOBJECTS']._serialized_start=468
-  _globals['_OWNEDOBJECTS']._serialized_end=542
-  _globals['_CALL']._serialized_start=545
-  _globals['_CALL']._serialized_end=728
-  _globals['_CALL_TRACECONTEXTENTRY']._serialized_start=677
-  _globals['_CALL_TRACECONTEXTENTRY']._serialized_end=728
-  _globals['_CALLBATCH']._serialized_start=731
-  _globals['_CALLBATCH']._serialized_end=882
-  _globals['_REPLY']._serialized_start=885
-  _globals['_REPLY']._serialized_end=1025
-  _globals['_REPLYBATCH']._serialized_start=1027
-  _globals['_REPLYBATCH']._serialized_end=1076
-  _globals['_STARTACTORREQUEST']._serialized_start=1078
-  _globals['_STARTACTORREQUEST']._serialized_end=1173
-  _globals['_STARTACTORREPLY']._serialized_start=1175
-  _globals['_STARTACTORREPLY']._serialized_end=1243
-  _globals['_GETOBJECTREQUEST']._serialized_start=1245
-  _globals['_GETOBJECTREQUEST']._serialized_end=1349
-  _globals['_GETOBJECTREPLY']._serialized_start=1352
-  _globals['_GETOBJECTREPLY']._serialized_end=1559
-  _globals['_WORKER']._serialized_start=1562
-  _globals['_WORKER']._serialized_end=2032
+  _globals['_STOREIDS']._serialized_start=67
+  _globals['_STOREIDS']._serialized_end=96
+  _globals['_CONTAINEDREF']._serialized_start=98
+  _globals['_CONTAINEDREF']._serialized_end=175
+  _globals['_BORROWREQUEST']._serialized_start=177
+  _globals['_BORROWREQUEST']._serialized_end=246
+  _globals['_OWNEDOBJECT']._serialized_start=249
+  _globals['_OWNEDOBJECT']._serialized_end=497
+  _globals['_OWNEDOBJECT_BORROWERSENTRY']._serialized_start=449
+  _globals['_OWNEDOBJECT_BORROWERSENTRY']._serialized_end=497
+  _globals['_OWNEDOBJECTS']._serialized_start=499
+  _globals['_OWNEDOBJECTS']._serialized_end=573
+  _globals['_CALL']._serialized_start=576
+  _globals['_CALL']._serialized_end=759
+  _globals['_CALL_TRACECONTEXTENTRY']._serialized_start=708
+  _globals['_CALL_TRACECONTEXTENTRY']._serialized_end=759
+  _globals['_CALLBATCH']._serialized_start=762
+  _globals['_CALLBATCH']._serialized_end=913
+  _globals['_REPLY']._serialized_start=916
+  _globals['_REPLY']._serialized_end=1056
+  _globals['_REPLYBATCH']._serialized_start=1058
+  _globals['_REPLYBATCH']._serialized_end=1107
+  _globals['_STARTACTORREQUEST']._serialized_start=1109
+  _globals['_STARTACTORREQUEST']._serialized_end=1204
+  _globals['_STARTACTORREPLY']._serialized_start=1206
+  _globals['_STARTACTORREPLY']._serialized_end=1274
+  _globals['_GETOBJECTREQUEST']._serialized_start=1276
+  _globals['_GETOBJECTREQUEST']._serialized_end=1380
+  _globals['_GETOBJECTREPLY']._serialized_start=1383
+  _globals['_GETOBJECTREPLY']._serialized_end=1590
+  _globals['_WORKER']._serialized_start=1593
+  _globals['_WORKER']._serialized_end=2125
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class StoreIds(_message.Message):
+    __slots__ = ("store_ids",)
+    STORE_IDS_FIELD_NUMBER: _ClassVar[int]
+    store_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, store_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ContainedRef(_message.Message):
     __slots__ = ("object_id", "owner_address", "value_index")
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]

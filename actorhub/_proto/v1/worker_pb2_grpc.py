@@ -72,6 +72,11 @@ class WorkerStub:
                 request_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.HeldStoreIds = channel.unary_unary(
+                '/actorhub.v1.Worker/HeldStoreIds',
+                request_serializer=actorhub_dot_v1_dot_worker__pb2.StoreIds.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_worker__pb2.StoreIds.FromString,
+                _registered_method=True)
 
 
 class WorkerServicer:
@@ -129,6 +134,14 @@ class WorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HeldStoreIds(self, request, context):
+        """Node -> owner: which of these store ids it still holds. Asked about results that a callee
+        stored for this owner and then died: a result whose reply was lost with it is freed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +179,11 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.Ping,
                     request_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
                     response_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'HeldStoreIds': grpc.unary_unary_rpc_method_handler(
+                    servicer.HeldStoreIds,
+                    request_deserializer=actorhub_dot_v1_dot_worker__pb2.StoreIds.FromString,
+                    response_serializer=actorhub_dot_v1_dot_worker__pb2.StoreIds.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +376,33 @@ class Worker:
             '/actorhub.v1.Worker/Ping',
             actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
             actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HeldStoreIds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Worker/HeldStoreIds',
+            actorhub_dot_v1_dot_worker__pb2.StoreIds.SerializeToString,
+            actorhub_dot_v1_dot_worker__pb2.StoreIds.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,10 @@ class WorkerStub:
     ListOwnedObjects: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _worker_pb2.OwnedObjects]
     """The objects this process owns, with who holds refs to them (for `actorhub memory`)."""
     Ping: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]
+    HeldStoreIds: _grpc.UnaryUnaryMultiCallable[_worker_pb2.StoreIds, _worker_pb2.StoreIds]
+    """Node -> owner: which of these store ids it still holds. Asked about results that a callee
+    stored for this owner and then died: a result whose reply was lost with it is freed.
+    """
 
 @_typing.type_check_only
 class WorkerAsyncStub(WorkerStub):
@@ -77,6 +81,10 @@ class WorkerAsyncStub(WorkerStub):
     ListOwnedObjects: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _worker_pb2.OwnedObjects]  # type: ignore[assignment]
     """The objects this process owns, with who holds refs to them (for `actorhub memory`)."""
     Ping: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]  # type: ignore[assignment]
+    HeldStoreIds: _aio.UnaryUnaryMultiCallable[_worker_pb2.StoreIds, _worker_pb2.StoreIds]  # type: ignore[assignment]
+    """Node -> owner: which of these store ids it still holds. Asked about results that a callee
+    stored for this owner and then died: a result whose reply was lost with it is freed.
+    """
 
 class WorkerServicer(metaclass=_abc_1.ABCMeta):
     """Served by every worker process and by every driver (for the objects it owns)."""
@@ -140,5 +148,15 @@ class WorkerServicer(metaclass=_abc_1.ABCMeta):
         request: _common_pb2.Empty,
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def HeldStoreIds(
+        self,
+        request: _worker_pb2.StoreIds,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.StoreIds, _abc.Awaitable[_worker_pb2.StoreIds]]:
+        """Node -> owner: which of these store ids it still holds. Asked about results that a callee
+        stored for this owner and then died: a result whose reply was lost with it is freed.
+        """
 
 def add_WorkerServicer_to_server(servicer: WorkerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
