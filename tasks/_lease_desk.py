@@ -4,6 +4,9 @@ A lease is an actor call (`lease`), and so is its return (`release`). A caller k
 for its following tasks while it has work. A task blocked in get() gives its CPU back until it
 resumes, so a task waiting on subtasks never starves them. Leases of a caller that died are
 reclaimed: the desk pings lease holders it has not heard from.
+
+CPUs that actors on the node reserve (`num_cpus=`) are not lent: the desk follows the hub's
+count of them, every second, so tasks and reserving actors share the node's CPUs as in Ray.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class LeaseDesk:
         self._node_id = node_id
         self._total = num_cpus
         self._free = num_cpus
+        self._held_by_actors = 0.0  # CPUs actors on this node reserve, as the hub counts them
         self._idle: list[Any] = []
         self._handles: dict[str, Any] = {}
         self._leased: dict[str, tuple[float, str]] = {}  # executor id -> (cpus, holder address)
@@ -37,6 +41,7 @@ class LeaseDesk:
         self._watcher: asyncio.Task[None] | None = None
         for _ in range(max(1, math.ceil(num_cpus))):
             self._idle.append(self._new_executor())
+        self._apply_actor_reservations(self._actor_reservations())
 
     def _new_executor(self) -> Any:
         from actorhub.tasks._executor import TaskExecutor
@@ -104,7 +109,30 @@ class LeaseDesk:
             self._free -= lease[0]
 
     async def stats(self) -> dict[str, float]:
-        return {"total": self._total, "free": self._free, "leased": len(self._leased), "idle": len(self._idle)}
+        return {
+            "total": self._total, "free": self._free, "leased": len(self._leased), "idle": len(self._idle),
+            "held_by_actors": self._held_by_actors,
+        }
+
+    def _actor_reservations(self) -> float | None:
+        """The CPUs actors reserve on this node, by the hub's count (None: the hub cannot say)."""
+        from actorhub._proto.v1 import common_pb2
+        from actorhub._runtime import current
+
+        try:
+            status = current().hub.GetClusterStatus(common_pb2.Empty(), timeout=10)
+        except Exception:
+            return None
+        node = next((n for n in status.nodes if n.node_id == self._node_id), None)
+        return None if node is None else max(0.0, node.num_cpus - node.available_cpus)
+
+    def _apply_actor_reservations(self, held: float | None) -> None:
+        """On the desk's loop: take what actors reserve out of what may be lent, or give it back."""
+        if held is None:
+            return  # the last count stands
+        self._free -= held - self._held_by_actors
+        self._held_by_actors = held
+        self._grant()
 
     def _grant(self) -> None:
         while self._waiters and self._free >= self._waiters[0][0]:
@@ -121,6 +149,7 @@ class LeaseDesk:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(_HOLDER_CHECK_S)
+            self._apply_actor_reservations(await loop.run_in_executor(None, self._actor_reservations))
             holders = {holder for _, holder in self._leased.values()}
             for holder in holders:
                 gone = await loop.run_in_executor(None, peer_is_gone, runtime.channels.get(holder))

@@ -66,6 +66,35 @@ def test_tasks_run_in_parallel_up_to_the_node_cpus() -> None:
     assert 0.95 < time.monotonic() - start < 2.5
 
 
+@actorhub.remote
+def interval(seconds: float) -> tuple[float, float]:
+    start = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process of the machine
+    time.sleep(seconds)
+    return start, time.monotonic()
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    # Overlaps shorter than 0.1 s are the hand-over between one task and the next.
+    return max(sum(1 for s, e in intervals if s < t + 0.1 and e > t + 0.1) for t, _ in intervals)
+
+
+@actorhub.remote
+class CpuHolder:
+    def ping(self) -> str:
+        return "pong"
+
+
+def test_cpus_reserved_by_actors_are_not_lent_to_tasks() -> None:
+    assert most_at_once(actorhub.get([interval.remote(0.4) for _ in range(4)])) == 2  # both CPUs
+    hog = CpuHolder.options(num_cpus=1).remote()  # holds one of the node's two CPUs
+    actorhub.get(hog.ping.remote())
+    time.sleep(1.5)  # the desk follows the hub's count every second
+    assert most_at_once(actorhub.get([interval.remote(0.4) for _ in range(3)])) == 1
+    actorhub.kill(hog)
+    time.sleep(1.5)
+    assert most_at_once(actorhub.get([interval.remote(0.4) for _ in range(4)])) == 2  # given back
+
+
 def test_dependencies_resolve_before_running_and_nested_refs_stay_refs() -> None:
     slow = nap.remote(0.3)
     chained = add.remote(slow, 1)  # submitted at once, runs when `slow` is ready
