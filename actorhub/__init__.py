@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         shutdown,
         wait,
     )
+    from actorhub._cluster_info import available_resources, cluster_resources, nodes
     from actorhub._object_ref import ObjectRef
     from actorhub._remote import method, remote
     from actorhub._runtime_context import RuntimeContext, get_runtime_context
@@ -39,6 +40,9 @@ _EXPORTS: dict[str, str] = {
     "ActorHandle": "actorhub._actor_handle",
     "ActorMethod": "actorhub._actor_handle",
     "ClusterContext": "actorhub._api",
+    "available_resources": "actorhub._cluster_info",
+    "cluster_resources": "actorhub._cluster_info",
+    "nodes": "actorhub._cluster_info",
     "cancel": "actorhub._api",
     "ObjectRef": "actorhub._object_ref",
     "RuntimeContext": "actorhub._runtime_context",
@@ -64,7 +68,9 @@ __all__ = [
     "ObjectRef",
     "RuntimeContext",
     "__version__",
+    "available_resources",
     "cancel",
+    "cluster_resources",
     "exceptions",
     "get",
     "get_actor",
@@ -73,6 +79,7 @@ __all__ = [
     "is_initialized",
     "kill",
     "method",
+    "nodes",
     "put",
     "remote",
     "shutdown",

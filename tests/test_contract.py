@@ -34,8 +34,9 @@ def test_public_api_is_pinned() -> None:
     assert sorted(actorhub.__all__) == sorted(
         [
             "ActorClass", "ActorHandle", "ActorMethod", "ClusterContext", "ObjectRef", "RuntimeContext",
-            "__version__", "cancel", "exceptions", "get", "get_actor", "get_runtime_context", "init", "is_initialized",
-            "kill", "method", "put", "remote", "shutdown", "util", "wait",
+            "__version__", "available_resources", "cancel", "cluster_resources", "exceptions", "get", "get_actor",
+            "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes", "put", "remote", "shutdown",
+            "util", "wait",
         ]
     )
     for name in actorhub.__all__:

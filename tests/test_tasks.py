@@ -270,3 +270,21 @@ def test_owner_death_makes_get_raise_owner_died(cluster_address_env: dict[str, s
 @pytest.fixture
 def cluster_address_env(shared_cluster: actorhub.ClusterContext) -> dict[str, str]:
     return {"ACTORHUB_SESSION_ROOT": str(Path(shared_cluster.session_dir).parent)}
+
+
+def test_nodes_and_resources_as_ray_reports_them() -> None:
+    [node] = actorhub.nodes()
+    assert node["Alive"] and node["NodeID"] == actorhub.get_runtime_context().get_node_id()
+    assert node["Resources"]["CPU"] == 2.0 and node["Resources"]["object_store_memory"] > 0
+    total = actorhub.cluster_resources()
+    assert total["CPU"] == 2.0 and total[f"node:{node['NodeManagerAddress']}"] == 1.0
+    running = interval.remote(2.0)
+    deadline = time.monotonic() + 10
+    while actorhub.available_resources()["CPU"] != 1.0:  # one CPU leased to the task
+        assert time.monotonic() < deadline, actorhub.available_resources()
+        time.sleep(0.05)
+    actorhub.get(running)
+    deadline = time.monotonic() + 10
+    while actorhub.available_resources()["CPU"] != 2.0:  # the lease went back
+        assert time.monotonic() < deadline, actorhub.available_resources()
+        time.sleep(0.05)
