@@ -243,12 +243,15 @@ class Runtime:
             self.objects.complete_many([(object_id, None, reply.error)])
         elif reply.store_object_id:
             store_id = reply.store_object_id
-            if reply.store_node_address and reply.store_node_address != self.node_address:
+            source = reply.store_node_address
+            if source and source != self.node_address:
                 try:
-                    self.store_client().pull(store_id, reply.store_node_address, owner)
+                    self.store_client().pull(store_id, source, owner)
                 except ObjectLostError as e:
                     self.objects.fail_fetch(object_id, system_error(str(e), _OBJECT_LOST))
                     return
+                # Where the primary is: a copy dropped here under pressure is pulled again.
+                store_id = stored_elsewhere(store_id, source)
             self.objects.complete_stored(object_id, store_id)
         else:
             self.objects.complete_many([(object_id, reply.value, None)])
@@ -287,8 +290,8 @@ class Runtime:
         if not data:
             store_id = self.objects.store_id_of(object_id)
             if store_id:
-                # Only owned entries record another node's store: borrowed ones are pulled here
-                # when fetched.
+                # In another node's store: an owned result stored there, or a borrowed object
+                # whose copy here may have been dropped since it was pulled.
                 store_id, node_address = split_store_id(store_id)
                 return self.store_client().read(store_id, pull_from=node_address)
         return _serialization.loads(data)

@@ -99,12 +99,13 @@ class _State(enum.Enum):
 
 
 class _Entry:
-    __slots__ = ("last_access", "object_id", "owner", "region", "size", "spill_path", "state")
+    __slots__ = ("is_copy", "last_access", "object_id", "owner", "region", "size", "spill_path", "state")
 
-    def __init__(self, object_id: str, size: int, owner: str) -> None:
+    def __init__(self, object_id: str, size: int, owner: str, is_copy: bool = False) -> None:
         self.object_id = object_id
         self.size = size
         self.owner = owner
+        self.is_copy = is_copy  # pulled from another node's store: dropped, not spilled
         self.state = _State.CREATING
         self.region: Region | None = None
         self.spill_path: Path | None = None
@@ -157,7 +158,7 @@ class NodeObjectStore:
             raise
         return self.seal(object_id)
 
-    def reserve(self, object_id: str, size: int, owner: str) -> Location:
+    def reserve(self, object_id: str, size: int, owner: str, *, is_copy: bool = False) -> Location:
         """Make room for an object of `size` bytes; the caller writes the segment there.
 
         For writers in other processes: reserve (through the agent), write the segment at the
@@ -167,7 +168,7 @@ class NodeObjectStore:
         """
         if not _SAFE_ID.fullmatch(object_id):
             raise ValueError(f"object id not usable as a file name: {object_id!r}")
-        entry = _Entry(object_id, size, owner)
+        entry = _Entry(object_id, size, owner, is_copy)
         with self._lock:
             self._drain_released()
             if object_id in self._entries:
@@ -346,15 +347,17 @@ class NodeObjectStore:
                         raise
                     entry.region = region
                     return region
-                victims = self._pick_victims(length)
-                if not victims:
+                victims, dropped = self._pick_victims(length)
+                if not victims and not dropped:
                     return None  # what is left is pinned, or in the middle of a copy
-            if not self._spill(victims):
+            if victims and not self._spill(victims) and not dropped:
                 return None  # the disk refused them all: no room can be made now
             # Then try again: another call may have taken the room meanwhile.
 
-    def _pick_victims(self, length: int) -> builtins.list[_Entry]:
-        """Under the lock: mark the LRU objects whose regions, freed, make `length` bytes contiguous.
+    def _pick_victims(self, length: int) -> tuple[builtins.list[_Entry], bool]:
+        """Under the lock: mark the LRU objects whose regions, freed, make `length` bytes
+        contiguous, to spill; copies among them are dropped at once (True if any was): their
+        readers' nodes pull them again when asked.
 
         Pinned ones are left: spilling them would free nothing until their readers let go.
         """
@@ -364,11 +367,15 @@ class NodeObjectStore:
             if entry.region is not None and not entry.region.pins
         )
         victims = self._regions.space.victims_for(length, candidates) or []
+        copies = [entry for entry in victims if entry.is_copy]
+        for entry in copies:
+            self._forget(entry)  # no spill file: nothing to unlink
+        victims = [entry for entry in victims if not entry.is_copy]
         for entry in victims:
             del self._resident[entry.object_id]
             entry.state = _State.SPILLING
             self._set_spill_path(entry, self._new_spill_path(entry.object_id))
-        return victims
+        return victims, bool(copies)
 
     def _spill(self, victims: builtins.list[_Entry]) -> bool:
         """Copy the victims to disk (sendfile: the bytes never enter Python); False if none went."""

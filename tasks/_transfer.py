@@ -116,7 +116,7 @@ class ObjectTransfer:
             for chunk in chunks:
                 if location is None:
                     try:
-                        location = self._store.reserve(object_id, chunk.total_size, owner)
+                        location = self._store.reserve(object_id, chunk.total_size, owner, is_copy=True)
                     except ObjectExistsError:
                         chunks.cancel()
                         return

@@ -41,6 +41,12 @@ class Reader:
     def get_nested(self, refs: list[Any]) -> int:
         return int(actorhub.get(refs[0])[-1])
 
+    def hold(self, refs: list[Any]) -> None:
+        self.held = refs[0]
+
+    def read_held(self) -> int:
+        return int(actorhub.get(self.held)[-1])
+
 
 def _wait_for(predicate: Any, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
@@ -258,3 +264,29 @@ def test_the_parameter_server_runs_across_two_nodes(session_root: Path) -> None:
         assert placed.strip().splitlines()[-1].count("'") == 4, placed  # two node ids
     finally:
         subprocess.run([*cli, "stop"], capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_copies_are_dropped_not_spilled_under_pressure_and_pulled_again(cluster: actorhub.ClusterContext) -> None:
+    process = start_node(
+        Config.load(num_cpus=1, object_store_memory=64 * MIB), Session(Path(cluster.session_dir)), cluster.address
+    )
+    try:
+        _wait_for(lambda: len([n for n in _status().nodes if n.alive]) == 2)
+        small_node = next(n for n in _status().nodes if n.node_id != cluster.node_id)
+        reader = _reader_on(small_node)
+        first = actorhub.put(np.full(5 * MIB, 1, dtype=np.int64))  # 40 MiB each: one fits there
+        second = actorhub.put(np.full(5 * MIB, 2, dtype=np.int64))
+        ids = [current().objects.store_id_of(r.hex()) for r in (first, second)]
+        actorhub.get(reader.hold.remote([first]))  # the reader keeps its ref throughout
+        assert actorhub.get(reader.read_held.remote()) == 1
+        time.sleep(1.0)  # the reader's pin on the copy goes back
+        assert actorhub.get(reader.summary.remote(second))[0] == 2 * 5 * MIB
+        listing = _listing(small_node.address)
+        assert [o.object_id for o in listing.objects] == [ids[1]] and listing.spilled == 0
+        time.sleep(1.0)
+        assert actorhub.get(reader.read_held.remote()) == 1  # its copy was dropped: pulled again
+        assert ids[0] in {o.object_id for o in _listing(small_node.address).objects}
+        actorhub.kill(reader)
+    finally:
+        process.terminate()
+        process.wait(10)
