@@ -99,15 +99,15 @@ class NodeObjects:
                     continue
                 code = ping_peer(channels.get(peer))
                 owner_gone = peer in owners and code in GONE_CODES
-                reader_gone = code is grpc.StatusCode.UNAVAILABLE
+                refused = code is grpc.StatusCode.UNAVAILABLE  # nothing listens: a reader or writer died
                 if owner_gone:
                     self.transfer.forget(self.store.delete_owned_by(peer))
-                if reader_gone:
+                if refused:
                     self.store.drop_reader(peer)
                     if peer in writers:
                         with self._lock:
                             self._writers_gone[peer] = time.monotonic()
-                if owner_gone or reader_gone:
+                if owner_gone or refused:
                     channels.discard(peer)
             self._free_lost_results(channels)
 

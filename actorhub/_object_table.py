@@ -355,7 +355,7 @@ class ObjectTable:
                     continue
                 if entry is None:
                     entry = entries[object_id] = _Entry(False)
-                elif entry.data is not None or entry.error is not None or entry.fetching or entry.owned:
+                elif entry.ready or entry.fetching or entry.owned:
                     continue
                 entry.fetching = True
                 fetch.append((object_id, owner))

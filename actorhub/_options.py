@@ -35,7 +35,19 @@ class _Options(BaseModel):
         return self.parse(where, **{**self.model_dump(exclude_unset=True), **values})
 
 
-class ActorOptions(_Options):
+class _PlacedOptions(_Options):
+    """Options of what runs on a node: where it may run."""
+
+    scheduling_strategy: NodeAffinitySchedulingStrategy | Literal["DEFAULT", "SPREAD"] | None = None
+
+    @property
+    def node_id(self) -> str:
+        """The node it must run on, or "" for any."""
+        strategy = self.scheduling_strategy
+        return strategy.node_id if isinstance(strategy, NodeAffinitySchedulingStrategy) else ""
+
+
+class ActorOptions(_PlacedOptions):
     name: str | None = None
     namespace: str | None = None
     lifetime: Literal["detached", "non_detached"] | None = None
@@ -49,13 +61,6 @@ class ActorOptions(_Options):
     """Accepted for Ray compatibility; this cluster offers no GPUs, so only 0 is valid."""
     resources: dict[str, float] | None = None
     runtime_env: None = None
-    scheduling_strategy: NodeAffinitySchedulingStrategy | Literal["DEFAULT", "SPREAD"] | None = None
-
-    @property
-    def node_id(self) -> str:
-        """The node this actor must run on, or "" for any."""
-        strategy = self.scheduling_strategy
-        return strategy.node_id if isinstance(strategy, NodeAffinitySchedulingStrategy) else ""
 
     @field_validator("name")
     @classmethod

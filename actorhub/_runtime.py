@@ -304,19 +304,12 @@ class Runtime:
     ) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
         ids = [r.hex() for r in refs]
         flags = self.objects.wait(ids, num_returns, 0)
-        ready_now = flags.count(True)
-        if ready_now < num_returns and (timeout is None or timeout > 0):
+        if flags.count(True) < num_returns and (timeout is None or timeout > 0):
             # Not there yet: what is borrowed must be on its way before waiting for it.
             self._check_known(refs)
             flags = self.objects.wait(ids, num_returns, timeout)
-            ready_now = flags.count(True)
-        if ready_now <= num_returns:
-            return list(itertools.compress(refs, flags)), list(itertools.compress(refs, [not f for f in flags]))
-        ready: list[ObjectRef[Any]] = []
-        not_ready: list[ObjectRef[Any]] = []
-        for ref, ok in zip(refs, flags, strict=True):
-            (ready if ok and len(ready) < num_returns else not_ready).append(ref)
-        return ready, not_ready
+        # At most num_returns are flagged: the table's scan stops there.
+        return list(itertools.compress(refs, flags)), list(itertools.compress(refs, [not f for f in flags]))
 
     def future_of(self, ref: ObjectRef[Any]) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, field_validator
 
-from actorhub._options import _Options
-from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from actorhub._options import _PlacedOptions
 
 
-class TaskOptions(_Options):
+class TaskOptions(_PlacedOptions):
+    """A task that may run anywhere runs on the caller's node first, then on the others."""
+
     num_cpus: float = Field(default=1.0, ge=0)
     num_gpus: float = Field(default=0.0, ge=0, le=0)
     """Accepted for Ray compatibility; this cluster offers no GPUs, so only 0 is valid."""
@@ -19,13 +18,6 @@ class TaskOptions(_Options):
     retry_exceptions: bool | list[type[BaseException]] = False
     name: str | None = None
     runtime_env: None = None
-    scheduling_strategy: NodeAffinitySchedulingStrategy | Literal["DEFAULT", "SPREAD"] | None = None
-
-    @property
-    def node_id(self) -> str:
-        """The node this task must run on, or "" for any (the caller's first, then the others)."""
-        strategy = self.scheduling_strategy
-        return strategy.node_id if isinstance(strategy, NodeAffinitySchedulingStrategy) else ""
 
     @field_validator("retry_exceptions")
     @classmethod

@@ -103,7 +103,7 @@ class StoreClient:
 
     def read(self, object_id: str, pull_from: str = "") -> Any:
         """Map the object from this node's store; `pull_from`, another node's address, is where
-        to copy it from first if it is not here yet (an owned result stored there)."""
+        to copy it from when it is not here (never pulled, or a copy dropped since)."""
         with self._lock:
             self._drain_unmapped()
             pin = self._pins.get(object_id)
@@ -112,14 +112,17 @@ class StoreClient:
                 pin.idle = False
         if pin is not None:
             return self._map(pin)
-        if pull_from and pull_from != self._node_address:
-            self.pull(object_id, pull_from, self._rt.address)
+        can_pull = bool(pull_from) and pull_from != self._node_address
         for _ in range(8):
             try:
                 location = self._node.OpenObject(
                     node_pb2.OpenObjectRequest(object_id=object_id, reader=self._rt.address)
                 )
             except grpc.RpcError as e:
+                if can_pull and e.code() == grpc.StatusCode.NOT_FOUND:
+                    self.pull(object_id, pull_from, self._rt.address)
+                    can_pull = False  # once: a second miss is a loss
+                    continue
                 raise ObjectLostError(
                     f"object {object_id} is not in this node's store ({e.code().name}: {e.details()})",
                     object_id=object_id,
@@ -202,14 +205,10 @@ class StoreClient:
                     else:
                         pin.idle = True
             releasing, self._releasing = self._releasing, []
-            elsewhere, self._elsewhere = self._elsewhere, {}
-        self._send(
-            lambda: self._node.DeleteObjects(node_pb2.DeleteObjectsRequest(object_ids=freed), timeout=10), freed
-        )
-        for node_address, ids in elsewhere.items():
-            request_there = node_pb2.DeleteObjectsRequest(object_ids=ids)
+            by_node, self._elsewhere = {self._node_address: freed, **self._elsewhere}, {}
+        for node_address, ids in by_node.items():
             stub = node_pb2_grpc.NodeStub(self._rt.channels.get(node_address))
-            self._send(partial(stub.DeleteObjects, request_there, timeout=10), ids)
+            self._send(partial(stub.DeleteObjects, node_pb2.DeleteObjectsRequest(object_ids=ids), timeout=10), ids)
         request = node_pb2.ReleaseObjectsRequest(
             reader=self._rt.address,
             pins=[node_pb2.ObjectPin(object_id=p.object_id, offset=p.location.offset) for p in releasing],

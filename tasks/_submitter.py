@@ -135,13 +135,12 @@ class TaskSubmitter:
                 self._tasks[object_id] = task
         if not self._nodes or (options.node_id and options.node_id not in self._nodes):
             self._refresh_nodes()  # the first task, or a node that may have joined since
+        deps = [a for a in (*args, *kwargs.values()) if type(a) is ObjectRef]
         if options.node_id and options.node_id not in self._nodes:
             self._finish(task, error=system_error(
                 f"task {name} cannot run: its NodeAffinitySchedulingStrategy names node {options.node_id}, "
                 f"which is not an alive node of this cluster", common_pb2.ERROR_KIND_TASK_UNSCHEDULABLE))
-            return refs[0] if n == 1 else (refs if n else None)
-        deps = [a for a in (*args, *kwargs.values()) if type(a) is ObjectRef]
-        if deps:
+        elif deps:
             task.deps_left = len(deps)
             for dep in deps:
                 rt.start_fetch(dep)
@@ -201,7 +200,7 @@ class TaskSubmitter:
                 if lease.node == local:
                     return lease
                 fallback = fallback or lease
-        if fallback is not None and not pool[0] and self._nodes.get(local, 0.0) - self._load[local] >= pool[1]:
+        if fallback is not None and not pool[0] and self._room(local) >= pool[1]:
             return None  # ask the caller's node's desk; the other lease goes back when it idles
         return fallback
 
@@ -228,6 +227,18 @@ class TaskSubmitter:
             self._nodes = nodes
             self._nodes_at = time.monotonic()
 
+    def _try_refresh_nodes(self) -> bool:
+        """Refresh the view of the nodes; False (the view as it was) if the hub is away."""
+        try:
+            self._refresh_nodes()
+        except grpc.RpcError:
+            return False
+        return True
+
+    def _room(self, node: str) -> float:
+        """Under the lock: CPUs of `node` this submitter neither holds nor has asked for."""
+        return self._nodes.get(node, 0.0) - self._load[node]
+
     def _max_leases(self, pool: Pool) -> int:
         """Under the lock: how many leases of `pool` the cluster can lend at once."""
         node, cpus = pool
@@ -247,7 +258,7 @@ class TaskSubmitter:
             return local
         now = time.monotonic()
         fits = [n for n, size in self._nodes.items() if size >= cpus and self._avoid.get(n, 0.0) <= now]
-        room = {n: self._nodes[n] - self._load[n] for n in fits}
+        room = {n: self._room(n) for n in fits}
         if room.get(local, 0.0) >= cpus:
             return local
         roomy = [n for n in fits if room[n] >= cpus]
@@ -296,11 +307,8 @@ class TaskSubmitter:
         self._next(lease)
 
     def _node_gone(self, node: str) -> bool:
-        try:
-            self._refresh_nodes()
-        except grpc.RpcError:
-            return False  # the hub cannot tell now: retry where it was
-        return node not in self._nodes
+        # If the hub cannot tell now, the task is retried where it was.
+        return self._try_refresh_nodes() and node not in self._nodes
 
     def _lose(self, lease: _Lease) -> None:
         with self._lock:
@@ -440,10 +448,7 @@ class TaskSubmitter:
                     return
                 self._desk_handle(lease.node).release.remote_in(self._rt, lease.executor.actor_id)
             if now - self._nodes_at > _NODES_EVERY_S and not self._rt.closed:
-                try:
-                    self._refresh_nodes()  # nodes that joined or died since
-                except grpc.RpcError:
-                    pass  # the hub is away: the view stays as it was
+                self._try_refresh_nodes()  # nodes that joined or died since
 
     def close(self) -> None:
         self._closed.set()
