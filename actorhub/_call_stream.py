@@ -52,6 +52,8 @@ class ConnectionHost(Protocol):
     node_id: str
     borrowing: Borrowing
 
+    def note_unsent(self, conn: ActorConnection) -> None: ...
+
 
 class _PendingCall:
     __slots__ = ("args", "method", "num_returns", "object_ids", "retries_left", "seq", "trace")
@@ -103,6 +105,17 @@ class ActorConnection:
         self._doorbell: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._bell_rung = False
         self._origins: dict[str, ErrorOrigin] = {}
+        self._broken_by = ""  # how the last stream ended, for the error of the calls it took
+        # For wait_accepted(): the newest call queued, the newest handed to the stream, the sync
+        # point asked for, sent and acknowledged (per stream), how many threads wait on one, and
+        # whether the hub said the actor is not alive now (its calls wait, not the reply).
+        self._last_seq = 0
+        self._sent_seq = 0
+        self._sync_wanted = 0
+        self._sync_sent = 0
+        self._accepted_seq = 0
+        self._send_waiters = 0
+        self._actor_unready = False
 
     # -- submitting ------------------------------------------------------------------------
     def submit(
@@ -129,6 +142,8 @@ class ActorConnection:
             self._host.objects.create_pending(object_ids, origin)
             if dead is None:
                 self._unsent.append(call)
+                self._last_seq = seq
+                self._host.note_unsent(self)
                 if not self._bell_rung:
                     self._bell_rung = True
                     self._doorbell.put(None)
@@ -140,6 +155,47 @@ class ActorConnection:
         if dead is not None:
             self._host.objects.complete_many([(oid, None, dead) for oid in object_ids])
         return object_ids
+
+    def wait_accepted(self, deadline: float) -> None:
+        """Block until the actor has taken in every call queued here so far (it replied, or
+        acknowledged a sync batch sent after them). Gives up at `deadline`, or when the actor
+        is not alive now: a pending or restarting actor keeps its calls queued, and waiting for
+        it would hold up the reply for nothing.
+
+        Why: a call that a task or actor method makes without waiting for it, as its last act,
+        should reach its actor before whoever gets the method's result can send a call there too.
+        """
+        with self._cond:
+            target = self._last_seq
+            if self._taken_in(target):
+                return
+            self._send_waiters += 1
+            if self._sync_wanted < target:
+                self._sync_wanted = target
+                if not self._bell_rung:
+                    self._bell_rung = True
+                    self._doorbell.put(None)
+            try:
+                while not self._taken_in(target) and not (
+                    self._closed or self._dead is not None or self._actor_unready
+                ):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            finally:
+                self._send_waiters -= 1
+
+    def settled(self) -> bool:
+        """Every call queued here so far was taken in by the actor (see wait_accepted)."""
+        with self._cond:
+            return self._taken_in(self._last_seq)
+
+    def _taken_in(self, target: int) -> bool:
+        # Under _cond. Retried calls go back to the front of _unsent, so its head is its oldest.
+        if self._unsent and self._unsent[0].seq <= target:
+            return False
+        return self._accepted_seq >= target or not self._inflight or min(self._inflight) > target
 
     def close(self) -> None:
         with self._cond:
@@ -161,9 +217,11 @@ class ActorConnection:
                 self._die(info.death_cause)
                 return
             stream = _Stream(info.incarnation)
+            self._broken_by = ""
             self._pump(info.address, stream)
             if self._closed:
                 return
+            self._set_unready(True)
             after = self._wait_actor(info.incarnation + 1, timeout=_RESTART_WAIT_S)
             if after is None:
                 return
@@ -179,7 +237,8 @@ class ActorConnection:
                 min_incarnation = after.incarnation
             else:
                 self._settle_inflight(
-                    f"the connection to the {self.class_name} actor broke while running this call",
+                    f"the connection to the {self.class_name} actor broke while running this call"
+                    f"{self._broken_by}",
                     common_pb2.ERROR_KIND_ACTOR_UNAVAILABLE,
                 )
                 min_incarnation = info.incarnation
@@ -188,8 +247,13 @@ class ActorConnection:
         """Long-poll the hub; None when this connection was closed meanwhile."""
         deadline = None if timeout is None else time.monotonic() + timeout
         unreachable_since: float | None = None
+        # A first short poll, unless the actor is known not alive: a reply waiting on this
+        # connection's calls learns at once that the actor is pending, not after a long poll.
+        quick = not self._actor_unready
         while not self._closed:
             step = _POLL_S if deadline is None else max(0.01, min(_POLL_S, deadline - time.monotonic()))
+            if quick:
+                step, quick = 0.01, False
             try:
                 info: common_pb2.ActorInfo = self._host.hub.WaitActor(
                     hub_pb2.WaitActorRequest(
@@ -214,12 +278,20 @@ class ActorConnection:
             unreachable_since = None
             if info.state == _DEAD or (info.state == _ALIVE and info.incarnation >= min_incarnation):
                 return info
+            self._set_unready(True)
             if deadline is not None and time.monotonic() >= deadline:
                 return info
         return None
 
+    def _set_unready(self, unready: bool) -> None:
+        with self._cond:
+            self._actor_unready = unready
+            if unready:
+                self._cond.notify_all()
+
     def _pump(self, address: str, stream: _Stream) -> None:
         """Run one stream to `address` until it ends."""
+        self._set_unready(False)
         channel = self._host.channels.get(address)
         call = channel.stream_stream(
             _CALL_STREAM,
@@ -237,6 +309,7 @@ class ActorConnection:
         except grpc.RpcError as e:
             if not self._closed:
                 log.debug("stream to %s (%s) ended: %s", self.actor_id, address, e)
+                self._broken_by = f" ({e.code().name}: {e.details()})"
         finally:
             with self._cond:
                 stream.closed = True
@@ -255,6 +328,8 @@ class ActorConnection:
         unsent = self._unsent
         inflight = self._inflight
         ring = self._doorbell.get
+        with cond:
+            self._sync_sent = self._accepted_seq = 0  # acknowledgements are per stream
         while True:
             if batch is None:
                 ring()
@@ -262,7 +337,8 @@ class ActorConnection:
                 if stream.closed or self._closed:
                     return
                 self._bell_rung = False
-                if not unsent and batch is None:
+                sync = self._sync_wanted > self._sync_sent
+                if not unsent and batch is None and not sync:
                     continue  # a stale token from an earlier stream
                 if batch is None:
                     batch = worker_pb2.CallBatch()
@@ -273,12 +349,21 @@ class ActorConnection:
                     sent = add(seq=c.seq, method=c.method, args=c.args, num_returns=c.num_returns)
                     if c.trace:
                         sent.trace_context.update(c.trace)
+                    self._sent_seq = c.seq
+                if sync:
+                    # Every call up to _sync_wanted is in this batch or an earlier one by now.
+                    batch.sync_seq = max(self._sync_wanted, self._sent_seq)
+                    self._sync_sent = self._sync_wanted
             yield batch
             batch = None
 
     def _on_replies(self, batch: worker_pb2.ReplyBatch) -> None:
         completions: list[Completion] = []
         with self._cond:
+            if self._send_waiters:
+                if batch.accepted_seq > self._accepted_seq:
+                    self._accepted_seq = batch.accepted_seq
+                self._cond.notify_all()  # a reply also means its call was taken in
             inflight = self._inflight
             for reply in batch.replies:
                 call = inflight.pop(reply.seq, None)
@@ -339,6 +424,7 @@ class ActorConnection:
         with self._cond:
             self._dead = cause
             failed = self._take_all()
+            self._cond.notify_all()
         self._host.objects.complete_many([(oid, None, cause) for c in failed for oid in c.object_ids])
 
     def _fail(self, calls: list[_PendingCall], message: str, kind: common_pb2.ErrorKind) -> None:

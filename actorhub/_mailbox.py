@@ -56,6 +56,10 @@ class CallHost(Protocol):
 
     def discard_stored(self, store_ids: list[str]) -> None: ...
 
+    def has_unsent_calls(self) -> bool: ...
+
+    def send_submitted_calls(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Caller:
@@ -118,6 +122,7 @@ class ActorInstance:
                 self._run(call, reply, caller)
         finally:
             end_call(token)
+        self._host.send_submitted_calls()
         if adopted:
             # Before the reply goes: until then the caller keeps these refs alive.
             self._host.borrowing.register_held(adopted)
@@ -141,6 +146,8 @@ class ActorInstance:
                 await self._run_async(call, reply, caller)
         else:
             await self._run_async(call, reply, caller)
+        if self._host.has_unsent_calls():
+            await asyncio.get_running_loop().run_in_executor(None, self._host.send_submitted_calls)
         if adopted:
             self._host.borrowing.register_held(adopted)
 
@@ -273,12 +280,28 @@ class SerialMailbox:
         batch = first
         while True:
             if batch.calls:
+                # A sync batch, on an idle actor: keep the actor from the acknowledgement until
+                # its calls ran, so that no call sent by whoever got the acknowledgement can go
+                # first. On a busy one, acknowledge at once rather than wait behind its call.
+                held = bool(batch.sync_seq) and lock.acquire(blocking=False)
                 out = worker_pb2.ReplyBatch()
                 add = out.replies.add
-                for call in batch.calls:
-                    with lock:
-                        execute(call, add(), caller)
+                try:
+                    if batch.sync_seq:
+                        yield worker_pb2.ReplyBatch(accepted_seq=batch.sync_seq)
+                    for call in batch.calls:
+                        if held:
+                            execute(call, add(), caller)
+                        else:
+                            with lock:
+                                execute(call, add(), caller)
+                finally:
+                    if held:
+                        lock.release()
                 yield out
+            elif batch.sync_seq:
+                # Nothing new: this thread ran the stream's earlier batches already.
+                yield worker_pb2.ReplyBatch(accepted_seq=batch.sync_seq)
             following = next(rest, None)
             if following is None:
                 return
@@ -299,7 +322,7 @@ class _ConcurrentMailbox:
     ) -> Iterator[worker_pb2.ReplyBatch]:
         cond = threading.Condition()
         done: list[worker_pb2.Reply] = []
-        state = {"outstanding": 0, "reading": True}
+        state = {"outstanding": 0, "reading": True, "accepted": 0}
 
         def sink(reply: worker_pb2.Reply) -> None:
             with cond:
@@ -313,6 +336,10 @@ class _ConcurrentMailbox:
                         with cond:
                             state["outstanding"] += 1
                         self.submit(call, sink, caller)
+                    if batch.sync_seq:
+                        with cond:
+                            state["accepted"] = batch.sync_seq
+                            cond.notify()
             except Exception:
                 pass  # the caller went away; calls already submitted still finish
             finally:
@@ -324,14 +351,15 @@ class _ConcurrentMailbox:
         threading.Thread(target=read, name="actorhub-mailbox-reader", daemon=True).start()
         while True:
             with cond:
-                while not done and (state["reading"] or state["outstanding"]):
+                while not done and not state["accepted"] and (state["reading"] or state["outstanding"]):
                     cond.wait()
-                if not done:
+                if not done and not state["accepted"]:
                     return
                 replies = done[:]
                 done.clear()
                 state["outstanding"] -= len(replies)
-            out = worker_pb2.ReplyBatch()
+                accepted, state["accepted"] = state["accepted"], 0
+            out = worker_pb2.ReplyBatch(accepted_seq=accepted)
             out.replies.extend(replies)
             yield out
 

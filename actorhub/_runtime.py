@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from actorhub._worker import WorkerService
 
 _OBJECT_LOST = common_pb2.ERROR_KIND_OBJECT_LOST
+# The most a reply waits for its method's calls to reach their streams (a connect, at worst).
+_SEND_BEFORE_REPLY_S = 2.0
 
 
 class Runtime:
@@ -57,6 +60,8 @@ class Runtime:
         self.actor_id = ""
         self.incarnation = 0
         self._connections: dict[str, ActorConnection] = {}
+        # Connections that may hold calls not yet handed to their stream (see send_submitted_calls).
+        self._unsent_on: set[ActorConnection] = set()
         self._lock = threading.Lock()
         self._puts = itertools.count(1)
         self._fetcher = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="actorhub-fetch")
@@ -111,6 +116,28 @@ class Runtime:
                     conn = ActorConnection(self, actor_id, class_name, max_task_retries, max_pending_calls)
                     self._connections[actor_id] = conn
         return conn
+
+    def note_unsent(self, conn: ActorConnection) -> None:
+        self._unsent_on.add(conn)
+
+    def has_unsent_calls(self) -> bool:
+        return bool(self._unsent_on)
+
+    def send_submitted_calls(self) -> None:
+        """Before a method's reply goes: wait (briefly) until the calls it made are taken in.
+
+        So a result's receiver that calls the same actors next finds those calls queued ahead of
+        its own, as a program reading "the task called the tracker, then returned" expects.
+        """
+        if not self._unsent_on:
+            return
+        deadline = time.monotonic() + _SEND_BEFORE_REPLY_S
+        for conn in list(self._unsent_on):
+            conn.wait_accepted(deadline)
+            # Discard, then check: a submit racing with this notes the connection again.
+            self._unsent_on.discard(conn)
+            if not conn.settled():
+                self._unsent_on.add(conn)
 
     # -- objects --------------------------------------------------------------------------------
     def refs_for(self, object_ids: Sequence[str]) -> list[ObjectRef[Any]]:

@@ -93,6 +93,36 @@ def test_per_caller_order_with_several_callers() -> None:
         assert seq == sorted(seq), f"calls from {tag} ran out of order"
 
 
+@actorhub.remote
+def _tell(tally: Any) -> None:
+    tally.incr.remote()  # not waited for: the task's last act
+
+
+@actorhub.remote
+class _Teller:
+    def tell(self, tally: Any) -> None:
+        tally.incr.remote()
+
+
+@actorhub.remote
+class _AsyncTeller:
+    async def tell(self, tally: Any) -> None:
+        tally.incr.remote()
+
+
+def test_calls_made_without_waiting_reach_their_actor_before_the_result_does() -> None:
+    # The seeds' tracker pattern: tasks call an actor without waiting, return, and the driver
+    # then asks the actor for its counts. Each round uses a new actor, so every teller opens a
+    # new connection to it: the slow case, where the result used to overtake the call.
+    tellers = [_tell, _Teller.remote().tell, _AsyncTeller.remote().tell]
+    for _ in range(5):
+        tally = Counter.remote()
+        assert actorhub.get(tally.incr.remote(0)) == 0
+        for expected, teller in enumerate(tellers, start=1):
+            actorhub.get(teller.remote(tally))
+            assert actorhub.get(tally.incr.remote(0)) == expected, teller
+
+
 def test_method_exception_is_instance_of_original_and_actor_survives() -> None:
     c = Counter.remote()
     with pytest.raises(KeyError) as info:

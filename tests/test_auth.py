@@ -1,8 +1,13 @@
-"""Every server checks the cluster token."""
+"""Every server checks the cluster token; the channels that send it."""
 
 from __future__ import annotations
 
+import gc
+import socket
+import weakref
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -48,3 +53,34 @@ def test_calls_without_or_with_a_wrong_token_are_rejected(cluster: actorhub.Clus
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     for ch in (wrong, right):
         ch.close()
+
+
+class _Held:
+    pass
+
+
+def _fail_holding(call: Callable[[], Any]) -> weakref.ref[_Held]:
+    held = _Held()  # stands for the ObjectRefs a caller's frame holds while an RPC fails under it
+    try:
+        call()
+    except grpc.RpcError:
+        pass
+    return weakref.ref(held)
+
+
+def test_a_failed_call_leaves_no_cycle_pinning_its_callers_frames() -> None:
+    # grpc.intercept_channel's unary path did: a ref in a frame above a failed call lived on
+    # until the cyclic GC ran, and so did the object it named (once for longer than 15 s).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"  # nothing listens here
+    channel = open_channel(address, "0" * 64)
+    ping = worker_pb2_grpc.WorkerStub(channel).Ping
+    gc.disable()
+    try:
+        for call in (lambda: ping(common_pb2.Empty(), timeout=2),
+                     lambda: ping.with_call(common_pb2.Empty(), timeout=2)):
+            assert _fail_holding(call)() is None
+    finally:
+        gc.enable()
+        channel.close()

@@ -91,20 +91,22 @@ class Call(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., method: _Optional[str] = ..., args: _Optional[bytes] = ..., num_returns: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class CallBatch(_message.Message):
-    __slots__ = ("actor_id", "incarnation", "caller_id", "calls", "caller_address", "caller_node_id")
+    __slots__ = ("actor_id", "incarnation", "caller_id", "calls", "caller_address", "caller_node_id", "sync_seq")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     CALLER_ID_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
     CALLER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CALLER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SYNC_SEQ_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     incarnation: int
     caller_id: str
     calls: _containers.RepeatedCompositeFieldContainer[Call]
     caller_address: str
     caller_node_id: str
-    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., caller_id: _Optional[str] = ..., calls: _Optional[_Iterable[_Union[Call, _Mapping]]] = ..., caller_address: _Optional[str] = ..., caller_node_id: _Optional[str] = ...) -> None: ...
+    sync_seq: int
+    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., caller_id: _Optional[str] = ..., calls: _Optional[_Iterable[_Union[Call, _Mapping]]] = ..., caller_address: _Optional[str] = ..., caller_node_id: _Optional[str] = ..., sync_seq: _Optional[int] = ...) -> None: ...
 
 class Reply(_message.Message):
     __slots__ = ("seq", "values", "error", "contained", "store_ids")
@@ -121,10 +123,12 @@ class Reply(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., values: _Optional[_Iterable[bytes]] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., contained: _Optional[_Iterable[_Union[ContainedRef, _Mapping]]] = ..., store_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReplyBatch(_message.Message):
-    __slots__ = ("replies",)
+    __slots__ = ("replies", "accepted_seq")
     REPLIES_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_SEQ_FIELD_NUMBER: _ClassVar[int]
     replies: _containers.RepeatedCompositeFieldContainer[Reply]
-    def __init__(self, replies: _Optional[_Iterable[_Union[Reply, _Mapping]]] = ...) -> None: ...
+    accepted_seq: int
+    def __init__(self, replies: _Optional[_Iterable[_Union[Reply, _Mapping]]] = ..., accepted_seq: _Optional[int] = ...) -> None: ...
 
 class StartActorRequest(_message.Message):
     __slots__ = ("spec", "incarnation", "node_id")
