@@ -24,7 +24,7 @@ from actorhub._borrowing import Borrowing
 from actorhub._errors import system_error
 from actorhub._object_table import Completion, ErrorOrigin, ObjectTable
 from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, worker_pb2
-from actorhub._transport import ChannelPool
+from actorhub._transport import STREAM_TAKEN, ChannelPool
 from actorhub.exceptions import PendingCallsLimitExceededError
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ _RESTART_WAIT_S = 30.0
 # How long calls wait for an unreachable hub before failing with ActorUnavailableError.
 _HUB_UNREACHABLE_S = 10.0
 _POLL_S = 2.0
+# After a stream the actor never took: how long to wait for news of a restart before trying again.
+_RECONNECT_WAIT_S = 0.5
 
 _call_numbers = itertools.count(1)
 
@@ -218,9 +220,21 @@ class ActorConnection:
                 return
             stream = _Stream(info.incarnation)
             self._broken_by = ""
-            self._pump(info.address, stream)
+            accepted = self._pump(info.address, stream)
             if self._closed:
                 return
+            if not accepted:
+                # The actor never took the stream (a connect that failed or timed out): none of
+                # its calls reached it, so they go again, uncounted, once the hub says where it is.
+                self._requeue_inflight()
+                after = self._wait_actor(info.incarnation + 1, timeout=_RECONNECT_WAIT_S)
+                if after is None:
+                    return
+                if after.state == _DEAD:
+                    self._die(after.death_cause)
+                    return
+                min_incarnation = max(info.incarnation, after.incarnation)
+                continue
             self._set_unready(True)
             after = self._wait_actor(info.incarnation + 1, timeout=_RESTART_WAIT_S)
             if after is None:
@@ -289,8 +303,8 @@ class ActorConnection:
             if unready:
                 self._cond.notify_all()
 
-    def _pump(self, address: str, stream: _Stream) -> None:
-        """Run one stream to `address` until it ends."""
+    def _pump(self, address: str, stream: _Stream) -> bool:
+        """Run one stream to `address` until it ends; False if the worker never took it."""
         self._set_unready(False)
         channel = self._host.channels.get(address)
         call = channel.stream_stream(
@@ -303,7 +317,10 @@ class ActorConnection:
             self._responses = responses
             if self._closed:
                 responses.cancel()
+        accepted = False
         try:
+            # The worker sends this header once it took the stream, before running any call.
+            accepted = STREAM_TAKEN in (responses.initial_metadata() or ())
             for batch in responses:
                 self._on_replies(batch)
         except grpc.RpcError as e:
@@ -316,6 +333,7 @@ class ActorConnection:
                 self._responses = None
                 self._cond.notify_all()
             self._doorbell.put(None)  # lets the request generator see the stream closed
+        return accepted
 
     def _requests(self, stream: _Stream) -> Iterator[worker_pb2.CallBatch]:
         # Runs on gRPC's request thread. The first batch names the actor, even if empty, so the
@@ -405,6 +423,16 @@ class ActorConnection:
                 self._bell_rung = True
                 self._doorbell.put(None)
         self._fail(failed, message, kind)
+
+    def _requeue_inflight(self) -> None:
+        """Calls sent on a stream the actor never took: first in line again, retries untouched."""
+        with self._cond:
+            calls = sorted(self._inflight.values(), key=lambda c: c.seq)
+            self._inflight.clear()
+            self._unsent.extendleft(reversed(calls))
+            if self._unsent and not self._bell_rung:
+                self._bell_rung = True
+                self._doorbell.put(None)
 
     def _take_all(self) -> list[_PendingCall]:
         """Every call in flight then every unsent one, in caller order; the caller holds _cond."""

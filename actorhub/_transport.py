@@ -16,6 +16,9 @@ from typing import Any
 import grpc
 
 TOKEN_METADATA_KEY = "actorhub-token"
+# The initial metadata a worker sends once it has taken a call stream, before running any of
+# its calls: a stream that ends without it delivered nothing, so its calls may be sent again.
+STREAM_TAKEN = ("actorhub-stream", "taken")
 
 # Messages carry pickled values; gRPC's 4 MiB default would turn a large argument into an error.
 _UNLIMITED = -1
@@ -25,8 +28,11 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.enable_retries", 0),
     # Reconnect fast after a peer restarts on the same address.
     ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # Despite its name, gRPC core reads this as the least time a connect attempt gets. It was
+    # 50 ms here once: under load a handshake took longer, the channel failed, and a stream to
+    # a live actor broke ("timed out before receiving SETTINGS frame"). gRPC's default, 20 s.
+    ("grpc.min_reconnect_backoff_ms", 20_000),
 ]
 SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", _UNLIMITED),

@@ -24,6 +24,7 @@ from actorhub._ids import split_store_id
 from actorhub._mailbox import ActorInstance, Mailbox, make_mailbox
 from actorhub._object_ref import capturing_refs
 from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2, node_pb2_grpc, worker_pb2, worker_pb2_grpc
+from actorhub._transport import STREAM_TAKEN
 
 if TYPE_CHECKING:
     from actorhub._runtime import Runtime
@@ -86,6 +87,8 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"this worker does not host actor {first.actor_id} incarnation {first.incarnation}",
             )
+        # Before any call runs: tells the caller that what it sent from here on may have run.
+        context.send_initial_metadata((STREAM_TAKEN,))
         yield from mailbox.serve(first, request_iterator)
 
     def GetObject(
