@@ -228,6 +228,24 @@ class ActorTable(TableState):
             self._schedule_pending_locked(out)
         return out
 
+    def report_lent(self, node_id: str, lent: float) -> tuple[Decisions, float, float]:
+        """A node's desk lends `lent` CPUs to tasks: place what now fits; the CPUs actors reserve
+        on that node and those pending actors wait for there (the desk lends neither)."""
+        out = Decisions()
+        with self._lock:
+            node = self._nodes.get(node_id)
+            if node is None:
+                return out, 0.0, 0.0
+            fell = lent < node.lent_cpus
+            node.lent_cpus = lent
+            if fell:
+                self._schedule_pending_locked(out)
+            reserved = node.num_cpus - node.available_cpus
+            wanted = sum(
+                self._actors[a].spec.num_cpus for a in self._pending if self._actors[a].waiting_on == node_id
+            )
+            return out, reserved, wanted
+
     def schedule_pending(self) -> Decisions:
         out = Decisions()
         with self._lock:

@@ -275,6 +275,12 @@ class HubServicer(hub_pb2_grpc.HubServicer):
     ) -> hub_pb2.ClusterStatus:
         return self._table.cluster_status()
 
+    def ReportLentCpus(self, request: hub_pb2.LentCpus, context: grpc.ServicerContext) -> hub_pb2.ActorCpus:
+        decisions, reserved, wanted = self._table.report_lent(request.node_id, request.lent)
+        if decisions.placements or decisions.retry_after is not None:
+            self._carry_out(decisions)  # persisting the table on every report would cost more
+        return hub_pb2.ActorCpus(reserved=reserved, wanted=wanted)
+
     def Shutdown(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> common_pb2.Empty:
         self.shutdown_cluster()
         return common_pb2.Empty()

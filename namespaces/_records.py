@@ -71,6 +71,9 @@ class ActorRecord:
     # CPUs held on `reserved_on` from placement until the process is gone.
     reserved_on: str = ""
     reserved_cpus: float = 0.0
+    # A pending actor that would fit on this node once its tasks give their CPUs back: the
+    # node's desk lends no more of them meanwhile, so the actor does not wait forever.
+    waiting_on: str = ""
     # node_id -> clock time until which placement avoids that node (it failed a StartActor).
     avoid: dict[str, float] = field(default_factory=dict)
     first_failure: float | None = None
@@ -98,6 +101,9 @@ class NodeRecord:
     generation: int
     alive: bool = True
     actors: int = 0
+    # CPUs the node's lease desk lends to tasks, as it last reported. Actors that reserve CPUs
+    # are placed only in what is left, as Ray's one count of a node's CPUs would have it.
+    lent_cpus: float = 0.0
 
     def load(self) -> tuple[float, int, int]:
         used = (self.num_cpus - self.available_cpus) / self.num_cpus if self.num_cpus > 0 else 0.0

@@ -181,10 +181,13 @@ class TableState:
         node, retry_in = self._choose_node(rec)
         if node is None or self._shutting_down:
             self._pending[rec.actor_id] = None
+            waits_for = self._choose_node(rec, count_lent=False)[0] if rec.spec.num_cpus > 0 else None
+            rec.waiting_on = waits_for.node_id if waits_for is not None else ""
             if retry_in is not None:
                 out.merge(Decisions(retry_after=retry_in))
             return
         self._pending.pop(rec.actor_id, None)
+        rec.waiting_on = ""
         cpus = rec.spec.num_cpus
         node.available_cpus -= cpus
         node.actors += 1
@@ -195,13 +198,16 @@ class TableState:
         self._touch(rec)
         out.placements.append(Placement(rec.actor_id, rec.incarnation, rec.spec, node.node_id, node.address))
 
-    def _choose_node(self, rec: ActorRecord) -> tuple[NodeRecord | None, float | None]:
-        """The least loaded node that fits, or (None, seconds until an avoided node may fit)."""
+    def _choose_node(self, rec: ActorRecord, count_lent: bool = True) -> tuple[NodeRecord | None, float | None]:
+        """The least loaded node that fits, or (None, seconds until an avoided node may fit).
+
+        `count_lent=False`: fits once its tasks give back the CPUs its desk lent them."""
         now = self._clock()
         best: NodeRecord | None = None
         retry_in: float | None = None
         for node in self._nodes.values():
-            if not node.alive or node.available_cpus < rec.spec.num_cpus - _EPSILON:
+            free = node.available_cpus - (node.lent_cpus if count_lent and rec.spec.num_cpus > 0 else 0.0)
+            if not node.alive or free < rec.spec.num_cpus - _EPSILON:
                 continue
             if rec.spec.node_id and node.node_id != rec.spec.node_id:
                 continue

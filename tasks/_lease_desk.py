@@ -5,8 +5,11 @@ for its following tasks while it has work. A task blocked in get() gives its CPU
 resumes, so a task waiting on subtasks never starves them. Leases of a caller that died are
 reclaimed: the desk pings lease holders it has not heard from.
 
-CPUs that actors on the node reserve (`num_cpus=`) are not lent: the desk follows the hub's
-count of them, every second, so tasks and reserving actors share the node's CPUs as in Ray.
+Tasks and actors that reserve CPUs (`num_cpus=`) share the node's CPUs as in Ray, by a
+two-way report: whenever what the desk lends changes (and every second), it tells the hub,
+which places such actors only in what is left; the reply says what actors reserve on the node
+and what pending actors wait for there, and the desk lends neither. So an actor that waits for
+the node's tasks to end gets their CPUs as they do, instead of new tasks taking them.
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ class LeaseDesk:
         self._node_id = node_id
         self._total = num_cpus
         self._free = num_cpus
-        self._held_by_actors = 0.0  # CPUs actors on this node reserve, as the hub counts them
+        # CPUs actors reserve on this node, and pending ones wait for here, by the hub's count.
+        self._reserved = 0.0
+        self._wanted = 0.0
+        self._reporting = False  # a report to the hub is on its way
+        self._report_again = False  # and what it reports changed since it left
         self._idle: list[Any] = []
         self._handles: dict[str, Any] = {}
         self._leased: dict[str, tuple[float, str]] = {}  # executor id -> (cpus, holder address)
@@ -41,7 +48,7 @@ class LeaseDesk:
         self._watcher: asyncio.Task[None] | None = None
         for _ in range(max(1, math.ceil(num_cpus))):
             self._idle.append(self._new_executor())
-        self._apply_actor_reservations(self._actor_reservations())
+        self._apply_actor_share(self._report(0.0))
 
     def _new_executor(self) -> Any:
         from actorhub.tasks._executor import TaskExecutor
@@ -78,6 +85,7 @@ class LeaseDesk:
             self._free -= num_cpus
         executor = self._idle.pop() if self._idle else self._new_executor()
         self._leased[executor.actor_id] = (num_cpus, holder)
+        self._lent_changed()
         return executor
 
     async def release(self, executor_id: str) -> None:
@@ -93,6 +101,7 @@ class LeaseDesk:
             self._free += lease[0]
         self._idle.append(self._handles[executor_id])
         self._grant()
+        self._lent_changed()
 
     async def block(self, executor_id: str) -> None:
         lease = self._leased.get(executor_id)
@@ -100,6 +109,7 @@ class LeaseDesk:
             self._blocked.add(executor_id)
             self._free += lease[0]
             self._grant()
+            self._lent_changed()
 
     async def unblock(self, executor_id: str) -> None:
         lease = self._leased.get(executor_id)
@@ -107,32 +117,57 @@ class LeaseDesk:
             self._blocked.discard(executor_id)
             # May go below zero for a while, as in Ray: the resumed task must not wait again.
             self._free -= lease[0]
+            self._lent_changed()
 
     async def stats(self) -> dict[str, float]:
         return {
             "total": self._total, "free": self._free, "leased": len(self._leased), "idle": len(self._idle),
-            "held_by_actors": self._held_by_actors,
+            "reserved_by_actors": self._reserved, "wanted_by_actors": self._wanted,
         }
 
-    def _actor_reservations(self) -> float | None:
-        """The CPUs actors reserve on this node, by the hub's count (None: the hub cannot say)."""
-        from actorhub._proto.v1 import common_pb2
+    def _lent(self) -> float:
+        return sum(cpus for executor_id, (cpus, _) in self._leased.items() if executor_id not in self._blocked)
+
+    def _report(self, lent: float) -> tuple[float, float] | None:
+        """Tell the hub what is lent; what actors reserve and want here (None: the hub cannot say)."""
+        from actorhub._proto.v1 import hub_pb2
         from actorhub._runtime import current
 
         try:
-            status = current().hub.GetClusterStatus(common_pb2.Empty(), timeout=10)
+            reply = current().hub.ReportLentCpus(hub_pb2.LentCpus(node_id=self._node_id, lent=lent), timeout=10)
         except Exception:
             return None
-        node = next((n for n in status.nodes if n.node_id == self._node_id), None)
-        return None if node is None else max(0.0, node.num_cpus - node.available_cpus)
+        return reply.reserved, reply.wanted
 
-    def _apply_actor_reservations(self, held: float | None) -> None:
-        """On the desk's loop: take what actors reserve out of what may be lent, or give it back."""
-        if held is None:
+    def _apply_actor_share(self, share: tuple[float, float] | None) -> None:
+        """On the desk's loop: take what actors reserve or wait for out of what may be lent, or
+        give back what they no longer do."""
+        if share is None:
             return  # the last count stands
-        self._free -= held - self._held_by_actors
-        self._held_by_actors = held
+        reserved, wanted = share
+        self._free -= (reserved + wanted) - (self._reserved + self._wanted)
+        self._reserved, self._wanted = reserved, wanted
         self._grant()
+
+    def _lent_changed(self) -> None:
+        """On the desk's loop: report to the hub, one report at a time (a change while one is on
+        its way sends one more), off the loop: the hub's answer may start an actor."""
+        if self._reporting:
+            self._report_again = True
+            return
+        self._reporting = True
+        asyncio.get_running_loop().create_task(self._send_reports())
+
+    async def _send_reports(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                self._report_again = False
+                self._apply_actor_share(await loop.run_in_executor(None, self._report, self._lent()))
+                if not self._report_again:
+                    return
+        finally:
+            self._reporting = False
 
     def _grant(self) -> None:
         while self._waiters and self._free >= self._waiters[0][0]:
@@ -149,7 +184,7 @@ class LeaseDesk:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(_HOLDER_CHECK_S)
-            self._apply_actor_reservations(await loop.run_in_executor(None, self._actor_reservations))
+            self._lent_changed()  # also learns of actors placed or gone since
             holders = {holder for _, holder in self._leased.values()}
             for holder in holders:
                 gone = await loop.run_in_executor(None, peer_is_gone, runtime.channels.get(holder))

@@ -272,6 +272,21 @@ def test_cpus_are_reserved_and_freed(table: ActorTable) -> None:
     assert table.cluster_status().nodes[0].available_cpus == 2.0
 
 
+def test_cpus_lent_to_tasks_hold_off_actors_that_reserve_them(table: ActorTable) -> None:
+    decisions, reserved, wanted = table.report_lent("n1", 3.0)  # the desk lends 3 of n1's 4
+    assert (decisions.placements, reserved, wanted) == ([], 0.0, 0.0)
+    create_alive(table, make_spec("a0"))  # reserves no CPUs: placed all the same
+    create_alive(table, make_spec("a1", num_cpus=1))
+    assert create(table, make_spec("a2", num_cpus=2)).placements == []
+    # It waits for n1's tasks: the desk is told to lend none of those 2 CPUs meanwhile.
+    assert table.report_lent("n1", 3.0)[1:] == (1.0, 2.0)
+    assert table.report_lent("n1", 2.0)[0].placements == []  # one CPU back: not enough yet
+    decisions, reserved, wanted = table.report_lent("n1", 1.0)
+    assert [p.actor_id for p in decisions.placements] == ["a2"]
+    assert (reserved, wanted) == (3.0, 0.0)
+    assert table.report_lent("nobody", 1.0)[1:] == (0.0, 0.0)
+
+
 def test_least_loaded_node_first(table: ActorTable) -> None:
     table.register_node("n2", "node2:1", 4.0, 12)
     nodes = [create(table, make_spec(f"a{i}")).placements[0].node_id for i in range(4)]

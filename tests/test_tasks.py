@@ -95,6 +95,53 @@ def test_cpus_reserved_by_actors_are_not_lent_to_tasks() -> None:
     assert most_at_once(actorhub.get([interval.remote(0.4) for _ in range(4)])) == 2  # given back
 
 
+@actorhub.remote
+class _Started:
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+
+    def started(self) -> float:
+        return self.at
+
+
+@actorhub.remote
+class _Tally:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def add(self) -> None:
+        self.n += 1
+
+    def count(self) -> int:
+        return self.n
+
+
+@actorhub.remote
+def _busy(tally: Any, seconds: float) -> tuple[float, float]:
+    start = time.monotonic()
+    tally.add.remote()
+    time.sleep(seconds)
+    return start, time.monotonic()
+
+
+def test_an_actor_that_reserves_cpus_waits_for_the_tasks_holding_them() -> None:
+    tally = _Tally.remote()
+    busy = [_busy.remote(tally, 2.0) for _ in range(2)]  # both of the node's CPUs
+    deadline = time.monotonic() + 30
+    while actorhub.get(tally.count.remote()) < 2:
+        assert time.monotonic() < deadline, "the tasks did not start"
+        time.sleep(0.05)
+    # The hub knows the desk lent both CPUs: the actor waits for them (it used to start at once,
+    # on CPUs that tasks were using).
+    holder = _Started.options(num_cpus=2).remote()
+    started = actorhub.get(holder.started.remote(), timeout=60)
+    ended = max(end for _, end in actorhub.get(busy))
+    assert started >= ended - 0.05, f"the actor started {ended - started:.2f} s before the tasks gave their CPUs back"
+    actorhub.kill(holder)
+    time.sleep(1.5)  # the desk learns of it within a second
+    assert most_at_once(actorhub.get([interval.remote(0.4) for _ in range(4)])) == 2  # given back
+
+
 def test_dependencies_resolve_before_running_and_nested_refs_stay_refs() -> None:
     slow = nap.remote(0.3)
     chained = add.remote(slow, 1)  # submitted at once, runs when `slow` is ready

@@ -150,6 +150,22 @@ class NodeStatus(_message.Message):
     pid: int
     def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., num_cpus: _Optional[float] = ..., available_cpus: _Optional[float] = ..., alive: _Optional[bool] = ..., pid: _Optional[int] = ...) -> None: ...
 
+class LentCpus(_message.Message):
+    __slots__ = ("node_id", "lent")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    LENT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    lent: float
+    def __init__(self, node_id: _Optional[str] = ..., lent: _Optional[float] = ...) -> None: ...
+
+class ActorCpus(_message.Message):
+    __slots__ = ("reserved", "wanted")
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    WANTED_FIELD_NUMBER: _ClassVar[int]
+    reserved: float
+    wanted: float
+    def __init__(self, reserved: _Optional[float] = ..., wanted: _Optional[float] = ...) -> None: ...
+
 class ClusterStatus(_message.Message):
     __slots__ = ("nodes", "actors", "live_jobs", "driver_addresses")
     NODES_FIELD_NUMBER: _ClassVar[int]

@@ -92,6 +92,11 @@ class HubStub:
                 request_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=actorhub_dot_v1_dot_hub__pb2.ClusterStatus.FromString,
                 _registered_method=True)
+        self.ReportLentCpus = channel.unary_unary(
+                '/actorhub.v1.Hub/ReportLentCpus',
+                request_serializer=actorhub_dot_v1_dot_hub__pb2.LentCpus.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_hub__pb2.ActorCpus.FromString,
+                _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/actorhub.v1.Hub/Shutdown',
                 request_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
@@ -177,6 +182,13 @@ class HubServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportLentCpus(self, request, context):
+        """A node's lease desk: the CPUs it lends to tasks now; the reply, what actors take there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Shutdown(self, request, context):
         """Stops every node agent (and so every worker), then the hub itself.
         """
@@ -241,6 +253,11 @@ def add_HubServicer_to_server(servicer, server):
                     servicer.GetClusterStatus,
                     request_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
                     response_serializer=actorhub_dot_v1_dot_hub__pb2.ClusterStatus.SerializeToString,
+            ),
+            'ReportLentCpus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportLentCpus,
+                    request_deserializer=actorhub_dot_v1_dot_hub__pb2.LentCpus.FromString,
+                    response_serializer=actorhub_dot_v1_dot_hub__pb2.ActorCpus.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -546,6 +563,33 @@ class Hub:
             '/actorhub.v1.Hub/GetClusterStatus',
             actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
             actorhub_dot_v1_dot_hub__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportLentCpus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Hub/ReportLentCpus',
+            actorhub_dot_v1_dot_hub__pb2.LentCpus.SerializeToString,
+            actorhub_dot_v1_dot_hub__pb2.ActorCpus.FromString,
             options,
             channel_credentials,
             insecure,

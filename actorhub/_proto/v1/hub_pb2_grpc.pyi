@@ -56,6 +56,8 @@ class HubStub:
     ReportWorkerExit: _grpc.UnaryUnaryMultiCallable[_hub_pb2.WorkerExitReport, _common_pb2.Empty]
     """Node agent -> hub: an actor's worker process ended."""
     GetClusterStatus: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _hub_pb2.ClusterStatus]
+    ReportLentCpus: _grpc.UnaryUnaryMultiCallable[_hub_pb2.LentCpus, _hub_pb2.ActorCpus]
+    """A node's lease desk: the CPUs it lends to tasks now; the reply, what actors take there."""
     Shutdown: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]
     """Stops every node agent (and so every worker), then the hub itself."""
 
@@ -85,6 +87,8 @@ class HubAsyncStub(HubStub):
     ReportWorkerExit: _aio.UnaryUnaryMultiCallable[_hub_pb2.WorkerExitReport, _common_pb2.Empty]  # type: ignore[assignment]
     """Node agent -> hub: an actor's worker process ended."""
     GetClusterStatus: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _hub_pb2.ClusterStatus]  # type: ignore[assignment]
+    ReportLentCpus: _aio.UnaryUnaryMultiCallable[_hub_pb2.LentCpus, _hub_pb2.ActorCpus]  # type: ignore[assignment]
+    """A node's lease desk: the CPUs it lends to tasks now; the reply, what actors take there."""
     Shutdown: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]  # type: ignore[assignment]
     """Stops every node agent (and so every worker), then the hub itself."""
 
@@ -177,6 +181,14 @@ class HubServicer(metaclass=_abc_1.ABCMeta):
         request: _common_pb2.Empty,
         context: _ServicerContext,
     ) -> _typing.Union[_hub_pb2.ClusterStatus, _abc.Awaitable[_hub_pb2.ClusterStatus]]: ...
+
+    @_abc_1.abstractmethod
+    def ReportLentCpus(
+        self,
+        request: _hub_pb2.LentCpus,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.ActorCpus, _abc.Awaitable[_hub_pb2.ActorCpus]]:
+        """A node's lease desk: the CPUs it lends to tasks now; the reply, what actors take there."""
 
     @_abc_1.abstractmethod
     def Shutdown(
