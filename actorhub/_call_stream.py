@@ -223,25 +223,21 @@ class ActorConnection:
             accepted = self._pump(info.address, stream)
             if self._closed:
                 return
-            if not accepted:
+            if accepted:
+                self._set_unready(True)
+            else:
                 # The actor never took the stream (a connect that failed or timed out): none of
                 # its calls reached it, so they go again, uncounted, once the hub says where it is.
                 self._requeue_inflight()
-                after = self._wait_actor(info.incarnation + 1, timeout=_RECONNECT_WAIT_S)
-                if after is None:
-                    return
-                if after.state == _DEAD:
-                    self._die(after.death_cause)
-                    return
-                min_incarnation = max(info.incarnation, after.incarnation)
-                continue
-            self._set_unready(True)
-            after = self._wait_actor(info.incarnation + 1, timeout=_RESTART_WAIT_S)
+            after = self._wait_actor(info.incarnation + 1, timeout=_RESTART_WAIT_S if accepted else _RECONNECT_WAIT_S)
             if after is None:
                 return
             if after.state == _DEAD:
                 self._die(after.death_cause)
                 return
+            if not accepted:
+                min_incarnation = max(info.incarnation, after.incarnation)
+                continue
             if after.incarnation > info.incarnation:
                 self._settle_inflight(
                     f"the {self.class_name} actor's process died while running this call "
