@@ -45,6 +45,7 @@ class LeaseDesk:
         self._leased: dict[str, tuple[float, str]] = {}  # executor id -> (cpus, holder address)
         self._blocked: set[str] = set()
         self._waiters: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._queued = 0  # lease requests that had to wait, since the desk started
         self._watcher: asyncio.Task[None] | None = None
         for _ in range(max(1, math.ceil(num_cpus))):
             self._idle.append(self._new_executor())
@@ -78,6 +79,7 @@ class LeaseDesk:
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch_holders())
         if self._waiters or self._free < num_cpus:
+            self._queued += 1
             granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append((num_cpus, granted))
             await granted
@@ -123,6 +125,7 @@ class LeaseDesk:
         return {
             "total": self._total, "free": self._free, "leased": len(self._leased), "idle": len(self._idle),
             "reserved_by_actors": self._reserved, "wanted_by_actors": self._wanted,
+            "waiting": len(self._waiters), "queued_total": self._queued,
         }
 
     def _lent(self) -> float:

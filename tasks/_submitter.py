@@ -41,6 +41,10 @@ _LINGER_S = 0.05
 # Tasks one lease may carry at once when no more leases are coming: the executor still runs
 # them one at a time (one CPU), but they travel in one frame instead of one round trip each.
 _PIPELINE_DEPTH = 16
+# Tasks of a pool whose last one came back sooner than this are short: only those go several
+# to a lease at once. Long ones go one at a time, so that a lease that frees up takes the next
+# (queued behind a long task on a busy lease, it would wait while an idle one has nothing).
+_SHORT_TASK_S = 0.01
 _WORKER_GONE = (common_pb2.ERROR_KIND_ACTOR_DIED, common_pb2.ERROR_KIND_ACTOR_UNAVAILABLE)
 # A node whose desk could not lend is passed over this long by tasks that may run anywhere.
 _AVOID_NODE_S = 5.0
@@ -58,6 +62,7 @@ class _Task:
         "cancelled",
         "dep_error",
         "deps_left",
+        "dispatched_at",
         "fn_blob",
         "fn_id",
         "lease",
@@ -73,6 +78,7 @@ class _Task:
                  options: TaskOptions, object_ids: list[str]) -> None:
         self.seq = seq
         self.name = name
+        self.dispatched_at = 0.0
         self.fn_id, self.fn_blob = code
         self.args_blob = args_blob
         self.options = options
@@ -104,6 +110,8 @@ class TaskSubmitter:
         self._ready: deque[_Task] = deque()
         self._ready_pools: Counter[Pool] = Counter()
         self._requested: Counter[Pool] = Counter()
+        self._held: defaultdict[Pool, int] = defaultdict(int)  # leases granted and not given back
+        self._short: set[Pool] = set()  # pools whose last task came back within _SHORT_TASK_S
         self._idle: list[_Lease] = []
         self._tasks: dict[str, _Task] = {}  # by each of its object ids, for cancel()
         self._seq = itertools.count(1)
@@ -181,7 +189,10 @@ class TaskSubmitter:
                 self._ready_pools[pool] += 1
                 # Desks cannot lend more than their nodes' CPUs at once; asking for more only
                 # queues requests there.
-                ask = self._requested[pool] < min(self._ready_pools[pool], self._max_leases(pool))
+                # Leases held count too: once they are as many as the cluster can lend, another
+                # request would only wait at a desk, and meanwhile keep each lease one task deep.
+                ask = self._requested[pool] < self._ready_pools[pool] and (
+                    self._requested[pool] + self._held[pool] < self._max_leases(pool))
                 if ask:
                     self._requested[pool] += 1
         if lease is not None:
@@ -304,6 +315,7 @@ class TaskSubmitter:
             return
         with self._lock:
             self._requested[pool] -= 1
+            self._held[pool] += 1
         self._next(lease)
 
     def _node_gone(self, node: str) -> bool:
@@ -316,6 +328,7 @@ class TaskSubmitter:
             if not lease.lost:
                 lease.lost = True
                 self._load[lease.node] -= lease.pool[1]
+                self._held[lease.pool] -= 1
 
     def _next(self, lease: _Lease) -> None:
         """Give the lease more work, or make it idle if it has none."""
@@ -324,7 +337,7 @@ class TaskSubmitter:
         with self._lock:
             if lease.lost:
                 return
-            depth = 1 if self._requested[pool] else _PIPELINE_DEPTH
+            depth = _PIPELINE_DEPTH if pool in self._short and not self._requested[pool] else 1
             if self._ready_pools[pool]:
                 for task in list(self._ready):
                     if lease.inflight + len(taken) >= depth:
@@ -347,6 +360,7 @@ class TaskSubmitter:
                 common_pb2.ERROR_KIND_SYSTEM))
             return
         task.lease = lease
+        task.dispatched_at = time.monotonic()
         n = task.options.num_returns
         method = lease.executor.execute if n <= 1 else lease.executor.execute.options(num_returns=n)
         result = method.remote_in(self._rt, task.fn_id, task.fn_blob, task.seq, task.args_blob)
@@ -354,6 +368,10 @@ class TaskSubmitter:
         self._rt.objects.add_callback(call_refs[-1].hex(), partial(self._on_done, task, lease, call_refs))
 
     def _on_done(self, task: _Task, lease: _Lease, call_refs: list[ObjectRef[Any]]) -> None:
+        if time.monotonic() - task.dispatched_at < _SHORT_TASK_S:
+            self._short.add(task.pool)
+        else:
+            self._short.discard(task.pool)
         objects = self._rt.objects
         _, error, _ = objects.read(call_refs[0].hex())
         if error is None:
@@ -443,6 +461,7 @@ class TaskSubmitter:
                 for lease in old:
                     self._idle.remove(lease)
                     self._load[lease.node] -= lease.pool[1]
+                    self._held[lease.pool] -= 1
             for lease in old:
                 if self._rt.closed:
                     return

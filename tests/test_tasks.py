@@ -142,6 +142,23 @@ def test_an_actor_that_reserves_cpus_waits_for_the_tasks_holding_them() -> None:
     assert most_at_once(actorhub.get([interval.remote(0.4) for _ in range(4)])) == 2  # given back
 
 
+def test_short_tasks_ride_the_leases_held_without_asking_for_more() -> None:
+    from actorhub.tasks._lease_desk import desk_name
+
+    from actorhub.util import SYSTEM_NAMESPACE
+
+    assert actorhub.get(add.remote(0, 0)) == 0  # the node's desk exists from the first task on
+    desk = actorhub.get_actor(desk_name(actorhub.get_runtime_context().get_node_id()), SYSTEM_NAMESPACE)
+    time.sleep(0.5)  # earlier leases go back
+    before = actorhub.get(desk.stats.remote())
+    for _ in range(3):  # the batches after the first find the leases held, busy or idle
+        assert actorhub.get([add.remote(i, 1) for i in range(300)]) == list(range(1, 301))
+    after = actorhub.get(desk.stats.remote())
+    # Two leases take both CPUs. A request for a third, which no desk could grant, used to keep
+    # every lease one task deep: each task waited for the one before it to come back.
+    assert after["queued_total"] == before["queued_total"], (before, after)
+
+
 def test_dependencies_resolve_before_running_and_nested_refs_stay_refs() -> None:
     slow = nap.remote(0.3)
     chained = add.remote(slow, 1)  # submitted at once, runs when `slow` is ready
