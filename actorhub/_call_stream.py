@@ -108,11 +108,10 @@ class ActorConnection:
         self._bell_rung = False
         self._origins: dict[str, ErrorOrigin] = {}
         self._broken_by = ""  # how the last stream ended, for the error of the calls it took
-        # For wait_accepted(): the newest call queued, the newest handed to the stream, the sync
-        # point asked for, sent and acknowledged (per stream), how many threads wait on one, and
-        # whether the hub said the actor is not alive now (its calls wait, not the reply).
+        # For wait_accepted(): the newest call queued, the sync point asked for, sent and
+        # acknowledged (per stream), how many threads wait on one, and whether the hub said the
+        # actor is not alive now (its calls wait, not the reply).
         self._last_seq = 0
-        self._sent_seq = 0
         self._sync_wanted = 0
         self._sync_sent = 0
         self._accepted_seq = 0
@@ -146,9 +145,7 @@ class ActorConnection:
                 self._unsent.append(call)
                 self._last_seq = seq
                 self._host.note_unsent(self)
-                if not self._bell_rung:
-                    self._bell_rung = True
-                    self._doorbell.put(None)
+                self._ring_locked()
                 if self._thread is None:
                     self._thread = threading.Thread(
                         target=self._run, name=f"actorhub-conn-{self.actor_id[:8]}", daemon=True
@@ -174,9 +171,7 @@ class ActorConnection:
             self._send_waiters += 1
             if self._sync_wanted < target:
                 self._sync_wanted = target
-                if not self._bell_rung:
-                    self._bell_rung = True
-                    self._doorbell.put(None)
+                self._ring_locked()
             try:
                 while not self._taken_in(target) and not (
                     self._closed or self._dead is not None or self._actor_unready
@@ -363,11 +358,10 @@ class ActorConnection:
                     sent = add(seq=c.seq, method=c.method, args=c.args, num_returns=c.num_returns)
                     if c.trace:
                         sent.trace_context.update(c.trace)
-                    self._sent_seq = c.seq
                 if sync:
-                    # Every call up to _sync_wanted is in this batch or an earlier one by now.
-                    batch.sync_seq = max(self._sync_wanted, self._sent_seq)
-                    self._sync_sent = self._sync_wanted
+                    # Every call up to _sync_wanted is in this batch or an earlier one by now, so
+                    # the actor taking this batch in has taken them all.
+                    batch.sync_seq = self._sync_sent = self._sync_wanted
             yield batch
             batch = None
 
@@ -413,11 +407,7 @@ class ActorConnection:
                 else:
                     failed.append(call)
             self._inflight.clear()
-            # Retried calls go first, so this caller's order holds on the new incarnation.
-            self._unsent.extendleft(reversed(retry))
-            if self._unsent and not self._bell_rung:
-                self._bell_rung = True
-                self._doorbell.put(None)
+            self._put_back_locked(retry)
         self._fail(failed, message, kind)
 
     def _requeue_inflight(self) -> None:
@@ -425,10 +415,19 @@ class ActorConnection:
         with self._cond:
             calls = sorted(self._inflight.values(), key=lambda c: c.seq)
             self._inflight.clear()
-            self._unsent.extendleft(reversed(calls))
-            if self._unsent and not self._bell_rung:
-                self._bell_rung = True
-                self._doorbell.put(None)
+            self._put_back_locked(calls)
+
+    def _put_back_locked(self, calls: list[_PendingCall]) -> None:
+        # Ahead of the unsent ones, in caller order: this caller's order holds on the next stream.
+        self._unsent.extendleft(reversed(calls))
+        if self._unsent:
+            self._ring_locked()
+
+    def _ring_locked(self) -> None:
+        # One token however many calls queue up: the request thread drains them all.
+        if not self._bell_rung:
+            self._bell_rung = True
+            self._doorbell.put(None)
 
     def _take_all(self) -> list[_PendingCall]:
         """Every call in flight then every unsent one, in caller order; the caller holds _cond."""

@@ -279,29 +279,27 @@ class SerialMailbox:
         caller = Caller.of(first)
         batch = first
         while True:
-            if batch.calls:
-                # A sync batch, on an idle actor: keep the actor from the acknowledgement until
-                # its calls ran, so that no call sent by whoever got the acknowledgement can go
-                # first. On a busy one, acknowledge at once rather than wait behind its call.
-                held = bool(batch.sync_seq) and lock.acquire(blocking=False)
-                out = worker_pb2.ReplyBatch()
+            # A sync batch, on an idle actor: keep the actor from the acknowledgement until its
+            # calls ran, so that no call sent by whoever got the acknowledgement can go first. On
+            # a busy one, acknowledge at once rather than wait behind its call. With no calls, it
+            # has nothing new: this thread ran the stream's earlier batches already.
+            held = bool(batch.sync_seq and batch.calls) and lock.acquire(blocking=False)
+            out = worker_pb2.ReplyBatch()
+            try:
+                if batch.sync_seq:
+                    yield worker_pb2.ReplyBatch(accepted_seq=batch.sync_seq)
                 add = out.replies.add
-                try:
-                    if batch.sync_seq:
-                        yield worker_pb2.ReplyBatch(accepted_seq=batch.sync_seq)
-                    for call in batch.calls:
-                        if held:
-                            execute(call, add(), caller)
-                        else:
-                            with lock:
-                                execute(call, add(), caller)
-                finally:
+                for call in batch.calls:
                     if held:
-                        lock.release()
+                        execute(call, add(), caller)
+                    else:
+                        with lock:
+                            execute(call, add(), caller)
+            finally:
+                if held:
+                    lock.release()
+            if batch.calls:
                 yield out
-            elif batch.sync_seq:
-                # Nothing new: this thread ran the stream's earlier batches already.
-                yield worker_pb2.ReplyBatch(accepted_seq=batch.sync_seq)
             following = next(rest, None)
             if following is None:
                 return
