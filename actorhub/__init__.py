@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from actorhub import exceptions, util
-    from actorhub._actor_class import ActorClass
-    from actorhub._actor_handle import ActorHandle, ActorMethod
-    from actorhub._api import (
+    from actorhub.api.actor_class import ActorClass
+    from actorhub.api.actor_handle import ActorHandle, ActorMethod
+    from actorhub.api.cluster import (
         ClusterContext,
         cancel,
         get,
@@ -28,35 +28,35 @@ if TYPE_CHECKING:
         shutdown,
         wait,
     )
-    from actorhub._cluster_info import available_resources, cluster_resources, nodes
-    from actorhub._object_ref import ObjectRef
-    from actorhub._remote import method, remote
-    from actorhub._runtime_context import RuntimeContext, get_runtime_context
+    from actorhub.api.cluster_info import available_resources, cluster_resources, nodes
+    from actorhub.api.remote import method, remote
+    from actorhub.api.runtime_context import RuntimeContext, get_runtime_context
+    from actorhub.runtime.object_ref import ObjectRef
 
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
-    "ActorClass": "actorhub._actor_class",
-    "ActorHandle": "actorhub._actor_handle",
-    "ActorMethod": "actorhub._actor_handle",
-    "ClusterContext": "actorhub._api",
-    "available_resources": "actorhub._cluster_info",
-    "cluster_resources": "actorhub._cluster_info",
-    "nodes": "actorhub._cluster_info",
-    "cancel": "actorhub._api",
-    "ObjectRef": "actorhub._object_ref",
-    "RuntimeContext": "actorhub._runtime_context",
-    "get": "actorhub._api",
-    "get_actor": "actorhub._api",
-    "get_runtime_context": "actorhub._runtime_context",
-    "init": "actorhub._api",
-    "is_initialized": "actorhub._api",
-    "kill": "actorhub._api",
-    "method": "actorhub._remote",
-    "put": "actorhub._api",
-    "remote": "actorhub._remote",
-    "shutdown": "actorhub._api",
-    "wait": "actorhub._api",
+    "ActorClass": "actorhub.api.actor_class",
+    "ActorHandle": "actorhub.api.actor_handle",
+    "ActorMethod": "actorhub.api.actor_handle",
+    "ClusterContext": "actorhub.api.cluster",
+    "available_resources": "actorhub.api.cluster_info",
+    "cluster_resources": "actorhub.api.cluster_info",
+    "nodes": "actorhub.api.cluster_info",
+    "cancel": "actorhub.api.cluster",
+    "ObjectRef": "actorhub.runtime.object_ref",
+    "RuntimeContext": "actorhub.api.runtime_context",
+    "get": "actorhub.api.cluster",
+    "get_actor": "actorhub.api.cluster",
+    "get_runtime_context": "actorhub.api.runtime_context",
+    "init": "actorhub.api.cluster",
+    "is_initialized": "actorhub.api.cluster",
+    "kill": "actorhub.api.cluster",
+    "method": "actorhub.api.remote",
+    "put": "actorhub.api.cluster",
+    "remote": "actorhub.api.remote",
+    "shutdown": "actorhub.api.cluster",
+    "wait": "actorhub.api.cluster",
 }
 _SUBMODULES = {"exceptions", "util"}
 

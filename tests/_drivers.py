@@ -15,8 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def driver_script(body: str) -> list[str]:
     """Command line of a separate driver program running `body`."""
-    # -P: the repository root (the working directory) must not shadow the installed package.
-    return [sys.executable, "-P", "-c", textwrap.dedent(body)]
+    return [sys.executable, "-c", textwrap.dedent(body)]
 
 
 def run_driver(body: str, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:

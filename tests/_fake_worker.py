@@ -14,10 +14,10 @@ from pathlib import Path
 
 import grpc
 
-from actorhub._errors import error_to_proto
 from actorhub._proto.v1 import common_pb2, node_pb2, node_pb2_grpc, worker_pb2, worker_pb2_grpc
-from actorhub._session import Session
-from actorhub._transport import ChannelPool, bind, make_server
+from actorhub.cluster.session import Session
+from actorhub.wire.errors import error_to_proto
+from actorhub.wire.transport import ChannelPool, bind, make_server
 
 
 @dataclass(frozen=True)

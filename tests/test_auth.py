@@ -14,8 +14,8 @@ import pytest
 
 import actorhub
 from actorhub._proto.v1 import common_pb2, hub_pb2_grpc, worker_pb2_grpc
-from actorhub._session import latest_session
-from actorhub._transport import open_channel
+from actorhub.cluster.session import latest_session
+from actorhub.wire.transport import open_channel
 
 
 def _status(channel: grpc.Channel) -> grpc.StatusCode:

@@ -19,7 +19,7 @@ import pytest
 
 import actorhub
 from actorhub._proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from actorhub._runtime import current
+from actorhub.runtime.runtime import current
 
 MIB = 1024 * 1024
 
@@ -263,7 +263,7 @@ def test_memory_command_shows_owners_holders_and_where(borrow_cluster: Any) -> N
     big = actorhub.put(np.zeros(MIB, dtype=np.int64))
     actorhub.get(keeper.keep.remote([small]))
     out = subprocess.run(
-        [sys.executable, "-P", "-m", "actorhub.cli", "memory"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "actorhub.cli", "memory"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
     lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}

@@ -12,11 +12,11 @@ from typing import Any
 import grpc
 import pytest
 
-from actorhub._borrowing import Borrowing
-from actorhub._call_stream import ActorConnection
-from actorhub._object_table import ObjectTable
 from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, worker_pb2, worker_pb2_grpc
-from actorhub._transport import STREAM_TAKEN, ChannelPool, bind, make_server
+from actorhub.runtime.borrowing import Borrowing
+from actorhub.runtime.object_table import ObjectTable
+from actorhub.wire.call_stream import ActorConnection
+from actorhub.wire.transport import STREAM_TAKEN, ChannelPool, bind, make_server
 
 TOKEN = "7" * 64
 

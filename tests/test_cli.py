@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-# -P: the repository checkout must not shadow the installed package (the CLI's own rule too).
-CLI = [sys.executable, "-P", "-m", "actorhub.cli"]
+CLI = [sys.executable, "-m", "actorhub.cli"]
 
 
 def actorhub_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -24,7 +23,7 @@ def actorhub_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProce
 def run_driver(body: str) -> None:
     """Run a separate program to completion; it must succeed."""
     result = subprocess.run(
-        [sys.executable, "-P", "-c", textwrap.dedent(body)],
+        [sys.executable, "-c", textwrap.dedent(body)],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, f"driver failed:\n{result.stdout}\n{result.stderr}"

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 import actorhub
-from actorhub._config import Config
-from actorhub._launcher import start_node
 from actorhub._proto.v1 import common_pb2, hub_pb2
-from actorhub._runtime import current
-from actorhub._session import Session
+from actorhub.cluster.launcher import start_node
+from actorhub.cluster.session import Session
+from actorhub.config import Config
 from actorhub.exceptions import ActorDiedError, ActorUnavailableError
+from actorhub.runtime.runtime import current
 
 
 @actorhub.remote

@@ -76,5 +76,5 @@ def test_importing_actorhub_starts_nothing() -> None:
         "assert threading.active_count() == 1, threading.enumerate(); "
         "assert 'actorhub.namespaces' not in sys.modules; print('ok')"
     )
-    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr

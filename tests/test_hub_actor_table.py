@@ -12,9 +12,11 @@ from typing import Any
 
 import grpc
 import pytest
-from actorhub.namespaces._actor_table import ActorTable
-from actorhub.namespaces._hub import HubServicer
-from actorhub.namespaces._records import (
+
+from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, node_pb2, node_pb2_grpc
+from actorhub.hub.actor_table import ActorTable
+from actorhub.hub.control_store import ActorRow, SQLiteControlStore
+from actorhub.hub.records import (
     ALIVE,
     DEAD,
     PENDING,
@@ -30,10 +32,8 @@ from actorhub.namespaces._records import (
     UnknownNode,
     exit_cause,
 )
-from actorhub.namespaces._store import ActorRow, SQLiteControlStore
-
-from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, node_pb2, node_pb2_grpc
-from actorhub._transport import ChannelPool, bind, make_server, open_channel
+from actorhub.hub.service import HubServicer
+from actorhub.wire.transport import ChannelPool, bind, make_server, open_channel
 
 ACTOR_DIED = common_pb2.ERROR_KIND_ACTOR_DIED
 

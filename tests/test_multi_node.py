@@ -15,15 +15,15 @@ from typing import Any
 import numpy as np
 import pytest
 from _drivers import REPO, driver_script
-from actorhub.tasks._transfer import CHUNK_BYTES
 
 import actorhub
-from actorhub._config import Config
-from actorhub._launcher import start_node
 from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2, node_pb2_grpc
-from actorhub._runtime import current
-from actorhub._session import Session
+from actorhub.cluster.launcher import start_node
+from actorhub.cluster.session import Session
+from actorhub.config import Config
 from actorhub.exceptions import ObjectLostError, TaskUnschedulableError
+from actorhub.object_store.transfer import CHUNK_BYTES
+from actorhub.runtime.runtime import current
 from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 MIB = 1 << 20
@@ -216,7 +216,7 @@ def test_large_results_from_another_node_come_through_its_store(
     assert ids <= {o.object_id for o in rt.store_client().list().objects}
     # `actorhub memory` shows both places the bytes are.
     out = subprocess.run(
-        [sys.executable, "-P", "-m", "actorhub.cli", "memory"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "actorhub.cli", "memory"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
     row = next(line for line in out.stdout.splitlines() if line.startswith(refs[0].hex()))
@@ -233,7 +233,7 @@ def test_large_results_from_another_node_come_through_its_store(
 
 def test_the_parameter_server_runs_across_two_nodes(session_root: Path) -> None:
     """examples/parameter_server.py, unchanged, on a cluster of two nodes it joins by "auto"."""
-    cli = [sys.executable, "-P", "-m", "actorhub.cli"]
+    cli = [sys.executable, "-m", "actorhub.cli"]
 
     def run(*args: str, timeout: float = 120.0, **env: str) -> str:
         out = subprocess.run(
@@ -254,7 +254,7 @@ def test_the_parameter_server_runs_across_two_nodes(session_root: Path) -> None:
         placed = run(*driver_script(
             """
             import actorhub
-            from actorhub._runtime import current
+            from actorhub.runtime.runtime import current
             from actorhub._proto.v1 import hub_pb2
             actorhub.init(address="auto")
             reply = current().hub.ListActors(hub_pb2.ListActorsRequest(all_namespaces=True))

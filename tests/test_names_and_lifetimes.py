@@ -249,7 +249,7 @@ actorhub.init()
 print("up", flush=True)
 time.sleep(600)
 """
-    proc = subprocess.Popen([sys.executable, "-P", "-c", body], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", body], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "up"
     proc.kill()

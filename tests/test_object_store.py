@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import actorhub
-from actorhub._runtime import current
+from actorhub.runtime.runtime import current
 
 MIB = 1024 * 1024
 
@@ -24,7 +24,7 @@ def small_store(session_root: object) -> Iterator[actorhub.ClusterContext]:
     finally:
         actorhub.shutdown()
         # /dev/shm outlives processes: nothing of the session may stay there
-        from actorhub.tasks._shm import segment_root
+        from actorhub.object_store.shm import segment_root
 
         suffix = context.session_dir[-6:]
         assert not list(segment_root().glob(f"actorhub-{suffix}-*"))
@@ -99,7 +99,7 @@ def test_memory_command_lists_stored_objects(small_store: actorhub.ClusterContex
 
     ref = actorhub.put(np.zeros(MIB, dtype=np.int64))
     out = subprocess.run(
-        [sys.executable, "-P", "-m", "actorhub.cli", "memory"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "actorhub.cli", "memory"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
     assert ref.hex() in out.stdout and "shared memory" in out.stdout and "8.0 MiB" in out.stdout
@@ -117,7 +117,7 @@ def test_objects_of_a_sigkilled_owner_are_freed(small_store: actorhub.ClusterCon
         "print(ref.hex(), flush=True)\n"
         "time.sleep(600)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-P", "-c", body], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", body], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     object_id = proc.stdout.readline().strip()
     assert object_id in {o.object_id for o in _store().objects}

@@ -17,11 +17,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from actorhub.tasks import _node_store, _regions, _shm
-from actorhub.tasks._node_store import NodeObjectStore, ObjectExistsError, ObjectNotInStoreError
-from actorhub.tasks._regions import FreeSpace
 
 from actorhub.exceptions import ObjectLostError
+from actorhub.object_store import regions as _regions
+from actorhub.object_store import shm as _shm
+from actorhub.object_store import store as _node_store
+from actorhub.object_store.regions import FreeSpace
+from actorhub.object_store.store import NodeObjectStore, ObjectExistsError, ObjectNotInStoreError
 
 MiB = 1 << 20
 

@@ -21,7 +21,6 @@ from typing import Any
 import grpc
 import pytest
 
-from actorhub import _zygote
 from actorhub._proto.v1 import (
     common_pb2,
     hub_pb2,
@@ -30,8 +29,9 @@ from actorhub._proto.v1 import (
     node_pb2_grpc,
     worker_pb2_grpc,
 )
-from actorhub._session import Session, create_session
-from actorhub._transport import ChannelPool, bind, make_server
+from actorhub.cluster.session import Session, create_session
+from actorhub.node import zygote as _zygote
+from actorhub.wire.transport import ChannelPool, bind, make_server
 
 TESTS = Path(__file__).resolve().parent
 
@@ -221,7 +221,7 @@ def test_zygote_and_workers_die_with_the_node(session: Session) -> None:
     script = textwrap.dedent(f"""
         import os, select, sys, time
         from pathlib import Path
-        from actorhub import _zygote
+        from actorhub.node import zygote as _zygote
         from actorhub._proto.v1 import node_pb2
         z = _zygote.spawn(session_dir=Path({str(session.path)!r}), hub_address="127.0.0.1:1",
                           bind_host="127.0.0.1", log_path=Path({str(session.logs / "zygote.log")!r}))
@@ -235,7 +235,7 @@ def test_zygote_and_workers_die_with_the_node(session: Session) -> None:
         print(z.process.pid, event.forked.pid, flush=True)
         time.sleep(60)
     """)
-    node = subprocess.Popen([sys.executable, "-P", "-c", script], stdout=subprocess.PIPE, text=True)
+    node = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert node.stdout is not None
         zygote_pid, worker_pid = map(int, node.stdout.readline().split())
@@ -289,7 +289,7 @@ class RunningNode:
     def __init__(self, session: Session, hub: FakeHub, hub_address: str, node_id: str) -> None:
         self.hub = hub
         self.process = subprocess.Popen([
-            sys.executable, "-P", "-m", "actorhub._node_main", "--session-dir", str(session.path),
+            sys.executable, "-m", "actorhub.node", "--session-dir", str(session.path),
             "--hub-address", hub_address, "--node-id", node_id, "--prestart", "1", "--num-cpus", "4",
         ])
         with hub.cond:

@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # Imported per command so that `actorhub --help` and each command load only what they use.
     if args.command == "start":
-        from actorhub.cli._cluster import start_head_command, start_node_command
+        from actorhub.cli.cluster import start_head_command, start_node_command
 
         if args.head:
             return start_head_command(args.port, args.num_cpus)
@@ -75,24 +75,23 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error("--port applies to --head only")
         return start_node_command(args.address, args.num_cpus)
     if args.command == "stop":
-        from actorhub.cli._cluster import stop_command
+        from actorhub.cli.cluster import stop_command
 
         return stop_command()
     if args.command == "status":
-        from actorhub.cli._inspect import status_command
+        from actorhub.cli.inspect import status_command
 
         return status_command(args.address)
     if args.command == "list":
-        from actorhub.cli._inspect import list_actors_command
+        from actorhub.cli.inspect import list_actors_command
 
         return list_actors_command(args.address, args.namespace)
     if args.command == "memory":
-        from actorhub.cli._inspect import memory_command
+        from actorhub.cli.inspect import memory_command
 
         return memory_command(args.address)
     if args.command == "microbenchmark":
-        from actorhub import _microbenchmark
-
+        from actorhub.cli import microbenchmark as _microbenchmark
         if args.scale <= 0:
             parser.error("--scale must be positive")
         # The environment is read here, at the edge, like Ray's TESTS_TO_RUN.
@@ -106,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The `actorhub` console script; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    from actorhub.cli._common import CliError
+    from actorhub.cli.common import CliError
 
     try:
         return _run(args, parser)

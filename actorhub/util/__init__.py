@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from actorhub import _runtime
 from actorhub._proto.v1 import hub_pb2
-from actorhub._serialization import deregister_serializer, register_serializer
+from actorhub.runtime import runtime as _runtime
+from actorhub.runtime.serialization import deregister_serializer, register_serializer
 from actorhub.util import scheduling_strategies
 from actorhub.util._serializability import FailureTuple, inspect_serializability
 

@@ -13,7 +13,7 @@ import types
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from actorhub import _serialization
+from actorhub.runtime import serialization as _serialization
 
 
 class FailureTuple:

@@ -1,0 +1,108 @@
+"""ActorClass: what `@actorhub.remote` makes of a class; `.remote(...)` creates an actor."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from actorhub._proto.v1 import common_pb2, hub_pb2
+from actorhub.api.actor_handle import ActorHandle, HandleState, MethodInfo
+from actorhub.api.options import ActorOptions, OptionsError
+from actorhub.exceptions import ActorHubSystemError
+from actorhub.runtime import serialization as _serialization
+from actorhub.runtime.ids import new_id
+
+T = TypeVar("T")
+NUM_RETURNS_ATTR = "__actorhub_num_returns__"
+
+
+def method_infos(cls: type) -> dict[str, MethodInfo]:
+    infos: dict[str, MethodInfo] = {}
+    for name in dir(cls):
+        if name.startswith("__"):
+            continue
+        attr = inspect.getattr_static(cls, name, None)
+        func = attr.__func__ if isinstance(attr, staticmethod | classmethod) else attr
+        if not callable(func):
+            continue
+        is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
+        infos[name] = MethodInfo(name, int(getattr(func, NUM_RETURNS_ATTR, 1)), is_async)
+    return infos
+
+
+class ActorClass(Generic[T]):
+    """A remote class. `Cls.remote(*args)` creates an actor; `Cls.options(...)` sets options."""
+
+    def __init__(self, cls: type[T], options: ActorOptions, _pickled: list[bytes] | None = None) -> None:
+        self._cls = cls
+        self._options = options
+        _serialization.ship_module_of(cls)
+        self._methods = method_infos(cls)
+        self._is_async = any(m.is_async for m in self._methods.values())
+        # Shared with the copies .options() makes: the class is pickled once.
+        self._pickled: list[bytes] = _pickled if _pickled is not None else []
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__doc__ = cls.__doc__
+
+    def options(self, **options: Any) -> ActorClass[T]:
+        return ActorClass(self._cls, self._options.merged(f"{self._cls.__name__}.options()", **options), self._pickled)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"actor classes cannot be instantiated directly; use {self._cls.__name__}.remote(...)"
+        )
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
+        from actorhub.runtime.runtime import current
+
+        return self.remote_in(current(), *args, **kwargs)
+
+    def remote_in(self, runtime: Any, *args: Any, **kwargs: Any) -> ActorHandle[T]:
+        """Create the actor through `runtime` (actorhub's own machinery; see ActorMethod.remote_in)."""
+        options = self._options
+        name = self._cls.__name__
+        if options.get_if_exists and not options.name:
+            raise OptionsError(f"invalid options for {name}: get_if_exists=True needs a name")
+        if not self._pickled:
+            self._pickled.append(_serialization.dumps(self._cls))
+        max_concurrency = options.max_concurrency or (0 if self._is_async else 1)
+        spec = common_pb2.ActorSpec(
+            actor_id=new_id(12),
+            class_name=name,
+            pickled_class=self._pickled[0],
+            init_args=_serialization.dumps_args(args, kwargs, f"{name}.__init__"),
+            name=options.name or "",
+            namespace=options.namespace if options.namespace is not None else runtime.namespace,
+            detached=options.detached,
+            max_restarts=options.max_restarts,
+            max_task_retries=options.max_task_retries,
+            max_concurrency=max_concurrency,
+            max_pending_calls=options.max_pending_calls,
+            num_cpus=options.num_cpus,
+            owner_job_id=runtime.job_id,
+            owner_actor_id=runtime.actor_id,
+            job_namespace=runtime.namespace,
+            methods=[
+                common_pb2.MethodMeta(name=m.name, num_returns=m.num_returns, is_async=m.is_async)
+                for m in self._methods.values()
+            ],
+            is_async=self._is_async,
+            hub_address=runtime.hub_address,
+            node_id=options.node_id,
+        )
+        try:
+            reply: hub_pb2.CreateActorReply = runtime.hub.CreateActor(
+                hub_pb2.CreateActorRequest(spec=spec, get_if_exists=options.get_if_exists)
+            )
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.ALREADY_EXISTS:
+                raise ValueError(e.details()) from None
+            raise ActorHubSystemError(f"the hub did not create actor {name}: {e.code().name}: {e.details()}") from None
+        return ActorHandle(HandleState.from_info(reply.actor))
+
+    def __repr__(self) -> str:
+        return f"ActorClass({self._cls.__qualname__})"
+

@@ -1,0 +1,280 @@
+"""The public functions: init, shutdown, get, put, wait, kill, get_actor."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+import grpc
+
+from actorhub._proto.v1 import common_pb2, hub_pb2
+from actorhub.api.actor_handle import ActorHandle, HandleState
+from actorhub.cluster.launcher import ClusterProcesses, remove_segments, request_shutdown, start_head, stop_processes
+from actorhub.cluster.session import Session, latest_session, session_for_address
+from actorhub.config import Config, ConfigError
+from actorhub.exceptions import ActorHubSystemError
+from actorhub.runtime import runtime as _runtime
+from actorhub.runtime.object_ref import ObjectRef
+from actorhub.runtime.runtime import Runtime
+
+T = TypeVar("T")
+log = logging.getLogger("actorhub")
+
+
+@dataclass(frozen=True)
+class ClusterContext:
+    """What init() returns: where the cluster is and who this driver is in it."""
+
+    address: str
+    session_dir: str
+    namespace: str
+    job_id: str
+    node_id: str
+
+    @property
+    def address_info(self) -> dict[str, str]:
+        return {"address": self.address, "session_dir": self.session_dir, "node_id": self.node_id}
+
+    @property
+    def dashboard_url(self) -> None:
+        return None
+
+    def __enter__(self) -> ClusterContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutdown()
+
+
+class _Driver:
+    """What init() made in this process, so shutdown() can undo exactly that."""
+
+    def __init__(self, runtime: Runtime, context: ClusterContext, cluster: ClusterProcesses | None) -> None:
+        self.runtime = runtime
+        self.context = context
+        self.cluster = cluster
+        self.lease: Any = None
+
+
+_driver: _Driver | None = None
+_init_lock = threading.RLock()
+
+
+def is_initialized() -> bool:
+    return _driver is not None
+
+
+def init(
+    address: str | None = None,
+    *,
+    namespace: str | None = None,
+    num_cpus: float | None = None,
+    ignore_reinit_error: bool = False,
+    logging_level: str | int | None = None,
+    include_dashboard: bool | None = None,
+    object_store_memory: int | None = None,
+) -> ClusterContext:
+    """Connect this program to a cluster, starting a local one when no address is given.
+
+    address: None starts a local cluster (hub, node agent, workers) owned by this program;
+    "auto" joins the cluster that this machine's latest init() or `actorhub start --head`
+    started; "HOST:PORT" joins that hub. `include_dashboard` is accepted; there is no dashboard.
+    """
+    global _driver
+    with _init_lock:
+        if _driver is not None:
+            if ignore_reinit_error:
+                return _driver.context
+            raise RuntimeError("actorhub.init() was already called; pass ignore_reinit_error=True to allow it")
+        level = logging.getLevelName(logging_level) if isinstance(logging_level, int) else logging_level
+        config = Config.load(num_cpus=num_cpus, logging_level=level, object_store_memory=object_store_memory)
+        logging.getLogger("actorhub").setLevel(config.logging_level.upper())
+        address = address or os.environ.get("ACTORHUB_ADDRESS") or None
+        cluster: ClusterProcesses | None = None
+        if address is None:
+            cluster = start_head(config)
+            session: Session | None = cluster.session
+            hub_address, token = cluster.hub_address, cluster.session.token
+        elif address == "auto":
+            session = latest_session(config.session_root)
+            hub_address, token = session.hub_address, session.token
+        else:
+            session = session_for_address(config.session_root, address)
+            hub_address = address
+            token = session.token if session is not None else (config.token or "")
+            if not token:
+                raise ConfigError(
+                    f"no token for the cluster at {address}: this machine has no session for it; "
+                    "set ACTORHUB_TOKEN to the token in that cluster's session directory"
+                )
+        runtime: Runtime | None = None
+        try:
+            runtime, context = _connect(config, hub_address, token, namespace, session, owns=cluster is not None)
+            driver = _Driver(runtime, context, cluster)
+            driver.lease = runtime.job_lease(config.connect_timeout_s)
+        except BaseException:
+            if runtime is not None:
+                runtime.close()
+            if cluster is not None:
+                request_shutdown(cluster.hub_address, token, 2.0)
+                stop_processes(cluster.processes, 5.0)
+            raise
+        _runtime.set_current(runtime)
+        _driver = driver
+        atexit.register(shutdown)
+        return context
+
+
+def _connect(
+    config: Config, hub_address: str, token: str, namespace: str | None, session: Session | None, owns: bool
+) -> tuple[Runtime, ClusterContext]:
+    runtime = Runtime(token=token, hub_address=hub_address, bind_host=config.bind_host)
+    try:
+        reply = _register_job(runtime, namespace, owns, config.connect_timeout_s)
+        runtime.job_id = reply.job_id
+        runtime.namespace = reply.namespace
+        runtime.node_id = reply.node_id or _wait_for_node(runtime, config.connect_timeout_s)
+        runtime.node_address = _node_address(runtime)
+    except BaseException:
+        runtime.close()
+        raise
+    context = ClusterContext(
+        address=hub_address,
+        session_dir=str(session.path) if session is not None else "",
+        namespace=runtime.namespace,
+        job_id=runtime.job_id,
+        node_id=runtime.node_id,
+    )
+    return runtime, context
+
+
+def _register_job(runtime: Runtime, namespace: str | None, owns: bool, timeout: float) -> hub_pb2.RegisterJobReply:
+    request = hub_pb2.RegisterJobRequest(
+        namespace=namespace or "", driver_pid=os.getpid(), driver_address=runtime.address, owns_cluster=owns
+    )
+    try:
+        reply: hub_pb2.RegisterJobReply = runtime.hub.RegisterJob(request, timeout=timeout, wait_for_ready=True)
+        return reply
+    except grpc.RpcError as e:
+        raise ActorHubSystemError(
+            f"cannot reach the hub at {runtime.hub_address}: {e.code().name}: {e.details()}"
+        ) from None
+
+
+def _wait_for_node(runtime: Runtime, timeout: float) -> str:
+    """A cluster can run an actor once a node agent has registered."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status: hub_pb2.ClusterStatus = runtime.hub.GetClusterStatus(common_pb2.Empty(), timeout=timeout)
+        alive = [n for n in status.nodes if n.alive]
+        if alive:
+            return alive[0].node_id
+        time.sleep(0.005)
+    raise ActorHubSystemError(f"no node agent registered with the hub at {runtime.hub_address} within {timeout} s")
+
+
+def _node_address(runtime: Runtime) -> str:
+    status: hub_pb2.ClusterStatus = runtime.hub.GetClusterStatus(common_pb2.Empty(), timeout=30)
+    return next((n.address for n in status.nodes if n.node_id == runtime.node_id), "")
+
+
+def shutdown() -> None:
+    """Disconnect; stop the cluster if init() started it. Leaves no process behind."""
+    global _driver
+    with _init_lock:
+        driver = _driver
+        if driver is None:
+            return
+        _driver = None
+        _runtime.set_current(None)
+        atexit.unregister(shutdown)
+        cluster = driver.cluster
+        if cluster is not None:
+            request_shutdown(cluster.hub_address, driver.runtime.token)
+        if driver.lease is not None:
+            driver.lease.cancel()
+        driver.runtime.close()
+        if cluster is not None:
+            stop_processes(cluster.processes, 10.0)
+            remove_segments(cluster.session)
+
+
+@overload
+def get(refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
+@overload
+def get(refs: Sequence[ObjectRef[Any]], *, timeout: float | None = None) -> list[Any]: ...
+def get(refs: ObjectRef[Any] | Sequence[ObjectRef[Any]], *, timeout: float | None = None) -> Any:
+    """The value of a ref, or the values of a list of refs; re-raises a remote error."""
+    runtime = _runtime.current()
+    if isinstance(refs, ObjectRef):
+        return runtime.get([refs], timeout)[0]
+    if not isinstance(refs, list | tuple) or not all(isinstance(r, ObjectRef) for r in refs):
+        raise TypeError(f"get() takes an ObjectRef or a list of ObjectRefs, not {type(refs).__name__}")
+    return runtime.get(refs, timeout)
+
+
+def put(value: Any) -> ObjectRef[Any]:
+    """Store a value; the returned ref can be passed to actors and read with get()."""
+    return _runtime.current().put(value)
+
+
+def wait(
+    refs: Sequence[ObjectRef[Any]],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
+    """Split refs into (ready, not ready) once num_returns are ready or the timeout passes."""
+    if isinstance(refs, ObjectRef) or not isinstance(refs, list | tuple):
+        raise TypeError(f"wait() takes a list of ObjectRefs, not {type(refs).__name__}")
+    # Type and id sets, not per-ref Python calls: wait() is called in loops over long lists.
+    if not set(map(type, refs)) <= {ObjectRef}:
+        raise TypeError("wait() takes a list of ObjectRefs; the list holds something else")
+    if len(set(map(ObjectRef.hex, refs))) != len(refs):
+        raise ValueError("wait() got the same ObjectRef more than once")
+    if not 0 <= num_returns <= len(refs):
+        raise ValueError(f"num_returns={num_returns} must be between 0 and the number of refs ({len(refs)})")
+    return _runtime.current().wait(list(refs), num_returns, timeout)
+
+
+def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
+    """Kill the actor's process; returns once it is gone. With no_restart=False it may restart."""
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"kill() takes an actor handle, not {type(actor).__name__}")
+    runtime = _runtime.current()
+    try:
+        runtime.hub.KillActor(hub_pb2.KillActorRequest(actor_id=actor.actor_id, no_restart=no_restart))
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.NOT_FOUND:
+            raise ValueError(f"no actor {actor.actor_id} in this cluster") from None
+        raise ActorHubSystemError(f"kill({actor!r}) failed: {e.code().name}: {e.details()}") from None
+
+
+def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that makes `ref`: a queued task never runs, a running one is interrupted
+    (force=True kills its worker). get() of its results raises TaskCancelledError."""
+    if not isinstance(ref, ObjectRef):
+        raise TypeError(f"cancel() takes an ObjectRef, not {type(ref).__name__}")
+    _runtime.current().task_submitter().cancel(ref, force)
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
+    """The live actor named `name` in `namespace` (default: this job's namespace)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("get_actor() needs a non-empty actor name")
+    runtime = _runtime.current()
+    ns = namespace if namespace is not None else runtime.namespace
+    try:
+        info = runtime.hub.GetNamedActor(hub_pb2.GetNamedActorRequest(name=name, namespace=ns))
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.NOT_FOUND:
+            raise ValueError(f"failed to look up actor '{name}' in namespace '{ns}': {e.details()}") from None
+        raise ActorHubSystemError(f"get_actor({name!r}) failed: {e.code().name}: {e.details()}") from None
+    return ActorHandle(HandleState.from_info(info))

@@ -1,0 +1,92 @@
+"""`nodes`, `cluster_resources`, `available_resources`: Ray's views of what the cluster has.
+
+Resources are Ray's names: "CPU", "object_store_memory" (bytes of each node's store) and one
+"node:<ip>" per node. Available CPUs are what neither actors reserve nor tasks lease: a
+node's lease desk knows both once tasks have run there; before that, the hub's count of
+actor reservations is the whole story.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2, node_pb2_grpc
+from actorhub.api.cluster import get_actor
+from actorhub.runtime import runtime as _runtime
+
+
+def nodes() -> list[dict[str, Any]]:
+    """One dict per node the cluster has known, alive or dead, in Ray's layout."""
+    runtime = _runtime.current()
+    out = []
+    for node in _status(runtime).nodes:
+        host, _, port = node.address.rpartition(":")
+        resources = {"CPU": node.num_cpus, f"node:{host}": 1.0}
+        if node.alive:
+            listing = _store_listing(runtime, node.address)
+            if listing is not None:
+                resources["object_store_memory"] = float(listing.capacity)
+        out.append({
+            "NodeID": node.node_id,
+            "Alive": node.alive,
+            "NodeManagerAddress": host,
+            "NodeManagerPort": int(port) if port.isdigit() else 0,
+            "Resources": resources,
+        })
+    return out
+
+
+def cluster_resources() -> dict[str, float]:
+    """The resources of the alive nodes, added up."""
+    total: dict[str, float] = {}
+    for node in nodes():
+        if node["Alive"]:
+            for name, amount in node["Resources"].items():
+                total[name] = total.get(name, 0.0) + amount
+    return total
+
+
+def available_resources() -> dict[str, float]:
+    """What the alive nodes have free now: CPUs not reserved or leased, store bytes not in use."""
+    from actorhub.tasks.lease_desk import desk_name
+    from actorhub.util import SYSTEM_NAMESPACE
+
+    runtime = _runtime.current()
+    free: dict[str, float] = {}
+    for node in _status(runtime).nodes:
+        if not node.alive:
+            continue
+        cpus = node.available_cpus
+        try:
+            desk = get_actor(desk_name(node.node_id), SYSTEM_NAMESPACE)
+        except ValueError:
+            desk = None  # no task has run there yet
+        if desk is not None:
+            stats = runtime.get([desk.stats.remote_in(runtime)], 10.0)[0]
+            cpus = min(cpus, stats["free"])
+        host = node.address.rpartition(":")[0]
+        free["CPU"] = free.get("CPU", 0.0) + max(cpus, 0.0)
+        free[f"node:{host}"] = free.get(f"node:{host}", 0.0) + 1.0
+        listing = _store_listing(runtime, node.address)
+        if listing is not None:
+            free["object_store_memory"] = free.get("object_store_memory", 0.0) + float(
+                max(listing.capacity - listing.used, 0)
+            )
+    return free
+
+
+def _status(runtime: _runtime.Runtime) -> hub_pb2.ClusterStatus:
+    status: hub_pb2.ClusterStatus = runtime.hub.GetClusterStatus(common_pb2.Empty(), timeout=30)
+    return status
+
+
+def _store_listing(runtime: _runtime.Runtime, address: str) -> node_pb2.ListObjectsReply | None:
+    try:
+        reply: node_pb2.ListObjectsReply = node_pb2_grpc.NodeStub(runtime.channels.get(address)).ListObjects(
+            common_pb2.Empty(), timeout=10
+        )
+    except grpc.RpcError:
+        return None  # died since the hub answered
+    return reply

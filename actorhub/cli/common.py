@@ -1,0 +1,160 @@
+"""What the commands share: finding a cluster, asking its hub, and printing tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc
+from actorhub.cluster.session import ADDRESS_FILE, NoClusterError, Session, latest_session, session_for_address
+from actorhub.config import Config
+from actorhub.wire.transport import open_channel
+
+# A hub on this machine answers in milliseconds; longer means it is wedged or gone.
+RPC_TIMEOUT_S = 5.0
+_STATE_PREFIX = "ACTOR_STATE_"
+
+
+class CliError(Exception):
+    """A failure the user can act on: main() prints the message as one line and exits 1."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A cluster to talk to: its hub's address, the token it wants, and its local session."""
+
+    address: str
+    token: str
+    session: Session | None
+
+
+def find_cluster(config: Config, address: str | None) -> Target:
+    """The cluster at `address`, or else the latest one started on this machine."""
+    if address is None:
+        session = _latest_running_session(config.session_root)
+        if session is None:
+            raise CliError(
+                f"no running cluster under {config.session_root}; start one with `actorhub start --head`"
+            )
+        return Target(session.hub_address, session.token, session)
+    found = session_for_address(config.session_root, address)
+    if found is not None:
+        return Target(address, found.token, found)
+    if config.token:
+        # A hub on another machine: only its token, given as ACTORHUB_TOKEN, lets us in.
+        return Target(address, config.token, None)
+    raise CliError(
+        f"no local session for {address}; to reach a hub on another machine set ACTORHUB_TOKEN "
+        "to the token in its session directory"
+    )
+
+
+def _latest_running_session(root: Path) -> Session | None:
+    try:
+        return latest_session(root)
+    except NoClusterError:
+        pass
+    # `latest` names the newest session even when its start failed or a benchmark's cluster has
+    # come and gone since; a cluster started before it may still be running.
+    for session in reversed(sessions(root)):
+        if (session.path / ADDRESS_FILE).exists() and session.pid_file("hub") in _live_pid_files(session):
+            return session
+    return None
+
+
+def sessions(root: Path) -> list[Session]:
+    """The session directories under `root`, oldest first (their names start with the time)."""
+    if not root.is_dir():
+        return []
+    return [Session(p) for p in sorted(root.glob("session_*")) if p.is_dir()]
+
+
+def _live_pid_files(session: Session) -> dict[Path, int]:
+    live = {}
+    for pid_file in session.path.glob("*.pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+            # A pid file outlives a killed process, and its pid may since belong to another program.
+            if b"actorhub" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                live[pid_file] = pid
+        except (OSError, ValueError):
+            continue
+    return live
+
+
+def live_pids(session: Session) -> list[int]:
+    """The session's processes that are still running."""
+    return list(_live_pid_files(session).values())
+
+
+class HubClient:
+    """The few hub calls the CLI makes, with gRPC failures turned into one-line errors."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self._channel = open_channel(target.address, target.token)
+        self._stub = hub_pb2_grpc.HubStub(self._channel)
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def status(self) -> hub_pb2.ClusterStatus:
+        try:
+            reply: hub_pb2.ClusterStatus = self._stub.GetClusterStatus(common_pb2.Empty(), timeout=RPC_TIMEOUT_S)
+            return reply
+        except grpc.RpcError as err:
+            raise self._error(err) from None
+
+    def list_actors(self, namespace: str | None) -> list[common_pb2.ActorInfo]:
+        request = hub_pb2.ListActorsRequest(namespace=namespace or "", all_namespaces=namespace is None)
+        try:
+            reply: hub_pb2.ListActorsReply = self._stub.ListActors(request, timeout=RPC_TIMEOUT_S)
+        except grpc.RpcError as err:
+            raise self._error(err) from None
+        return list(reply.actors)
+
+    def _error(self, err: grpc.RpcError) -> CliError:
+        code = err.code() if isinstance(err, grpc.Call) else None
+        where = f" (session {self.target.session.path})" if self.target.session is not None else ""
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return CliError(f"no cluster answers at {self.target.address}{where}; is it still running?")
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return CliError(f"the hub at {self.target.address} refused the token{where}")
+        details = err.details() if isinstance(err, grpc.Call) else str(err)
+        name = code.name if code is not None else "error"
+        return CliError(f"the hub at {self.target.address} failed: {name}: {details}")
+
+
+def state_name(state: int) -> str:
+    return common_pb2.ActorState.Name(state).removeprefix(_STATE_PREFIX)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart; the last column is not padded."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [c.ljust(w) for c, w in zip(cells[:-1], widths[:-1], strict=True)]
+        return "  ".join([*padded, cells[-1]])
+
+    return "\n".join([line(headers), *(line(r) for r in rows)])
+
+
+def cpus(value: float) -> str:
+    return f"{value:g}"
+
+
+def cpu_count_words(value: float) -> str:
+    return f"{value:g} CPU" + ("" if value == 1 else "s")

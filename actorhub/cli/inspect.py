@@ -1,0 +1,143 @@
+"""`actorhub status` and `actorhub list actors`: what a running cluster holds."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from actorhub.cli.common import HubClient, cpus, find_cluster, format_table, state_name
+from actorhub.config import Config
+
+
+def status_command(address: str | None) -> int:
+    target = find_cluster(Config.load(), address)
+    with HubClient(target) as hub:
+        status = hub.status()
+    where = f" (session {target.session.path})" if target.session is not None else ""
+    print(f"Cluster at {target.address}{where}")
+    print()
+    rows = [
+        [n.node_id, n.address, f"{cpus(n.available_cpus)}/{cpus(n.num_cpus)}", "alive" if n.alive else "dead"]
+        for n in status.nodes
+    ]
+    alive = sum(1 for n in status.nodes if n.alive)
+    print(f"Nodes: {alive} alive, {len(status.nodes) - alive} dead")
+    if rows:
+        print(_indent(format_table(["NODE ID", "ADDRESS", "CPUS (AVAILABLE/TOTAL)", "STATE"], rows)))
+    print()
+    # The hub leaves dead actors out of the status, so these are the live ones.
+    by_state = Counter(state_name(a.state) for a in status.actors)
+    counts = ", ".join(f"{count} {state}" for state, count in sorted(by_state.items()))
+    print(f"Actors: {len(status.actors)} live" + (f" ({counts})" if counts else ""))
+    print(f"Jobs: {status.live_jobs} live")
+    return 0
+
+
+def list_actors_command(address: str | None, namespace: str | None) -> int:
+    target = find_cluster(Config.load(), address)
+    with HubClient(target) as hub:
+        actors = hub.list_actors(namespace)
+    if not actors:
+        scope = f"in namespace {namespace!r}" if namespace is not None else "in the cluster"
+        print(f"No live actors {scope}.")
+        return 0
+    rows = [
+        [
+            a.actor_id,
+            a.class_name,
+            a.name or "-",
+            a.namespace,
+            state_name(a.state),
+            str(a.pid) if a.pid else "-",
+            a.node_id or "-",
+        ]
+        for a in actors
+    ]
+    print(format_table(["ACTOR ID", "CLASS", "NAME", "NAMESPACE", "STATE", "PID", "NODE"], rows))
+    return 0
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def memory_command(address: str | None) -> int:
+    """Every object in the cluster: id, size, owner, who holds refs, where the bytes are.
+
+    Asks each owner (drivers and actors, task executors included) for the objects it owns and
+    their borrowers, and each node's store for the bytes it keeps in shared memory or spilled.
+    """
+    import grpc
+
+    from actorhub._proto.v1 import common_pb2, node_pb2_grpc, worker_pb2_grpc
+    from actorhub.wire.transport import open_channel
+
+    target = find_cluster(Config.load(), address)
+    with HubClient(target) as hub:
+        status = hub.status()
+    # Store id -> (size, where) on each node holding it: its own node's, and copies pulled elsewhere.
+    stored: dict[str, list[tuple[int, str]]] = {}
+    for node in status.nodes:
+        if not node.alive:
+            continue
+        channel = open_channel(node.address, target.token)
+        try:
+            listing = node_pb2_grpc.NodeStub(channel).ListObjects(common_pb2.Empty(), timeout=10)
+        except grpc.RpcError as err:
+            print(f"Node {node.node_id} ({node.address}): unreachable ({err.code().name})")
+            continue
+        finally:
+            channel.close()
+        print(
+            f"Node {node.node_id} ({node.address}): {len(listing.objects)} objects in its store, "
+            f"{_mib(listing.used)} in shared memory of {_mib(listing.capacity)}, {_mib(listing.spilled)} spilled"
+        )
+        for kept in listing.objects:
+            stored.setdefault(kept.object_id, []).append((kept.size, f"{kept.where} (node {node.node_id[:8]})"))
+    owners = {a: "driver" for a in status.driver_addresses}
+    owners.update({a.address: f"{a.class_name} actor {a.actor_id[:8]}" for a in status.actors if a.address})
+    rows: list[list[str]] = []
+    for owner, label in owners.items():
+        channel = open_channel(owner, target.token)
+        try:
+            owned = worker_pb2_grpc.WorkerStub(channel).ListOwnedObjects(common_pb2.Empty(), timeout=10)
+        except grpc.RpcError:
+            continue  # gone since the hub answered, or busy: its objects go unlisted
+        finally:
+            channel.close()
+        for o in owned.objects:
+            places = stored.get(o.store_id or o.object_id)
+            size = places[0][0] if places else o.size
+            where = ", ".join(w for _, w in places) if places else o.where
+            rows.append([o.object_id, _size(size), f"{label} ({owner})", where, _holders(o, owners)])
+    print()
+    if rows:
+        print(format_table(["OBJECT ID", "SIZE", "OWNER", "WHERE", "HELD BY"], rows))
+    else:
+        print("No objects.")
+    return 0
+
+
+def _holders(o: object, labels: dict[str, str]) -> str:
+    """Who keeps an object alive: the owner's own refs, borrowers, values that contain it."""
+    from actorhub._proto.v1 import worker_pb2
+
+    assert isinstance(o, worker_pb2.OwnedObject)
+    parts = []
+    if o.local_refs:
+        parts.append(f"owner x{o.local_refs}")
+    parts.extend(
+        f"{labels[b]} ({b}) x{count}" if b in labels else f"{b} x{count}" for b, count in sorted(o.borrowers.items())
+    )
+    if o.contained_in:
+        parts.append(f"inside {o.contained_in} object(s)")
+    if o.escaped:
+        parts.append("pickled (kept while the owner lives)")
+    return ", ".join(parts) or "-"
+
+
+def _size(size: int) -> str:
+    return f"{size} B" if size < 1024 * 1024 else _mib(size)
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"

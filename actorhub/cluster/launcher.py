@@ -1,0 +1,177 @@
+"""Starting and stopping cluster processes: the hub and node agents.
+
+Processes start each other by module path (`python -m ...`), never by import, so the kernel
+does not depend on the hub's code. Each runs in its own session (process group) so a Ctrl-C
+aimed at the driver does not reach them; the hub ends a cluster owned by a driver when that
+driver's job lease breaks, which covers a driver killed by SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from actorhub._proto.v1 import common_pb2, hub_pb2_grpc
+from actorhub.cluster.session import ADDRESS_FILE, Session, create_session, make_latest
+from actorhub.config import Config
+from actorhub.exceptions import ActorHubSystemError
+from actorhub.runtime.ids import new_id
+from actorhub.wire.transport import open_channel
+
+
+class ClusterStartError(ActorHubSystemError):
+    """A cluster process failed to start; the message carries the end of its log."""
+
+
+@dataclass
+class ClusterProcesses:
+    session: Session
+    hub_address: str
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def start_head(config: Config) -> ClusterProcesses:
+    """A new session with a hub and one node agent; returns once the hub is serving."""
+    session = create_session(config.session_root)
+    host = config.bind_host
+    port = config.hub_port or _free_port(host)
+    hub_address = f"{host}:{port}"
+    hub_log = session.logs / "hub.out"
+    hub = _spawn(
+        ["-m", "actorhub.hub", "--session-dir", str(session.path), "--port", str(port), "--bind-host", host],
+        hub_log,
+    )
+    # Started together: the node agent retries until the hub answers, so their boots overlap.
+    node = start_node(config, session, hub_address)
+    cluster = ClusterProcesses(session, hub_address, [hub, node])
+    deadline = time.monotonic() + config.connect_timeout_s
+    while not (session.path / ADDRESS_FILE).exists():
+        if hub.poll() is not None:
+            stop_processes(cluster.processes, 1.0)
+            raise ClusterStartError(f"the hub exited with code {hub.returncode}:\n{_tail(hub_log)}")
+        if time.monotonic() > deadline:
+            stop_processes(cluster.processes, 1.0)
+            raise ClusterStartError(f"the hub did not start within {config.connect_timeout_s} s:\n{_tail(hub_log)}")
+        time.sleep(0.005)
+    make_latest(session)
+    return cluster
+
+
+def start_node(config: Config, session: Session, hub_address: str) -> subprocess.Popen[bytes]:
+    node_id = new_id(8)
+    num_cpus = config.num_cpus if config.num_cpus is not None else float(os.cpu_count() or 1)
+    return _spawn(
+        [
+            "-m", "actorhub.node",
+            "--session-dir", str(session.path),
+            "--hub-address", hub_address,
+            "--node-id", node_id,
+            "--num-cpus", str(num_cpus),
+            "--prestart", str(config.prestart_workers),
+            "--bind-host", config.bind_host,
+            *(["--object-store-memory", str(config.object_store_memory)] if config.object_store_memory else []),
+        ],
+        session.logs / f"node-{node_id}.out",
+    )
+
+
+def request_shutdown(hub_address: str, token: str, timeout: float = 10.0) -> bool:
+    """Ask the hub to stop the cluster; False when it did not answer."""
+    channel = open_channel(hub_address, token)
+    try:
+        hub_pb2_grpc.HubStub(channel).Shutdown(common_pb2.Empty(), timeout=timeout)
+        return True
+    except grpc.RpcError:
+        return False
+    finally:
+        channel.close()
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for proc in processes:
+        try:
+            proc.wait(max(0.01, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def remove_segments(session: Session) -> None:
+    from actorhub.object_store.service import remove_session_segments
+
+    remove_session_segments(session.path)
+
+
+def session_pids(session: Session) -> list[int]:
+    pids = []
+    for pid_file in session.path.glob("*.pid"):
+        try:
+            pids.append(int(pid_file.read_text().strip()))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def _is_ours(pid: int) -> bool:
+    try:
+        return b"actorhub" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def stop_session(session: Session, timeout: float = 10.0) -> None:
+    """Stop a cluster we did not start in this process: ask the hub, then kill what remains."""
+    try:
+        request_shutdown(session.hub_address, session.token, timeout)
+    except OSError:
+        pass
+    pids = [p for p in session_pids(session) if _is_ours(p)]
+    deadline = time.monotonic() + timeout
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if _is_ours(p)]
+        time.sleep(0.05)
+    for pid in pids:
+        try:
+            # The node agent's process group holds its zygote and workers.
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    remove_segments(session)

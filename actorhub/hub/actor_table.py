@@ -1,0 +1,371 @@
+"""The hub's state machine: actors, the name directory, jobs and nodes, under one lock.
+
+Nothing here talks to the network. Each operation changes the tables and returns the
+`Decisions` (start this actor there, kill that worker, shut the cluster down) that the service
+layer then carries out outside the lock, feeding the outcome back in (`start_finished`,
+`worker_exited`, ...). Every outcome carries the incarnation it is about, so a late answer for
+a process the table has already given up on is recognised as stale instead of corrupting the
+current record.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2
+from actorhub.hub.control_store import ActorRow, JobRow
+from actorhub.hub.records import (
+    ALIVE,
+    DEAD,
+    ActorRecord,
+    Decisions,
+    DuplicateActorId,
+    HubShuttingDown,
+    InvalidSpec,
+    JobRecord,
+    JobRegistration,
+    KillPlan,
+    NameTaken,
+    NodeRecord,
+    Placement,
+    UnknownJob,
+    UnknownNode,
+    WorkerKill,
+    actor_info,
+    constructor_failed,
+    died,
+    killed_message,
+)
+from actorhub.hub.transitions import TableState
+
+__all__ = ["ActorRecord", "ActorTable", "Decisions", "KillPlan", "Placement", "WorkerKill"]
+
+
+class ActorTable(TableState):
+    """Thread-safe: every public method takes the one lock; none blocks on I/O under it."""
+
+    # ---- nodes -------------------------------------------------------------------------
+
+    def register_node(self, node_id: str, address: str, num_cpus: float, pid: int) -> Decisions:
+        out = Decisions()
+        with self._lock:
+            old = self._nodes.get(node_id)
+            same_agent = old is not None and old.alive and old.pid == pid
+            if old is not None and old.alive and not same_agent:
+                # A new agent under the same id: the old agent's workers went with it.
+                self._node_died_locked(old, out)
+            held = [r for r in self._actors.values() if r.reserved_on == node_id]
+            self._node_counter += 1
+            # The same agent registering again keeps its lease valid; a new agent's does not.
+            if old is None:
+                generation = 1
+            else:
+                generation = old.generation if same_agent else old.generation + 1
+            self._nodes[node_id] = NodeRecord(
+                node_id=node_id,
+                address=address,
+                num_cpus=num_cpus,
+                available_cpus=num_cpus - sum(r.reserved_cpus for r in held),
+                pid=pid,
+                order=old.order if old is not None else self._node_counter,
+                generation=generation,
+                actors=len(held),
+            )
+            self._schedule_pending_locked(out)
+        return out
+
+    def lease_node(self, node_id: str) -> int:
+        """The node's registration generation: a lease only speaks for the registration it saw."""
+        with self._lock:
+            node = self._nodes.get(node_id)
+            if node is None or not node.alive:
+                raise UnknownNode(f"node {node_id} is not registered")
+            return node.generation
+
+    def node_died(self, node_id: str, generation: int) -> Decisions:
+        out = Decisions()
+        with self._lock:
+            node = self._nodes.get(node_id)
+            if node is None or not node.alive or node.generation != generation:
+                return out
+            self._node_died_locked(node, out)
+            self._schedule_pending_locked(out)
+        return out
+
+    # ---- jobs --------------------------------------------------------------------------
+
+    def register_job(
+        self, namespace: str, driver_pid: int, driver_address: str, owns_cluster: bool
+    ) -> JobRegistration:
+        with self._lock:
+            if self._shutting_down:
+                raise HubShuttingDown("the hub is shutting down")
+            self._job_counter += 1
+            job = JobRecord(
+                job_id=f"{self._job_counter:08x}",
+                namespace=namespace or f"anon-{uuid.uuid4().hex[:12]}",
+                driver_pid=driver_pid,
+                driver_address=driver_address,
+                owns_cluster=owns_cluster,
+            )
+            self._jobs[job.job_id] = job
+            self._dirty_jobs[job.job_id] = job
+            alive = [n for n in self._nodes.values() if n.alive]
+            node_id = min(alive, key=lambda n: n.order).node_id if alive else ""
+            return JobRegistration(job.job_id, job.namespace, node_id)
+
+    def check_job(self, job_id: str) -> None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or not job.alive:
+                raise UnknownJob(f"job {job_id} is not registered or has ended")
+
+    def job_ended(self, job_id: str) -> Decisions:
+        out = Decisions()
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or not job.alive:
+                return out
+            job.alive = False
+            self._dirty_jobs[job_id] = job
+            for actor_id in sorted(self._job_roots.pop(job_id, ())):
+                rec = self._actors[actor_id]
+                self._kill_by_owner(rec, f"The actor {rec.label} died: its owner job {job_id} ended", out)
+            out.shutdown_cluster = job.owns_cluster
+            self._schedule_pending_locked(out)
+        return out
+
+    # ---- actors ------------------------------------------------------------------------
+
+    def create_actor(
+        self, spec: common_pb2.ActorSpec, get_if_exists: bool
+    ) -> tuple[common_pb2.ActorInfo, bool, Decisions]:
+        """(info, existed, decisions). Atomic: two creators of one name get one actor."""
+        if not spec.actor_id:
+            raise InvalidSpec("the actor spec has an empty actor_id")
+        if spec.num_cpus < 0:
+            raise InvalidSpec(f"num_cpus must be >= 0, got {spec.num_cpus}")
+        if spec.max_restarts < -1:
+            raise InvalidSpec(f"max_restarts must be >= -1, got {spec.max_restarts}")
+        out = Decisions()
+        with self._lock:
+            if self._shutting_down:
+                raise HubShuttingDown("the hub is shutting down")
+            key = (spec.namespace, spec.name)
+            if spec.name:
+                holder = self._names.get(key)
+                if holder is not None:
+                    if get_if_exists:
+                        return actor_info(self._actors[holder]), True, out
+                    raise NameTaken(
+                        f"an actor named '{spec.name}' already exists in namespace '{spec.namespace}'"
+                    )
+            if spec.actor_id in self._actors:
+                raise DuplicateActorId(f"an actor with id {spec.actor_id} already exists")
+            own = common_pb2.ActorSpec()
+            own.CopyFrom(spec)
+            rec = ActorRecord(spec=own)
+            self._actors[own.actor_id] = rec
+            if own.name:
+                self._names[key] = own.actor_id
+            orphaned = self._link_owner(rec)
+            self._touch(rec)
+            if orphaned:
+                self._kill_locked(rec, orphaned, out)
+            else:
+                self._try_place(rec, out)
+            return actor_info(rec), False, out
+
+    def start_finished(self, placement: Placement, reply: node_pb2.NodeStartActorReply) -> Decisions:
+        out = Decisions()
+        with self._lock:
+            rec = self._current(placement)
+            if rec is None:
+                if reply.ok:
+                    # Killed, restarted or its node declared dead meanwhile: no orphan may stay.
+                    out.kills.append(WorkerKill(placement.actor_id, placement.incarnation,
+                                                placement.node_id, placement.node_address))
+                return out
+            rec.placing = False
+            rec.avoid.clear()
+            rec.first_failure = None
+            if not reply.ok:
+                self._mark_dead(rec, constructor_failed(rec, reply.error), out)
+            else:
+                rec.state = ALIVE
+                rec.address = reply.address
+                rec.worker_id = reply.worker_id
+                rec.pid = reply.pid
+                self._touch(rec)
+                if rec.early_exit:
+                    cause, rec.early_exit = rec.early_exit, ""
+                    self._exited_locked(rec, cause, out)
+            self._schedule_pending_locked(out)
+        return out
+
+    def start_failed(self, placement: Placement, error: str) -> Decisions:
+        """StartActor did not reach the node: try another node now, or this one again later."""
+        out = Decisions()
+        with self._lock:
+            rec = self._current(placement)
+            if rec is None:
+                return out
+            rec.placing = False
+            self._release(rec)
+            rec.node_id = ""
+            now = self._clock()
+            if rec.first_failure is None:
+                rec.first_failure = now
+            if now - rec.first_failure >= self._placement_timeout_s:
+                self._mark_dead(rec, died(rec, f"it could not be placed: {error}"), out)
+            else:
+                rec.avoid[placement.node_id] = now + self._avoid_node_s
+                self._touch(rec)
+                self._try_place(rec, out)
+            self._schedule_pending_locked(out)
+        return out
+
+    def report_lent(self, node_id: str, lent: float) -> tuple[Decisions, float, float]:
+        """A node's desk lends `lent` CPUs to tasks: place what now fits; the CPUs actors reserve
+        on that node and those pending actors wait for there (the desk lends neither)."""
+        out = Decisions()
+        with self._lock:
+            node = self._nodes.get(node_id)
+            if node is None:
+                return out, 0.0, 0.0
+            fell = lent < node.lent_cpus
+            node.lent_cpus = lent
+            if fell:
+                self._schedule_pending_locked(out)
+            reserved = node.num_cpus - node.available_cpus
+            wanted = sum(
+                self._actors[a].spec.num_cpus for a in self._pending if self._actors[a].waiting_on == node_id
+            )
+            return out, reserved, wanted
+
+    def schedule_pending(self) -> Decisions:
+        out = Decisions()
+        with self._lock:
+            self._schedule_pending_locked(out)
+        return out
+
+    def request_kill(self, actor_id: str, no_restart: bool) -> KillPlan:
+        out = Decisions()
+        with self._lock:
+            rec = self._get(actor_id)
+            target: WorkerKill | None = None
+            cause = ""
+            if rec.state != DEAD:
+                if no_restart:
+                    target = self._kill_locked(rec, killed_message(rec), out)
+                elif rec.state == ALIVE:
+                    target = self._worker_kill(rec)
+                    cause = f"its worker process (pid {rec.pid}) was killed by kill()"
+            self._schedule_pending_locked(out)
+            return KillPlan(target, out, cause)
+
+    def worker_exited(self, actor_id: str, incarnation: int, cause: str, node_id: str = "") -> Decisions:
+        """The process of this incarnation is gone. Reports for other incarnations are stale."""
+        out = Decisions()
+        with self._lock:
+            rec = self._actors.get(actor_id)
+            if rec is None or rec.state == DEAD or rec.incarnation != incarnation:
+                return out
+            if node_id and rec.node_id and rec.node_id != node_id:
+                return out
+            if rec.state == ALIVE:
+                self._exited_locked(rec, cause, out)
+            elif rec.placing:
+                # StartActor has not answered yet; whether this was a constructor failure or a
+                # crash right after it depends on that answer.
+                rec.early_exit = cause
+            self._schedule_pending_locked(out)
+        return out
+
+    def wait_actor(
+        self,
+        actor_id: str,
+        min_incarnation: int,
+        timeout_s: float,
+        keep_waiting: Callable[[], bool] = lambda: True,
+    ) -> common_pb2.ActorInfo:
+        deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
+        with self._changed:
+            while True:
+                rec = self._get(actor_id)
+                if rec.state == DEAD or (rec.state == ALIVE and rec.incarnation >= min_incarnation):
+                    return actor_info(rec)
+                if self._shutting_down:
+                    raise HubShuttingDown("hub shutting down")
+                wait = self._poll_s
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return actor_info(rec)
+                    wait = min(wait, remaining)
+                if not keep_waiting():
+                    return actor_info(rec)
+                self._changed.wait(wait)
+
+    def get_actor(self, actor_id: str) -> common_pb2.ActorInfo:
+        with self._lock:
+            return actor_info(self._get(actor_id))
+
+    def named_actor(self, name: str, namespace: str) -> common_pb2.ActorInfo | None:
+        with self._lock:
+            holder = self._names.get((namespace, name))
+            return actor_info(self._actors[holder]) if holder is not None else None
+
+    def list_actors(
+        self, namespace: str, all_namespaces: bool, named_only: bool, include_dead: bool
+    ) -> list[common_pb2.ActorInfo]:
+        with self._lock:
+            return [
+                actor_info(rec)
+                for rec in self._actors.values()
+                if (all_namespaces or rec.spec.namespace == namespace)
+                and (not named_only or rec.spec.name)
+                and (include_dead or rec.state != DEAD)
+            ]
+
+    def cluster_status(self) -> hub_pb2.ClusterStatus:
+        with self._lock:
+            return hub_pb2.ClusterStatus(
+                nodes=[
+                    hub_pb2.NodeStatus(node_id=n.node_id, address=n.address, num_cpus=n.num_cpus,
+                                       available_cpus=n.available_cpus, alive=n.alive, pid=n.pid)
+                    for n in sorted(self._nodes.values(), key=lambda n: n.order)
+                ],
+                actors=[actor_info(r) for r in self._actors.values() if r.state != DEAD],
+                live_jobs=sum(1 for j in self._jobs.values() if j.alive),
+                driver_addresses=[j.driver_address for j in self._jobs.values() if j.alive and j.driver_address],
+            )
+
+    # ---- shutdown and persistence ------------------------------------------------------
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
+    def begin_shutdown(self) -> list[str] | None:
+        """The addresses of the alive nodes to stop; None when shutdown had already begun."""
+        with self._lock:
+            if self._shutting_down:
+                return None
+            self._shutting_down = True
+            self._changed.notify_all()
+            return [n.address for n in self._nodes.values() if n.alive]
+
+    def take_dirty(self) -> tuple[list[ActorRow], list[JobRow]]:
+        """Snapshots of what changed since the last call, for the store."""
+        with self._lock:
+            actors, self._dirty_actors = self._dirty_actors, {}
+            jobs, self._dirty_jobs = self._dirty_jobs, {}
+            return (
+                [ActorRow(r.actor_id, r.spec, r.state, r.incarnation, r.num_restarts, r.node_id,
+                          r.address, r.death_cause, r.version) for r in actors.values()],
+                [JobRow(j.job_id, j.namespace, j.driver_pid, j.driver_address, j.owns_cluster, j.alive)
+                 for j in jobs.values()],
+            )

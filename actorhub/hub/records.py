@@ -1,0 +1,242 @@
+"""The records the actor table holds, the decisions it hands back, and the texts it writes.
+
+Split from `_actor_table` so that the state machine reads on its own; nothing here locks or
+does I/O.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+
+from actorhub._proto.v1 import common_pb2
+from actorhub.exceptions import ActorHubError
+from actorhub.wire.errors import system_error
+
+PENDING = common_pb2.ACTOR_STATE_PENDING
+ALIVE = common_pb2.ACTOR_STATE_ALIVE
+RESTARTING = common_pb2.ACTOR_STATE_RESTARTING
+DEAD = common_pb2.ACTOR_STATE_DEAD
+
+
+class ActorTableError(ActorHubError):
+    """A request the actor table refuses; the service maps each subclass to a gRPC status."""
+
+
+class UnknownActor(ActorTableError, LookupError):
+    pass
+
+
+class UnknownNode(ActorTableError, LookupError):
+    pass
+
+
+class UnknownJob(ActorTableError, LookupError):
+    pass
+
+
+class NameTaken(ActorTableError):
+    pass
+
+
+class DuplicateActorId(ActorTableError):
+    pass
+
+
+class InvalidSpec(ActorTableError, ValueError):
+    pass
+
+
+class HubShuttingDown(ActorTableError):
+    pass
+
+
+@dataclass
+class ActorRecord:
+    spec: common_pb2.ActorSpec
+    state: common_pb2.ActorState = PENDING
+    incarnation: int = 0
+    address: str = ""
+    node_id: str = ""
+    worker_id: str = ""
+    pid: int = 0
+    num_restarts: int = 0
+    death_cause: common_pb2.ErrorInfo | None = None
+    kill_requested: bool = False
+    # The full death message to use once the kill completes: kill() and an owner's death
+    # word it differently.
+    kill_message: str = ""
+    # A StartActor call for (node_id, incarnation) is in flight.
+    placing: bool = False
+    # CPUs held on `reserved_on` from placement until the process is gone.
+    reserved_on: str = ""
+    reserved_cpus: float = 0.0
+    # A pending actor that would fit on this node once its tasks give their CPUs back: the
+    # node's desk lends no more of them meanwhile, so the actor does not wait forever.
+    waiting_on: str = ""
+    # node_id -> clock time until which placement avoids that node (it failed a StartActor).
+    avoid: dict[str, float] = field(default_factory=dict)
+    first_failure: float | None = None
+    # A worker exit reported while StartActor was still in flight; applied once it returns.
+    early_exit: str = ""
+    version: int = 0
+
+    @property
+    def actor_id(self) -> str:
+        return self.spec.actor_id
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.class_name} ({self.spec.actor_id})"
+
+
+@dataclass
+class NodeRecord:
+    node_id: str
+    address: str
+    num_cpus: float
+    available_cpus: float
+    pid: int
+    order: int
+    generation: int
+    alive: bool = True
+    actors: int = 0
+    # CPUs the node's lease desk lends to tasks, as it last reported. Actors that reserve CPUs
+    # are placed only in what is left, as Ray's one count of a node's CPUs would have it.
+    lent_cpus: float = 0.0
+
+    def load(self) -> tuple[float, int, int]:
+        used = (self.num_cpus - self.available_cpus) / self.num_cpus if self.num_cpus > 0 else 0.0
+        return (used, self.actors, self.order)
+
+
+@dataclass
+class JobRecord:
+    job_id: str
+    namespace: str
+    driver_pid: int
+    driver_address: str
+    owns_cluster: bool
+    alive: bool = True
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Run this incarnation of the actor on this node (NodeStub.StartActor)."""
+
+    actor_id: str
+    incarnation: int
+    spec: common_pb2.ActorSpec
+    node_id: str
+    node_address: str
+
+
+@dataclass(frozen=True)
+class WorkerKill:
+    """Kill this incarnation's worker (NodeStub.KillWorker), then report it gone."""
+
+    actor_id: str
+    incarnation: int
+    node_id: str
+    node_address: str
+
+
+@dataclass
+class Decisions:
+    """What the service must do after a table operation, outside the table's lock."""
+
+    placements: list[Placement] = field(default_factory=list)
+    kills: list[WorkerKill] = field(default_factory=list)
+    # Re-run schedule_pending() after this many seconds (a node is being avoided for a while).
+    retry_after: float | None = None
+    shutdown_cluster: bool = False
+
+    def merge(self, other: Decisions) -> None:
+        self.placements.extend(other.placements)
+        self.kills.extend(other.kills)
+        if other.retry_after is not None:
+            mine = self.retry_after
+            self.retry_after = other.retry_after if mine is None else min(mine, other.retry_after)
+        self.shutdown_cluster = self.shutdown_cluster or other.shutdown_cluster
+
+    def __bool__(self) -> bool:
+        return bool(self.placements or self.kills or self.retry_after is not None or self.shutdown_cluster)
+
+
+@dataclass(frozen=True)
+class KillPlan:
+    """The worker KillActor must kill and wait for (None: nothing runs), what else follows, and
+    the cause to report once the worker is gone when the actor may restart."""
+
+    target: WorkerKill | None
+    decisions: Decisions
+    cause: str = ""
+
+
+@dataclass(frozen=True)
+class JobRegistration:
+    job_id: str
+    namespace: str
+    node_id: str
+
+
+def exit_cause(pid: int, exit_code: int, signum: int) -> str:
+    if signum:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = "unknown signal"
+        return f"its worker process (pid {pid}) was killed by signal {signum} ({name})"
+    return f"its worker process (pid {pid}) exited with code {exit_code}"
+
+
+def died(rec: ActorRecord, cause: str) -> common_pb2.ErrorInfo:
+    return system_error(f"The actor {rec.label} died: {cause}", common_pb2.ERROR_KIND_ACTOR_DIED)
+
+
+def killed_message(rec: ActorRecord) -> str:
+    return f"The actor {rec.label} was killed by kill()"
+
+
+def out_of_restarts(rec: ActorRecord, cause: str) -> common_pb2.ErrorInfo:
+    limit = rec.spec.max_restarts
+    suffix = f" (no restarts left, max_restarts={limit})" if limit > 0 else ""
+    return died(rec, cause + suffix)
+
+
+def constructor_failed(rec: ActorRecord, error: common_pb2.ErrorInfo) -> common_pb2.ErrorInfo:
+    cause = common_pb2.ErrorInfo()
+    cause.CopyFrom(error)
+    cause.kind = common_pb2.ERROR_KIND_ACTOR_DIED
+    # A node that could not even start a worker sends a system error without a type name.
+    if error.type_name:
+        raised = f"its constructor raised {error.type_name}: {error.message}"
+    else:
+        raised = error.message or "its worker could not be started"
+    cause.message = f"The actor {rec.label} died: {raised}"
+    return cause
+
+
+def actor_info(rec: ActorRecord) -> common_pb2.ActorInfo:
+    spec = rec.spec
+    info = common_pb2.ActorInfo(
+        actor_id=spec.actor_id,
+        state=rec.state,
+        address=rec.address,
+        incarnation=rec.incarnation,
+        name=spec.name,
+        namespace=spec.namespace,
+        class_name=spec.class_name,
+        node_id=rec.node_id,
+        pid=rec.pid,
+        methods=spec.methods,
+        detached=spec.detached,
+        max_task_retries=spec.max_task_retries,
+        max_pending_calls=spec.max_pending_calls,
+        num_restarts=rec.num_restarts,
+        owner_job_id=spec.owner_job_id,
+        is_async=spec.is_async,
+    )
+    if rec.death_cause is not None:
+        info.death_cause.CopyFrom(rec.death_cause)
+    return info

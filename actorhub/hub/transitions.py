@@ -1,0 +1,244 @@
+"""The lock-held half of the actor table: its state and the transitions between states.
+
+`ActorTable` (in `_actor_table`) takes the lock and calls these; every method here assumes it
+is held, and appends what the service must do to the `Decisions` it is given.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from actorhub._proto.v1 import common_pb2
+from actorhub.hub.records import (
+    ALIVE,
+    DEAD,
+    PENDING,
+    RESTARTING,
+    ActorRecord,
+    Decisions,
+    JobRecord,
+    NodeRecord,
+    Placement,
+    UnknownActor,
+    WorkerKill,
+    died,
+    out_of_restarts,
+)
+from actorhub.wire.errors import system_error
+
+# Float CPU counts are added and subtracted many times; compare with a little slack.
+_EPSILON = 1e-9
+
+
+class TableState:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        placement_timeout_s: float = 30.0,
+        avoid_node_s: float = 1.0,
+        poll_s: float = 1.0,
+    ) -> None:
+        self._clock = clock
+        self._placement_timeout_s = placement_timeout_s
+        self._avoid_node_s = avoid_node_s
+        self._poll_s = poll_s
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._actors: dict[str, ActorRecord] = {}
+        self._names: dict[tuple[str, str], str] = {}
+        # Lifetime indexes, non-detached actors only: who dies with whom.
+        self._children: dict[str, set[str]] = {}
+        self._job_roots: dict[str, set[str]] = {}
+        # Ordered set of actors waiting for a node that fits.
+        self._pending: dict[str, None] = {}
+        self._nodes: dict[str, NodeRecord] = {}
+        self._jobs: dict[str, JobRecord] = {}
+        self._job_counter = 0
+        self._node_counter = 0
+        self._shutting_down = False
+        self._dirty_actors: dict[str, ActorRecord] = {}
+        self._dirty_jobs: dict[str, JobRecord] = {}
+
+    def _get(self, actor_id: str) -> ActorRecord:
+        rec = self._actors.get(actor_id)
+        if rec is None:
+            raise UnknownActor(f"no actor with id {actor_id}")
+        return rec
+
+    def _current(self, placement: Placement) -> ActorRecord | None:
+        rec = self._actors.get(placement.actor_id)
+        if (rec is None or rec.state == DEAD or not rec.placing
+                or rec.incarnation != placement.incarnation or rec.node_id != placement.node_id):
+            return None
+        return rec
+
+    def _touch(self, rec: ActorRecord) -> None:
+        rec.version += 1
+        self._dirty_actors[rec.actor_id] = rec
+        self._changed.notify_all()
+
+    def _worker_kill(self, rec: ActorRecord) -> WorkerKill:
+        node = self._nodes.get(rec.node_id)
+        return WorkerKill(rec.actor_id, rec.incarnation, rec.node_id, node.address if node else "")
+
+    def _kill_locked(self, rec: ActorRecord, message: str, out: Decisions) -> WorkerKill | None:
+        """kill(no_restart=True): the worker to kill when one runs, else the actor dies now."""
+        if rec.state == DEAD:
+            return None
+        rec.kill_requested = True
+        if not rec.kill_message:
+            rec.kill_message = message
+        if rec.state == ALIVE:
+            return self._worker_kill(rec)
+        # No process yet; a StartActor in flight finds the record DEAD and kills what it made.
+        self._mark_dead(rec, system_error(rec.kill_message, common_pb2.ERROR_KIND_ACTOR_DIED), out)
+        return None
+
+    def _kill_by_owner(self, rec: ActorRecord, message: str, out: Decisions) -> None:
+        if rec.state == DEAD or rec.spec.detached:
+            return
+        already = rec.kill_requested and rec.state == ALIVE
+        kill = self._kill_locked(rec, message, out)
+        if kill is not None and not already:
+            out.kills.append(kill)
+
+    def _exited_locked(self, rec: ActorRecord, cause: str, out: Decisions) -> None:
+        self._release(rec)
+        rec.address = ""
+        rec.worker_id = ""
+        rec.placing = False
+        rec.early_exit = ""
+        pinned_to = self._nodes.get(rec.spec.node_id) if rec.spec.node_id else None
+        if rec.kill_requested:
+            self._mark_dead(rec, system_error(rec.kill_message, common_pb2.ERROR_KIND_ACTOR_DIED), out)
+        elif pinned_to is not None and not pinned_to.alive:
+            # Its node affinity names a node that is gone: no restart could ever be placed.
+            self._mark_dead(rec, died(rec, f"{cause}, and it is pinned to that node"), out)
+        elif rec.spec.max_restarts == -1 or rec.num_restarts < rec.spec.max_restarts:
+            rec.state = RESTARTING
+            rec.num_restarts += 1
+            rec.incarnation += 1
+            rec.node_id = ""
+            rec.pid = 0
+            rec.avoid.clear()
+            rec.first_failure = None
+            self._touch(rec)
+            self._try_place(rec, out)
+        else:
+            self._mark_dead(rec, out_of_restarts(rec, cause), out)
+
+    def _mark_dead(self, rec: ActorRecord, cause: common_pb2.ErrorInfo, out: Decisions) -> None:
+        self._release(rec)
+        rec.state = DEAD
+        rec.death_cause = cause
+        rec.placing = False
+        rec.address = ""
+        self._pending.pop(rec.actor_id, None)
+        spec = rec.spec
+        if spec.name and self._names.get((spec.namespace, spec.name)) == rec.actor_id:
+            del self._names[(spec.namespace, spec.name)]
+        if not spec.detached:
+            siblings = (self._children.get(spec.owner_actor_id) if spec.owner_actor_id
+                        else self._job_roots.get(spec.owner_job_id))
+            if siblings is not None:
+                siblings.discard(rec.actor_id)
+                if not siblings:
+                    owner_key = spec.owner_actor_id or spec.owner_job_id
+                    index = self._children if spec.owner_actor_id else self._job_roots
+                    index.pop(owner_key, None)
+        self._touch(rec)
+        for child_id in sorted(self._children.pop(rec.actor_id, ())):
+            child = self._actors.get(child_id)
+            if child is not None:
+                message = f"The actor {child.label} died: its owner actor {rec.actor_id} died"
+                self._kill_by_owner(child, message, out)
+
+    def _release(self, rec: ActorRecord) -> None:
+        if not rec.reserved_on:
+            return
+        node = self._nodes.get(rec.reserved_on)
+        if node is not None:
+            node.available_cpus += rec.reserved_cpus
+            node.actors -= 1
+        rec.reserved_on = ""
+        rec.reserved_cpus = 0.0
+
+    def _schedule_pending_locked(self, out: Decisions) -> None:
+        if self._shutting_down:
+            return
+        for actor_id in list(self._pending):
+            rec = self._actors[actor_id]
+            if rec.state in (PENDING, RESTARTING) and not rec.placing:
+                self._try_place(rec, out)
+            else:
+                del self._pending[actor_id]
+
+    def _try_place(self, rec: ActorRecord, out: Decisions) -> None:
+        node, retry_in = self._choose_node(rec)
+        if node is None or self._shutting_down:
+            self._pending[rec.actor_id] = None
+            waits_for = self._choose_node(rec, count_lent=False)[0] if rec.spec.num_cpus > 0 else None
+            rec.waiting_on = waits_for.node_id if waits_for is not None else ""
+            if retry_in is not None:
+                out.merge(Decisions(retry_after=retry_in))
+            return
+        self._pending.pop(rec.actor_id, None)
+        rec.waiting_on = ""
+        cpus = rec.spec.num_cpus
+        node.available_cpus -= cpus
+        node.actors += 1
+        rec.reserved_on = node.node_id
+        rec.reserved_cpus = cpus
+        rec.node_id = node.node_id
+        rec.placing = True
+        self._touch(rec)
+        out.placements.append(Placement(rec.actor_id, rec.incarnation, rec.spec, node.node_id, node.address))
+
+    def _choose_node(self, rec: ActorRecord, count_lent: bool = True) -> tuple[NodeRecord | None, float | None]:
+        """The least loaded node that fits, or (None, seconds until an avoided node may fit).
+
+        `count_lent=False`: fits once its tasks give back the CPUs its desk lent them."""
+        now = self._clock()
+        best: NodeRecord | None = None
+        retry_in: float | None = None
+        for node in self._nodes.values():
+            free = node.available_cpus - (node.lent_cpus if count_lent and rec.spec.num_cpus > 0 else 0.0)
+            if not node.alive or free < rec.spec.num_cpus - _EPSILON:
+                continue
+            if rec.spec.node_id and node.node_id != rec.spec.node_id:
+                continue
+            until = rec.avoid.get(node.node_id)
+            if until is not None and until > now:
+                retry_in = until - now if retry_in is None else min(retry_in, until - now)
+                continue
+            if best is None or node.load() < best.load():
+                best = node
+        return best, (None if best is not None else retry_in)
+
+    def _node_died_locked(self, node: NodeRecord, out: Decisions) -> None:
+        node.alive = False
+        cause = f"its node {node.node_id} died"
+        for rec in list(self._actors.values()):
+            if rec.state != DEAD and rec.node_id == node.node_id and (rec.state == ALIVE or rec.placing):
+                self._exited_locked(rec, cause, out)
+
+    def _link_owner(self, rec: ActorRecord) -> str:
+        """Index the actor under its owner; the death message when the owner is already gone."""
+        spec = rec.spec
+        if spec.detached:
+            return ""
+        if spec.owner_actor_id:
+            self._children.setdefault(spec.owner_actor_id, set()).add(spec.actor_id)
+            owner = self._actors.get(spec.owner_actor_id)
+            if owner is not None and owner.state == DEAD:
+                return f"The actor {rec.label} died: its owner actor {spec.owner_actor_id} died"
+            return ""
+        if spec.owner_job_id:
+            self._job_roots.setdefault(spec.owner_job_id, set()).add(spec.actor_id)
+            job = self._jobs.get(spec.owner_job_id)
+            if job is not None and not job.alive:
+                return f"The actor {rec.label} died: its owner job {spec.owner_job_id} ended"
+        return ""

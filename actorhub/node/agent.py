@@ -1,0 +1,341 @@
+"""The node agent: one per machine, serving the Node service.
+
+It registers the node with the hub, holds the node's lease (a stream the hub watches for the
+node's death, and closes or marks `shutdown` to stop the node), runs actors' constructors in
+workers taken from the WorkerPool, kills workers on the hub's request and reports every death
+of an actor's worker to the hub. It reserves no resources: the hub does the accounting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import grpc
+
+from actorhub._proto.v1 import (
+    common_pb2,
+    hub_pb2,
+    hub_pb2_grpc,
+    node_pb2,
+    node_pb2_grpc,
+    worker_pb2,
+    worker_pb2_grpc,
+)
+from actorhub.cluster.session import Session
+from actorhub.config import Config
+from actorhub.node.worker_pool import PoolError, State, Worker, WorkerPool
+from actorhub.node.zygote import ZygoteProcess
+from actorhub.object_store.service import NodeObjects
+from actorhub.wire.errors import system_error
+from actorhub.wire.transport import ChannelPool, bind, make_server
+
+log = logging.getLogger(__name__)
+
+_REPORT_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    session_dir: Path
+    hub_address: str
+    node_id: str
+    config: Config
+
+
+class NodeAgent:
+    def __init__(
+        self, options: NodeOptions, zygote: ZygoteProcess, spawn_zygote: Callable[[], ZygoteProcess],
+    ) -> None:
+        self.options = options
+        self.config = options.config
+        self.node_id = options.node_id
+        self.session = Session(options.session_dir)
+        configured = self.config.num_cpus
+        self.num_cpus = float(configured if configured is not None else os.cpu_count() or 1)
+        self.address = ""
+        self._channels = ChannelPool(self.session.token)
+        self._hub = hub_pb2_grpc.HubStub(self._channels.get(options.hub_address))
+        self.pool = WorkerPool(
+            node_id=self.node_id,
+            logs_dir=str(self.session.logs),
+            prestart=self.config.prestart_workers,
+            connect_timeout_s=self.config.connect_timeout_s,
+            zygote=zygote,
+            spawn_zygote=spawn_zygote,
+            on_actor_exit=self._queue_report,
+        )
+        self._reports: queue.Queue[hub_pb2.WorkerExitReport | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._stop_reason = ""
+        self._lease: Any = None  # the NodeLease call, cancelled on shutdown
+        self.objects = NodeObjects(
+            self.session.path, self.node_id, self.config.object_store_memory, self._channels,
+            lost_result_grace_s=self.config.lost_result_grace_s,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until the hub, a Shutdown call or SIGTERM ends the node; the exit status."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        server = make_server(self.session.token)
+        node_pb2_grpc.add_NodeServicer_to_server(NodeServicer(self), server)
+        self.address = bind(server, self.config.bind_host, 0)
+        self.objects.serving_at(self.address)
+        server.start()
+        pid_file = self.session.pid_file(f"node-{self.node_id}")
+        pid_file.write_text(f"{os.getpid()}\n")
+        # Forks start now, overlapping the hub registration.
+        self.pool.start(self.address)
+        threading.Thread(target=self._send_reports, name="exit-reports", daemon=True).start()
+        status = 0
+        try:
+            if self._register():
+                threading.Thread(target=self._hold_lease, name="node-lease", daemon=True).start()
+                log.info("node %s serving at %s (pid %d)", self.node_id, self.address, os.getpid())
+                # A timed wait, so that signal handlers get to run on this thread.
+                while not self._stop.wait(0.5):
+                    pass
+                log.info("node %s stopping: %s", self.node_id, self._stop_reason)
+            else:
+                status = 1
+        finally:
+            self._shutdown(server)
+            with contextlib.suppress(OSError):
+                if pid_file.read_text().strip() == str(os.getpid()):
+                    pid_file.unlink()
+        return status
+
+    def request_stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.request_stop(f"signal {signal.Signals(signum).name}")
+
+    def _shutdown(self, server: grpc.Server) -> None:
+        self._stop.set()
+        self.pool.shutdown(self.config.kill_grace_s)
+        self._reports.put(None)
+        if self._lease is not None:
+            self._lease.cancel()
+        server.stop(grace=1.0).wait()
+        self._channels.close()
+        # The segments live in /dev/shm, which outlives processes: they must be removed.
+        self.objects.close()
+
+    def _register(self) -> bool:
+        request = hub_pb2.RegisterNodeRequest(
+            node_id=self.node_id, address=self.address, num_cpus=self.num_cpus, pid=os.getpid(),
+        )
+        deadline = time.monotonic() + self.config.connect_timeout_s
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            try:
+                # wait_for_ready: the hub may still be starting when the node is.
+                self._hub.RegisterNode(request, timeout=max(0.1, remaining), wait_for_ready=True)
+                return True
+            except grpc.RpcError as e:
+                if time.monotonic() >= deadline or e.code() not in (
+                    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                ):
+                    log.error("cannot register node %s with the hub at %s: %s",
+                              self.node_id, self.options.hub_address, e)
+                    return False
+                time.sleep(0.05)
+        return False
+
+    def _hold_lease(self) -> None:
+        reason = "the hub ended the node's lease"
+        try:
+            self._lease = self._hub.NodeLease(hub_pb2.LeaseRequest(id=self.node_id))
+            for event in self._lease:
+                if event.shutdown:
+                    reason = "the hub asked the node to shut down"
+                    break
+        except grpc.RpcError as e:
+            reason = f"the node's lease broke ({e.code().name}): the hub is gone"
+        self.request_stop(reason)
+
+    # -- exit reports ---------------------------------------------------------------------------
+
+    def _queue_report(self, worker: Worker) -> None:
+        # Never call the hub from the zygote event reader: it must keep draining the pipe.
+        self._reports.put(hub_pb2.WorkerExitReport(
+            node_id=self.node_id, actor_id=worker.actor_id, incarnation=worker.incarnation,
+            pid=worker.pid, exit_code=worker.exit_code, signal=worker.signal,
+        ))
+
+    def _send_reports(self) -> None:
+        while (report := self._reports.get()) is not None:
+            for attempt in range(_REPORT_ATTEMPTS):
+                if self._stop.is_set():
+                    return  # the hub learns of the node's end through the lease
+                try:
+                    self._hub.ReportWorkerExit(report, timeout=self.config.connect_timeout_s)
+                    break
+                except grpc.RpcError as e:
+                    log.warning("reporting the exit of actor %s's worker failed (attempt %d): %s",
+                                report.actor_id, attempt + 1, e)
+                    time.sleep(0.2 * (attempt + 1))
+
+    # -- Node service operations ----------------------------------------------------------------
+
+    def start_actor(self, request: node_pb2.NodeStartActorRequest) -> node_pb2.NodeStartActorReply:
+        spec = request.spec
+        existing = self.pool.find_actor(spec.actor_id, request.incarnation)
+        if existing is not None and existing.state is State.ACTOR:
+            # A retried StartActor for an actor this node already runs.
+            return self._ok(existing)
+        try:
+            worker = self.pool.acquire(
+                spec.actor_id, request.incarnation, spec.num_cpus, self.config.connect_timeout_s,
+            )
+        except PoolError as e:
+            return _failed(str(e), actor_died=False)
+        stub = worker_pb2_grpc.WorkerStub(self._channels.get(worker.address))
+        try:
+            # No deadline: a constructor may legitimately take long; KillWorker interrupts it.
+            reply = stub.StartActor(worker_pb2.StartActorRequest(
+                spec=spec, incarnation=request.incarnation, node_id=self.node_id,
+            ))
+        except grpc.RpcError as e:
+            self.pool.kill(worker)
+            self.pool.wait_exit(worker, self.config.kill_grace_s)
+            self._channels.discard(worker.address)
+            log.info("worker %s died in %s's constructor: %s (%s)", worker.worker_id,
+                     spec.class_name, worker.describe_exit(), e.code().name)
+            return _failed(
+                "the worker process died while running the constructor "
+                f"({worker.describe_exit()})", actor_died=True,
+            )
+        if not reply.ok:
+            # The constructor raised: the process may hold half-built state; never reuse it.
+            self.pool.kill(worker)
+            self._channels.discard(worker.address)
+            return node_pb2.NodeStartActorReply(ok=False, error=reply.error)
+        if not self.pool.activate(worker):
+            return _failed(
+                f"the worker process died right after the constructor ({worker.describe_exit()})",
+                actor_died=True,
+            )
+        return self._ok(worker)
+
+    def _ok(self, worker: Worker) -> node_pb2.NodeStartActorReply:
+        return node_pb2.NodeStartActorReply(
+            ok=True, address=worker.address, worker_id=worker.worker_id, pid=worker.pid,
+        )
+
+    def kill_worker(self, request: node_pb2.KillWorkerRequest) -> None:
+        worker = self.pool.find_actor(request.actor_id, request.incarnation)
+        if worker is None:
+            return  # already gone, or never here: killing is idempotent
+        self.pool.kill(worker)
+        if not self.pool.wait_exit(worker, self.config.kill_grace_s):
+            log.warning("worker %s (pid %d) of actor %s did not exit within %g s of SIGKILL",
+                        worker.worker_id, worker.pid, request.actor_id, self.config.kill_grace_s)
+        self._channels.discard(worker.address)
+
+    def node_info(self) -> node_pb2.NodeInfo:
+        counts = self.pool.counts()
+        return node_pb2.NodeInfo(
+            node_id=self.node_id,
+            address=self.address,
+            num_cpus=self.num_cpus,
+            # Informational only: the hub's own accounting is what scheduling uses.
+            available_cpus=max(0.0, self.num_cpus - counts.cpus_in_use),
+            idle_workers=counts.idle,
+            actor_workers=counts.actors,
+            pid=os.getpid(),
+        )
+
+
+def _failed(message: str, *, actor_died: bool) -> node_pb2.NodeStartActorReply:
+    # A flag rather than an ErrorKind parameter: the generated enum type differs between stub styles.
+    kind = common_pb2.ERROR_KIND_ACTOR_DIED if actor_died else common_pb2.ERROR_KIND_SYSTEM
+    return node_pb2.NodeStartActorReply(ok=False, error=system_error(message, kind))
+
+
+class NodeServicer(node_pb2_grpc.NodeServicer):
+    def __init__(self, agent: NodeAgent) -> None:
+        self._agent = agent
+
+    def RegisterWorker(
+        self, request: node_pb2.RegisterWorkerRequest, context: grpc.ServicerContext,
+    ) -> common_pb2.Empty:
+        if not self._agent.pool.register(request.worker_id, request.address, request.pid):
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"worker {request.worker_id} is not expected by node {self._agent.node_id}")
+        return common_pb2.Empty()
+
+    def StartActor(
+        self, request: node_pb2.NodeStartActorRequest, context: grpc.ServicerContext,
+    ) -> node_pb2.NodeStartActorReply:
+        return self._agent.start_actor(request)
+
+    def KillWorker(
+        self, request: node_pb2.KillWorkerRequest, context: grpc.ServicerContext,
+    ) -> common_pb2.Empty:
+        self._agent.kill_worker(request)
+        return common_pb2.Empty()
+
+    def GetNodeInfo(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> node_pb2.NodeInfo:
+        return self._agent.node_info()
+
+    def ReserveObject(
+        self, request: node_pb2.ReserveObjectRequest, context: grpc.ServicerContext
+    ) -> node_pb2.ObjectLocation:
+        return self._agent.objects.reserve(request, context)
+
+    def SealObject(self, request: node_pb2.ObjectIdRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
+        return self._agent.objects.seal(request, context)
+
+    def OpenObject(self, request: node_pb2.OpenObjectRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
+        return self._agent.objects.open(request, context)
+
+    def ReleaseObjects(
+        self, request: node_pb2.ReleaseObjectsRequest, context: grpc.ServicerContext
+    ) -> common_pb2.Empty:
+        return self._agent.objects.release(request)
+
+    def DeleteObjects(self, request: node_pb2.DeleteObjectsRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
+        return self._agent.objects.delete(request)
+
+    def ListObjects(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> node_pb2.ListObjectsReply:
+        return self._agent.objects.list()
+
+    def PullObject(self, request: node_pb2.PullObjectRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
+        return self._agent.objects.pull(request, context)
+
+    def ReadObject(
+        self, request: node_pb2.ReadObjectRequest, context: grpc.ServicerContext
+    ) -> Iterator[node_pb2.ObjectChunk]:
+        return self._agent.objects.read(request, context)
+
+    def Shutdown(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> common_pb2.Empty:
+        # The main thread does the work once this reply is on its way.
+        self._agent.request_stop("Shutdown was called")
+        return common_pb2.Empty()
+
+
+def run_node(options: NodeOptions, zygote: ZygoteProcess, spawn_zygote: Callable[[], ZygoteProcess]) -> int:
+    options.session_dir.joinpath("logs").mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        filename=str(Session(options.session_dir).logs / f"node-{options.node_id}.log"),
+        level=options.config.logging_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s",
+    )
+    return NodeAgent(options, zygote, spawn_zygote).run()

@@ -1,0 +1,451 @@
+"""The zygote: a small process per node that forks worker processes on request.
+
+Booting a Python interpreter and importing grpc, protobuf, cloudpickle and pydantic takes
+hundreds of milliseconds; forking a process that already has them takes a few. The zygote
+imports them once and then only forks. It must never create a gRPC channel, server or any
+thread: gRPC's threads and locks do not survive fork(), so the zygote talks to its node agent
+over two plain pipes (frames of a 4-byte big-endian length then one ZygoteCommand or
+ZygoteEvent message) and every worker starts its own gRPC machinery after the fork.
+
+Lifetime: the zygote dies with its node agent (PR_SET_PDEATHSIG, and EOF on the command
+pipe), and every worker dies with the zygote (PR_SET_PDEATHSIG again), so killing the node
+agent leaves no process behind.
+
+This module's top level imports only the standard library: the node agent imports it to
+spawn the zygote before it imports grpc itself, so that both interpreters boot in parallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from actorhub._proto.v1 import node_pb2
+
+CHILD_ENTRY_ENV = "ACTORHUB_ZYGOTE_CHILD_ENTRY"
+DEFAULT_CHILD_ENTRY = "actorhub.worker.service:run_worker"
+
+_HEADER = struct.Struct(">I")
+# A command or event is a few hundred bytes; anything near this is a corrupt stream.
+MAX_FRAME = 16 * 1024 * 1024
+_PR_SET_PDEATHSIG = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Framing, shared with the node agent.
+
+
+def encode_frame(payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload)) + payload
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class FrameReader:
+    """Splits a byte stream into frames; a pipe read may end in the middle of one."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        frames: list[bytes] = []
+        while len(self._buf) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(self._buf)
+            if size > MAX_FRAME:
+                raise ValueError(f"zygote pipe frame of {size} bytes: the stream is corrupt")
+            end = _HEADER.size + size
+            if len(self._buf) < end:
+                break
+            frames.append(bytes(self._buf[_HEADER.size : end]))
+            del self._buf[:end]
+        return frames
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting a zygote (runs in the node agent).
+
+
+@dataclass
+class ZygoteProcess:
+    """The node agent's end of a zygote: the process and the two pipe ends it keeps."""
+
+    process: subprocess.Popen[bytes]
+    cmd_fd: int  # write end: ZygoteCommand frames
+    event_fd: int  # read end: ZygoteEvent frames
+    started_at: float
+
+
+def spawn(
+    *,
+    session_dir: Path,
+    hub_address: str,
+    bind_host: str | None,
+    log_path: Path,
+    python: str = sys.executable,
+) -> ZygoteProcess:
+    cmd_r, cmd_w = os.pipe()
+    event_r, event_w = os.pipe()
+    argv = [
+        python, "-m", "actorhub.node.zygote",
+        "--session-dir", str(session_dir),
+        "--hub-address", hub_address,
+        "--cmd-fd", str(cmd_r),
+        "--event-fd", str(event_w),
+        # getppid() after prctl tells whether the starter died before PDEATHSIG was armed.
+        "--parent-pid", str(os.getpid()),
+    ]
+    if bind_host is not None:
+        argv += ["--bind-host", bind_host]
+    try:
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                argv,
+                pass_fds=(cmd_r, event_w),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+    except BaseException:
+        for fd in (cmd_w, event_r):
+            os.close(fd)
+        raise
+    finally:
+        # The zygote holds these ends now; keeping them here would hide its EOFs.
+        os.close(cmd_r)
+        os.close(event_w)
+    return ZygoteProcess(process, cmd_w, event_r, time.monotonic())
+
+
+# ---------------------------------------------------------------------------------------------
+# The zygote process itself.
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """Ask the kernel to send `sig` to this process when its parent exits (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+
+
+def _log(message: str) -> None:
+    # Plain writes, not `logging`: handlers configured here would be inherited by every worker.
+    sys.stderr.write(f"{time.strftime('%H:%M:%S')} zygote[{os.getpid()}] {message}\n")
+    sys.stderr.flush()
+
+
+def _thread_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
+
+
+def _resolve_entry(spec: str) -> tuple[Callable[[Any], object], type]:
+    """The child entry function and the WorkerBoot class it expects."""
+    module_name, _, func_name = spec.partition(":")
+    if not module_name or not func_name:
+        raise ValueError(f"{CHILD_ENTRY_ENV} must look like 'module:function', got {spec!r}")
+    module = importlib.import_module(module_name)
+    entry = getattr(module, func_name)
+    boot_cls = getattr(module, "WorkerBoot", None)
+    if boot_cls is None:
+        from actorhub.worker.service import WorkerBoot
+
+        boot_cls = WorkerBoot
+    return entry, boot_cls
+
+
+def _preload(entry_spec: str) -> tuple[Callable[[Any], object], type] | None:
+    """Import what every worker needs, once, so that forked workers start warm."""
+    import cloudpickle  # noqa: F401
+    import google.protobuf  # noqa: F401
+    import grpc  # noqa: F401
+    import pydantic  # noqa: F401
+
+    from actorhub._proto.v1 import (  # noqa: F401
+        common_pb2,
+        hub_pb2,
+        hub_pb2_grpc,
+        node_pb2,
+        node_pb2_grpc,
+        worker_pb2,
+        worker_pb2_grpc,
+    )
+
+    with contextlib.suppress(ImportError):
+        # numpy's BLAS may start a native thread pool here; OpenBLAS and MKL reset it in
+        # the child through pthread_atfork, as they must for multiprocessing's fork.
+        import numpy  # noqa: F401
+    try:
+        return _resolve_entry(entry_spec)
+    except Exception:
+        # Keep serving: each child retries the import and its .err log shows why it fails,
+        # which is where a user looks when an actor does not start.
+        _log(f"cannot import the worker entry {entry_spec!r}:\n{traceback.format_exc()}")
+        return None
+
+
+@dataclass(frozen=True)
+class _Boot:
+    """What the zygote passes into every worker besides the per-fork fields."""
+
+    session_dir: Path
+    hub_address: str
+    bind_host: str
+    entry_spec: str
+
+
+class Zygote:
+    def __init__(
+        self, cmd_fd: int, event_fd: int, boot: _Boot,
+        entry: tuple[Callable[[Any], object], type] | None,
+    ) -> None:
+        from actorhub._proto.v1 import node_pb2
+
+        self._pb = node_pb2
+        self._pid = os.getpid()
+        self._cmd_fd = cmd_fd
+        self._event_fd = event_fd
+        self._boot = boot
+        self._entry = entry
+        self._children: dict[int, str] = {}
+        self._reader = FrameReader()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stop = False
+        self._events_broken = False
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def serve(self) -> int:
+        # A Python-level handler is needed for the C handler to write to the wakeup fd; the
+        # work happens in the loop, where fork and waitpid cannot race each other.
+        signal.signal(signal.SIGCHLD, _ignore_signal)
+        signal.signal(signal.SIGTERM, _ignore_signal)
+        # Ctrl-C in a terminal reaches the whole process group; the node agent decides.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        try:
+            while not self._stop:
+                readable, _, _ = select.select([self._cmd_fd, self._wake_r], [], [])
+                if self._wake_r in readable:
+                    self._on_signals()
+                if self._cmd_fd in readable and not self._stop:
+                    self._on_commands()
+        finally:
+            self._kill_all()
+        return 0
+
+    def _on_signals(self) -> None:
+        received = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(self._wake_r, 256):
+                received += chunk
+        if int(signal.SIGTERM) in received:
+            self._stop = True
+        # Reap even when the byte was lost to a full wakeup pipe: waitpid is the truth.
+        self._reap(block=False)
+
+    def _on_commands(self) -> None:
+        data = os.read(self._cmd_fd, 65536)
+        if not data:
+            # The node agent is gone (or shutting down): take every worker with us.
+            self._stop = True
+            return
+        for payload in self._reader.feed(data):
+            command = self._pb.ZygoteCommand.FromString(payload)
+            kind = command.WhichOneof("command")
+            if kind == "fork":
+                self._fork(command.fork)
+            elif kind == "signal":
+                self._signal(command.signal.pid, command.signal.signal)
+
+    def _emit(self, event: node_pb2.ZygoteEvent) -> None:
+        if self._events_broken:
+            return
+        try:
+            write_all(self._event_fd, encode_frame(event.SerializeToString()))
+        except OSError:
+            # Nobody reads events any more: the node agent died.
+            self._events_broken = True
+            self._stop = True
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _signal(self, pid: int, sig: int) -> None:
+        # Only our own unreaped children: a pid from a stale command may belong to a stranger.
+        if pid in self._children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def _fork(self, request: node_pb2.ForkWorker) -> None:
+        # Buffered output would be written twice, once by each process.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            _log(f"fork for worker {request.worker_id} failed: {e}")
+            # pid 0 in WorkerForked means the fork failed (the protocol has no other way).
+            self._emit(self._pb.ZygoteEvent(forked=self._pb.WorkerForked(worker_id=request.worker_id, pid=0)))
+            return
+        if pid == 0:
+            self._become_worker(request.worker_id, request.node_id, request.node_address)
+        self._children[pid] = request.worker_id
+        self._emit(self._pb.ZygoteEvent(forked=self._pb.WorkerForked(worker_id=request.worker_id, pid=pid)))
+
+    # -- children ---------------------------------------------------------------------------
+
+    def _reap(self, *, block: bool) -> None:
+        while not block or self._children:
+            try:
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._children.pop(pid, None)
+            if os.WIFSIGNALED(status):
+                exit_code, sig = 0, os.WTERMSIG(status)
+            else:
+                exit_code, sig = os.WEXITSTATUS(status), 0
+            self._emit(
+                self._pb.ZygoteEvent(exited=self._pb.WorkerExited(pid=pid, exit_code=exit_code, signal=sig))
+            )
+
+    def _kill_all(self) -> None:
+        for pid in list(self._children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self._reap(block=True)
+
+    def _become_worker(self, worker_id: str, node_id: str, node_address: str) -> None:
+        """Runs in the forked child; never returns."""
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for fd in (self._cmd_fd, self._event_fd, self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            # Same process group as the node on purpose: killpg of the node reaches workers.
+            set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() != self._pid:
+                os._exit(1)  # the zygote died before the death signal was armed
+            _redirect_output(self._boot.session_dir / "logs", worker_id)
+            _reseed_numpy()
+            entry, boot_cls = self._entry or _resolve_entry(self._boot.entry_spec)
+            entry(
+                boot_cls(
+                    worker_id=worker_id,
+                    node_id=node_id,
+                    node_address=node_address,
+                    hub_address=self._boot.hub_address,
+                    session_dir=self._boot.session_dir,
+                    bind_host=self._boot.bind_host,
+                )
+            )
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code)
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    pass
+
+
+def _redirect_output(logs: Path, worker_id: str) -> None:
+    for fd, suffix in ((1, "out"), (2, "err")):
+        target = os.open(logs / f"worker-{worker_id}.{suffix}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(target, fd)
+        os.close(target)
+    # Line-buffered so that a crash loses at most a partial line and the driver's log
+    # streaming sees output as it is printed.
+    sys.stdout = _line_buffered(1)
+    sys.stderr = _line_buffered(2)
+
+
+def _line_buffered(fd: int) -> IO[str]:
+    return open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+
+
+def _reseed_numpy() -> None:
+    # Every worker would otherwise draw the same "random" numbers from numpy's global
+    # generator; a freshly booted interpreter would not (Python's `random` reseeds itself).
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        with contextlib.suppress(Exception):
+            numpy.random.seed()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m actorhub.node.zygote")
+    parser.add_argument("--session-dir", required=True, type=Path)
+    parser.add_argument("--hub-address", required=True)
+    parser.add_argument("--bind-host", default=None)
+    parser.add_argument("--cmd-fd", required=True, type=int)
+    parser.add_argument("--event-fd", required=True, type=int)
+    parser.add_argument("--parent-pid", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    expected_parent = args.parent_pid or os.getppid()
+    set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != expected_parent:
+        return 1  # the node agent died before the death signal was armed
+
+    from actorhub.config import Config
+
+    bind_host = Config.load(bind_host=args.bind_host).bind_host
+    # The only environment read below the process edge, and only tests set it.
+    entry_spec = os.environ.get(CHILD_ENTRY_ENV) or DEFAULT_CHILD_ENTRY
+    entry = _preload(entry_spec)
+    # Everything imported so far lives as long as the process: move it out of the collector's
+    # reach, so workers neither scan it on every full collection nor touch (and so copy) its
+    # pages after the fork.
+    gc.freeze()
+    threads = _thread_count()
+    if threads > 2:  # numpy's BLAS pool may account for one
+        _log(f"warning: {threads} threads exist before the first fork; an import started them")
+    boot = _Boot(args.session_dir, args.hub_address, bind_host, entry_spec)
+    return Zygote(args.cmd_fd, args.event_fd, boot, entry).serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

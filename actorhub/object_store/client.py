@@ -1,0 +1,244 @@
+"""A process's client of its node's object store: large values go to shared memory.
+
+`put` of a value whose serialized form is 100 KiB or more writes it, with its out-of-band
+buffers, into a region of the node's arena the store reserved; the owner keeps only a marker.
+A reader on the same node maps the region: a numpy array comes back without a copy, read-only.
+Opening an object pins its region at the store, so it is not reused under the reader's arrays.
+The pin is kept while any mapping of it lives here and one flush period more, so a value read
+again and again costs one OpenObject, not one per read; then it is released. Deletes of freed
+objects and pin releases go to the store in batches, off the caller's thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from actorhub._proto.v1 import common_pb2, node_pb2, node_pb2_grpc
+from actorhub.exceptions import ObjectLostError
+from actorhub.object_store import shm as _shm
+from actorhub.runtime.ids import split_store_id
+
+if TYPE_CHECKING:
+    from actorhub.runtime.runtime import Runtime
+
+INLINE_LIMIT = 100 * 1024
+_FLUSH_S = 0.2
+
+
+class _Pin:
+    """One pin this process holds on a region: where it is and how many mappings use it."""
+
+    __slots__ = ("cached", "idle", "location", "mappings", "object_id")
+
+    def __init__(self, object_id: str, location: node_pb2.ObjectLocation) -> None:
+        self.object_id = object_id
+        self.location = location
+        self.mappings = 1
+        self.cached = False  # the pin reads of this object reuse; else released when unmapped
+        self.idle = False  # unmapped at the last flush: released at the next if still so
+
+
+class StoreClient:
+    def __init__(self, runtime: Runtime, node_address: str) -> None:
+        self._rt = runtime
+        self._node_address = node_address
+        self._node = node_pb2_grpc.NodeStub(runtime.channels.get(node_address))
+        self._elsewhere: dict[str, list[str]] = {}  # node address -> freed ids in its store
+        self._arena: _shm.Arena | None = None
+        self._lock = threading.Lock()
+        self._pins: dict[str, _Pin] = {}
+        # Mappings that are gone. Appended by finalizers, which may run inside any locked
+        # section of the thread that collects, so they never take the lock themselves.
+        self._unmapped: collections.deque[_Pin] = collections.deque()
+        self._releasing: list[_Pin] = []
+        self._closed = threading.Event()
+        threading.Thread(target=self._free_loop, name="actorhub-store-free", daemon=True).start()
+
+    def put(self, object_id: str, value: Any, owner: str = "") -> _shm.Serialized | None:
+        """Store `value` if it is large; else return its serialized form for inline keeping.
+
+        `owner` is whoever frees it (a call's caller, for a result); this process by default.
+        """
+        serialized = _shm.serialize(value)
+        if serialized.total_size < INLINE_LIMIT:
+            return serialized
+        location = self._node.ReserveObject(
+            node_pb2.ReserveObjectRequest(
+                object_id=object_id,
+                size=serialized.total_size,
+                owner=owner or self._rt.address,
+                delete_first=self._take_freed(),
+                writer=self._rt.address if owner and owner != self._rt.address else "",
+            )
+        )
+        try:
+            if location.arena:
+                self._arena_at(location.path).write(location.offset, serialized)
+            else:  # too big for the arena: a file of its own
+                _shm.write_segment(Path(location.path), serialized)
+        except BaseException:
+            # Nobody else can have it yet: give the room back at once.
+            request = node_pb2.DeleteObjectsRequest(object_ids=[object_id])
+            self._send(lambda: self._node.DeleteObjects(request, timeout=10), [object_id])
+            raise
+        self._node.SealObject(node_pb2.ObjectIdRequest(object_id=object_id))
+        return None
+
+    def pull(self, object_id: str, source: str, owner: str) -> None:
+        """Have this node copy `object_id` from the store of the node at `source` (once)."""
+        try:
+            self._node.PullObject(node_pb2.PullObjectRequest(object_id=object_id, source=source, owner=owner))
+        except grpc.RpcError as e:
+            raise ObjectLostError(
+                f"object {object_id} could not be brought from node {source} ({e.code().name}: {e.details()})",
+                object_id=object_id,
+            ) from None
+
+    def read(self, object_id: str, pull_from: str = "") -> Any:
+        """Map the object from this node's store; `pull_from`, another node's address, is where
+        to copy it from when it is not here (never pulled, or a copy dropped since)."""
+        with self._lock:
+            self._drain_unmapped()
+            pin = self._pins.get(object_id)
+            if pin is not None:
+                pin.mappings += 1
+                pin.idle = False
+        if pin is not None:
+            return self._map(pin)
+        can_pull = bool(pull_from) and pull_from != self._node_address
+        for _ in range(8):
+            try:
+                location = self._node.OpenObject(
+                    node_pb2.OpenObjectRequest(object_id=object_id, reader=self._rt.address)
+                )
+            except grpc.RpcError as e:
+                if can_pull and e.code() == grpc.StatusCode.NOT_FOUND:
+                    self.pull(object_id, pull_from, self._rt.address)
+                    can_pull = False  # once: a second miss is a loss
+                    continue
+                raise ObjectLostError(
+                    f"object {object_id} is not in this node's store ({e.code().name}: {e.details()})",
+                    object_id=object_id,
+                ) from None
+            if location.arena:
+                pin = _Pin(object_id, location)
+                with self._lock:
+                    if object_id not in self._pins:  # else a concurrent read cached one first
+                        self._pins[object_id] = pin
+                        pin.cached = True
+                return self._map(pin)
+            try:
+                return _shm.read_segment(Path(location.path))
+            except FileNotFoundError:
+                continue  # a spill file restored or freed between open and mapping: ask again
+        raise ObjectLostError(f"object {object_id} kept moving while being read", object_id=object_id)
+
+    def _map(self, pin: _Pin) -> Any:
+        done = False
+
+        def unmapped() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self._unmapped.append(pin)
+
+        location = pin.location
+        try:
+            return self._arena_at(location.path).read(location.offset, location.length, unmapped)
+        except BaseException:
+            unmapped()  # whatever was built on the mapping is garbage now
+            raise
+
+    def _arena_at(self, path: str) -> _shm.Arena:
+        """The node's arena, opened once per process (one node, so one arena)."""
+        arena = self._arena
+        if arena is None or str(arena.path) != path:
+            with self._lock:
+                arena = self._arena
+                if arena is None or str(arena.path) != path:
+                    arena = self._arena = _shm.Arena.open(Path(path))
+        return arena
+
+    def _drain_unmapped(self) -> None:
+        while self._unmapped:
+            pin = self._unmapped.popleft()
+            pin.mappings -= 1
+            if not pin.mappings and not pin.cached:
+                self._releasing.append(pin)
+
+    def _free_loop(self) -> None:
+        while not self._closed.wait(_FLUSH_S):
+            self.flush()
+
+    def _take_freed(self) -> list[str]:
+        """This process's stored objects whose last ref is gone, to delete from this node's
+        store now; those in other nodes' stores wait for the next flush, which sends them there
+        (their stores delete the copies pulled here too)."""
+        recorded = self._rt.objects.collect_freed_stored()
+        freed: list[str] = []
+        if recorded:
+            with self._lock:
+                for entry in recorded:
+                    object_id, node_address = split_store_id(entry)
+                    self._uncache(self._pins.get(object_id))
+                    if node_address and node_address != self._node_address:
+                        self._elsewhere.setdefault(node_address, []).append(object_id)
+                    else:
+                        freed.append(object_id)
+        return freed
+
+    def flush(self, *, release_all: bool = False) -> None:
+        freed = self._take_freed()
+        with self._lock:
+            self._drain_unmapped()
+            for pin in list(self._pins.values()):
+                if not pin.mappings:
+                    if pin.idle or release_all:
+                        self._uncache(pin)
+                    else:
+                        pin.idle = True
+            releasing, self._releasing = self._releasing, []
+            by_node, self._elsewhere = {self._node_address: freed, **self._elsewhere}, {}
+        for node_address, ids in by_node.items():
+            stub = node_pb2_grpc.NodeStub(self._rt.channels.get(node_address))
+            self._send(partial(stub.DeleteObjects, node_pb2.DeleteObjectsRequest(object_ids=ids), timeout=10), ids)
+        request = node_pb2.ReleaseObjectsRequest(
+            reader=self._rt.address,
+            pins=[node_pb2.ObjectPin(object_id=p.object_id, offset=p.location.offset) for p in releasing],
+        )
+        self._send(lambda: self._node.ReleaseObjects(request, timeout=10), releasing)
+
+    def _uncache(self, pin: _Pin | None) -> None:
+        if pin is not None and pin.cached:
+            del self._pins[pin.object_id]
+            pin.cached = False
+            if not pin.mappings:
+                self._releasing.append(pin)
+
+    @staticmethod
+    def _send(call: Callable[[], object], items: list[Any]) -> None:
+        if items:
+            try:
+                call()
+            except grpc.RpcError:
+                pass  # the node is gone, and its store with it
+
+    def list(self) -> node_pb2.ListObjectsReply:
+        reply: node_pb2.ListObjectsReply = self._node.ListObjects(common_pb2.Empty(), timeout=10)
+        return reply
+
+    def close(self) -> None:
+        # Pins still mapped stay: the node drops them once this process is gone.
+        self._closed.set()
+        self.flush(release_all=True)
+        with self._lock:
+            arena, self._arena = self._arena, None
+        if arena is not None:
+            arena.close()

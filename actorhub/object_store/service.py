@@ -1,0 +1,227 @@
+"""The node agent's object store RPCs, over actorhub.tasks' NodeObjectStore.
+
+The store's code belongs to the tasks layer; the node agent imports it only when it starts
+(processes may import it lazily; the kernel's modules never do at import time).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from actorhub._proto.v1 import common_pb2, node_pb2, worker_pb2, worker_pb2_grpc
+from actorhub.wire.transport import GONE_CODES, ChannelPool, ping_peer
+
+# Ray's default: 30% of the machine's memory, bounded by what /dev/shm can hold.
+_DEFAULT_SHARE = 0.3
+# How often owners of stored objects are checked: a dead owner's objects are freed.
+_OWNER_CHECK_S = 1.0
+
+
+def default_capacity(shm_root: Path) -> int:
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    capacity = int(total * _DEFAULT_SHARE)
+    try:
+        capacity = min(capacity, int(shutil.disk_usage(shm_root).free * 0.8))
+    except OSError:
+        pass
+    return max(capacity, 64 * 1024 * 1024)
+
+
+def _segments_name(session_dir: Path, node_id: str) -> str:
+    return f"{session_dir.name[-6:]}-{node_id}"
+
+
+def remove_session_segments(session_dir: Path) -> None:
+    """Remove every node's segment directory of a session.
+
+    A node agent removes its own when it stops; one killed with SIGKILL cannot, and /dev/shm
+    outlives processes, so whoever stops the cluster sweeps up after it.
+    """
+    from actorhub.object_store import shm as _shm
+    for path in _shm.segment_root().glob(f"actorhub-{_segments_name(session_dir, '*')}"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class NodeObjects:
+    def __init__(
+        self,
+        session_dir: Path,
+        node_id: str,
+        capacity: int | None,
+        channels: ChannelPool | None = None,
+        lost_result_grace_s: float = 10.0,
+    ) -> None:
+        from actorhub.object_store import shm as _shm
+        from actorhub.object_store.store import NodeObjectStore
+        from actorhub.object_store.transfer import ObjectTransfer
+
+        self._segments = _segments_name(session_dir, node_id)
+        shm_dir = _shm.segment_dir(self._segments)
+        self.store: Any = NodeObjectStore(
+            capacity or default_capacity(shm_dir.parent), shm_dir, session_dir / f"spill-{node_id}"
+        )
+        self.transfer: Any = ObjectTransfer(self.store, channels or ChannelPool(""))
+        self._closed = threading.Event()
+        # Results a callee stored for its caller, until the callee is found dead: store id ->
+        # (writer, owner). If the callee died before its reply reached the caller, the caller
+        # never learns the id, and nothing else would ever free the object while it lives.
+        self._written_for: dict[str, tuple[str, str]] = {}
+        self._writers_gone: dict[str, float] = {}  # writer -> when it was first found gone
+        # Long enough for replies the caller already received to be read before it is asked.
+        self._lost_result_grace_s = lost_result_grace_s
+        self._lock = threading.Lock()
+        if channels is not None:
+            threading.Thread(
+                target=self._free_objects_of_dead_owners, args=(channels,), name="actorhub-store-owners", daemon=True
+            ).start()
+
+    def _free_objects_of_dead_owners(self, channels: ChannelPool) -> None:
+        # Nothing is lost while its owner lives; once it is gone (a driver killed with SIGKILL
+        # never says goodbye) nobody can reach its objects again, so their memory goes back.
+        # A reader that died cannot release its pins either, so they are dropped; but only once
+        # nothing listens at its address: one merely too busy to answer (a long call holding
+        # the GIL) still maps its regions, which must not change under it.
+        while not self._closed.wait(_OWNER_CHECK_S):
+            owners = {o.owner for o in self.store.list()}
+            with self._lock:
+                writers = {writer for writer, _ in self._written_for.values()} - set(self._writers_gone)
+            for peer in owners | self.store.readers() | writers:
+                if not peer:
+                    continue
+                code = ping_peer(channels.get(peer))
+                owner_gone = peer in owners and code in GONE_CODES
+                refused = code is grpc.StatusCode.UNAVAILABLE  # nothing listens: a reader or writer died
+                if owner_gone:
+                    self.transfer.forget(self.store.delete_owned_by(peer))
+                if refused:
+                    self.store.drop_reader(peer)
+                    if peer in writers:
+                        with self._lock:
+                            self._writers_gone[peer] = time.monotonic()
+                if owner_gone or refused:
+                    channels.discard(peer)
+            self._free_lost_results(channels)
+
+    def _free_lost_results(self, channels: ChannelPool) -> None:
+        """Ask the owners of results whose writers died which ones they know; free the rest."""
+        now = time.monotonic()
+        by_owner: dict[str, list[str]] = {}
+        with self._lock:
+            for store_id in [i for i in self._written_for if i not in self.store]:
+                del self._written_for[store_id]  # freed already
+            settled = {w for w, since in self._writers_gone.items() if now - since >= self._lost_result_grace_s}
+            for store_id, (writer, owner) in list(self._written_for.items()):
+                if writer in settled:
+                    by_owner.setdefault(owner, []).append(store_id)
+                    del self._written_for[store_id]
+            for writer in settled:
+                del self._writers_gone[writer]
+        for owner, ids in by_owner.items():
+            try:
+                reply = worker_pb2_grpc.WorkerStub(channels.get(owner)).HeldStoreIds(
+                    worker_pb2.StoreIds(store_ids=ids), timeout=10
+                )
+            except grpc.RpcError:
+                continue  # gone too: its objects go with it; or too busy: they stay, as before
+            held = set(reply.store_ids)
+            self._delete([i for i in ids if i not in held])
+
+    def close(self) -> None:
+        from actorhub.object_store import shm as _shm
+        self._closed.set()
+        self.transfer.close()
+        self.store.close()
+        _shm.remove_segment_dir(self._segments)
+
+    @staticmethod
+    def _location(location: Any) -> node_pb2.ObjectLocation:
+        return node_pb2.ObjectLocation(
+            path=str(location.path),
+            offset=location.offset,
+            length=location.size,
+            arena=location.where == "shared memory",
+        )
+
+    def serving_at(self, address: str) -> None:
+        """This node agent's address, which other nodes are told to send deletes of copies to."""
+        self.transfer.address = address
+
+    def _delete(self, object_ids: Iterable[str]) -> None:
+        self.transfer.forget([object_id for object_id in object_ids if self.store.delete(object_id)])
+
+    def reserve(self, request: node_pb2.ReserveObjectRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
+        self._delete(request.delete_first)
+        if request.writer:
+            with self._lock:
+                self._written_for[request.object_id] = (request.writer, request.owner)
+        try:
+            return self._location(self.store.reserve(request.object_id, request.size, request.owner))
+        except ValueError as e:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS if "already" in str(e) else grpc.StatusCode.INVALID_ARGUMENT,
+                          str(e))
+
+    def seal(self, request: node_pb2.ObjectIdRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
+        try:
+            return self._location(self.store.seal(request.object_id))
+        except Exception as e:  # freed before sealing, or sealed twice: the writer is told why
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+
+    def open(self, request: node_pb2.OpenObjectRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
+        from actorhub.object_store.store import ObjectNotInStoreError
+
+        try:
+            return self._location(self.store.open(request.object_id, request.reader))
+        except ObjectNotInStoreError as e:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+
+    def release(self, request: node_pb2.ReleaseObjectsRequest) -> common_pb2.Empty:
+        for pin in request.pins:
+            self.store.release(pin.object_id, pin.offset, request.reader)
+        return common_pb2.Empty()
+
+    def delete(self, request: node_pb2.DeleteObjectsRequest) -> common_pb2.Empty:
+        self._delete(request.object_ids)
+        return common_pb2.Empty()
+
+    def pull(self, request: node_pb2.PullObjectRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
+        from actorhub.object_store.transfer import PullError
+
+        try:
+            self.transfer.pull(request.object_id, request.source, request.owner)
+        except PullError as e:
+            context.abort(e.code, str(e))
+        except OSError as e:  # no room on /dev/shm or the spill disk
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"cannot store a copy of {request.object_id}: {e}")
+        return common_pb2.Empty()
+
+    def read(
+        self, request: node_pb2.ReadObjectRequest, context: grpc.ServicerContext
+    ) -> Iterator[node_pb2.ObjectChunk]:
+        from actorhub.object_store.store import ObjectNotInStoreError
+
+        try:
+            yield from self.transfer.serve(request.object_id, request.puller)
+        except ObjectNotInStoreError as e:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        except OSError as e:
+            context.abort(grpc.StatusCode.DATA_LOSS, f"cannot read object {request.object_id}: {e}")
+
+    def list(self) -> node_pb2.ListObjectsReply:
+        stats = self.store.stats()
+        return node_pb2.ListObjectsReply(
+            objects=[
+                node_pb2.StoredObject(object_id=o.object_id, size=o.size, owner=o.owner, where=str(o.where))
+                for o in self.store.list()
+            ],
+            capacity=stats.capacity_bytes,
+            used=stats.shm_bytes,
+            spilled=stats.spilled_bytes,
+        )

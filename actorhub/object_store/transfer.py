@@ -1,0 +1,157 @@
+"""Objects between nodes: a node serves its stored objects in chunks and pulls other nodes'.
+
+A reader whose object sits in another node's store asks its own node to pull it. That node
+streams the segment from the source node (`ReadObject`) into a region of its own arena, under
+the same id and owner, and seals it; the reader then maps it like any object of its node
+(zero-copy, read-only). Bytes go from arena to arena: no process deserializes them on the way,
+and no message is bigger than a chunk, so an object may be larger than protobuf's 2 GiB.
+
+Copies are freed from two sides: the source remembers which nodes pulled an object and tells
+them when it deletes it (its owner freed it), and a copy node's own owner sweep frees the
+copies of an owner that died (the source may have died with it).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+from collections.abc import Iterable, Iterator
+
+import grpc
+
+from actorhub._proto.v1 import node_pb2, node_pb2_grpc
+from actorhub.object_store.store import SHARED_MEMORY, Location, NodeObjectStore, ObjectExistsError
+from actorhub.wire.transport import ChannelPool
+
+# Big enough that per-message costs vanish against the copy, small enough that a chunk in
+# flight on either side is no burden (gRPC holds a few per stream).
+CHUNK_BYTES = 8 << 20
+
+
+class PullError(Exception):
+    """A pull failed; `code` says how (NOT_FOUND: the source no longer has it)."""
+
+    def __init__(self, message: str, code: grpc.StatusCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ObjectTransfer:
+    def __init__(self, store: NodeObjectStore, channels: ChannelPool) -> None:
+        self._store = store
+        self._channels = channels
+        self._lock = threading.Lock()
+        self._copies: dict[str, set[str]] = {}  # object id -> nodes that pulled it from here
+        # Deletes of copies go out in the background: the owner freeing an object does not
+        # wait for every node that holds a copy.
+        self._forwarder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="actorhub-copy-free")
+        self.address = ""  # this node agent's, once it serves
+
+    # -- the source's side ----------------------------------------------------------------------
+    def serve(self, object_id: str, puller: str) -> Iterator[node_pb2.ObjectChunk]:
+        """The segment of `object_id` in chunks; pinned (so not reused) until the last is sent."""
+        location, fd = self._open(object_id, puller)
+        with self._lock:
+            self._copies.setdefault(object_id, set()).add(puller)
+        try:
+            size, sent = location.size, 0
+            while sent < size:
+                data = os.pread(fd, min(CHUNK_BYTES, size - sent), location.offset + sent)
+                if not data:
+                    raise OSError(f"object {object_id} ended after {sent} of {size} bytes")
+                yield node_pb2.ObjectChunk(total_size=size, offset=sent, data=data)
+                sent += len(data)
+        finally:
+            os.close(fd)
+            if location.where == SHARED_MEMORY:
+                self._store.release(object_id, location.offset, puller)
+
+    def _open(self, object_id: str, puller: str) -> tuple[Location, int]:
+        for _ in range(8):
+            location = self._store.open(object_id, puller)  # restores it first if spilled
+            try:
+                return location, os.open(location.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # a spill file restored or freed meanwhile: ask again
+            except BaseException:
+                if location.where == SHARED_MEMORY:
+                    self._store.release(object_id, location.offset, puller)
+                raise
+        raise OSError(f"object {object_id} kept moving while being opened")
+
+    def forget(self, object_ids: Iterable[str]) -> None:
+        """`object_ids` left this node's store: delete the copies other nodes pulled."""
+        by_node: dict[str, list[str]] = {}
+        with self._lock:
+            for object_id in object_ids:
+                for node in self._copies.pop(object_id, ()):
+                    by_node.setdefault(node, []).append(object_id)
+        for node, ids in by_node.items():
+            self._forwarder.submit(self._delete_copies, node, ids)
+
+    def _delete_copies(self, node: str, object_ids: list[str]) -> None:
+        try:
+            node_pb2_grpc.NodeStub(self._channels.get(node)).DeleteObjects(
+                node_pb2.DeleteObjectsRequest(object_ids=object_ids), timeout=10
+            )
+        except grpc.RpcError:
+            pass  # that node is gone, and its copies with it
+
+    # -- the puller's side ----------------------------------------------------------------------
+    def pull(self, object_id: str, source: str, owner: str) -> None:
+        """Copy `object_id` from the store of the node at `source` into this node's, sealed.
+
+        Returns at once when the object is here already or another pull of it is under way
+        (readers' `open` waits for that one's seal).
+        """
+        if object_id in self._store:
+            return
+        stub = node_pb2_grpc.NodeStub(self._channels.get(source))
+        chunks = stub.ReadObject(node_pb2.ReadObjectRequest(object_id=object_id, puller=self.address))
+        location: Location | None = None
+        fd = -1
+        received = 0
+        try:
+            for chunk in chunks:
+                if location is None:
+                    try:
+                        location = self._store.reserve(object_id, chunk.total_size, owner, is_copy=True)
+                    except ObjectExistsError:
+                        chunks.cancel()
+                        return
+                    # An arena region, or a file of its own for an object bigger than the arena.
+                    flags = os.O_RDWR | os.O_CLOEXEC | (0 if location.where == SHARED_MEMORY else os.O_CREAT)
+                    fd = os.open(location.path, flags, 0o600)
+                _write_all(fd, chunk.data, location.offset + chunk.offset)
+                received += len(chunk.data)
+            if location is None or received != location.size:
+                raise PullError(
+                    f"object {object_id} from node {source} ended after {received} bytes", grpc.StatusCode.DATA_LOSS
+                )
+            os.close(fd)
+            fd = -1
+            self._store.seal(object_id)
+        except grpc.RpcError as e:
+            self._abandon(location, object_id)
+            raise PullError(f"cannot pull object {object_id} from node {source}: {e.details()}", e.code()) from None
+        except BaseException:
+            self._abandon(location, object_id)
+            raise
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _abandon(self, location: Location | None, object_id: str) -> None:
+        if location is not None:
+            self._store.delete(object_id)
+
+    def close(self) -> None:
+        self._forwarder.shutdown(wait=False, cancel_futures=True)
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written

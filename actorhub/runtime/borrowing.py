@@ -1,0 +1,171 @@
+"""Borrowers: how an owner learns which other processes hold refs to its objects.
+
+The protocol, in the order a ref travels:
+
+- The process that pickles a ref into a message keeps the ref alive until it knows the
+  receiver has told the owner (`capturing_refs` finds the refs; call arguments are held until
+  the call's result is settled).
+- A callee that unpickles a borrowed ref from a call's arguments registers with the owner only
+  if it still holds the ref when the call ends (`register_held`, before the reply is sent):
+  most calls hold nothing by then and cost no message.
+- A value that goes back to another process (a call's result, a GetObject reply) is sent
+  with the refs inside it; the sender registers the receiver as their borrower first (`lend`),
+  because the receiver may only unpickle the value much later. The receiver pins them for as
+  long as it keeps the value (`accept_lent`).
+- When a borrower's last ref goes, its registrations are given back in the background; an
+  owner drops the registrations of a borrower process that died.
+
+Registrations are counted, not a set: an add that crosses a remove in flight cannot leave an
+object unregistered while it is held.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from actorhub._proto.v1 import worker_pb2, worker_pb2_grpc
+from actorhub.runtime.object_ref import ObjectRef, adoption_context
+from actorhub.wire.transport import peer_refuses
+
+if TYPE_CHECKING:
+    from actorhub.runtime.object_table import ObjectTable
+    from actorhub.wire.transport import ChannelPool
+
+_RELEASE_EVERY_S = 0.1
+_PROBE_EVERY_S = 2.0
+_RPC_TIMEOUT_S = 10.0
+# A borrower counts as dead after this many probes in a row found nothing listening.
+_PROBES_TO_DEATH = 2
+
+
+class Borrowing:
+    def __init__(self, objects: ObjectTable, channels: ChannelPool, address: str) -> None:
+        self._objects = objects
+        self._channels = channels
+        self._address = address
+        self._closed = threading.Event()
+        self._missed: dict[str, int] = {}  # borrower -> probes in a row that found it gone
+        threading.Thread(target=self._loop, name="actorhub-borrows", daemon=True).start()
+
+    # -- the receiving side -----------------------------------------------------------------------
+    def adopt(self, object_id: str, owner: str) -> ObjectRef[Any]:
+        """The ref for an id that arrived inside a message."""
+        objects = self._objects
+        if owner == self._address:
+            objects.adopt(object_id, owner, owned=True)
+            return ObjectRef.counted(object_id, owner, objects)
+        created = objects.adopt(object_id, owner, owned=False)
+        ref = ObjectRef.counted(object_id, owner, objects)
+        if created:
+            in_call = adoption_context()
+            if in_call is not None:
+                in_call.append(object_id)
+            else:
+                # Unpickled outside a call's arguments (user code, a value with no record of
+                # its refs): nobody vouches for it, so tell the owner now.
+                self.register_held([object_id])
+        return ref
+
+    def register_held(self, object_ids: Iterable[str]) -> None:
+        """Register this process with the owners of those borrowed ids it still holds."""
+        by_owner: dict[str, list[str]] = {}
+        for owner, object_id in self._objects.to_register(object_ids):
+            by_owner.setdefault(owner, []).append(object_id)
+        for owner, ids in by_owner.items():
+            self._add_borrowers(owner, self._address, ids)
+
+    def accept_lent(self, object_ids: Sequence[str], contained: Iterable[worker_pb2.ContainedRef]) -> None:
+        """Pin refs lent to this process inside values; the values are `object_ids` by index."""
+        objects = self._objects
+        by_value: dict[int, list[ObjectRef[Any]]] = {}
+        for c in contained:
+            objects.adopt(c.object_id, c.owner_address, owned=c.owner_address == self._address, lent=True)
+            by_value.setdefault(c.value_index, []).append(ObjectRef.counted(c.object_id, c.owner_address, objects))
+        for index, refs in by_value.items():
+            if index < len(object_ids):
+                objects.attach_contained(object_ids[index], refs)
+
+    # -- the sending side -------------------------------------------------------------------------
+    def lend(self, refs: Iterable[tuple[int, ObjectRef[Any]]], borrower: str) -> list[worker_pb2.ContainedRef]:
+        """Register `borrower` for each ref before a value holding them is sent to it."""
+        out: list[worker_pb2.ContainedRef] = []
+        remote: dict[str, list[str]] = {}
+        for index, ref in refs:
+            owner = ref.owner_address
+            out.append(worker_pb2.ContainedRef(object_id=ref.hex(), owner_address=owner, value_index=index))
+            if owner == borrower or not borrower:
+                continue  # an owner holds its own objects without registering
+            if owner == self._address:
+                self._objects.add_borrower(ref.hex(), borrower)
+            else:
+                remote.setdefault(owner, []).append(ref.hex())
+        for owner, ids in remote.items():
+            self._add_borrowers(owner, borrower, ids)
+        return out
+
+    def _add_borrowers(self, owner: str, borrower: str, ids: list[str]) -> None:
+        stub = worker_pb2_grpc.WorkerStub(self._channels.get(owner))
+        try:
+            stub.AddBorrowers(worker_pb2.BorrowRequest(borrower=borrower, object_ids=ids), timeout=_RPC_TIMEOUT_S)
+        except grpc.RpcError:
+            pass  # the owner is gone, and its objects with it: reads report OwnerDiedError
+
+    # -- background: give registrations back, drop dead borrowers ---------------------------------------
+    def _loop(self) -> None:
+        next_probe = time.monotonic() + _PROBE_EVERY_S
+        while not self._closed.wait(_RELEASE_EVERY_S):
+            self.flush()
+            if time.monotonic() >= next_probe:
+                self._probe_borrowers()
+                next_probe = time.monotonic() + _PROBE_EVERY_S
+
+    def flush(self) -> None:
+        releases = self._objects.take_releases()
+        if not releases:
+            return
+        by_owner: dict[str, worker_pb2.BorrowRequest] = {}
+        for owner, object_id, count in releases:
+            request = by_owner.get(owner)
+            if request is None:
+                request = by_owner[owner] = worker_pb2.BorrowRequest(borrower=self._address)
+            request.object_ids.append(object_id)
+            request.counts.append(count)
+        for owner, request in by_owner.items():
+            try:
+                worker_pb2_grpc.WorkerStub(self._channels.get(owner)).RemoveBorrowers(request, timeout=_RPC_TIMEOUT_S)
+            except grpc.RpcError:
+                pass  # the owner is gone: nothing left to give back
+
+    def _probe_borrowers(self) -> None:
+        borrowers = self._objects.borrower_addresses()
+        for borrower in list(self._missed):
+            if borrower not in borrowers:
+                del self._missed[borrower]
+        for borrower in borrowers:
+            if not peer_refuses(self._channels.get(borrower)):
+                self._missed.pop(borrower, None)
+                continue
+            self._missed[borrower] = self._missed.get(borrower, 0) + 1
+            if self._missed[borrower] >= _PROBES_TO_DEATH:
+                del self._missed[borrower]
+                self._objects.forget_borrower(borrower)
+                self._channels.discard(borrower)
+
+    # -- the owner's service ------------------------------------------------------------------------------
+    def add_borrowers(self, request: worker_pb2.BorrowRequest) -> None:
+        for object_id in request.object_ids:
+            self._objects.add_borrower(object_id, request.borrower)
+
+    def remove_borrowers(self, request: worker_pb2.BorrowRequest) -> None:
+        for object_id, count in zip(request.object_ids, request.counts, strict=False):
+            self._objects.remove_borrower(object_id, request.borrower, count)
+
+    def close(self) -> None:
+        """Give back what this process still borrows (it is leaving), then stop."""
+        self._closed.set()
+        self.flush()

@@ -1,0 +1,136 @@
+"""ObjectRef: a future for a value that a call produced or `put` stored.
+
+A ref is owned by the process that created it. Pickling a ref sends its id and its owner's
+address, so any process can read the value from the owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from actorhub.runtime.object_table import ObjectTable
+
+T = TypeVar("T")
+
+# While set, refs being pickled are collected here: the code that pickles knows where the
+# bytes go and keeps the refs alive until the receiver has told the owner it holds them.
+_captured: ContextVar[list[ObjectRef[Any]] | None] = ContextVar("actorhub_captured_refs", default=None)
+# The borrowed ids first seen while unpickling a call's arguments, for the call running in this
+# context. The caller keeps those refs alive during the call, so the callee registers only the
+# ones it still holds when the call ends (most calls hold none by then: no message to owners).
+_call_adopted: ContextVar[list[str] | None] = ContextVar("actorhub_call_adopted", default=None)
+_unpickling_arguments: ContextVar[bool] = ContextVar("actorhub_unpickling_arguments", default=False)
+
+
+@contextmanager
+def capturing_refs() -> Iterator[list[ObjectRef[Any]]]:
+    """Collect the refs pickled inside the block (they do not count as escaped)."""
+    refs: list[ObjectRef[Any]] = []
+    token = _captured.set(refs)
+    try:
+        yield refs
+    finally:
+        _captured.reset(token)
+
+
+def begin_call() -> tuple[list[str], Token[list[str] | None]]:
+    """On the callee, as one call starts: the list its argument refs are deferred to.
+
+    Plain set/reset rather than a context manager: this is on every call's path.
+    """
+    ids: list[str] = []
+    return ids, _call_adopted.set(ids)
+
+
+def end_call(token: Token[list[str] | None]) -> None:
+    _call_adopted.reset(token)
+
+
+def begin_unpickling_arguments() -> Token[bool]:
+    return _unpickling_arguments.set(True)
+
+
+def end_unpickling_arguments(token: Token[bool]) -> None:
+    _unpickling_arguments.reset(token)
+
+
+def adoption_context() -> list[str] | None:
+    """The call's list to defer registrations to, when unpickling a call's arguments."""
+    return _call_adopted.get() if _unpickling_arguments.get() else None
+
+
+class ObjectRef(Generic[T]):
+    __slots__ = ("__weakref__", "_id", "_owner", "_table")
+
+    def __init__(self, object_id: str, owner_address: str, table: ObjectTable | None) -> None:
+        self._id = object_id
+        self._owner = owner_address
+        # The table of the process holding this ref; counts live refs so values can be freed.
+        self._table = table
+        if table is not None:
+            table.add_local_ref(object_id)
+
+    def hex(self) -> str:
+        return self._id
+
+    @property
+    def owner_address(self) -> str:
+        return self._owner
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self._id})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other._id == self._id
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __del__(self) -> None:
+        table = self._table
+        if table is not None:
+            # Only a lock-free append here: __del__ may run inside a locked section of the table.
+            table.drop_local_ref(self._id)
+
+    @classmethod
+    def counted(cls, object_id: str, owner_address: str, table: ObjectTable) -> ObjectRef[Any]:
+        """A ref whose count the table has taken already (see ObjectTable.adopt)."""
+        ref: ObjectRef[Any] = cls.__new__(cls)
+        ref._id = object_id
+        ref._owner = owner_address
+        ref._table = table
+        return ref
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        captured = _captured.get()
+        if captured is not None:
+            captured.append(self)
+        elif self._table is not None:
+            # Pickled by user code, or to somewhere we cannot follow: never freed while the
+            # owner lives (as Ray does for refs serialized out of band).
+            self._table.mark_escaped(self._id)
+        return (_rebuild_ref, (self._id, self._owner))
+
+    def future(self) -> concurrent.futures.Future[T]:
+        """A concurrent.futures.Future that completes with the value (or its error)."""
+        from actorhub.runtime.runtime import current
+
+        return current().future_of(self)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return asyncio.wrap_future(self.future()).__await__()
+
+
+def _rebuild_ref(object_id: str, owner_address: str) -> ObjectRef[Any]:
+    from actorhub.runtime.runtime import current_or_none
+
+    runtime = current_or_none()
+    if runtime is None:
+        return ObjectRef(object_id, owner_address, None)
+    return runtime.adopt_ref(object_id, owner_address)

@@ -1,0 +1,424 @@
+"""The per-process runtime: what a driver or a worker needs to call actors and hold objects.
+
+One Runtime per process, made by `init()` in a driver and at boot in a worker, and passed
+explicitly inside the kernel. `current()` is the one way public API functions find it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, worker_pb2, worker_pb2_grpc
+from actorhub.exceptions import ActorHubSystemError, GetTimeoutError, ObjectLostError, OwnerDiedError
+from actorhub.runtime import serialization as _serialization
+from actorhub.runtime.borrowing import Borrowing
+from actorhub.runtime.ids import new_id, split_store_id, stored_elsewhere
+from actorhub.runtime.object_ref import ObjectRef, capturing_refs
+from actorhub.runtime.object_table import ObjectTable
+from actorhub.wire.call_stream import ActorConnection
+from actorhub.wire.errors import error_from_proto, system_error
+from actorhub.wire.transport import ChannelPool, bind, make_server
+
+if TYPE_CHECKING:
+    from actorhub.worker.service import WorkerService
+
+_OBJECT_LOST = common_pb2.ERROR_KIND_OBJECT_LOST
+# The most a reply waits for its method's calls to reach their streams (a connect, at worst).
+_SEND_BEFORE_REPLY_S = 2.0
+
+
+class Runtime:
+    def __init__(
+        self,
+        *,
+        token: str,
+        hub_address: str,
+        bind_host: str,
+        node_id: str = "",
+        worker_id: str = "",
+        server_threads: int = 64,
+    ) -> None:
+        from actorhub.worker.service import WorkerService  # the service and the runtime refer to each other
+
+        self.caller_id = new_id(8)
+        self.hub_address = hub_address
+        self.token = token
+        self.objects = ObjectTable()
+        self.channels = ChannelPool(token)
+        self.hub = hub_pb2_grpc.HubStub(self.channels.get(hub_address))
+        self.node_id = node_id
+        self.worker_id = worker_id
+        self.job_id = ""
+        self.namespace = ""
+        self.actor_id = ""
+        self.incarnation = 0
+        self._connections: dict[str, ActorConnection] = {}
+        # Connections that may hold calls not yet handed to their stream (see send_submitted_calls).
+        self._unsent_on: set[ActorConnection] = set()
+        self._lock = threading.Lock()
+        self._puts = itertools.count(1)
+        self._fetcher = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="actorhub-fetch")
+        self.server = make_server(token, max_workers=server_threads)
+        self.service: WorkerService = WorkerService(self)
+        worker_pb2_grpc.add_WorkerServicer_to_server(self.service, self.server)
+        self.address = bind(self.server, bind_host)
+        self.borrowing = Borrowing(self.objects, self.channels, self.address)
+        self.server.start()
+        self.closed = False
+        self._close_hooks: list[Callable[[], None]] = []
+        # Set in a task executor: called around a get() that must wait, so the executor's CPU
+        # can run other tasks meanwhile (a task waiting on its subtasks must not starve them).
+        self.blocking_hooks: tuple[Callable[[], None], Callable[[], None]] | None = None
+        self._task_submitter: Any = None
+        self._store_client: Any = None
+        self.node_address = ""
+
+    def store_client(self) -> Any:
+        """The client of this node's object store, made on first use; None with no local node."""
+        if self._store_client is None and self.node_address:
+            with self._lock:
+                if self._store_client is None:
+                    from actorhub.object_store.client import StoreClient
+
+                    self._store_client = StoreClient(self, self.node_address)
+                    self._close_hooks.append(self._store_client.close)
+        return self._store_client
+
+    def add_close_hook(self, hook: Callable[[], None]) -> None:
+        self._close_hooks.append(hook)
+
+    def task_submitter(self) -> Any:
+        """This process's task submitter, made on first use (tasks are optional to the kernel)."""
+        with self._lock:
+            if self._task_submitter is None:
+                from actorhub.tasks.submitter import TaskSubmitter
+
+                self._task_submitter = TaskSubmitter(self)
+                self._close_hooks.append(self._task_submitter.close)
+            return self._task_submitter
+
+    # -- actor connections ----------------------------------------------------------------------
+    def connection(
+        self, actor_id: str, class_name: str, max_task_retries: int, max_pending_calls: int
+    ) -> ActorConnection:
+        conn = self._connections.get(actor_id)
+        if conn is None:
+            with self._lock:
+                conn = self._connections.get(actor_id)
+                if conn is None:
+                    conn = ActorConnection(self, actor_id, class_name, max_task_retries, max_pending_calls)
+                    self._connections[actor_id] = conn
+        return conn
+
+    def note_unsent(self, conn: ActorConnection) -> None:
+        self._unsent_on.add(conn)
+
+    def has_unsent_calls(self) -> bool:
+        return bool(self._unsent_on)
+
+    def send_submitted_calls(self) -> None:
+        """Before a method's reply goes: wait (briefly) until the calls it made are taken in.
+
+        So a result's receiver that calls the same actors next finds those calls queued ahead of
+        its own, as a program reading "the task called the tracker, then returned" expects.
+        """
+        if not self._unsent_on:
+            return
+        deadline = time.monotonic() + _SEND_BEFORE_REPLY_S
+        for conn in list(self._unsent_on):
+            conn.wait_accepted(deadline)
+            # Discard, then check: a submit racing with this notes the connection again.
+            self._unsent_on.discard(conn)
+            if not conn.settled():
+                self._unsent_on.add(conn)
+
+    # -- objects --------------------------------------------------------------------------------
+    def refs_for(self, object_ids: Sequence[str]) -> list[ObjectRef[Any]]:
+        return [ObjectRef(i, self.address, self.objects) for i in object_ids]
+
+    def put(self, value: Any) -> ObjectRef[Any]:
+        if isinstance(value, ObjectRef):
+            raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself instead")
+        object_id = f"{self.caller_id}.p{next(self._puts):x}"
+        if type(value) in _serialization.PLAIN_TYPES:
+            self.objects.put_ready(object_id, _serialization.dumps(value))
+            return ObjectRef(object_id, self.address, self.objects)
+        store = self.store_client()
+        with capturing_refs() as contained:
+            if store is None:
+                self.objects.put_ready(object_id, _serialization.dumps(value))
+            else:
+                small = store.put(object_id, value)
+                if small is None:
+                    self.objects.put_stored(object_id)
+                else:
+                    # Small: kept inline. Out-of-band buffers (a small array) must go in-band then.
+                    data = small.inband if not small.buffers else _serialization.dumps(value)
+                    self.objects.put_ready(object_id, data)
+        if contained:
+            # The refs inside live as long as this object: whoever reads it may unpickle them.
+            self.objects.attach_contained(object_id, contained)
+        return ObjectRef(object_id, self.address, self.objects)
+
+    def store_result(self, value: Any, owner: str, owner_node_id: str) -> str:
+        """Put a call's large result in this node's store for its caller, `owner`.
+
+        Returns what the caller records: the store id, with this node's address when the
+        caller is on another node (see _ids.stored_elsewhere); "" when it should travel inline
+        (no store here, or smaller than the store takes).
+        """
+        store = self.store_client()
+        if store is None:
+            return ""
+        store_id = f"{self.caller_id}.r{next(self._puts):x}"
+        if store.put(store_id, value, owner=owner) is not None:
+            return ""
+        return store_id if owner_node_id == self.node_id else stored_elsewhere(store_id, self.node_address)
+
+    def discard_stored(self, store_ids: list[str]) -> None:
+        self.objects.discard_stored(store_ids)
+
+    def call_arguments(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], where: str, stage: bool
+    ) -> tuple[bytes, list[ObjectRef[Any]]]:
+        """A call's serialized (args, kwargs), and the refs inside them.
+
+        The caller keeps those refs alive until the call is settled (`hold_until_settled`): the
+        callee tells their owners before it replies if it keeps any. With `stage`, large
+        top-level arguments go through the object store (see stage_large_arguments).
+        """
+        if not kwargs and (not args or all(type(a) in _serialization.PLAIN_TYPES for a in args)):
+            return _serialization.dumps_args(args, kwargs, where), []
+        if stage and _serialization.has_large_arguments(args, kwargs):
+            args, kwargs = self.stage_large_arguments(args, kwargs)
+        with capturing_refs() as refs:
+            data = _serialization.dumps_args(args, kwargs, where)
+        return data, refs
+
+    def stage_large_arguments(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Put large top-level arguments in the object store and pass refs instead.
+
+        The callee resolves top-level refs before it runs, so it sees the value, mapped
+        without a copy; the refs live as long as the call, like any ref argument.
+        """
+
+        def stage(value: Any) -> Any:
+            return self.put(value) if _serialization.is_large(value) else value
+
+        return tuple(stage(a) for a in args), {k: stage(v) for k, v in kwargs.items()}
+
+    def hold_until_settled(self, object_ids: Sequence[str], refs: list[ObjectRef[Any]]) -> None:
+        """Keep `refs` alive until the last of `object_ids` (a call's results) is settled.
+
+        With no results to wait for, nothing says when the callee is done with them: they are
+        kept while this process lives.
+        """
+        if not object_ids:
+            for ref in refs:
+                self.objects.mark_escaped(ref.hex())
+            return
+        self.objects.add_callback(object_ids[-1], refs.clear)
+
+    def adopt_ref(self, object_id: str, owner_address: str) -> ObjectRef[Any]:
+        """The ref for an id that arrived inside a message."""
+        return self.borrowing.adopt(object_id, owner_address)
+
+    def start_fetch(self, ref: ObjectRef[Any]) -> None:
+        """Make sure `ref` becomes ready here: raises if owned here but gone, fetches if borrowed."""
+        self._check_known([ref])
+
+    def _check_known(self, refs: Sequence[ObjectRef[Any]]) -> None:
+        lost, fetch = self.objects.check_known([(r.hex(), r.owner_address) for r in refs], self.address)
+        for object_id, owner in fetch:
+            self._fetcher.submit(self._fetch, object_id, owner)
+        if lost:
+            raise ObjectLostError(f"object {lost[0]} was freed or never existed", object_id=lost[0])
+
+    def _fetch(self, object_id: str, owner: str) -> None:
+        stub = worker_pb2_grpc.WorkerStub(self.channels.get(owner))
+        try:
+            while True:
+                reply: worker_pb2.GetObjectReply = stub.GetObject(
+                    worker_pb2.GetObjectRequest(
+                        object_id=object_id, timeout_s=5.0, reader_node_id=self.node_id, reader_address=self.address
+                    )
+                )
+                if reply.ready or reply.missing:
+                    break
+        except grpc.RpcError as e:
+            self.objects.fail_fetch(
+                object_id,
+                system_error(f"the owner of object {object_id} ({owner}) died: {e.code().name}", _OBJECT_LOST),
+            )
+            return
+        if reply.contained:
+            self.borrowing.accept_lent([object_id], reply.contained)
+        if reply.missing:
+            self.objects.fail_fetch(
+                object_id, system_error(f"object {object_id} is not held by its owner {owner}", _OBJECT_LOST)
+            )
+        elif reply.HasField("error"):
+            self.objects.complete_many([(object_id, None, reply.error)])
+        elif reply.store_object_id:
+            store_id = reply.store_object_id
+            source = reply.store_node_address
+            if source and source != self.node_address:
+                try:
+                    self.store_client().pull(store_id, source, owner)
+                except ObjectLostError as e:
+                    self.objects.fail_fetch(object_id, system_error(str(e), _OBJECT_LOST))
+                    return
+                # Where the primary is: a copy dropped here under pressure is pulled again.
+                store_id = stored_elsewhere(store_id, source)
+            self.objects.complete_stored(object_id, store_id)
+        else:
+            self.objects.complete_many([(object_id, reply.value, None)])
+
+    def get(self, refs: Sequence[ObjectRef[Any]], timeout: float | None) -> list[Any]:
+        self._check_known(refs)
+        ids = [r.hex() for r in refs]
+        hooks = self.blocking_hooks
+        if hooks is None or all(self.objects.is_ready(i) for i in ids):
+            flags = self.objects.wait(ids, len(ids), timeout)
+        else:
+            hooks[0]()
+            try:
+                flags = self.objects.wait(ids, len(ids), timeout)
+            finally:
+                hooks[1]()
+        if not all(flags):
+            missing = [i for i, ok in zip(ids, flags, strict=True) if not ok]
+            raise GetTimeoutError(
+                f"get() timed out after {timeout} s; {len(missing)} of {len(ids)} objects not ready "
+                f"(first: {missing[0]})"
+            )
+        return [self.value_of(i) for i in ids]
+
+    def value_of(self, object_id: str) -> Any:
+        data, error, origin = self.objects.read(object_id)
+        if error is not None:
+            if error.kind == _OBJECT_LOST:
+                raise OwnerDiedError(error.message, object_id=object_id)
+            if origin is None:
+                raise error_from_proto(error)
+            raise error_from_proto(
+                error, function_name=origin.function_name, actor_id=origin.actor_id, class_name=origin.class_name
+            )
+        assert data is not None
+        if not data:
+            store_id = self.objects.store_id_of(object_id)
+            if store_id:
+                # In another node's store: an owned result stored there, or a borrowed object
+                # whose copy here may have been dropped since it was pulled.
+                store_id, node_address = split_store_id(store_id)
+                return self.store_client().read(store_id, pull_from=node_address)
+        return _serialization.loads(data)
+
+    def get_value(self, ref: ObjectRef[Any]) -> Any:
+        return self.get([ref], None)[0]
+
+    def wait(
+        self, refs: Sequence[ObjectRef[Any]], num_returns: int, timeout: float | None
+    ) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
+        ids = [r.hex() for r in refs]
+        flags = self.objects.wait(ids, num_returns, 0)
+        if flags.count(True) < num_returns and (timeout is None or timeout > 0):
+            # Not there yet: what is borrowed must be on its way before waiting for it.
+            self._check_known(refs)
+            flags = self.objects.wait(ids, num_returns, timeout)
+        # At most num_returns are flagged: the table's scan stops there.
+        return list(itertools.compress(refs, flags)), list(itertools.compress(refs, [not f for f in flags]))
+
+    def future_of(self, ref: ObjectRef[Any]) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        object_id = ref.hex()
+        self._check_known([ref])
+
+        def settle() -> None:
+            try:
+                future.set_result(self.value_of(object_id))
+            except BaseException as e:
+                future.set_exception(e)
+
+        self.objects.add_callback(object_id, settle)
+        return future
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def job_lease(self, timeout: float) -> Any:
+        """Open the job's lease; returns once the hub has acknowledged it.
+
+        From then on this process's death, however abrupt, ends the job at the hub.
+        """
+        lease = self.hub.JobLease(hub_pb2.LeaseRequest(id=self.job_id))
+        ack = threading.Event()
+        failure: list[BaseException] = []
+
+        def hold() -> None:
+            try:
+                for _ in lease:
+                    ack.set()
+            except grpc.RpcError as e:
+                failure.append(e)
+            finally:
+                ack.set()
+
+        threading.Thread(target=hold, name="actorhub-job-lease", daemon=True).start()
+        if not ack.wait(timeout) or failure:
+            lease.cancel()
+            raise ActorHubSystemError(f"the hub at {self.hub_address} did not accept job {self.job_id}'s lease")
+        return lease
+
+    def close(self) -> None:
+        for hook in self._close_hooks:
+            try:
+                hook()
+            except Exception:  # closing goes on: the process is leaving anyway
+                pass
+        self.borrowing.close()
+        # From here on, completion callbacks fired by closing connections must not send anything.
+        self.closed = True
+        with self._lock:
+            connections = list(self._connections.values())
+            self._connections.clear()
+        for conn in connections:
+            conn.close()
+        self.service.close()
+        self.server.stop(grace=0.5).wait(2)
+        self._fetcher.shutdown(wait=False, cancel_futures=True)
+        self.channels.close()
+
+
+_current: Runtime | None = None
+_current_lock = threading.Lock()
+
+
+def set_current(runtime: Runtime | None) -> None:
+    global _current
+    _current = runtime
+
+
+def current_or_none() -> Runtime | None:
+    return _current
+
+
+def current() -> Runtime:
+    """The process's runtime; like Ray, the first use without init() starts a local cluster."""
+    runtime = _current
+    if runtime is None:
+        with _current_lock:
+            if _current is None:
+                from actorhub.api.cluster import init
+
+                init()
+        runtime = _current
+        assert runtime is not None
+    return runtime

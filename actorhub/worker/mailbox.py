@@ -1,0 +1,421 @@
+"""The actor's side of calls: one actor instance and the mailbox that runs its calls.
+
+The default mailbox is serial: one call at a time, run on the thread that serves the
+caller's stream, so a call costs no thread hop. Calls from one caller keep their order because
+one stream carries them in order; calls from different callers interleave between calls, never
+inside one. `max_concurrency > 1` runs calls on a thread pool and async actors run them on the
+actor's own event loop; both reply as calls finish, so replies may overtake each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from actorhub._proto.v1 import worker_pb2
+from actorhub.runtime import serialization as _serialization
+from actorhub.runtime import tracing as _tracing
+from actorhub.runtime.object_ref import (
+    ObjectRef,
+    begin_call,
+    begin_unpickling_arguments,
+    capturing_refs,
+    end_call,
+    end_unpickling_arguments,
+)
+from actorhub.wire.errors import error_to_proto
+
+ReplySink = Callable[[worker_pb2.Reply], None]
+DEFAULT_ASYNC_CONCURRENCY = 1000
+
+
+class Borrows(Protocol):
+    def register_held(self, object_ids: list[str]) -> None: ...
+
+    def lend(
+        self, refs: list[tuple[int, ObjectRef[Any]]], borrower: str
+    ) -> list[worker_pb2.ContainedRef]: ...
+
+
+class CallHost(Protocol):
+    """What running calls needs from the process runtime."""
+
+    @property
+    def borrowing(self) -> Borrows: ...
+
+    @property
+    def node_id(self) -> str: ...
+
+    def get_value(self, ref: ObjectRef[Any]) -> Any: ...
+
+    def store_result(self, value: Any, owner: str, owner_node_id: str) -> str: ...
+
+    def discard_stored(self, store_ids: list[str]) -> None: ...
+
+    def has_unsent_calls(self) -> bool: ...
+
+    def send_submitted_calls(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a stream's calls come from (its first batch says)."""
+
+    address: str = ""
+    node_id: str = ""
+
+    @classmethod
+    def of(cls, first: worker_pb2.CallBatch) -> Caller:
+        return cls(first.caller_address, first.caller_node_id)
+
+
+class ActorInstance:
+    """The user's object and how to run one call on it."""
+
+    def __init__(self, instance: Any, class_name: str, host: CallHost) -> None:
+        self.instance = instance
+        self.class_name = class_name
+        self._host = host
+        self._methods: dict[str, Callable[..., Any]] = {}
+        self.terminate_requested = threading.Event()
+
+    def method(self, name: str) -> Callable[..., Any]:
+        bound = self._methods.get(name)
+        if bound is None:
+            if name == "__ray_ready__":
+                bound = _ready
+            elif name == "__ray_terminate__":
+                bound = self.terminate_requested.set
+            else:
+                bound = getattr(self.instance, name)
+            self._methods[name] = bound
+        return bound
+
+    def arguments(self, data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return resolve_arguments(data, self._host.get_value)
+
+    def construct(self, cls: type, init_args: bytes) -> None:
+        """Run the constructor; like a call, it registers the argument refs it keeps."""
+        adopted, token = begin_call()
+        try:
+            args, kwargs = self.arguments(init_args)
+            self.instance = cls(*args, **kwargs)
+            del args, kwargs
+        finally:
+            end_call(token)
+            if adopted:
+                self._host.borrowing.register_held(adopted)
+
+    def execute(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller) -> None:
+        """Run `call` and fill `reply` with its values or its error."""
+        reply.seq = call.seq
+        adopted, token = begin_call()
+        try:
+            if call.trace_context:
+                with _tracing.execute_span(f"{self.class_name}.{call.method}", call.trace_context):
+                    self._run(call, reply, caller)
+            else:
+                self._run(call, reply, caller)
+        finally:
+            end_call(token)
+        self._host.send_submitted_calls()
+        if adopted:
+            # Before the reply goes: until then the caller keeps these refs alive.
+            self._host.borrowing.register_held(adopted)
+
+    def _run(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller) -> None:
+        try:
+            args, kwargs = self.arguments(call.args)
+            result = self.method(call.method)(*args, **kwargs)
+        except BaseException as e:  # user code may raise anything; it becomes the call's result
+            reply.error.CopyFrom(error_to_proto(e, tb=_user_frames(e)))
+            return
+        self.fill(call, result, reply, caller)
+
+    async def execute_async(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller) -> None:
+        reply.seq = call.seq
+        # The coroutine runs in its own copy of the context: this call's list stays its own.
+        adopted, _ = begin_call()
+        if call.trace_context:
+            # The span stays current across the awaits: OpenTelemetry keeps it in the task's context.
+            with _tracing.execute_span(f"{self.class_name}.{call.method}", call.trace_context):
+                await self._run_async(call, reply, caller)
+        else:
+            await self._run_async(call, reply, caller)
+        if self._host.has_unsent_calls():
+            await asyncio.get_running_loop().run_in_executor(None, self._host.send_submitted_calls)
+        if adopted:
+            self._host.borrowing.register_held(adopted)
+
+    async def _run_async(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller) -> None:
+        try:
+            unpickling = begin_unpickling_arguments()
+            try:
+                args, kwargs = _serialization.loads_args(call.args)
+            finally:
+                end_unpickling_arguments(unpickling)
+            args = tuple([await _awaited(a) for a in args])
+            kwargs = {k: await _awaited(v) for k, v in kwargs.items()}
+            result = self.method(call.method)(*args, **kwargs)
+            del args, kwargs
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException as e:
+            reply.error.CopyFrom(error_to_proto(e, tb=_user_frames(e)))
+            return
+        self.fill(call, result, reply, caller)
+
+    def fill(self, call: worker_pb2.Call, result: Any, reply: worker_pb2.Reply, caller: Caller) -> None:
+        where = f"{self.class_name}.{call.method}"
+        store_ids: list[str] = []
+        try:
+            n = call.num_returns
+            if n == 0:
+                return
+            values: list[Any] = [result]
+            if n > 1:
+                if not isinstance(result, tuple | list) or len(result) != n:
+                    raise ValueError(
+                        f"{where} was declared with num_returns={n} but returned "
+                        f"{type(result).__name__} {result!r:.60}"
+                    )
+                values = list(result)
+            lent: list[tuple[int, ObjectRef[Any]]] = []
+            # A large value goes into this node's store, owned by the caller, which maps it
+            # without a copy when on this node and has its own node pull it otherwise. A caller
+            # with no node (so no store) gets it inline.
+            for index, value in enumerate(values):
+                data, store_id, refs = self._serialize(value, where, caller)
+                reply.values.append(data)
+                store_ids.append(store_id)
+                lent.extend((index, ref) for ref in refs)
+            if any(store_ids):
+                reply.store_ids.extend(store_ids)
+            if lent:
+                # The caller may unpickle the value long after this process dropped its refs.
+                reply.contained.extend(self._host.borrowing.lend(lent, caller.address))
+        except BaseException as e:
+            del reply.values[:]
+            del reply.store_ids[:]
+            if any(store_ids):
+                self._host.discard_stored([i for i in store_ids if i])
+            reply.error.CopyFrom(error_to_proto(e, tb=e.__traceback__))
+
+
+    def _serialize(self, value: Any, where: str, caller: Caller) -> tuple[bytes, str, list[ObjectRef[Any]]]:
+        """One result: its bytes (empty when stored), its store id, and the refs inside it."""
+        if type(value) in _serialization.PLAIN_TYPES:
+            return _serialization.dumps_result(value, where), "", []
+        with capturing_refs() as refs:
+            if caller.node_id and _serialization.is_large(value):
+                store_id = self._host.store_result(value, caller.address, caller.node_id)
+                if store_id:
+                    return b"", store_id, refs
+            return _serialization.dumps_result(value, where), "", refs
+
+
+def resolve_arguments(
+    data: bytes, get_value: Callable[[ObjectRef[Any]], Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A call's (args, kwargs), with top-level refs replaced by their values.
+
+    Refs nested in containers stay refs, as in Ray.
+    """
+    token = begin_unpickling_arguments()
+    try:
+        args, kwargs = _serialization.loads_args(data)
+    finally:
+        end_unpickling_arguments(token)
+    if any(type(a) is ObjectRef for a in args):
+        args = tuple(get_value(a) if type(a) is ObjectRef else a for a in args)
+    if kwargs and any(type(v) is ObjectRef for v in kwargs.values()):
+        kwargs = {k: get_value(v) if type(v) is ObjectRef else v for k, v in kwargs.items()}
+    return args, kwargs
+
+
+def _ready() -> bool:
+    return True
+
+
+async def _awaited(value: Any) -> Any:
+    if type(value) is ObjectRef:
+        return await value
+    return value
+
+
+def _user_frames(e: BaseException) -> Any:
+    # Drop our own frame so the remote traceback starts in user code.
+    tb = e.__traceback__
+    return tb.tb_next if tb is not None and tb.tb_next is not None else tb
+
+
+class Mailbox(Protocol):
+    def serve(
+        self, first: worker_pb2.CallBatch, rest: Iterator[worker_pb2.CallBatch]
+    ) -> Iterator[worker_pb2.ReplyBatch]: ...
+
+    def close(self) -> None: ...
+
+
+def _batches(first: worker_pb2.CallBatch, rest: Iterator[worker_pb2.CallBatch]) -> Iterator[worker_pb2.CallBatch]:
+    yield first
+    yield from rest
+
+
+class SerialMailbox:
+    def __init__(self, actor: ActorInstance) -> None:
+        self._actor = actor
+        self._lock = threading.Lock()
+
+    def serve(
+        self, first: worker_pb2.CallBatch, rest: Iterator[worker_pb2.CallBatch]
+    ) -> Iterator[worker_pb2.ReplyBatch]:
+        execute = self._actor.execute
+        lock = self._lock
+        caller = Caller.of(first)
+        batch = first
+        while True:
+            # A sync batch, on an idle actor: keep the actor from the acknowledgement until its
+            # calls ran, so that no call sent by whoever got the acknowledgement can go first. On
+            # a busy one, acknowledge at once rather than wait behind its call. With no calls, it
+            # has nothing new: this thread ran the stream's earlier batches already.
+            held = bool(batch.sync_seq and batch.calls) and lock.acquire(blocking=False)
+            out = worker_pb2.ReplyBatch()
+            try:
+                if batch.sync_seq:
+                    yield worker_pb2.ReplyBatch(accepted_seq=batch.sync_seq)
+                add = out.replies.add
+                for call in batch.calls:
+                    if held:
+                        execute(call, add(), caller)
+                    else:
+                        with lock:
+                            execute(call, add(), caller)
+            finally:
+                if held:
+                    lock.release()
+            if batch.calls:
+                yield out
+            following = next(rest, None)
+            if following is None:
+                return
+            batch = following
+
+    def close(self) -> None:
+        pass
+
+
+class _ConcurrentMailbox:
+    """Reads calls on a helper thread and replies as they finish, in whatever order."""
+
+    def submit(self, call: worker_pb2.Call, sink: ReplySink, caller: Caller) -> None:
+        raise NotImplementedError
+
+    def serve(
+        self, first: worker_pb2.CallBatch, rest: Iterator[worker_pb2.CallBatch]
+    ) -> Iterator[worker_pb2.ReplyBatch]:
+        cond = threading.Condition()
+        done: list[worker_pb2.Reply] = []
+        state = {"outstanding": 0, "reading": True, "accepted": 0}
+
+        def sink(reply: worker_pb2.Reply) -> None:
+            with cond:
+                done.append(reply)
+                cond.notify()
+
+        def read() -> None:
+            try:
+                for batch in _batches(first, rest):
+                    for call in batch.calls:
+                        with cond:
+                            state["outstanding"] += 1
+                        self.submit(call, sink, caller)
+                    if batch.sync_seq:
+                        with cond:
+                            state["accepted"] = batch.sync_seq
+                            cond.notify()
+            except Exception:
+                pass  # the caller went away; calls already submitted still finish
+            finally:
+                with cond:
+                    state["reading"] = False
+                    cond.notify()
+
+        caller = Caller.of(first)
+        threading.Thread(target=read, name="actorhub-mailbox-reader", daemon=True).start()
+        while True:
+            with cond:
+                while not done and not state["accepted"] and (state["reading"] or state["outstanding"]):
+                    cond.wait()
+                if not done and not state["accepted"]:
+                    return
+                replies = done[:]
+                done.clear()
+                state["outstanding"] -= len(replies)
+                accepted, state["accepted"] = state["accepted"], 0
+            out = worker_pb2.ReplyBatch(accepted_seq=accepted)
+            out.replies.extend(replies)
+            yield out
+
+
+class ThreadedMailbox(_ConcurrentMailbox):
+    def __init__(self, actor: ActorInstance, max_concurrency: int) -> None:
+        self._actor = actor
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="actorhub-actor")
+
+    def submit(self, call: worker_pb2.Call, sink: ReplySink, caller: Caller) -> None:
+        def run() -> None:
+            reply = worker_pb2.Reply()
+            self._actor.execute(call, reply, caller)
+            sink(reply)
+
+        self._pool.submit(run)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class AsyncMailbox(_ConcurrentMailbox):
+    """Runs calls interleaved on the actor's event loop, at most `max_concurrency` at once."""
+
+    def __init__(self, actor: ActorInstance, max_concurrency: int) -> None:
+        self._actor = actor
+        self.loop = asyncio.new_event_loop()
+        self._limit = max_concurrency
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run_loop, args=(ready,), name="actorhub-actor-loop", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+
+    def _run_loop(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self._semaphore = asyncio.Semaphore(self._limit)
+        self.loop.call_soon(ready.set)
+        self.loop.run_forever()
+
+    def submit(self, call: worker_pb2.Call, sink: ReplySink, caller: Caller) -> None:
+        async def run() -> None:
+            reply = worker_pb2.Reply()
+            async with self._semaphore:
+                await self._actor.execute_async(call, reply, caller)
+            sink(reply)
+
+        asyncio.run_coroutine_threadsafe(run(), self.loop)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def make_mailbox(actor: ActorInstance, is_async: bool, max_concurrency: int) -> Mailbox:
+    if is_async:
+        return AsyncMailbox(actor, max_concurrency or DEFAULT_ASYNC_CONCURRENCY)
+    if max_concurrency > 1:
+        return ThreadedMailbox(actor, max_concurrency)
+    return SerialMailbox(actor)

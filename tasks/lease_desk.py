@@ -1,0 +1,197 @@
+"""LeaseDesk: one actor per node that lends task executors, one CPU's worth (or more) each.
+
+A lease is an actor call (`lease`), and so is its return (`release`). A caller keeps a lease
+for its following tasks while it has work. A task blocked in get() gives its CPU back until it
+resumes, so a task waiting on subtasks never starves them. Leases of a caller that died are
+reclaimed: the desk pings lease holders it has not heard from.
+
+Tasks and actors that reserve CPUs (`num_cpus=`) share the node's CPUs as in Ray, by a
+two-way report: whenever what the desk lends changes (and every second), it tells the hub,
+which places such actors only in what is left; the reply says what actors reserve on the node
+and what pending actors wait for there, and the desk lends neither. So an actor that waits for
+the node's tasks to end gets their CPUs as they do, instead of new tasks taking them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from typing import Any
+
+from actorhub.util import SYSTEM_NAMESPACE
+from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from actorhub.wire.transport import peer_is_gone
+
+_HOLDER_CHECK_S = 1.0
+
+
+def desk_name(node_id: str) -> str:
+    return f"lease-desk-{node_id}"
+
+
+class LeaseDesk:
+    def __init__(self, node_id: str, num_cpus: float) -> None:
+        self._node_id = node_id
+        self._total = num_cpus
+        self._free = num_cpus
+        # CPUs actors reserve on this node, and pending ones wait for here, by the hub's count.
+        self._reserved = 0.0
+        self._wanted = 0.0
+        self._reporting = False  # a report to the hub is on its way
+        self._report_again = False  # and what it reports changed since it left
+        self._idle: list[Any] = []
+        self._handles: dict[str, Any] = {}
+        self._leased: dict[str, tuple[float, str]] = {}  # executor id -> (cpus, holder address)
+        self._blocked: set[str] = set()
+        self._waiters: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._queued = 0  # lease requests that had to wait, since the desk started
+        self._watcher: asyncio.Task[None] | None = None
+        for _ in range(max(1, math.ceil(num_cpus))):
+            self._idle.append(self._new_executor())
+        self._apply_actor_share(self._report(0.0))
+
+    def _new_executor(self) -> Any:
+        from actorhub.api.actor_class import ActorClass
+        from actorhub.api.options import ActorOptions
+        from actorhub.tasks.executor import TaskExecutor
+
+        executor_class = ActorClass(
+            TaskExecutor,
+            ActorOptions(
+                namespace=SYSTEM_NAMESPACE,
+                lifetime="detached",
+                max_restarts=-1,  # a task that kills its worker gets a fresh one on the same lease
+                max_concurrency=4,  # room for cancel() while a task runs
+                scheduling_strategy=NodeAffinitySchedulingStrategy(self._node_id),
+            ),
+        )
+        from actorhub.runtime.runtime import current
+
+        handle = executor_class.remote_in(current(), desk_name(self._node_id), SYSTEM_NAMESPACE)
+        self._handles[handle.actor_id] = handle
+        return handle
+
+    async def lease(self, num_cpus: float, holder: str) -> Any:
+        if num_cpus > self._total:
+            raise ValueError(f"a task needs {num_cpus} CPUs but node {self._node_id} has {self._total}")
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_holders())
+        if self._waiters or self._free < num_cpus:
+            self._queued += 1
+            granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append((num_cpus, granted))
+            await granted
+        else:
+            self._free -= num_cpus
+        executor = self._idle.pop() if self._idle else self._new_executor()
+        self._leased[executor.actor_id] = (num_cpus, holder)
+        self._lent_changed()
+        return executor
+
+    async def release(self, executor_id: str) -> None:
+        self._give_back(executor_id)
+
+    def _give_back(self, executor_id: str) -> None:
+        lease = self._leased.pop(executor_id, None)
+        if lease is None:
+            return
+        if executor_id in self._blocked:
+            self._blocked.discard(executor_id)  # its CPU was already given back
+        else:
+            self._free += lease[0]
+        self._idle.append(self._handles[executor_id])
+        self._grant()
+        self._lent_changed()
+
+    async def block(self, executor_id: str) -> None:
+        lease = self._leased.get(executor_id)
+        if lease is not None and executor_id not in self._blocked:
+            self._blocked.add(executor_id)
+            self._free += lease[0]
+            self._grant()
+            self._lent_changed()
+
+    async def unblock(self, executor_id: str) -> None:
+        lease = self._leased.get(executor_id)
+        if lease is not None and executor_id in self._blocked:
+            self._blocked.discard(executor_id)
+            # May go below zero for a while, as in Ray: the resumed task must not wait again.
+            self._free -= lease[0]
+            self._lent_changed()
+
+    async def stats(self) -> dict[str, float]:
+        return {
+            "total": self._total, "free": self._free, "leased": len(self._leased), "idle": len(self._idle),
+            "reserved_by_actors": self._reserved, "wanted_by_actors": self._wanted,
+            "waiting": len(self._waiters), "queued_total": self._queued,
+        }
+
+    def _lent(self) -> float:
+        return sum(cpus for executor_id, (cpus, _) in self._leased.items() if executor_id not in self._blocked)
+
+    def _report(self, lent: float) -> tuple[float, float] | None:
+        """Tell the hub what is lent; what actors reserve and want here (None: the hub cannot say)."""
+        from actorhub._proto.v1 import hub_pb2
+        from actorhub.runtime.runtime import current
+
+        try:
+            reply = current().hub.ReportLentCpus(hub_pb2.LentCpus(node_id=self._node_id, lent=lent), timeout=10)
+        except Exception:
+            return None
+        return reply.reserved, reply.wanted
+
+    def _apply_actor_share(self, share: tuple[float, float] | None) -> None:
+        """On the desk's loop: take what actors reserve or wait for out of what may be lent, or
+        give back what they no longer do."""
+        if share is None:
+            return  # the last count stands
+        reserved, wanted = share
+        self._free -= (reserved + wanted) - (self._reserved + self._wanted)
+        self._reserved, self._wanted = reserved, wanted
+        self._grant()
+
+    def _lent_changed(self) -> None:
+        """On the desk's loop: report to the hub, one report at a time (a change while one is on
+        its way sends one more), off the loop: the hub's answer may start an actor."""
+        if self._reporting:
+            self._report_again = True
+            return
+        self._reporting = True
+        asyncio.get_running_loop().create_task(self._send_reports())
+
+    async def _send_reports(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                self._report_again = False
+                self._apply_actor_share(await loop.run_in_executor(None, self._report, self._lent()))
+                if not self._report_again:
+                    return
+        finally:
+            self._reporting = False
+
+    def _grant(self) -> None:
+        while self._waiters and self._free >= self._waiters[0][0]:
+            cpus, granted = self._waiters.popleft()
+            if granted.cancelled():
+                continue
+            self._free -= cpus
+            granted.set_result(None)
+
+    async def _watch_holders(self) -> None:
+        from actorhub.runtime.runtime import current
+
+        runtime = current()
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_HOLDER_CHECK_S)
+            self._lent_changed()  # also learns of actors placed or gone since
+            holders = {holder for _, holder in self._leased.values()}
+            for holder in holders:
+                gone = await loop.run_in_executor(None, peer_is_gone, runtime.channels.get(holder))
+                if gone:
+                    for executor_id, (_, who) in list(self._leased.items()):
+                        if who == holder:
+                            self._give_back(executor_id)
+

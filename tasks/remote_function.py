@@ -1,0 +1,54 @@
+"""RemoteFunction: what `@actorhub.remote` makes of a function."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from actorhub.runtime import serialization as _serialization
+from actorhub.tasks.options import TaskOptions
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class RemoteFunction(Generic[P, R]):
+    """`f.remote(*args)` runs `f` as a task and returns an ObjectRef at once."""
+
+    def __init__(self, function: Any, options: TaskOptions, _code: list[tuple[str, bytes]] | None = None) -> None:
+        self._function = function
+        self._options = options
+        _serialization.ship_module_of(function)
+        # Shared with the copies .options() makes: the function is pickled once.
+        self._code: list[tuple[str, bytes]] = _code if _code is not None else []
+        self.__name__ = getattr(function, "__name__", "task")
+        self.__qualname__ = getattr(function, "__qualname__", self.__name__)
+        self.__doc__ = getattr(function, "__doc__", None)
+
+    @property
+    def task_name(self) -> str:
+        return self._options.name or self.__qualname__
+
+    def code(self) -> tuple[str, bytes]:
+        """(id, pickled function): the id lets executors keep the function between tasks."""
+        if not self._code:
+            blob = _serialization.dumps(self._function)
+            self._code.append((hashlib.blake2b(blob, digest_size=12).hexdigest(), blob))
+        return self._code[0]
+
+    def options(self, **options: Any) -> RemoteFunction[P, R]:
+        merged = self._options.merged(f"{self.__qualname__}.options()", **options)
+        return RemoteFunction(self._function, merged, self._code)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        from actorhub.runtime.runtime import current
+
+        return current().task_submitter().submit(self, self._options, args, kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"remote functions cannot be called directly; use {self.__qualname__}.remote(...)"
+        )
+
+    def __repr__(self) -> str:
+        return f"RemoteFunction({self.__qualname__})"
