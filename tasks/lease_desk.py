@@ -19,7 +19,7 @@ import math
 from collections import deque
 from typing import Any
 
-from actorhub.util import SYSTEM_NAMESPACE
+from actorhub.namespaces import SYSTEM_NAMESPACE
 from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actorhub.wire.transport import peer_is_gone
 

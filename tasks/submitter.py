@@ -25,11 +25,11 @@ import grpc
 
 from actorhub._proto.v1 import common_pb2
 from actorhub.exceptions import TaskCancelledError
+from actorhub.namespaces import SYSTEM_NAMESPACE
 from actorhub.runtime.object_ref import ObjectRef
 from actorhub.runtime.object_table import ErrorOrigin
 from actorhub.tasks.lease_desk import LeaseDesk, desk_name
 from actorhub.tasks.options import TaskOptions
-from actorhub.util import SYSTEM_NAMESPACE
 from actorhub.wire.errors import error_to_proto, system_error
 
 if TYPE_CHECKING:

@@ -143,8 +143,8 @@ def test_an_actor_that_reserves_cpus_waits_for_the_tasks_holding_them() -> None:
 
 
 def test_short_tasks_ride_the_leases_held_without_asking_for_more() -> None:
+    from actorhub.namespaces import SYSTEM_NAMESPACE
     from actorhub.tasks.lease_desk import desk_name
-    from actorhub.util import SYSTEM_NAMESPACE
 
     assert actorhub.get(add.remote(0, 0)) == 0  # the node's desk exists from the first task on
     desk = actorhub.get_actor(desk_name(actorhub.get_runtime_context().get_node_id()), SYSTEM_NAMESPACE)

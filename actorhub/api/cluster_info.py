@@ -50,8 +50,8 @@ def cluster_resources() -> dict[str, float]:
 
 def available_resources() -> dict[str, float]:
     """What the alive nodes have free now: CPUs not reserved or leased, store bytes not in use."""
+    from actorhub.namespaces import SYSTEM_NAMESPACE
     from actorhub.tasks.lease_desk import desk_name
-    from actorhub.util import SYSTEM_NAMESPACE
 
     runtime = _runtime.current()
     free: dict[str, float] = {}

@@ -11,7 +11,6 @@ current record.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 
 from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2
@@ -39,6 +38,7 @@ from actorhub.hub.records import (
     killed_message,
 )
 from actorhub.hub.transitions import TableState
+from actorhub.namespaces.rules import anonymous_namespace
 
 __all__ = ["ActorRecord", "ActorTable", "Decisions", "KillPlan", "Placement", "WorkerKill"]
 
@@ -105,7 +105,7 @@ class ActorTable(TableState):
             self._job_counter += 1
             job = JobRecord(
                 job_id=f"{self._job_counter:08x}",
-                namespace=namespace or f"anon-{uuid.uuid4().hex[:12]}",
+                namespace=namespace or anonymous_namespace(),
                 driver_pid=driver_pid,
                 driver_address=driver_address,
                 owns_cluster=owns_cluster,
@@ -153,9 +153,8 @@ class ActorTable(TableState):
         with self._lock:
             if self._shutting_down:
                 raise HubShuttingDown("the hub is shutting down")
-            key = (spec.namespace, spec.name)
             if spec.name:
-                holder = self._names.get(key)
+                holder = self._names.holder(spec.namespace, spec.name)
                 if holder is not None:
                     if get_if_exists:
                         return actor_info(self._actors[holder]), True, out
@@ -169,7 +168,7 @@ class ActorTable(TableState):
             rec = ActorRecord(spec=own)
             self._actors[own.actor_id] = rec
             if own.name:
-                self._names[key] = own.actor_id
+                self._names.claim(own.namespace, own.name, own.actor_id)
             orphaned = self._link_owner(rec)
             self._touch(rec)
             if orphaned:
@@ -315,7 +314,7 @@ class ActorTable(TableState):
 
     def named_actor(self, name: str, namespace: str) -> common_pb2.ActorInfo | None:
         with self._lock:
-            holder = self._names.get((namespace, name))
+            holder = self._names.holder(namespace, name)
             return actor_info(self._actors[holder]) if holder is not None else None
 
     def list_actors(

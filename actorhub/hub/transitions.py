@@ -26,6 +26,7 @@ from actorhub.hub.records import (
     died,
     out_of_restarts,
 )
+from actorhub.namespaces.directory import NameDirectory
 from actorhub.wire.errors import system_error
 
 # Float CPU counts are added and subtracted many times; compare with a little slack.
@@ -48,7 +49,7 @@ class TableState:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._actors: dict[str, ActorRecord] = {}
-        self._names: dict[tuple[str, str], str] = {}
+        self._names = NameDirectory()
         # Lifetime indexes, non-detached actors only: who dies with whom.
         self._children: dict[str, set[str]] = {}
         self._job_roots: dict[str, set[str]] = {}
@@ -138,8 +139,8 @@ class TableState:
         rec.address = ""
         self._pending.pop(rec.actor_id, None)
         spec = rec.spec
-        if spec.name and self._names.get((spec.namespace, spec.name)) == rec.actor_id:
-            del self._names[(spec.namespace, spec.name)]
+        if spec.name:
+            self._names.release(spec.namespace, spec.name, rec.actor_id)
         if not spec.detached:
             siblings = (self._children.get(spec.owner_actor_id) if spec.owner_actor_id
                         else self._job_roots.get(spec.owner_job_id))

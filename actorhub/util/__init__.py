@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from actorhub._proto.v1 import hub_pb2
+from actorhub.namespaces.rules import SYSTEM_NAMESPACE
 from actorhub.runtime import runtime as _runtime
 from actorhub.runtime.serialization import deregister_serializer, register_serializer
 from actorhub.util import scheduling_strategies
@@ -19,8 +20,6 @@ __all__ = [
     "scheduling_strategies",
 ]
 
-# Actors of actorhub itself (task lease desks and executors) live here, out of users' listings.
-SYSTEM_NAMESPACE = "_actorhub"
 
 
 def list_named_actors(all_namespaces: bool = False) -> list[Any]:
