@@ -1,0 +1,94 @@
+"""Rewrite BENCHMARKS.md from a run of ../shared/bench/vs-ray (Ray's and actorhub's
+microbenchmarks, one after the other on this machine).
+
+    python tests/perf/write_benchmarks.py [--filter TEXT] [--from-output FILE]
+
+`--from-output` builds the page from vs-ray output saved earlier instead of running it. Not
+part of `make test`: a run takes many minutes and wants a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VS_RAY = ROOT.parent / "shared" / "bench" / "vs-ray"
+# One row of vs-ray's table: metric, Ray's rate, ours, the ratio.
+_ROW = re.compile(r"^(?P<metric>.+?)\s+(?P<ray>[\d.]+)\s+(?P<ours>[\d.]+)\s+(?P<ratio>[\d.]+)x\s*$")
+
+
+def machine() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{os.cpu_count()} cores ({model or platform.processor() or 'unknown CPU'}), {memory:.0f} GiB, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def run_vs_ray(filter_text: str) -> str:
+    if not VS_RAY.exists():
+        raise SystemExit(f"{VS_RAY} not found: BENCHMARKS.md is made beside the shared bench folder")
+    done = subprocess.run(
+        ["bash", str(VS_RAY), *([filter_text] if filter_text else [])],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"vs-ray failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def render(output: str, filter_text: str) -> str:
+    rows = [m for m in map(_ROW.match, output.splitlines()) if m and m.group("metric").strip() != "metric"]
+    if not rows:
+        raise SystemExit(f"no metric rows in vs-ray's output:\n{output}")
+    only_ray = [line for line in output.splitlines() if line.startswith("printed by Ray only")]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `tests/perf/write_benchmarks.py` (`make bench`) from `../shared/bench/vs-ray`, which runs",
+        "`ray microbenchmark` (Ray 2.x in its own environment) and `actorhub microbenchmark` one after the",
+        "other on the same machine. Ratios above 1 mean actorhub is faster. Absolute rates drift with the",
+        "machine's load from run to run; compare ratios, and runs made in one sitting.",
+        "",
+        f"- date: {datetime.date.today().isoformat()}",
+        f"- machine: {machine()}",
+        f"- filter: {filter_text or '(all metrics)'}",
+        "",
+        "| metric | Ray /s | actorhub /s | actorhub/Ray |",
+        "|---|---:|---:|---:|",
+    ]
+    for m in rows:
+        lines.append(f"| {m.group('metric').strip()} | {m.group('ray')} | {m.group('ours')} | {m.group('ratio')}x |")
+    if only_ray:
+        lines += ["", *only_ray]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--filter", default="", help="only metrics whose name contains TEXT (vs-ray's pattern)")
+    parser.add_argument("--from-output", type=Path, help="vs-ray output saved earlier, instead of a new run")
+    args = parser.parse_args(argv)
+    output = args.from_output.read_text() if args.from_output else run_vs_ray(args.filter)
+    (ROOT / "BENCHMARKS.md").write_text(render(output, args.filter))
+    print(f"wrote {ROOT / 'BENCHMARKS.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
