@@ -22,6 +22,47 @@ class ConfigError(ActorHubError, ValueError):
     """A configuration value is invalid; the message names the field."""
 
 
+class RpcDeadlines(BaseModel):
+    """How long each class of RPC may take before its caller gets a typed error.
+
+    Every RPC a client sends has one of these as its deadline, so a peer that stopped (SIGSTOP,
+    a hung host) fails the call instead of hanging it. The defaults are above what each call
+    legitimately takes today; set them per process with ``ACTORHUB_DEADLINES_<FIELD>``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    control_s: float = Field(default=30.0, gt=0)
+    """Hub lookups, listings and reports (GetNamedActor, ListActors, GetClusterStatus...): the
+    hub answers them from memory."""
+    create_actor_s: float = Field(default=30.0, gt=0)
+    """CreateActor: the hub records the actor and queues its placement; it does not wait for
+    the constructor."""
+    kill_s: float = Field(default=45.0, gt=0)
+    """KillActor: the hub waits for the node to SIGKILL and reap the worker (its own KillWorker
+    call allows 30 s), then persists the record."""
+    actor_start_s: float = Field(default=86_400.0, gt=0)
+    """StartActor (hub to node, node to worker): the user's constructor runs inside it and may
+    take long (loading a model); KillWorker interrupts it. A day: a bound, not a timeout."""
+    store_s: float = Field(default=60.0, gt=0)
+    """Object-store bookkeeping (Reserve, Seal, Release, Delete, List): a reserve may spill
+    objects to disk to make room first."""
+    fetch_s: float = Field(default=600.0, gt=0)
+    """Reading objects: OpenObject may restore a spilled object or wait for a concurrent
+    pull's seal; PullObject and ReadObject copy a whole object (gigabytes) between nodes."""
+    owner_s: float = Field(default=10.0, gt=0)
+    """Calls to an object's owner (AddBorrowers, RemoveBorrowers, ListOwnedObjects,
+    HeldStoreIds) and node bookkeeping between peers."""
+    ping_s: float = Field(default=2.0, gt=0)
+    """Liveness pings: a peer that does not answer in this long counts as gone."""
+    long_poll_margin_s: float = Field(default=10.0, gt=0)
+    """Long polls (WaitActor, GetObject) carry their wait in the request; their deadline is
+    that wait plus this margin."""
+    unavailable_retry_s: float = Field(default=2.0, ge=0)
+    """How long idempotent calls retry a peer that is UNAVAILABLE (a reconnecting channel)
+    before reporting it unreachable. Short: a dead peer must still be reported promptly."""
+
+
 def default_session_root() -> Path:
     return Path(tempfile.gettempdir()) / f"actorhub-{os.getuid()}"
 
@@ -52,6 +93,8 @@ class Config(BaseModel):
     """"module:function" run at the start of every worker to set OpenTelemetry tracing up."""
     token: str | None = None
     """The cluster token, for joining a hub by HOST:PORT from a machine without its session."""
+    deadlines: RpcDeadlines = Field(default_factory=RpcDeadlines)
+    """Deadlines of RPCs, by class (ACTORHUB_DEADLINES_<FIELD>, e.g. ACTORHUB_DEADLINES_KILL_S)."""
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:
@@ -61,6 +104,13 @@ class Config(BaseModel):
             env = os.environ.get(ENV_PREFIX + name.upper())
             if env is not None and env != "":
                 values[name] = env
+        deadlines = {
+            name: env
+            for name in RpcDeadlines.model_fields
+            if (env := os.environ.get(f"{ENV_PREFIX}DEADLINES_{name.upper()}"))
+        }
+        if deadlines:
+            values["deadlines"] = deadlines
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)

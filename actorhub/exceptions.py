@@ -6,7 +6,10 @@ Ray's names are kept as aliases (``RayError``, ``RayActorError``, ``RayTaskError
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import grpc
 
 __all__ = [
     "ActorDiedError",
@@ -17,11 +20,14 @@ __all__ = [
     "GetTimeoutError",
     "ObjectLostError",
     "OwnerDiedError",
+    "PeerUnavailableError",
     "PendingCallsLimitExceededError",
     "RayActorError",
     "RayError",
     "RaySystemError",
     "RayTaskError",
+    "RpcDeadlineExceededError",
+    "RpcFailedError",
     "SerializationError",
     "TaskCancelledError",
     "TaskError",
@@ -36,6 +42,42 @@ class ActorHubError(Exception):
 
 class ActorHubSystemError(ActorHubError):
     """actorhub itself failed: a cluster process is unreachable or an invariant broke."""
+
+
+class RpcFailedError(ActorHubSystemError):
+    """An RPC to another cluster process failed.
+
+    `peer` names the process ("the hub at 127.0.0.1:6379"), `operation` the RPC ("KillActor"),
+    `code` gRPC's status code and `details` the peer's or gRPC's explanation.
+    """
+
+    def __init__(
+        self, message: str, *, peer: str = "", operation: str = "", code: grpc.StatusCode | None = None,
+        details: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.peer = peer
+        self.operation = operation
+        self.code = code
+        self.details = details
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only fields: the default reduce would call __init__ with the message alone.
+        return (_rebuild_rpc_error, (type(self), str(self), self.peer, self.operation, self.code, self.details))
+
+
+def _rebuild_rpc_error(
+    cls: type[RpcFailedError], message: str, peer: str, operation: str, code: Any, details: str
+) -> RpcFailedError:
+    return cls(message, peer=peer, operation=operation, code=code, details=details)
+
+
+class PeerUnavailableError(RpcFailedError):
+    """The peer could not be reached: nothing listens at its address, or the connection broke."""
+
+
+class RpcDeadlineExceededError(RpcFailedError, TimeoutError):
+    """The peer did not answer within the call's deadline (stopped, hung or overloaded)."""
 
 
 class ActorError(ActorHubError):

@@ -63,15 +63,10 @@ class TaskExecutor:
 
     def _desk_handle(self) -> Any:
         if self._desk is None:
-            from actorhub._proto.v1 import hub_pb2
             from actorhub.api.actor_handle import ActorHandle, HandleState
 
             # wait_for_ready: under load the hub's channel may be reconnecting; wait, not fail.
-            info = self._runtime.hub.GetNamedActor(
-                hub_pb2.GetNamedActorRequest(name=self._desk_name, namespace=self._namespace),
-                timeout=30,
-                wait_for_ready=True,
-            )
+            info = self._runtime.hub.get_named_actor(self._desk_name, self._namespace, wait_for_ready=True)
             self._desk = ActorHandle(HandleState.from_info(info))
         return self._desk
 

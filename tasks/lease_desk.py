@@ -21,7 +21,7 @@ from typing import Any
 
 from actorhub.namespaces import SYSTEM_NAMESPACE
 from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-from actorhub.wire.transport import peer_is_gone
+from actorhub.wire.worker import WorkerClient
 
 _HOLDER_CHECK_S = 1.0
 
@@ -132,14 +132,13 @@ class LeaseDesk:
 
     def _report(self, lent: float) -> tuple[float, float] | None:
         """Tell the hub what is lent; what actors reserve and want here (None: the hub cannot say)."""
-        from actorhub._proto.v1 import hub_pb2
         from actorhub.runtime.runtime import current
 
         try:
-            reply = current().hub.ReportLentCpus(hub_pb2.LentCpus(node_id=self._node_id, lent=lent), timeout=10)
+            share = current().hub.report_lent_cpus(self._node_id, lent)
         except Exception:
             return None
-        return reply.reserved, reply.wanted
+        return share.reserved, share.wanted
 
     def _apply_actor_share(self, share: tuple[float, float] | None) -> None:
         """On the desk's loop: take what actors reserve or wait for out of what may be lent, or
@@ -189,7 +188,8 @@ class LeaseDesk:
             self._lent_changed()  # also learns of actors placed or gone since
             holders = {holder for _, holder in self._leased.values()}
             for holder in holders:
-                gone = await loop.run_in_executor(None, peer_is_gone, runtime.channels.get(holder))
+                holder_client = WorkerClient(runtime.channels, holder, runtime.deadlines, "lease holder")
+                gone = await loop.run_in_executor(None, holder_client.is_gone)
                 if gone:
                     for executor_id, (_, who) in list(self._leased.items()):
                         if who == holder:

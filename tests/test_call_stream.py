@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, worker_pb2, worker_pb2_grpc
+from actorhub.config import RpcDeadlines
 from actorhub.runtime.borrowing import Borrowing
 from actorhub.runtime.object_table import ObjectTable
 from actorhub.wire.call_stream import ActorConnection
@@ -71,7 +72,7 @@ class _Host:
         self.caller_id = "c0ffee"
         self.address = "127.0.0.1:1"  # lends nothing in these tests
         self.node_id = ""
-        self.borrowing = Borrowing(self.objects, self.channels, self.address)
+        self.borrowing = Borrowing(self.objects, self.channels, self.address, RpcDeadlines())
 
     def note_unsent(self, conn: Any) -> None:
         pass

@@ -255,10 +255,9 @@ def test_the_parameter_server_runs_across_two_nodes(session_root: Path) -> None:
             """
             import actorhub
             from actorhub.runtime.runtime import current
-            from actorhub._proto.v1 import hub_pb2
             actorhub.init(address="auto")
-            reply = current().hub.ListActors(hub_pb2.ListActorsRequest(all_namespaces=True))
-            print(sorted({a.node_id for a in reply.actors if a.class_name == "TaskExecutor"}))
+            actors = current().hub.list_actors("", all_namespaces=True)
+            print(sorted({a.node_id for a in actors if a.class_name == "TaskExecutor"}))
             """
         ))
         assert placed.strip().splitlines()[-1].count("'") == 4, placed  # two node ids

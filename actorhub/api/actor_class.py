@@ -5,12 +5,9 @@ from __future__ import annotations
 import inspect
 from typing import Any, Generic, TypeVar
 
-import grpc
-
-from actorhub._proto.v1 import common_pb2, hub_pb2
+from actorhub._proto.v1 import common_pb2
 from actorhub.api.actor_handle import ActorHandle, HandleState, MethodInfo
 from actorhub.api.options import ActorOptions, OptionsError
-from actorhub.exceptions import ActorHubSystemError
 from actorhub.runtime import serialization as _serialization
 from actorhub.runtime.ids import new_id
 
@@ -93,15 +90,10 @@ class ActorClass(Generic[T]):
             hub_address=runtime.hub_address,
             node_id=options.node_id,
         )
-        try:
-            reply: hub_pb2.CreateActorReply = runtime.hub.CreateActor(
-                hub_pb2.CreateActorRequest(spec=spec, get_if_exists=options.get_if_exists)
-            )
-        except grpc.RpcError as e:
-            if e.code() == grpc.StatusCode.ALREADY_EXISTS:
-                raise ValueError(e.details()) from None
-            raise ActorHubSystemError(f"the hub did not create actor {name}: {e.code().name}: {e.details()}") from None
-        return ActorHandle(HandleState.from_info(reply.actor))
+        # A taken name raises ValueError; a hub that fails or does not answer within the
+        # create_actor deadline raises RpcFailedError (an ActorHubSystemError).
+        info = runtime.hub.create_actor(spec, options.get_if_exists)
+        return ActorHandle(HandleState.from_info(info))
 
     def __repr__(self) -> str:
         return f"ActorClass({self._cls.__qualname__})"

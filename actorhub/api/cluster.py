@@ -1,4 +1,4 @@
-"""The public functions: init, shutdown, get, put, wait, kill, get_actor."""
+"""The public functions: init, shutdown, get, put, wait, kill (get_actor: namespaces/lookup.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-import grpc
-
-from actorhub._proto.v1 import common_pb2, hub_pb2
-from actorhub.api.actor_handle import ActorHandle, HandleState
+from actorhub.api.actor_handle import ActorHandle
 from actorhub.cluster.launcher import ClusterProcesses, remove_segments, request_shutdown, start_head, stop_processes
 from actorhub.cluster.session import Session, latest_session, session_for_address
 from actorhub.config import Config, ConfigError
@@ -22,6 +19,7 @@ from actorhub.exceptions import ActorHubSystemError
 from actorhub.runtime import runtime as _runtime
 from actorhub.runtime.object_ref import ObjectRef
 from actorhub.runtime.runtime import Runtime
+from actorhub.wire.hub import JobRegistration
 
 T = TypeVar("T")
 log = logging.getLogger("actorhub")
@@ -134,7 +132,7 @@ def init(
 def _connect(
     config: Config, hub_address: str, token: str, namespace: str | None, session: Session | None, owns: bool
 ) -> tuple[Runtime, ClusterContext]:
-    runtime = Runtime(token=token, hub_address=hub_address, bind_host=config.bind_host)
+    runtime = Runtime(token=token, hub_address=hub_address, bind_host=config.bind_host, deadlines=config.deadlines)
     try:
         reply = _register_job(runtime, namespace, owns, config.connect_timeout_s)
         runtime.job_id = reply.job_id
@@ -154,24 +152,17 @@ def _connect(
     return runtime, context
 
 
-def _register_job(runtime: Runtime, namespace: str | None, owns: bool, timeout: float) -> hub_pb2.RegisterJobReply:
-    request = hub_pb2.RegisterJobRequest(
-        namespace=namespace or "", driver_pid=os.getpid(), driver_address=runtime.address, owns_cluster=owns
-    )
-    try:
-        reply: hub_pb2.RegisterJobReply = runtime.hub.RegisterJob(request, timeout=timeout, wait_for_ready=True)
-        return reply
-    except grpc.RpcError as e:
-        raise ActorHubSystemError(
-            f"cannot reach the hub at {runtime.hub_address}: {e.code().name}: {e.details()}"
-        ) from None
+def _register_job(runtime: Runtime, namespace: str | None, owns: bool, timeout: float) -> JobRegistration:
+    # A hub that does not answer raises PeerUnavailableError or RpcDeadlineExceededError,
+    # naming it ("RegisterJob to the hub at HOST:PORT ...").
+    return runtime.hub.register_job(namespace or "", os.getpid(), runtime.address, owns, timeout)
 
 
 def _wait_for_node(runtime: Runtime, timeout: float) -> str:
     """A cluster can run an actor once a node agent has registered."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status: hub_pb2.ClusterStatus = runtime.hub.GetClusterStatus(common_pb2.Empty(), timeout=timeout)
+        status = runtime.hub.cluster_status()
         alive = [n for n in status.nodes if n.alive]
         if alive:
             return alive[0].node_id
@@ -180,7 +171,7 @@ def _wait_for_node(runtime: Runtime, timeout: float) -> str:
 
 
 def _node_address(runtime: Runtime) -> str:
-    status: hub_pb2.ClusterStatus = runtime.hub.GetClusterStatus(common_pb2.Empty(), timeout=30)
+    status = runtime.hub.cluster_status()
     return next((n.address for n in status.nodes if n.node_id == runtime.node_id), "")
 
 
@@ -248,13 +239,9 @@ def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
     """Kill the actor's process; returns once it is gone. With no_restart=False it may restart."""
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() takes an actor handle, not {type(actor).__name__}")
-    runtime = _runtime.current()
-    try:
-        runtime.hub.KillActor(hub_pb2.KillActorRequest(actor_id=actor.actor_id, no_restart=no_restart))
-    except grpc.RpcError as e:
-        if e.code() == grpc.StatusCode.NOT_FOUND:
-            raise ValueError(f"no actor {actor.actor_id} in this cluster") from None
-        raise ActorHubSystemError(f"kill({actor!r}) failed: {e.code().name}: {e.details()}") from None
+    # Raises ValueError for an actor the hub does not know; RpcFailedError when the hub fails
+    # or does not answer within the kill deadline (RpcDeadlineExceededError).
+    _runtime.current().hub.kill_actor(actor.actor_id, no_restart)
 
 
 def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> None:
@@ -263,18 +250,3 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, not {type(ref).__name__}")
     _runtime.current().task_submitter().cancel(ref, force)
-
-
-def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
-    """The live actor named `name` in `namespace` (default: this job's namespace)."""
-    if not isinstance(name, str) or not name:
-        raise ValueError("get_actor() needs a non-empty actor name")
-    runtime = _runtime.current()
-    ns = namespace if namespace is not None else runtime.namespace
-    try:
-        info = runtime.hub.GetNamedActor(hub_pb2.GetNamedActorRequest(name=name, namespace=ns))
-    except grpc.RpcError as e:
-        if e.code() == grpc.StatusCode.NOT_FOUND:
-            raise ValueError(f"failed to look up actor '{name}' in namespace '{ns}': {e.details()}") from None
-        raise ActorHubSystemError(f"get_actor({name!r}) failed: {e.code().name}: {e.details()}") from None
-    return ActorHandle(HandleState.from_info(info))

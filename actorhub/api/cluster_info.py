@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
-
-from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2, node_pb2_grpc
-from actorhub.api.cluster import get_actor
+from actorhub._proto.v1 import hub_pb2
+from actorhub.exceptions import RpcFailedError
+from actorhub.namespaces.lookup import get_actor
 from actorhub.runtime import runtime as _runtime
+from actorhub.wire.store import NodeStoreClient, StoreListing
 
 
 def nodes() -> list[dict[str, Any]]:
@@ -78,15 +78,11 @@ def available_resources() -> dict[str, float]:
 
 
 def _status(runtime: _runtime.Runtime) -> hub_pb2.ClusterStatus:
-    status: hub_pb2.ClusterStatus = runtime.hub.GetClusterStatus(common_pb2.Empty(), timeout=30)
-    return status
+    return runtime.hub.cluster_status()
 
 
-def _store_listing(runtime: _runtime.Runtime, address: str) -> node_pb2.ListObjectsReply | None:
+def _store_listing(runtime: _runtime.Runtime, address: str) -> StoreListing | None:
     try:
-        reply: node_pb2.ListObjectsReply = node_pb2_grpc.NodeStub(runtime.channels.get(address)).ListObjects(
-            common_pb2.Empty(), timeout=10
-        )
-    except grpc.RpcError:
+        return NodeStoreClient(runtime.channels, address, runtime.deadlines).list()
+    except RpcFailedError:
         return None  # died since the hub answered
-    return reply

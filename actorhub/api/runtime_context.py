@@ -35,13 +35,12 @@ class RuntimeContext:
 
     @property
     def current_actor(self) -> Any:
-        from actorhub._proto.v1 import hub_pb2
         from actorhub.api.actor_handle import ActorHandle, HandleState
 
         actor_id = self._runtime.actor_id
         if not actor_id:
             raise RuntimeError("current_actor is only available inside an actor")
-        info = self._runtime.hub.WaitActor(hub_pb2.WaitActorRequest(actor_id=actor_id, timeout_s=0.001))
+        info = self._runtime.hub.wait_actor(actor_id)
         return ActorHandle(HandleState.from_info(info))
 
     def get(self) -> dict[str, Any]:

@@ -9,10 +9,12 @@ from types import TracebackType
 
 import grpc
 
-from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc
+from actorhub._proto.v1 import common_pb2, hub_pb2
 from actorhub.cluster.session import ADDRESS_FILE, NoClusterError, Session, latest_session, session_for_address
-from actorhub.config import Config
-from actorhub.wire.transport import open_channel
+from actorhub.config import Config, RpcDeadlines
+from actorhub.exceptions import PeerUnavailableError, RpcDeadlineExceededError, RpcFailedError
+from actorhub.wire.hub import HubClient as WireHubClient
+from actorhub.wire.transport import ChannelPool
 
 # A hub on this machine answers in milliseconds; longer means it is wedged or gone.
 RPC_TIMEOUT_S = 5.0
@@ -92,12 +94,14 @@ def live_pids(session: Session) -> list[int]:
 
 
 class HubClient:
-    """The few hub calls the CLI makes, with gRPC failures turned into one-line errors."""
+    """The few hub calls the CLI makes, with failures turned into one-line errors."""
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self._channel = open_channel(target.address, target.token)
-        self._stub = hub_pb2_grpc.HubStub(self._channel)
+        self.channels = ChannelPool(target.token)
+        # The CLI answers at once: a short deadline, and no retrying an unreachable hub.
+        self.deadlines = RpcDeadlines(control_s=RPC_TIMEOUT_S, store_s=10.0, owner_s=10.0, unavailable_retry_s=0.0)
+        self._hub = WireHubClient(self.channels, target.address, self.deadlines)
 
     def __enter__(self) -> HubClient:
         return self
@@ -108,33 +112,28 @@ class HubClient:
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        self.channels.close()
 
     def status(self) -> hub_pb2.ClusterStatus:
         try:
-            reply: hub_pb2.ClusterStatus = self._stub.GetClusterStatus(common_pb2.Empty(), timeout=RPC_TIMEOUT_S)
-            return reply
-        except grpc.RpcError as err:
+            return self._hub.cluster_status()
+        except RpcFailedError as err:
             raise self._error(err) from None
 
     def list_actors(self, namespace: str | None) -> list[common_pb2.ActorInfo]:
-        request = hub_pb2.ListActorsRequest(namespace=namespace or "", all_namespaces=namespace is None)
         try:
-            reply: hub_pb2.ListActorsReply = self._stub.ListActors(request, timeout=RPC_TIMEOUT_S)
-        except grpc.RpcError as err:
+            return self._hub.list_actors(namespace or "", all_namespaces=namespace is None)
+        except RpcFailedError as err:
             raise self._error(err) from None
-        return list(reply.actors)
 
-    def _error(self, err: grpc.RpcError) -> CliError:
-        code = err.code() if isinstance(err, grpc.Call) else None
+    def _error(self, err: RpcFailedError) -> CliError:
         where = f" (session {self.target.session.path})" if self.target.session is not None else ""
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        if isinstance(err, PeerUnavailableError | RpcDeadlineExceededError):
             return CliError(f"no cluster answers at {self.target.address}{where}; is it still running?")
-        if code == grpc.StatusCode.UNAUTHENTICATED:
+        if err.code == grpc.StatusCode.UNAUTHENTICATED:
             return CliError(f"the hub at {self.target.address} refused the token{where}")
-        details = err.details() if isinstance(err, grpc.Call) else str(err)
-        name = code.name if code is not None else "error"
-        return CliError(f"the hub at {self.target.address} failed: {name}: {details}")
+        name = err.code.name if err.code is not None else "error"
+        return CliError(f"the hub at {self.target.address} failed: {name}: {err.details}")
 
 
 def state_name(state: int) -> str:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from actorhub.cli.common import HubClient, cpus, find_cluster, format_table, state_name
 from actorhub.config import Config
+
+if TYPE_CHECKING:
+    from actorhub._proto.v1 import hub_pb2
 
 
 def status_command(address: str | None) -> int:
@@ -66,27 +70,26 @@ def memory_command(address: str | None) -> int:
     Asks each owner (drivers and actors, task executors included) for the objects it owns and
     their borrowers, and each node's store for the bytes it keeps in shared memory or spilled.
     """
-    import grpc
-
-    from actorhub._proto.v1 import common_pb2, node_pb2_grpc, worker_pb2_grpc
-    from actorhub.wire.transport import open_channel
-
     target = find_cluster(Config.load(), address)
     with HubClient(target) as hub:
-        status = hub.status()
+        return _print_memory(hub.status(), hub)
+
+
+def _print_memory(status: hub_pb2.ClusterStatus, hub: HubClient) -> int:
+    from actorhub.exceptions import RpcFailedError
+    from actorhub.wire.store import NodeStoreClient
+    from actorhub.wire.worker import WorkerClient
+
     # Store id -> (size, where) on each node holding it: its own node's, and copies pulled elsewhere.
     stored: dict[str, list[tuple[int, str]]] = {}
     for node in status.nodes:
         if not node.alive:
             continue
-        channel = open_channel(node.address, target.token)
         try:
-            listing = node_pb2_grpc.NodeStub(channel).ListObjects(common_pb2.Empty(), timeout=10)
-        except grpc.RpcError as err:
-            print(f"Node {node.node_id} ({node.address}): unreachable ({err.code().name})")
+            listing = NodeStoreClient(hub.channels, node.address, hub.deadlines).list()
+        except RpcFailedError as err:
+            print(f"Node {node.node_id} ({node.address}): unreachable ({err.code.name if err.code else 'UNKNOWN'})")
             continue
-        finally:
-            channel.close()
         print(
             f"Node {node.node_id} ({node.address}): {len(listing.objects)} objects in its store, "
             f"{_mib(listing.used)} in shared memory of {_mib(listing.capacity)}, {_mib(listing.spilled)} spilled"
@@ -97,13 +100,10 @@ def memory_command(address: str | None) -> int:
     owners.update({a.address: f"{a.class_name} actor {a.actor_id[:8]}" for a in status.actors if a.address})
     rows: list[list[str]] = []
     for owner, label in owners.items():
-        channel = open_channel(owner, target.token)
         try:
-            owned = worker_pb2_grpc.WorkerStub(channel).ListOwnedObjects(common_pb2.Empty(), timeout=10)
-        except grpc.RpcError:
+            owned = WorkerClient(hub.channels, owner, hub.deadlines, "owner").list_owned_objects()
+        except RpcFailedError:
             continue  # gone since the hub answered, or busy: its objects go unlisted
-        finally:
-            channel.close()
         for o in owned.objects:
             places = stored.get(o.store_id or o.object_id)
             size = places[0][0] if places else o.size

@@ -17,14 +17,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-
-from actorhub._proto.v1 import common_pb2, hub_pb2_grpc
 from actorhub.cluster.session import ADDRESS_FILE, Session, create_session, make_latest
-from actorhub.config import Config
+from actorhub.config import Config, RpcDeadlines
 from actorhub.exceptions import ActorHubSystemError
 from actorhub.runtime.ids import new_id
-from actorhub.wire.transport import open_channel
+from actorhub.wire.hub import HubClient
+from actorhub.wire.transport import ChannelPool
 
 
 class ClusterStartError(ActorHubSystemError):
@@ -111,14 +109,11 @@ def start_node(config: Config, session: Session, hub_address: str) -> subprocess
 
 def request_shutdown(hub_address: str, token: str, timeout: float = 10.0) -> bool:
     """Ask the hub to stop the cluster; False when it did not answer."""
-    channel = open_channel(hub_address, token)
+    channels = ChannelPool(token)
     try:
-        hub_pb2_grpc.HubStub(channel).Shutdown(common_pb2.Empty(), timeout=timeout)
-        return True
-    except grpc.RpcError:
-        return False
+        return HubClient(channels, hub_address, RpcDeadlines()).shutdown_cluster(timeout)
     finally:
-        channel.close()
+        channels.close()
 
 
 def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float) -> None:

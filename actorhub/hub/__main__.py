@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
     store = SQLiteControlStore.in_session(session.path)
-    servicer = HubServicer(ActorTable(), store, ChannelPool(session.token), on_stop=stop.set)
+    servicer = HubServicer(
+        ActorTable(), store, ChannelPool(session.token), on_stop=stop.set, deadlines=config.deadlines
+    )
     server = make_server(session.token, max_workers=_SERVER_THREADS)
     hub_pb2_grpc.add_HubServicer_to_server(servicer, server)
     try:

@@ -18,7 +18,9 @@ from typing import NoReturn
 
 import grpc
 
-from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, node_pb2, node_pb2_grpc
+from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc
+from actorhub.config import RpcDeadlines
+from actorhub.exceptions import RpcFailedError
 from actorhub.hub.actor_table import ActorTable
 from actorhub.hub.control_store import ControlStore
 from actorhub.hub.records import (
@@ -34,6 +36,7 @@ from actorhub.hub.records import (
     WorkerKill,
     exit_cause,
 )
+from actorhub.wire.node import NodeClient
 from actorhub.wire.transport import ChannelPool
 
 log = logging.getLogger("actorhub.hub")
@@ -60,10 +63,9 @@ _OWNER_KILL_WAIT_S = 10.0
 _LEASE_ARRIVAL_S = 10.0
 
 
-def _describe(err: grpc.RpcError) -> str:
-    if isinstance(err, grpc.Call):
-        return f"{err.code().name}: {err.details()}"
-    return str(err)
+def _describe(err: RpcFailedError) -> str:
+    code = err.code.name if err.code is not None else "UNKNOWN"
+    return f"{code}: {err.details}"
 
 
 class HubServicer(hub_pb2_grpc.HubServicer):
@@ -73,8 +75,10 @@ class HubServicer(hub_pb2_grpc.HubServicer):
         store: ControlStore | None,
         channels: ChannelPool,
         on_stop: Callable[[], None],
+        deadlines: RpcDeadlines | None = None,
     ) -> None:
         """`on_stop` is called (once, from a timer thread) when the server should stop."""
+        self._deadlines = deadlines or RpcDeadlines()
         self._table = table
         self._store = store
         self._channels = channels
@@ -88,7 +92,7 @@ class HubServicer(hub_pb2_grpc.HubServicer):
         self._leases_lock = threading.Lock()
         self._leases: set[threading.Event] = set()
         self._leased_jobs: set[str] = set()
-        self._stubs: dict[str, node_pb2_grpc.NodeStub] = {}
+        self._node_clients: dict[str, NodeClient] = {}
         self._retry_lock = threading.Lock()
         self._retry_at = float("inf")
         self._stopping = threading.Event()
@@ -310,8 +314,8 @@ class HubServicer(hub_pb2_grpc.HubServicer):
 
     def _stop_node(self, address: str) -> None:
         try:
-            self._node(address).Shutdown(common_pb2.Empty(), timeout=_NODE_SHUTDOWN_TIMEOUT_S)
-        except grpc.RpcError as err:
+            self._node(address).shutdown(_NODE_SHUTDOWN_TIMEOUT_S)
+        except RpcFailedError as err:
             log.info("node at %s did not answer Shutdown (%s); it may be gone already",
                      address, _describe(err))
 
@@ -343,11 +347,10 @@ class HubServicer(hub_pb2_grpc.HubServicer):
             self._submit_thread(self.shutdown_cluster)
 
     def _start_actor(self, placement: Placement) -> None:
-        request = node_pb2.NodeStartActorRequest(spec=placement.spec, incarnation=placement.incarnation)
         try:
-            # No deadline: the constructor runs inside this call and may take long.
-            reply = self._node(placement.node_address).StartActor(request)
-        except grpc.RpcError as err:
+            # The constructor runs inside this call and may take long (actor_start_s).
+            reply = self._node(placement.node_address).start_actor(placement.spec, placement.incarnation)
+        except RpcFailedError as err:
             error = f"StartActor on node {placement.node_id} ({placement.node_address}) failed: " \
                     f"{_describe(err)}"
             log.warning("actor %s: %s", placement.actor_id, error)
@@ -359,10 +362,9 @@ class HubServicer(hub_pb2_grpc.HubServicer):
     def _kill_worker(self, kill: WorkerKill) -> None:
         if not kill.node_address:
             return
-        request = node_pb2.KillWorkerRequest(actor_id=kill.actor_id, incarnation=kill.incarnation)
         try:
-            self._node(kill.node_address).KillWorker(request, timeout=_KILL_TIMEOUT_S)
-        except grpc.RpcError as err:
+            self._node(kill.node_address).kill_worker(kill.actor_id, kill.incarnation, _KILL_TIMEOUT_S)
+        except RpcFailedError as err:
             # Unreachable node: its lease breaks too, and the node's death covers this worker.
             log.warning("KillWorker(%s, incarnation %d) on node %s failed: %s",
                         kill.actor_id, kill.incarnation, kill.node_id, _describe(err))
@@ -422,12 +424,11 @@ class HubServicer(hub_pb2_grpc.HubServicer):
             # The store is a copy; losing a write must not fail the cluster's operation.
             log.exception("could not persist %d actor and %d job records", len(actors), len(jobs))
 
-    def _node(self, address: str) -> node_pb2_grpc.NodeStub:
-        stub = self._stubs.get(address)
-        if stub is None:
-            stub = node_pb2_grpc.NodeStub(self._channels.get(address))
-            self._stubs[address] = stub
-        return stub
+    def _node(self, address: str) -> NodeClient:
+        client = self._node_clients.get(address)
+        if client is None:
+            client = self._node_clients[address] = NodeClient(self._channels, address, self._deadlines)
+        return client
 
     @staticmethod
     def _abort(context: grpc.ServicerContext, err: Exception) -> NoReturn:

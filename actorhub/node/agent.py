@@ -26,19 +26,20 @@ import grpc
 from actorhub._proto.v1 import (
     common_pb2,
     hub_pb2,
-    hub_pb2_grpc,
     node_pb2,
     node_pb2_grpc,
-    worker_pb2,
-    worker_pb2_grpc,
 )
 from actorhub.cluster.session import Session
 from actorhub.config import Config
+from actorhub.exceptions import ActorUnavailableError, RpcFailedError
 from actorhub.node.worker_pool import PoolError, State, Worker, WorkerPool
 from actorhub.node.zygote import ZygoteProcess
 from actorhub.object_store.service import NodeObjects
 from actorhub.wire.errors import system_error
+from actorhub.wire.hub import HubClient
+from actorhub.wire.rpc import GONE_CODES
 from actorhub.wire.transport import ChannelPool, bind, make_server
+from actorhub.wire.worker import WorkerClient
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class NodeAgent:
         self.num_cpus = float(configured if configured is not None else os.cpu_count() or 1)
         self.address = ""
         self._channels = ChannelPool(self.session.token)
-        self._hub = hub_pb2_grpc.HubStub(self._channels.get(options.hub_address))
+        self._hub = HubClient(self._channels, options.hub_address, self.config.deadlines)
         self.pool = WorkerPool(
             node_id=self.node_id,
             logs_dir=str(self.session.logs),
@@ -81,7 +82,7 @@ class NodeAgent:
         self._lease: Any = None  # the NodeLease call, cancelled on shutdown
         self.objects = NodeObjects(
             self.session.path, self.node_id, self.config.object_store_memory, self._channels,
-            lost_result_grace_s=self.config.lost_result_grace_s,
+            lost_result_grace_s=self.config.lost_result_grace_s, deadlines=self.config.deadlines,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -138,20 +139,15 @@ class NodeAgent:
         self.objects.close()
 
     def _register(self) -> bool:
-        request = hub_pb2.RegisterNodeRequest(
-            node_id=self.node_id, address=self.address, num_cpus=self.num_cpus, pid=os.getpid(),
-        )
         deadline = time.monotonic() + self.config.connect_timeout_s
         while not self._stop.is_set():
             remaining = deadline - time.monotonic()
             try:
                 # wait_for_ready: the hub may still be starting when the node is.
-                self._hub.RegisterNode(request, timeout=max(0.1, remaining), wait_for_ready=True)
+                self._hub.register_node(self.node_id, self.address, self.num_cpus, os.getpid(), max(0.1, remaining))
                 return True
-            except grpc.RpcError as e:
-                if time.monotonic() >= deadline or e.code() not in (
-                    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                ):
+            except RpcFailedError as e:
+                if time.monotonic() >= deadline or e.code not in GONE_CODES:
                     log.error("cannot register node %s with the hub at %s: %s",
                               self.node_id, self.options.hub_address, e)
                     return False
@@ -161,13 +157,14 @@ class NodeAgent:
     def _hold_lease(self) -> None:
         reason = "the hub ended the node's lease"
         try:
-            self._lease = self._hub.NodeLease(hub_pb2.LeaseRequest(id=self.node_id))
+            self._lease = self._hub.node_lease(self.node_id)
             for event in self._lease:
                 if event.shutdown:
                     reason = "the hub asked the node to shut down"
                     break
-        except grpc.RpcError as e:
-            reason = f"the node's lease broke ({e.code().name}): the hub is gone"
+        except RpcFailedError as e:
+            code = e.code.name if e.code is not None else "UNKNOWN"
+            reason = f"the node's lease broke ({code}): the hub is gone"
         self.request_stop(reason)
 
     # -- exit reports ---------------------------------------------------------------------------
@@ -185,9 +182,12 @@ class NodeAgent:
                 if self._stop.is_set():
                     return  # the hub learns of the node's end through the lease
                 try:
-                    self._hub.ReportWorkerExit(report, timeout=self.config.connect_timeout_s)
+                    self._hub.report_worker_exit(
+                        report.node_id, report.actor_id, report.incarnation, report.pid, report.exit_code,
+                        report.signal,
+                    )
                     break
-                except grpc.RpcError as e:
+                except RpcFailedError as e:
                     log.warning("reporting the exit of actor %s's worker failed (attempt %d): %s",
                                 report.actor_id, attempt + 1, e)
                     time.sleep(0.2 * (attempt + 1))
@@ -206,18 +206,16 @@ class NodeAgent:
             )
         except PoolError as e:
             return _failed(str(e), actor_died=False)
-        stub = worker_pb2_grpc.WorkerStub(self._channels.get(worker.address))
+        client = WorkerClient(self._channels, worker.address, self.config.deadlines)
         try:
-            # No deadline: a constructor may legitimately take long; KillWorker interrupts it.
-            reply = stub.StartActor(worker_pb2.StartActorRequest(
-                spec=spec, incarnation=request.incarnation, node_id=self.node_id,
-            ))
-        except grpc.RpcError as e:
+            # A constructor may legitimately take long (actor_start_s); KillWorker interrupts it.
+            reply = client.start_actor(spec, request.incarnation, self.node_id)
+        except (RpcFailedError, ActorUnavailableError) as e:
             self.pool.kill(worker)
             self.pool.wait_exit(worker, self.config.kill_grace_s)
             self._channels.discard(worker.address)
             log.info("worker %s died in %s's constructor: %s (%s)", worker.worker_id,
-                     spec.class_name, worker.describe_exit(), e.code().name)
+                     spec.class_name, worker.describe_exit(), e)
             return _failed(
                 "the worker process died while running the constructor "
                 f"({worker.describe_exit()})", actor_died=True,

@@ -18,12 +18,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
-from actorhub._proto.v1 import common_pb2, node_pb2, node_pb2_grpc
-from actorhub.exceptions import ObjectLostError
+from actorhub.exceptions import ObjectLostError, RpcDeadlineExceededError, RpcFailedError
 from actorhub.object_store import shm as _shm
 from actorhub.runtime.ids import split_store_id
+from actorhub.wire.rpc import NOT_FOUND
+from actorhub.wire.store import NodeStoreClient, StoreListing, StoreLocation
 
 if TYPE_CHECKING:
     from actorhub.runtime.runtime import Runtime
@@ -37,7 +36,7 @@ class _Pin:
 
     __slots__ = ("cached", "idle", "location", "mappings", "object_id")
 
-    def __init__(self, object_id: str, location: node_pb2.ObjectLocation) -> None:
+    def __init__(self, object_id: str, location: StoreLocation) -> None:
         self.object_id = object_id
         self.location = location
         self.mappings = 1
@@ -49,7 +48,7 @@ class StoreClient:
     def __init__(self, runtime: Runtime, node_address: str) -> None:
         self._rt = runtime
         self._node_address = node_address
-        self._node = node_pb2_grpc.NodeStub(runtime.channels.get(node_address))
+        self._node = NodeStoreClient(runtime.channels, node_address, runtime.deadlines)
         self._elsewhere: dict[str, list[str]] = {}  # node address -> freed ids in its store
         self._arena: _shm.Arena | None = None
         self._lock = threading.Lock()
@@ -69,14 +68,12 @@ class StoreClient:
         serialized = _shm.serialize(value)
         if serialized.total_size < INLINE_LIMIT:
             return serialized
-        location = self._node.ReserveObject(
-            node_pb2.ReserveObjectRequest(
-                object_id=object_id,
-                size=serialized.total_size,
-                owner=owner or self._rt.address,
-                delete_first=self._take_freed(),
-                writer=self._rt.address if owner and owner != self._rt.address else "",
-            )
+        location = self._node.reserve(
+            object_id,
+            serialized.total_size,
+            owner=owner or self._rt.address,
+            delete_first=self._take_freed(),
+            writer=self._rt.address if owner and owner != self._rt.address else "",
         )
         try:
             if location.arena:
@@ -85,19 +82,19 @@ class StoreClient:
                 _shm.write_segment(Path(location.path), serialized)
         except BaseException:
             # Nobody else can have it yet: give the room back at once.
-            request = node_pb2.DeleteObjectsRequest(object_ids=[object_id])
-            self._send(lambda: self._node.DeleteObjects(request, timeout=10), [object_id])
+            self._send(partial(self._node.delete, [object_id]), [object_id])
             raise
-        self._node.SealObject(node_pb2.ObjectIdRequest(object_id=object_id))
+        self._node.seal(object_id)
         return None
 
     def pull(self, object_id: str, source: str, owner: str) -> None:
         """Have this node copy `object_id` from the store of the node at `source` (once)."""
         try:
-            self._node.PullObject(node_pb2.PullObjectRequest(object_id=object_id, source=source, owner=owner))
-        except grpc.RpcError as e:
+            self._node.pull(object_id, source, owner)
+        except RpcFailedError as e:
+            code = e.code.name if e.code is not None else "UNKNOWN"
             raise ObjectLostError(
-                f"object {object_id} could not be brought from node {source} ({e.code().name}: {e.details()})",
+                f"object {object_id} could not be brought from node {source} ({code}: {e.details})",
                 object_id=object_id,
             ) from None
 
@@ -115,16 +112,17 @@ class StoreClient:
         can_pull = bool(pull_from) and pull_from != self._node_address
         for _ in range(8):
             try:
-                location = self._node.OpenObject(
-                    node_pb2.OpenObjectRequest(object_id=object_id, reader=self._rt.address)
-                )
-            except grpc.RpcError as e:
-                if can_pull and e.code() == grpc.StatusCode.NOT_FOUND:
+                location = self._node.open(object_id, self._rt.address)
+            except RpcFailedError as e:
+                if can_pull and e.code == NOT_FOUND:
                     self.pull(object_id, pull_from, self._rt.address)
                     can_pull = False  # once: a second miss is a loss
                     continue
+                if isinstance(e, RpcDeadlineExceededError):
+                    raise  # the node is there but did not answer (stopped, hung): not a loss
+                code = e.code.name if e.code is not None else "UNKNOWN"
                 raise ObjectLostError(
-                    f"object {object_id} is not in this node's store ({e.code().name}: {e.details()})",
+                    f"object {object_id} is not in this node's store ({code}: {e.details})",
                     object_id=object_id,
                 ) from None
             if location.arena:
@@ -207,13 +205,12 @@ class StoreClient:
             releasing, self._releasing = self._releasing, []
             by_node, self._elsewhere = {self._node_address: freed, **self._elsewhere}, {}
         for node_address, ids in by_node.items():
-            stub = node_pb2_grpc.NodeStub(self._rt.channels.get(node_address))
-            self._send(partial(stub.DeleteObjects, node_pb2.DeleteObjectsRequest(object_ids=ids), timeout=10), ids)
-        request = node_pb2.ReleaseObjectsRequest(
-            reader=self._rt.address,
-            pins=[node_pb2.ObjectPin(object_id=p.object_id, offset=p.location.offset) for p in releasing],
-        )
-        self._send(lambda: self._node.ReleaseObjects(request, timeout=10), releasing)
+            node = self._node if node_address == self._node_address else NodeStoreClient(
+                self._rt.channels, node_address, self._rt.deadlines
+            )
+            self._send(partial(node.delete, ids), ids)
+        pins = [(p.object_id, p.location.offset) for p in releasing]
+        self._send(partial(self._node.release, self._rt.address, pins), releasing)
 
     def _uncache(self, pin: _Pin | None) -> None:
         if pin is not None and pin.cached:
@@ -227,12 +224,11 @@ class StoreClient:
         if items:
             try:
                 call()
-            except grpc.RpcError:
+            except RpcFailedError:
                 pass  # the node is gone, and its store with it
 
-    def list(self) -> node_pb2.ListObjectsReply:
-        reply: node_pb2.ListObjectsReply = self._node.ListObjects(common_pb2.Empty(), timeout=10)
-        return reply
+    def list(self) -> StoreListing:
+        return self._node.list()
 
     def close(self) -> None:
         # Pins still mapped stay: the node drops them once this process is gone.

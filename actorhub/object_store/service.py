@@ -16,8 +16,12 @@ from typing import Any
 
 import grpc
 
-from actorhub._proto.v1 import common_pb2, node_pb2, worker_pb2, worker_pb2_grpc
-from actorhub.wire.transport import GONE_CODES, ChannelPool, ping_peer
+from actorhub._proto.v1 import common_pb2, node_pb2
+from actorhub.config import RpcDeadlines
+from actorhub.exceptions import RpcFailedError
+from actorhub.wire.rpc import GONE_CODES
+from actorhub.wire.transport import ChannelPool
+from actorhub.wire.worker import WorkerClient
 
 # Ray's default: 30% of the machine's memory, bounded by what /dev/shm can hold.
 _DEFAULT_SHARE = 0.3
@@ -58,6 +62,7 @@ class NodeObjects:
         capacity: int | None,
         channels: ChannelPool | None = None,
         lost_result_grace_s: float = 10.0,
+        deadlines: RpcDeadlines | None = None,
     ) -> None:
         from actorhub.object_store import shm as _shm
         from actorhub.object_store.store import NodeObjectStore
@@ -68,7 +73,8 @@ class NodeObjects:
         self.store: Any = NodeObjectStore(
             capacity or default_capacity(shm_dir.parent), shm_dir, session_dir / f"spill-{node_id}"
         )
-        self.transfer: Any = ObjectTransfer(self.store, channels or ChannelPool(""))
+        self._deadlines = deadlines or RpcDeadlines()
+        self.transfer: Any = ObjectTransfer(self.store, channels or ChannelPool(""), self._deadlines)
         self._closed = threading.Event()
         # Results a callee stored for its caller, until the callee is found dead: store id ->
         # (writer, owner). If the callee died before its reply reached the caller, the caller
@@ -96,7 +102,7 @@ class NodeObjects:
             for peer in owners | self.store.readers() | writers:
                 if not peer:
                     continue
-                code = ping_peer(channels.get(peer))
+                code = WorkerClient(channels, peer, self._deadlines, "peer").ping()
                 owner_gone = peer in owners and code in GONE_CODES
                 refused = code is grpc.StatusCode.UNAVAILABLE  # nothing listens: a reader or writer died
                 if owner_gone:
@@ -126,12 +132,9 @@ class NodeObjects:
                 del self._writers_gone[writer]
         for owner, ids in by_owner.items():
             try:
-                reply = worker_pb2_grpc.WorkerStub(channels.get(owner)).HeldStoreIds(
-                    worker_pb2.StoreIds(store_ids=ids), timeout=10
-                )
-            except grpc.RpcError:
+                held = WorkerClient(channels, owner, self._deadlines, "owner").held_store_ids(ids)
+            except RpcFailedError:
                 continue  # gone too: its objects go with it; or too busy: they stay, as before
-            held = set(reply.store_ids)
             self._delete([i for i in ids if i not in held])
 
     def close(self) -> None:

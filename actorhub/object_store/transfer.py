@@ -20,8 +20,11 @@ from collections.abc import Iterable, Iterator
 
 import grpc
 
-from actorhub._proto.v1 import node_pb2, node_pb2_grpc
+from actorhub._proto.v1 import node_pb2
+from actorhub.config import RpcDeadlines
+from actorhub.exceptions import RpcFailedError
 from actorhub.object_store.store import SHARED_MEMORY, Location, NodeObjectStore, ObjectExistsError
+from actorhub.wire.store import NodeStoreClient
 from actorhub.wire.transport import ChannelPool
 
 # Big enough that per-message costs vanish against the copy, small enough that a chunk in
@@ -38,9 +41,10 @@ class PullError(Exception):
 
 
 class ObjectTransfer:
-    def __init__(self, store: NodeObjectStore, channels: ChannelPool) -> None:
+    def __init__(self, store: NodeObjectStore, channels: ChannelPool, deadlines: RpcDeadlines | None = None) -> None:
         self._store = store
         self._channels = channels
+        self._deadlines = deadlines or RpcDeadlines()
         self._lock = threading.Lock()
         self._copies: dict[str, set[str]] = {}  # object id -> nodes that pulled it from here
         # Deletes of copies go out in the background: the owner freeing an object does not
@@ -92,10 +96,8 @@ class ObjectTransfer:
 
     def _delete_copies(self, node: str, object_ids: list[str]) -> None:
         try:
-            node_pb2_grpc.NodeStub(self._channels.get(node)).DeleteObjects(
-                node_pb2.DeleteObjectsRequest(object_ids=object_ids), timeout=10
-            )
-        except grpc.RpcError:
+            NodeStoreClient(self._channels, node, self._deadlines).delete(object_ids)
+        except RpcFailedError:
             pass  # that node is gone, and its copies with it
 
     # -- the puller's side ----------------------------------------------------------------------
@@ -107,8 +109,7 @@ class ObjectTransfer:
         """
         if object_id in self._store:
             return
-        stub = node_pb2_grpc.NodeStub(self._channels.get(source))
-        chunks = stub.ReadObject(node_pb2.ReadObjectRequest(object_id=object_id, puller=self.address))
+        chunks = NodeStoreClient(self._channels, source, self._deadlines).read(object_id, self.address)
         location: Location | None = None
         fd = -1
         received = 0
@@ -132,9 +133,10 @@ class ObjectTransfer:
             os.close(fd)
             fd = -1
             self._store.seal(object_id)
-        except grpc.RpcError as e:
+        except RpcFailedError as e:
             self._abandon(location, object_id)
-            raise PullError(f"cannot pull object {object_id} from node {source}: {e.details()}", e.code()) from None
+            code = e.code if e.code is not None else grpc.StatusCode.UNKNOWN
+            raise PullError(f"cannot pull object {object_id} from node {source}: {e.details}", code) from None
         except BaseException:
             self._abandon(location, object_id)
             raise

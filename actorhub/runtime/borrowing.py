@@ -26,27 +26,27 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
-from actorhub._proto.v1 import worker_pb2, worker_pb2_grpc
+from actorhub._proto.v1 import worker_pb2
+from actorhub.exceptions import RpcFailedError
 from actorhub.runtime.object_ref import ObjectRef, adoption_context
-from actorhub.wire.transport import peer_refuses
+from actorhub.wire.worker import WorkerClient
 
 if TYPE_CHECKING:
+    from actorhub.config import RpcDeadlines
     from actorhub.runtime.object_table import ObjectTable
     from actorhub.wire.transport import ChannelPool
 
 _RELEASE_EVERY_S = 0.1
 _PROBE_EVERY_S = 2.0
-_RPC_TIMEOUT_S = 10.0
 # A borrower counts as dead after this many probes in a row found nothing listening.
 _PROBES_TO_DEATH = 2
 
 
 class Borrowing:
-    def __init__(self, objects: ObjectTable, channels: ChannelPool, address: str) -> None:
+    def __init__(self, objects: ObjectTable, channels: ChannelPool, address: str, deadlines: RpcDeadlines) -> None:
         self._objects = objects
         self._channels = channels
+        self._deadlines = deadlines
         self._address = address
         self._closed = threading.Event()
         self._missed: dict[str, int] = {}  # borrower -> probes in a row that found it gone
@@ -109,10 +109,9 @@ class Borrowing:
         return out
 
     def _add_borrowers(self, owner: str, borrower: str, ids: list[str]) -> None:
-        stub = worker_pb2_grpc.WorkerStub(self._channels.get(owner))
         try:
-            stub.AddBorrowers(worker_pb2.BorrowRequest(borrower=borrower, object_ids=ids), timeout=_RPC_TIMEOUT_S)
-        except grpc.RpcError:
+            self._client(owner, "owner").add_borrowers(borrower, ids)
+        except RpcFailedError:
             pass  # the owner is gone, and its objects with it: reads report OwnerDiedError
 
     # -- background: give registrations back, drop dead borrowers ---------------------------------------
@@ -128,17 +127,15 @@ class Borrowing:
         releases = self._objects.take_releases()
         if not releases:
             return
-        by_owner: dict[str, worker_pb2.BorrowRequest] = {}
+        by_owner: dict[str, tuple[list[str], list[int]]] = {}
         for owner, object_id, count in releases:
-            request = by_owner.get(owner)
-            if request is None:
-                request = by_owner[owner] = worker_pb2.BorrowRequest(borrower=self._address)
-            request.object_ids.append(object_id)
-            request.counts.append(count)
-        for owner, request in by_owner.items():
+            ids, counts = by_owner.setdefault(owner, ([], []))
+            ids.append(object_id)
+            counts.append(count)
+        for owner, (ids, counts) in by_owner.items():
             try:
-                worker_pb2_grpc.WorkerStub(self._channels.get(owner)).RemoveBorrowers(request, timeout=_RPC_TIMEOUT_S)
-            except grpc.RpcError:
+                self._client(owner, "owner").remove_borrowers(self._address, ids, counts)
+            except RpcFailedError:
                 pass  # the owner is gone: nothing left to give back
 
     def _probe_borrowers(self) -> None:
@@ -147,7 +144,7 @@ class Borrowing:
             if borrower not in borrowers:
                 del self._missed[borrower]
         for borrower in borrowers:
-            if not peer_refuses(self._channels.get(borrower)):
+            if not self._client(borrower, "borrower").refuses():
                 self._missed.pop(borrower, None)
                 continue
             self._missed[borrower] = self._missed.get(borrower, 0) + 1
@@ -155,6 +152,9 @@ class Borrowing:
                 del self._missed[borrower]
                 self._objects.forget_borrower(borrower)
                 self._channels.discard(borrower)
+
+    def _client(self, address: str, role: str) -> WorkerClient:
+        return WorkerClient(self._channels, address, self._deadlines, role)
 
     # -- the owner's service ------------------------------------------------------------------------------
     def add_borrowers(self, request: worker_pb2.BorrowRequest) -> None:

@@ -11,20 +11,27 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-import grpc
-
-from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, worker_pb2, worker_pb2_grpc
-from actorhub.exceptions import ActorHubSystemError, GetTimeoutError, ObjectLostError, OwnerDiedError
+from actorhub._proto.v1 import common_pb2
+from actorhub.config import RpcDeadlines
+from actorhub.exceptions import (
+    ActorHubSystemError,
+    GetTimeoutError,
+    ObjectLostError,
+    OwnerDiedError,
+    RpcFailedError,
+)
 from actorhub.runtime import serialization as _serialization
 from actorhub.runtime.borrowing import Borrowing
 from actorhub.runtime.ids import new_id, split_store_id, stored_elsewhere
 from actorhub.runtime.object_ref import ObjectRef, capturing_refs
 from actorhub.runtime.object_table import ObjectTable
-from actorhub.wire.call_stream import ActorConnection
+from actorhub.wire.call_stream import ActorConnection, ConnectionHost
 from actorhub.wire.errors import error_from_proto, system_error
+from actorhub.wire.hub import HubClient
 from actorhub.wire.transport import ChannelPool, bind, make_server
+from actorhub.wire.worker import WorkerClient
 
 if TYPE_CHECKING:
     from actorhub.worker.service import WorkerService
@@ -41,6 +48,7 @@ class Runtime:
         token: str,
         hub_address: str,
         bind_host: str,
+        deadlines: RpcDeadlines,
         node_id: str = "",
         worker_id: str = "",
         server_threads: int = 64,
@@ -52,7 +60,8 @@ class Runtime:
         self.token = token
         self.objects = ObjectTable()
         self.channels = ChannelPool(token)
-        self.hub = hub_pb2_grpc.HubStub(self.channels.get(hub_address))
+        self.deadlines = deadlines
+        self.hub = HubClient(self.channels, hub_address, deadlines)
         self.node_id = node_id
         self.worker_id = worker_id
         self.job_id = ""
@@ -67,9 +76,9 @@ class Runtime:
         self._fetcher = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="actorhub-fetch")
         self.server = make_server(token, max_workers=server_threads)
         self.service: WorkerService = WorkerService(self)
-        worker_pb2_grpc.add_WorkerServicer_to_server(self.service, self.server)
+        self.service.serve_on(self.server)
         self.address = bind(self.server, bind_host)
-        self.borrowing = Borrowing(self.objects, self.channels, self.address)
+        self.borrowing = Borrowing(self.objects, self.channels, self.address, deadlines)
         self.server.start()
         self.closed = False
         self._close_hooks: list[Callable[[], None]] = []
@@ -113,7 +122,9 @@ class Runtime:
             with self._lock:
                 conn = self._connections.get(actor_id)
                 if conn is None:
-                    conn = ActorConnection(self, actor_id, class_name, max_task_retries, max_pending_calls)
+                    # cast: the connection still calls the hub as a stub (HubClient's raw methods).
+                    host = cast(ConnectionHost, self)
+                    conn = ActorConnection(host, actor_id, class_name, max_task_retries, max_pending_calls)
                     self._connections[actor_id] = conn
         return conn
 
@@ -244,20 +255,16 @@ class Runtime:
             raise ObjectLostError(f"object {lost[0]} was freed or never existed", object_id=lost[0])
 
     def _fetch(self, object_id: str, owner: str) -> None:
-        stub = worker_pb2_grpc.WorkerStub(self.channels.get(owner))
+        client = WorkerClient(self.channels, owner, self.deadlines, role="owner")
         try:
             while True:
-                reply: worker_pb2.GetObjectReply = stub.GetObject(
-                    worker_pb2.GetObjectRequest(
-                        object_id=object_id, timeout_s=5.0, reader_node_id=self.node_id, reader_address=self.address
-                    )
-                )
+                reply = client.get_object(object_id, 5.0, self.node_id, self.address)
                 if reply.ready or reply.missing:
                     break
-        except grpc.RpcError as e:
+        except RpcFailedError as e:
+            code = e.code.name if e.code is not None else "UNKNOWN"
             self.objects.fail_fetch(
-                object_id,
-                system_error(f"the owner of object {object_id} ({owner}) died: {e.code().name}", _OBJECT_LOST),
+                object_id, system_error(f"the owner of object {object_id} ({owner}) died: {code}", _OBJECT_LOST)
             )
             return
         if reply.contained:
@@ -358,7 +365,7 @@ class Runtime:
 
         From then on this process's death, however abrupt, ends the job at the hub.
         """
-        lease = self.hub.JobLease(hub_pb2.LeaseRequest(id=self.job_id))
+        lease = self.hub.job_lease(self.job_id)
         ack = threading.Event()
         failure: list[BaseException] = []
 
@@ -366,7 +373,7 @@ class Runtime:
             try:
                 for _ in lease:
                     ack.set()
-            except grpc.RpcError as e:
+            except RpcFailedError as e:
                 failure.append(e)
             finally:
                 ack.set()

@@ -151,39 +151,6 @@ class _TokenChannel(grpc.Channel):
         self._channel.close()
 
 
-# Ping answers that mean the peer is gone: nothing listens, or nothing answered in time.
-GONE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-
-
-def ping_peer(channel: grpc.Channel, timeout: float = 2.0) -> grpc.StatusCode | None:
-    """Ping the Worker service behind `channel`: None if it answered, else the error's code."""
-    from actorhub._proto.v1 import common_pb2, worker_pb2_grpc
-
-    try:
-        worker_pb2_grpc.WorkerStub(channel).Ping(common_pb2.Empty(), timeout=timeout)
-        return None
-    except grpc.RpcError as e:
-        code: grpc.StatusCode = e.code()
-        return code
-
-
-def peer_is_gone(channel: grpc.Channel, timeout: float = 2.0) -> bool:
-    """True when the process serving the Worker service behind `channel` cannot be reached.
-
-    Any other answer, even an error, means something is still there.
-    """
-    return ping_peer(channel, timeout) in GONE_CODES
-
-
-def peer_refuses(channel: grpc.Channel, timeout: float = 5.0) -> bool:
-    """True only when nothing listens behind `channel` any more.
-
-    Stricter than peer_is_gone: a peer too busy to answer in time still counts as there, for
-    checks whose mistake would pull memory from under a live process.
-    """
-    return ping_peer(channel, timeout) is grpc.StatusCode.UNAVAILABLE
-
-
 def open_channel(address: str, token: str) -> grpc.Channel:
     return _TokenChannel(grpc.insecure_channel(address, options=CHANNEL_OPTIONS), token)
 

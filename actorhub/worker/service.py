@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 
-from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2, node_pb2_grpc, worker_pb2, worker_pb2_grpc
+from actorhub._proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from actorhub.exceptions import RpcFailedError
 from actorhub.runtime import serialization as _serialization
 from actorhub.runtime.ids import split_store_id
 from actorhub.runtime.object_ref import capturing_refs
 from actorhub.wire.errors import error_to_proto
+from actorhub.wire.node import NodeClient
 from actorhub.wire.transport import STREAM_TAKEN
 from actorhub.worker.mailbox import ActorInstance, Mailbox, make_mailbox
 
@@ -38,6 +40,9 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         self._actor: ActorInstance | None = None
         self._mailbox: Mailbox | None = None
         self._start_lock = threading.Lock()
+
+    def serve_on(self, server: grpc.Server) -> None:
+        worker_pb2_grpc.add_WorkerServicer_to_server(self, server)
 
     # -- becoming an actor ----------------------------------------------------------------------
     def StartActor(
@@ -71,7 +76,11 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
     def _watch_terminate(self, actor: ActorInstance) -> None:
         # __ray_terminate__ ends the actor for good: the hub kills this process without restart.
         actor.terminate_requested.wait()
-        self._runtime.hub.KillActor(hub_pb2.KillActorRequest(actor_id=self._runtime.actor_id, no_restart=True))
+        try:
+            self._runtime.hub.kill_actor(self._runtime.actor_id, no_restart=True)
+        except (RpcFailedError, ValueError) as e:
+            # The hub is gone (the cluster with it) or forgot the actor: nothing is left to end.
+            log.warning("__ray_terminate__ of actor %s: %s", self._runtime.actor_id, e)
 
     # -- calls ----------------------------------------------------------------------------------
     def CallStream(
@@ -173,34 +182,33 @@ class WorkerBoot:
 def run_worker(boot: WorkerBoot) -> NoReturn:
     """Entry of a forked worker: serve until the node agent kills this process."""
     from actorhub.cluster.session import Session
+    from actorhub.config import Config
     from actorhub.runtime.runtime import Runtime, set_current
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     token = Session(boot.session_dir).token
+    config = Config.load()
     runtime = Runtime(
         token=token,
         hub_address=boot.hub_address,
         bind_host=boot.bind_host,
+        deadlines=config.deadlines,
         node_id=boot.node_id,
         worker_id=boot.worker_id,
         server_threads=256,
     )
     runtime.node_address = boot.node_address
     set_current(runtime)
-    from actorhub.config import Config
     from actorhub.runtime import tracing as _tracing
 
     try:
-        _tracing.run_startup_hook(Config.load().tracing_startup_hook)
+        _tracing.run_startup_hook(config.tracing_startup_hook)
     except Exception as e:  # tracing is optional: a broken hook is reported, the worker still serves
         print(f"worker {boot.worker_id}: the tracing startup hook failed: {e!r}", file=sys.stderr)
-    node = node_pb2_grpc.NodeStub(runtime.channels.get(boot.node_address))
+    node = NodeClient(runtime.channels, boot.node_address, runtime.deadlines)
     try:
-        node.RegisterWorker(
-            node_pb2.RegisterWorkerRequest(worker_id=boot.worker_id, address=runtime.address, pid=os.getpid()),
-            timeout=30,
-        )
-    except grpc.RpcError as e:
+        node.register_worker(boot.worker_id, runtime.address, os.getpid(), timeout=30)
+    except RpcFailedError as e:
         print(f"worker {boot.worker_id}: cannot register with node {boot.node_address}: {e}", file=sys.stderr)
         os._exit(1)
     forever = threading.Event()

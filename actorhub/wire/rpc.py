@@ -1,0 +1,165 @@
+"""What every RPC client shares: who the peer is, deadlines, retries, and status codes mapped to
+actorhub's exceptions.
+
+A client method calls `unary(...)` (or wraps a stream in `ServerStream`) and gets the reply or
+an `RpcFailedError` naming the peer and the operation; it maps codes with a per-method meaning
+(NOT_FOUND, ALREADY_EXISTS...) itself. gRPC's exception never leaves this module, and is never
+kept in a frame: a failed call's exception holds its traceback, whose frames hold the caller's
+ObjectRefs (see transport._TokenCall), so only its code and details are carried on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from actorhub.exceptions import PeerUnavailableError, RpcDeadlineExceededError, RpcFailedError
+from actorhub.wire.transport import ChannelPool
+
+R = TypeVar("R")
+S = TypeVar("S")
+
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+ALREADY_EXISTS = grpc.StatusCode.ALREADY_EXISTS
+# Answers that mean the peer is gone: nothing listens, or nothing answered in time.
+GONE_CODES = (UNAVAILABLE, DEADLINE_EXCEEDED)
+
+_FIRST_BACKOFF_S = 0.05
+_MAX_BACKOFF_S = 0.5
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A process at the other end of a call: its role in the cluster and its address."""
+
+    role: str
+    address: str
+
+    def __str__(self) -> str:
+        return f"the {self.role} at {self.address}"
+
+
+@dataclass(frozen=True)
+class Status:
+    """What is kept of a failed call: its code and details, never the exception itself."""
+
+    code: grpc.StatusCode
+    details: str
+
+
+def status_of(err: grpc.RpcError) -> Status:
+    if isinstance(err, grpc.Call):
+        return Status(err.code(), err.details() or "")
+    return Status(grpc.StatusCode.UNKNOWN, str(err))
+
+
+def rpc_error(peer: Peer, operation: str, status: Status, timeout: float | None) -> RpcFailedError:
+    """The exception for a failed call: a precise class for the peer being away or slow."""
+    fields: dict[str, Any] = {"peer": str(peer), "operation": operation, "code": status.code, "details": status.details}
+    if status.code == DEADLINE_EXCEEDED:
+        within = f" within {timeout:.1f} s" if timeout is not None else ""
+        return RpcDeadlineExceededError(f"{operation} to {peer} got no answer{within}", **fields)
+    if status.code == UNAVAILABLE:
+        return PeerUnavailableError(f"{operation} to {peer} failed: unreachable ({status.details})", **fields)
+    return RpcFailedError(f"{operation} to {peer} failed: {status.code.name}: {status.details}", **fields)
+
+
+def _attempt(method: Callable[..., Any], request: Any, timeout: float, wait_for_ready: bool | None) -> Any:
+    """The reply, or the Status of the failure (an RpcError would pin this frame's callers)."""
+    try:
+        return method(request, timeout=timeout, wait_for_ready=wait_for_ready)
+    except grpc.RpcError as err:
+        return status_of(err)
+
+
+def unary(
+    peer: Peer,
+    operation: str,
+    method: Callable[..., R],
+    request: Any,
+    timeout: float,
+    *,
+    retry_unavailable_s: float = 0.0,
+    wait_for_ready: bool | None = None,
+) -> R:
+    """Call `method` with a deadline of `timeout` seconds in all.
+
+    `retry_unavailable_s` > 0 (idempotent calls only): an UNAVAILABLE answer is retried with a
+    short backoff for that long, within the overall deadline, so a reconnecting channel or a
+    peer restarting on its address is ridden out; a dead peer is still reported soon after.
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    retry_until = start + min(retry_unavailable_s, timeout)
+    backoff = _FIRST_BACKOFF_S
+    while True:
+        result = _attempt(method, request, max(0.001, deadline - time.monotonic()), wait_for_ready)
+        if not isinstance(result, Status):
+            reply: R = result
+            return reply
+        now = time.monotonic()
+        if result.code != UNAVAILABLE or now + backoff >= retry_until:
+            raise rpc_error(peer, operation, result, timeout) from None
+        time.sleep(backoff)
+        backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+
+class ServerStream(Generic[R]):
+    """A server-streaming call: iterate for its messages; failures raise RpcFailedError."""
+
+    def __init__(self, peer: Peer, operation: str, call: Any, timeout: float | None) -> None:
+        self._peer = peer
+        self._operation = operation
+        self._call = call
+        self._timeout = timeout
+
+    def __iter__(self) -> Iterator[R]:
+        while True:
+            message = self._next()
+            if message is None:
+                return
+            yield message
+
+    def _next(self) -> R | None:
+        try:
+            message: R = next(self._call)
+            return message
+        except StopIteration:
+            return None
+        except grpc.RpcError as err:
+            status = status_of(err)
+        raise rpc_error(self._peer, self._operation, status, self._timeout) from None
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+class Endpoint(Generic[S]):
+    """A peer's stub on the process's pooled channel to it.
+
+    Remade when the pool replaced the channel (after `ChannelPool.discard`), so a client
+    kept across a peer's restart never calls through a closed channel.
+    """
+
+    __slots__ = ("_channel", "_channels", "_make", "_stub", "peer")
+
+    def __init__(self, channels: ChannelPool, peer: Peer, make_stub: Callable[[grpc.Channel], S]) -> None:
+        self._channels = channels
+        self._make = make_stub
+        self._channel: grpc.Channel | None = None
+        self._stub: S | None = None
+        self.peer = peer
+
+    def stub(self) -> S:
+        channel = self._channels.get(self.peer.address)
+        stub = self._stub
+        if stub is None or channel is not self._channel:
+            stub = self._stub = self._make(channel)
+            self._channel = channel
+        return stub
