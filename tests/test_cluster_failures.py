@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import actorhub
-from actorhub._proto.v1 import common_pb2, hub_pb2
+from actorhub._proto.v1 import hub_pb2
 from actorhub.cluster.launcher import start_node
 from actorhub.cluster.session import Session
 from actorhub.config import Config
@@ -28,7 +28,7 @@ class Where:
 
 
 def _status() -> hub_pb2.ClusterStatus:
-    status: hub_pb2.ClusterStatus = current().hub.GetClusterStatus(common_pb2.Empty(), timeout=10)
+    status: hub_pb2.ClusterStatus = current().hub.cluster_status()
     return status
 
 

@@ -56,7 +56,7 @@ def _wait_for(predicate: Any, timeout: float = 15.0) -> None:
 
 
 def _status() -> hub_pb2.ClusterStatus:
-    status: hub_pb2.ClusterStatus = current().hub.GetClusterStatus(common_pb2.Empty(), timeout=10)
+    status: hub_pb2.ClusterStatus = current().hub.cluster_status()
     return status
 
 

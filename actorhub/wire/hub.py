@@ -177,15 +177,3 @@ class HubClient:
             if e.code == NOT_FOUND:
                 raise ValueError(f"no actor {actor_id} in this cluster") from None
             raise
-
-    # -- raw calls, for modules not yet moved onto the client ------------------------------------
-    # wire/call_stream.py and tasks/submitter.py (being rewritten elsewhere) and some tests call
-    # the hub as a stub, catching grpc.RpcError themselves. Remove these once they use the
-    # methods above.
-    def WaitActor(self, request: hub_pb2.WaitActorRequest, timeout: float) -> common_pb2.ActorInfo:
-        info: common_pb2.ActorInfo = self._hub.stub().WaitActor(request, timeout=timeout)
-        return info
-
-    def GetClusterStatus(self, request: common_pb2.Empty, timeout: float) -> hub_pb2.ClusterStatus:
-        status: hub_pb2.ClusterStatus = self._hub.stub().GetClusterStatus(request, timeout=timeout)
-        return status
