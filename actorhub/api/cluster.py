@@ -18,10 +18,13 @@ from actorhub.api.actor_handle import ActorHandle, HandleState
 from actorhub.cluster.launcher import ClusterProcesses, remove_segments, request_shutdown, start_head, stop_processes
 from actorhub.cluster.session import Session, latest_session, session_for_address
 from actorhub.config import Config, ConfigError
-from actorhub.exceptions import ActorHubSystemError
+from actorhub.exceptions import ActorHubSystemError, RuntimeShutDownError
 from actorhub.runtime import runtime as _runtime
+from actorhub.runtime.endpoint import Endpoint
+from actorhub.runtime.identity import Identity
 from actorhub.runtime.object_ref import ObjectRef
 from actorhub.runtime.runtime import Runtime
+from actorhub.worker.service import WorkerService
 
 T = TypeVar("T")
 log = logging.getLogger("actorhub")
@@ -64,10 +67,34 @@ class _Driver:
 
 _driver: _Driver | None = None
 _init_lock = threading.RLock()
+# shutdown() was called and init() not since: public calls raise instead of starting a cluster.
+_shut_down = False
 
 
 def is_initialized() -> bool:
     return _driver is not None
+
+
+def connected_runtime() -> Runtime:
+    """The runtime a public entry point works through: the one place a cluster starts by itself.
+
+    Like Ray, the first public call without init() (`f.remote()`, `Cls.remote()`, `put()`, ...)
+    starts a local cluster. Only the public entry points call this; actorhub's own machinery
+    uses the runtime it was given (or runtime.current(), which never starts anything), so it
+    cannot start a stray cluster, as it once did during shutdown. After shutdown() a public
+    call raises until the next init(): a program that shut down did not ask for a new cluster.
+    """
+    runtime = _runtime.current_or_none()
+    if runtime is not None:
+        return runtime
+    with _init_lock:
+        if _runtime.current_or_none() is None:
+            if _shut_down:
+                raise RuntimeShutDownError(
+                    "actorhub was shut down in this process; call actorhub.init() to connect again"
+                )
+            init()
+    return _runtime.current()
 
 
 def init(
@@ -86,7 +113,7 @@ def init(
     "auto" joins the cluster that this machine's latest init() or `actorhub start --head`
     started; "HOST:PORT" joins that hub. `include_dashboard` is accepted; there is no dashboard.
     """
-    global _driver
+    global _driver, _shut_down
     with _init_lock:
         if _driver is not None:
             if ignore_reinit_error:
@@ -127,6 +154,7 @@ def init(
             raise
         _runtime.set_current(runtime)
         _driver = driver
+        _shut_down = False
         atexit.register(shutdown)
         return context
 
@@ -134,16 +162,25 @@ def init(
 def _connect(
     config: Config, hub_address: str, token: str, namespace: str | None, session: Session | None, owns: bool
 ) -> tuple[Runtime, ClusterContext]:
-    runtime = Runtime(token=token, hub_address=hub_address, bind_host=config.bind_host)
+    # The job registers with this process's address, so the endpoint (server, channels, hub)
+    # comes first; the runtime is built once the hub has said who the job is, and never changes.
+    endpoint = Endpoint(token=token, hub_address=hub_address, bind_host=config.bind_host)
+    service = WorkerService(endpoint)
+    endpoint.serve(service, service.close)
     try:
-        reply = _register_job(runtime, namespace, owns, config.connect_timeout_s)
-        runtime.job_id = reply.job_id
-        runtime.namespace = reply.namespace
-        runtime.node_id = reply.node_id or _wait_for_node(runtime, config.connect_timeout_s)
-        runtime.node_address = _node_address(runtime)
+        reply = _register_job(endpoint, namespace, owns, config.connect_timeout_s)
+        node_id = reply.node_id or _wait_for_node(endpoint, config.connect_timeout_s)
+        identity = Identity(
+            job_id=reply.job_id,
+            namespace=reply.namespace,
+            node_id=node_id,
+            node_address=_node_address(endpoint, node_id),
+        )
     except BaseException:
-        runtime.close()
+        endpoint.close()
         raise
+    runtime = Runtime(identity, endpoint)
+    service.bind(runtime)
     context = ClusterContext(
         address=hub_address,
         session_dir=str(session.path) if session is not None else "",
@@ -154,7 +191,8 @@ def _connect(
     return runtime, context
 
 
-def _register_job(runtime: Runtime, namespace: str | None, owns: bool, timeout: float) -> hub_pb2.RegisterJobReply:
+# These three run before the runtime exists: `runtime` is the endpoint (same .hub, .address).
+def _register_job(runtime: Endpoint, namespace: str | None, owns: bool, timeout: float) -> hub_pb2.RegisterJobReply:
     request = hub_pb2.RegisterJobRequest(
         namespace=namespace or "", driver_pid=os.getpid(), driver_address=runtime.address, owns_cluster=owns
     )
@@ -167,7 +205,7 @@ def _register_job(runtime: Runtime, namespace: str | None, owns: bool, timeout: 
         ) from None
 
 
-def _wait_for_node(runtime: Runtime, timeout: float) -> str:
+def _wait_for_node(runtime: Endpoint, timeout: float) -> str:
     """A cluster can run an actor once a node agent has registered."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -179,19 +217,20 @@ def _wait_for_node(runtime: Runtime, timeout: float) -> str:
     raise ActorHubSystemError(f"no node agent registered with the hub at {runtime.hub_address} within {timeout} s")
 
 
-def _node_address(runtime: Runtime) -> str:
+def _node_address(runtime: Endpoint, node_id: str) -> str:
     status: hub_pb2.ClusterStatus = runtime.hub.GetClusterStatus(common_pb2.Empty(), timeout=30)
-    return next((n.address for n in status.nodes if n.node_id == runtime.node_id), "")
+    return next((n.address for n in status.nodes if n.node_id == node_id), "")
 
 
 def shutdown() -> None:
     """Disconnect; stop the cluster if init() started it. Leaves no process behind."""
-    global _driver
+    global _driver, _shut_down
     with _init_lock:
         driver = _driver
         if driver is None:
             return
         _driver = None
+        _shut_down = True
         _runtime.set_current(None)
         atexit.unregister(shutdown)
         cluster = driver.cluster
@@ -211,7 +250,7 @@ def get(refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
 def get(refs: Sequence[ObjectRef[Any]], *, timeout: float | None = None) -> list[Any]: ...
 def get(refs: ObjectRef[Any] | Sequence[ObjectRef[Any]], *, timeout: float | None = None) -> Any:
     """The value of a ref, or the values of a list of refs; re-raises a remote error."""
-    runtime = _runtime.current()
+    runtime = connected_runtime()
     if isinstance(refs, ObjectRef):
         return runtime.get([refs], timeout)[0]
     if not isinstance(refs, list | tuple) or not all(isinstance(r, ObjectRef) for r in refs):
@@ -221,7 +260,7 @@ def get(refs: ObjectRef[Any] | Sequence[ObjectRef[Any]], *, timeout: float | Non
 
 def put(value: Any) -> ObjectRef[Any]:
     """Store a value; the returned ref can be passed to actors and read with get()."""
-    return _runtime.current().put(value)
+    return connected_runtime().put(value)
 
 
 def wait(
@@ -241,14 +280,14 @@ def wait(
         raise ValueError("wait() got the same ObjectRef more than once")
     if not 0 <= num_returns <= len(refs):
         raise ValueError(f"num_returns={num_returns} must be between 0 and the number of refs ({len(refs)})")
-    return _runtime.current().wait(list(refs), num_returns, timeout)
+    return connected_runtime().wait(list(refs), num_returns, timeout)
 
 
 def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
     """Kill the actor's process; returns once it is gone. With no_restart=False it may restart."""
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() takes an actor handle, not {type(actor).__name__}")
-    runtime = _runtime.current()
+    runtime = connected_runtime()
     try:
         runtime.hub.KillActor(hub_pb2.KillActorRequest(actor_id=actor.actor_id, no_restart=no_restart))
     except grpc.RpcError as e:
@@ -262,14 +301,14 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
     (force=True kills its worker). get() of its results raises TaskCancelledError."""
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, not {type(ref).__name__}")
-    _runtime.current().task_submitter().cancel(ref, force)
+    connected_runtime().task_submitter().cancel(ref, force)
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
     """The live actor named `name` in `namespace` (default: this job's namespace)."""
     if not isinstance(name, str) or not name:
         raise ValueError("get_actor() needs a non-empty actor name")
-    runtime = _runtime.current()
+    runtime = connected_runtime()
     ns = namespace if namespace is not None else runtime.namespace
     try:
         info = runtime.hub.GetNamedActor(hub_pb2.GetNamedActorRequest(name=name, namespace=ns))
@@ -277,4 +316,4 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
         if e.code() == grpc.StatusCode.NOT_FOUND:
             raise ValueError(f"failed to look up actor '{name}' in namespace '{ns}': {e.details()}") from None
         raise ActorHubSystemError(f"get_actor({name!r}) failed: {e.code().name}: {e.details()}") from None
-    return ActorHandle(HandleState.from_info(info))
+    return ActorHandle(HandleState.from_info(info), runtime)

@@ -13,13 +13,13 @@ from typing import Any
 import grpc
 
 from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2, node_pb2_grpc
-from actorhub.api.cluster import get_actor
+from actorhub.api.cluster import connected_runtime, get_actor
 from actorhub.runtime import runtime as _runtime
 
 
 def nodes() -> list[dict[str, Any]]:
     """One dict per node the cluster has known, alive or dead, in Ray's layout."""
-    runtime = _runtime.current()
+    runtime = connected_runtime()
     out = []
     for node in _status(runtime).nodes:
         host, _, port = node.address.rpartition(":")
@@ -53,7 +53,7 @@ def available_resources() -> dict[str, float]:
     from actorhub.namespaces import SYSTEM_NAMESPACE
     from actorhub.tasks.lease_desk import desk_name
 
-    runtime = _runtime.current()
+    runtime = connected_runtime()
     free: dict[str, float] = {}
     for node in _status(runtime).nodes:
         if not node.alive:
@@ -64,7 +64,7 @@ def available_resources() -> dict[str, float]:
         except ValueError:
             desk = None  # no task has run there yet
         if desk is not None:
-            stats = runtime.get([desk.stats.remote_in(runtime)], 10.0)[0]
+            stats = runtime.get([desk.stats.remote()], 10.0)[0]
             cpus = min(cpus, stats["free"])
         host = node.address.rpartition(":")[0]
         free["CPU"] = free.get("CPU", 0.0) + max(cpus, 0.0)

@@ -42,7 +42,7 @@ class RuntimeContext:
         if not actor_id:
             raise RuntimeError("current_actor is only available inside an actor")
         info = self._runtime.hub.WaitActor(hub_pb2.WaitActorRequest(actor_id=actor_id, timeout_s=0.001))
-        return ActorHandle(HandleState.from_info(info))
+        return ActorHandle(HandleState.from_info(info), self._runtime)
 
     def get(self) -> dict[str, Any]:
         return {
@@ -54,4 +54,6 @@ class RuntimeContext:
 
 
 def get_runtime_context() -> RuntimeContext:
-    return RuntimeContext(_runtime.current())
+    from actorhub.api.cluster import connected_runtime  # a public entry point: may start a cluster
+
+    return RuntimeContext(connected_runtime())

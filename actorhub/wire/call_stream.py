@@ -51,8 +51,10 @@ class ConnectionHost(Protocol):
     hub: hub_pb2_grpc.HubStub
     caller_id: str
     address: str
-    node_id: str
     borrowing: Borrowing
+
+    @property
+    def node_id(self) -> str: ...  # read-only: part of the runtime's fixed identity
 
     def note_unsent(self, conn: ActorConnection) -> None: ...
 

@@ -1,8 +1,10 @@
 """The Worker service, served by every worker process and every driver.
 
 A worker is forked idle by its node's zygote, registers with the node agent, and becomes an
-actor when the node sends StartActor. A driver serves the same service so other processes can
-read the objects it owns (it never hosts an actor).
+actor when the node sends StartActor: only then is its identity known, so that is when its
+Runtime is built (on the endpoint it served StartActor from) and bound to this service, once.
+A driver serves the same service so other processes can read the objects it owns (it never
+hosts an actor); init() binds its runtime once the job is registered.
 """
 
 from __future__ import annotations
@@ -14,30 +16,39 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import grpc
 
 from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2, node_pb2_grpc, worker_pb2, worker_pb2_grpc
 from actorhub.runtime import serialization as _serialization
+from actorhub.runtime.endpoint import Endpoint
+from actorhub.runtime.identity import Identity
 from actorhub.runtime.ids import split_store_id
 from actorhub.runtime.object_ref import capturing_refs
+from actorhub.runtime.runtime import Runtime, set_current
 from actorhub.wire.errors import error_to_proto
 from actorhub.wire.transport import STREAM_TAKEN
 from actorhub.worker.mailbox import ActorInstance, Mailbox, make_mailbox
-
-if TYPE_CHECKING:
-    from actorhub.runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
 class WorkerService(worker_pb2_grpc.WorkerServicer):
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    def __init__(self, endpoint: Endpoint, boot: WorkerBoot | None = None) -> None:
+        self._endpoint = endpoint
+        self._boot = boot  # None in a driver
+        # The process's runtime, bound once (see bind); None until then: no object exists yet.
+        self._runtime: Runtime | None = None
         self._actor: ActorInstance | None = None
         self._mailbox: Mailbox | None = None
         self._start_lock = threading.Lock()
+
+    def bind(self, runtime: Runtime) -> None:
+        """Serve `runtime` from now on; a process has one runtime, so a second bind is a bug."""
+        if self._runtime is not None:
+            raise RuntimeError(f"this worker service already serves actor {self._runtime.actor_id!r}")
+        self._runtime = runtime
 
     # -- becoming an actor ----------------------------------------------------------------------
     def StartActor(
@@ -45,17 +56,26 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
     ) -> worker_pb2.StartActorReply:
         spec = request.spec
         with self._start_lock:
-            if self._actor is not None:
+            boot = self._boot
+            if self._runtime is not None or boot is None:
                 context.abort(
                     grpc.StatusCode.FAILED_PRECONDITION,
-                    f"this worker already hosts actor {self._runtime.actor_id}",
+                    "this process hosts no more actors: "
+                    + (f"it hosts {self._runtime.actor_id}" if self._runtime is not None else "it is a driver"),
                 )
-            runtime = self._runtime
-            runtime.actor_id = spec.actor_id
-            runtime.incarnation = request.incarnation
-            runtime.job_id = spec.owner_job_id
-            runtime.namespace = spec.job_namespace or spec.namespace
-            runtime.node_id = request.node_id or runtime.node_id
+            identity = Identity(
+                job_id=spec.owner_job_id,
+                namespace=spec.job_namespace or spec.namespace,
+                node_id=request.node_id or boot.node_id,
+                node_address=boot.node_address,
+                worker_id=boot.worker_id,
+                actor_id=spec.actor_id,
+                incarnation=request.incarnation,
+            )
+            runtime = Runtime(identity, self._endpoint)
+            self.bind(runtime)
+            # Before the constructor runs: it may call actors, and unpickles handles and refs.
+            set_current(runtime)
             try:
                 cls = _serialization.loads(spec.pickled_class)
                 actor = ActorInstance(None, spec.class_name, runtime)
@@ -65,13 +85,13 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
                 return worker_pb2.StartActorReply(ok=False, error=error_to_proto(e, tb=tb))
             self._mailbox = make_mailbox(actor, spec.is_async, spec.max_concurrency)
             self._actor = actor
-            threading.Thread(target=self._watch_terminate, args=(actor,), daemon=True).start()
+            threading.Thread(target=self._watch_terminate, args=(actor, runtime), daemon=True).start()
         return worker_pb2.StartActorReply(ok=True)
 
-    def _watch_terminate(self, actor: ActorInstance) -> None:
+    def _watch_terminate(self, actor: ActorInstance, runtime: Runtime) -> None:
         # __ray_terminate__ ends the actor for good: the hub kills this process without restart.
         actor.terminate_requested.wait()
-        self._runtime.hub.KillActor(hub_pb2.KillActorRequest(actor_id=self._runtime.actor_id, no_restart=True))
+        runtime.hub.KillActor(hub_pb2.KillActorRequest(actor_id=runtime.actor_id, no_restart=True))
 
     # -- calls ----------------------------------------------------------------------------------
     def CallStream(
@@ -82,7 +102,12 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             return
         runtime = self._runtime
         mailbox = self._mailbox
-        if mailbox is None or first.actor_id != runtime.actor_id or first.incarnation != runtime.incarnation:
+        if (
+            mailbox is None
+            or runtime is None
+            or first.actor_id != runtime.actor_id
+            or first.incarnation != runtime.incarnation
+        ):
             context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"this worker does not host actor {first.actor_id} incarnation {first.incarnation}",
@@ -94,7 +119,10 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
     def GetObject(
         self, request: worker_pb2.GetObjectRequest, context: grpc.ServicerContext
     ) -> worker_pb2.GetObjectReply:
-        table = self._runtime.objects
+        runtime = self._runtime
+        if runtime is None:
+            return worker_pb2.GetObjectReply(missing=True)  # nothing is owned before the runtime
+        table = runtime.objects
         object_id = request.object_id
         if not table.has(object_id):
             return worker_pb2.GetObjectReply(missing=True)
@@ -107,7 +135,6 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             return worker_pb2.GetObjectReply(missing=True)
         if error is not None:
             return worker_pb2.GetObjectReply(ready=True, error=error)
-        runtime = self._runtime
         reply = worker_pb2.GetObjectReply(ready=True)
         contained = table.contained_of(object_id)
         if contained:
@@ -129,15 +156,19 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         return reply
 
     def AddBorrowers(self, request: worker_pb2.BorrowRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
-        self._runtime.borrowing.add_borrowers(request)
+        if self._runtime is not None:
+            self._runtime.borrowing.add_borrowers(request)
         return common_pb2.Empty()
 
     def RemoveBorrowers(self, request: worker_pb2.BorrowRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
-        self._runtime.borrowing.remove_borrowers(request)
+        if self._runtime is not None:
+            self._runtime.borrowing.remove_borrowers(request)
         return common_pb2.Empty()
 
     def ListOwnedObjects(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> worker_pb2.OwnedObjects:
         runtime = self._runtime
+        if runtime is None:
+            return worker_pb2.OwnedObjects(address=self._endpoint.address)
         return worker_pb2.OwnedObjects(
             address=runtime.address,
             objects=[
@@ -153,6 +184,8 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         return common_pb2.Empty()
 
     def HeldStoreIds(self, request: worker_pb2.StoreIds, context: grpc.ServicerContext) -> worker_pb2.StoreIds:
+        if self._runtime is None:
+            return worker_pb2.StoreIds()
         return worker_pb2.StoreIds(store_ids=self._runtime.objects.held_store_ids(request.store_ids))
 
     def close(self) -> None:
@@ -173,20 +206,12 @@ class WorkerBoot:
 def run_worker(boot: WorkerBoot) -> NoReturn:
     """Entry of a forked worker: serve until the node agent kills this process."""
     from actorhub.cluster.session import Session
-    from actorhub.runtime.runtime import Runtime, set_current
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     token = Session(boot.session_dir).token
-    runtime = Runtime(
-        token=token,
-        hub_address=boot.hub_address,
-        bind_host=boot.bind_host,
-        node_id=boot.node_id,
-        worker_id=boot.worker_id,
-        server_threads=256,
-    )
-    runtime.node_address = boot.node_address
-    set_current(runtime)
+    endpoint = Endpoint(token=token, hub_address=boot.hub_address, bind_host=boot.bind_host, server_threads=256)
+    service = WorkerService(endpoint, boot)
+    endpoint.serve(service, service.close)
     from actorhub.config import Config
     from actorhub.runtime import tracing as _tracing
 
@@ -194,10 +219,10 @@ def run_worker(boot: WorkerBoot) -> NoReturn:
         _tracing.run_startup_hook(Config.load().tracing_startup_hook)
     except Exception as e:  # tracing is optional: a broken hook is reported, the worker still serves
         print(f"worker {boot.worker_id}: the tracing startup hook failed: {e!r}", file=sys.stderr)
-    node = node_pb2_grpc.NodeStub(runtime.channels.get(boot.node_address))
+    node = node_pb2_grpc.NodeStub(endpoint.channels.get(boot.node_address))
     try:
         node.RegisterWorker(
-            node_pb2.RegisterWorkerRequest(worker_id=boot.worker_id, address=runtime.address, pid=os.getpid()),
+            node_pb2.RegisterWorkerRequest(worker_id=boot.worker_id, address=endpoint.address, pid=os.getpid()),
             timeout=30,
         )
     except grpc.RpcError as e:
