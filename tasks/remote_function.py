@@ -42,7 +42,9 @@ class RemoteFunction(Generic[P, R]):
         return RemoteFunction(self._function, merged, self._code)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return connected_runtime().task_submitter().submit(self, self._options, args, kwargs)
+        from actorhub.tasks.submitters import submitter_for  # imports this module
+
+        return submitter_for(connected_runtime()).submit(self, self._options, args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(

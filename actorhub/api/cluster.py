@@ -301,7 +301,9 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
     (force=True kills its worker). get() of its results raises TaskCancelledError."""
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, not {type(ref).__name__}")
-    connected_runtime().task_submitter().cancel(ref, force)
+    from actorhub.tasks.submitters import submitter_for  # tasks build on the kernel: imported on use
+
+    submitter_for(connected_runtime()).cancel(ref, force)
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:

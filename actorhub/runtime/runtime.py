@@ -70,7 +70,6 @@ class Runtime:
         self.borrowing = Borrowing(self.objects, self.channels, self.address)
         self.closed = False
         self._close_hooks: list[Callable[[], None]] = []
-        self._task_submitter: Any = None
         self._store_client: Any = None
 
     # -- identity: read-only, fixed at construction ------------------------------------------------
@@ -119,16 +118,6 @@ class Runtime:
 
     def add_close_hook(self, hook: Callable[[], None]) -> None:
         self._close_hooks.append(hook)
-
-    def task_submitter(self) -> Any:
-        """This process's task submitter, made on first use (tasks are optional to the kernel)."""
-        with self._lock:
-            if self._task_submitter is None:
-                from actorhub.tasks.submitter import TaskSubmitter
-
-                self._task_submitter = TaskSubmitter(self)
-                self._close_hooks.append(self._task_submitter.close)
-            return self._task_submitter
 
     # -- actor connections ----------------------------------------------------------------------
     def connection(
