@@ -18,6 +18,7 @@ __all__ = [
     "ActorHubSystemError",
     "ActorUnavailableError",
     "GetTimeoutError",
+    "NoRuntimeError",
     "ObjectLostError",
     "OwnerDiedError",
     "PeerUnavailableError",
@@ -28,6 +29,7 @@ __all__ = [
     "RayTaskError",
     "RpcDeadlineExceededError",
     "RpcFailedError",
+    "RuntimeShutDownError",
     "SerializationError",
     "TaskCancelledError",
     "TaskError",
@@ -119,6 +121,19 @@ class ObjectLostError(ActorHubError):
 
 class OwnerDiedError(ObjectLostError):
     """The process that owned the object died, and the object with it."""
+
+
+class NoRuntimeError(ActorHubError, RuntimeError):
+    """This process has no actorhub runtime, and the code asking for one may not start one.
+
+    Only the public entry points (init, remote, get, put, ...) start a local cluster; actorhub's
+    own machinery, and a handle unpickled before init(), raise this instead.
+    """
+
+
+class RuntimeShutDownError(ActorHubError, RuntimeError):
+    """Used after shutdown(): a handle or ref of the runtime that was shut down, or a public call
+    made after shutdown() and before the next init(). Never starts a new cluster."""
 
 
 class WorkerCrashedError(ActorHubError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from actorhub.namespaces.rules import SYSTEM_NAMESPACE
-from actorhub.runtime import runtime as _runtime
 
 if TYPE_CHECKING:
     from actorhub.api.actor_handle import ActorHandle
@@ -19,19 +18,22 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
     """
     # Imported here: actorhub.util re-exports this module, and the api imports actorhub.util.
     from actorhub.api.actor_handle import ActorHandle, HandleState
+    from actorhub.api.cluster import connected_runtime  # a public entry point: may start a cluster
 
     if not isinstance(name, str) or not name:
         raise ValueError("get_actor() needs a non-empty actor name")
-    runtime = _runtime.current()
+    runtime = connected_runtime()
     ns = namespace if namespace is not None else runtime.namespace
     info = runtime.hub.get_named_actor(name, ns)
-    return ActorHandle(HandleState.from_info(info))
+    return ActorHandle(HandleState.from_info(info), runtime)
 
 
 def list_named_actors(all_namespaces: bool = False) -> list[Any]:
     """Names of live named actors in this job's namespace; with all_namespaces=True,
     a list of {"name": ..., "namespace": ...} over the whole cluster."""
-    runtime = _runtime.current()
+    from actorhub.api.cluster import connected_runtime  # a public entry point: may start a cluster
+
+    runtime = connected_runtime()
     actors = runtime.hub.list_actors(runtime.namespace, all_namespaces=all_namespaces, named_only=True)
     if all_namespaces:
         return [{"name": a.name, "namespace": a.namespace} for a in actors if a.namespace != SYSTEM_NAMESPACE]

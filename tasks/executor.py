@@ -15,13 +15,12 @@ from typing import Any
 
 from actorhub.exceptions import TaskCancelledError
 from actorhub.runtime import serialization as _serialization
+from actorhub.runtime.runtime import blocking_hooks, current
 from actorhub.worker.mailbox import resolve_arguments
 
 
 class TaskExecutor:
     def __init__(self, desk_name: str, namespace: str) -> None:
-        from actorhub.runtime.runtime import current
-
         self._desk_name = desk_name
         self._namespace = namespace
         self._desk: Any = None
@@ -29,8 +28,8 @@ class TaskExecutor:
         self._functions: dict[str, Callable[..., Any]] = {}
         self._running: dict[int, int] = {}  # task seq -> thread ident
         self._cancelled: set[int] = set()
+        # The worker's runtime, built at StartActor before this constructor ran.
         self._runtime = current()
-        self._runtime.blocking_hooks = (self._blocked, self._unblocked)
 
     def execute(self, fn_id: str, fn_blob: bytes, task_seq: int, args_blob: bytes) -> Any:
         function = self._functions.get(fn_id)
@@ -42,6 +41,8 @@ class TaskExecutor:
             if task_seq in self._cancelled:
                 raise TaskCancelledError(f"task {task_seq} was cancelled before it started")
             self._running[task_seq] = threading.get_ident()
+            # While the task runs, a get() that must wait lends its CPU back (see _blocked).
+            lending = blocking_hooks.set((self._blocked, self._unblocked))
             try:
                 return function(*args, **kwargs)
             except SystemExit as e:
@@ -50,6 +51,7 @@ class TaskExecutor:
                 sys.stderr.flush()
                 os._exit(e.code if isinstance(e.code, int) else 1)
             finally:
+                blocking_hooks.reset(lending)
                 del self._running[task_seq]
 
     def cancel(self, task_seq: int) -> bool:
@@ -67,7 +69,7 @@ class TaskExecutor:
 
             # wait_for_ready: under load the hub's channel may be reconnecting; wait, not fail.
             info = self._runtime.hub.get_named_actor(self._desk_name, self._namespace, wait_for_ready=True)
-            self._desk = ActorHandle(HandleState.from_info(info))
+            self._desk = ActorHandle(HandleState.from_info(info), self._runtime)
         return self._desk
 
     # A task that waits in get() lends its CPU to other tasks until the wait ends. Lending is
@@ -82,6 +84,6 @@ class TaskExecutor:
         if not self._running:
             return
         try:
-            getattr(self._desk_handle(), what).remote_in(self._runtime, self._runtime.actor_id)
+            getattr(self._desk_handle(), what).remote(self._runtime.actor_id)  # bound to self._runtime
         except Exception as e:
             print(f"actorhub: could not tell the lease desk '{what}': {e}", file=sys.stderr)

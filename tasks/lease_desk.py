@@ -52,7 +52,7 @@ class LeaseDesk:
         self._apply_actor_share(self._report(0.0))
 
     def _new_executor(self) -> Any:
-        from actorhub.api.actor_class import ActorClass
+        from actorhub.api.actor_class import ActorClass, create_actor
         from actorhub.api.options import ActorOptions
         from actorhub.tasks.executor import TaskExecutor
 
@@ -68,7 +68,7 @@ class LeaseDesk:
         )
         from actorhub.runtime.runtime import current
 
-        handle = executor_class.remote_in(current(), desk_name(self._node_id), SYSTEM_NAMESPACE)
+        handle = create_actor(current(), executor_class, desk_name(self._node_id), SYSTEM_NAMESPACE)
         self._handles[handle.actor_id] = handle
         return handle
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Generic, ParamSpec, TypeVar
 
+from actorhub.api.cluster import connected_runtime
 from actorhub.runtime import serialization as _serialization
 from actorhub.tasks.options import TaskOptions
 
@@ -41,9 +42,9 @@ class RemoteFunction(Generic[P, R]):
         return RemoteFunction(self._function, merged, self._code)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        from actorhub.runtime.runtime import current
+        from actorhub.tasks.submitters import submitter_for  # imports this module
 
-        return current().task_submitter().submit(self, self._options, args, kwargs)
+        return submitter_for(connected_runtime()).submit(self, self._options, args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(

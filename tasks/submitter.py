@@ -114,7 +114,7 @@ class TaskSubmitter:
     def _desk_handle(self, node_id: str) -> Any:
         desk = self._desks.get(node_id)
         if desk is None:
-            from actorhub.api.actor_class import ActorClass
+            from actorhub.api.actor_class import ActorClass, create_actor
             from actorhub.api.options import ActorOptions
             from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -124,8 +124,8 @@ class TaskSubmitter:
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id),
             ))
             # Concurrent first uses make the same actor (get_if_exists); either handle will do.
-            desk = self._desks[node_id] = desk_class.remote_in(
-                self._rt, node_id, self._state.nodes.get(node_id, 1.0))
+            desk = self._desks[node_id] = create_actor(
+                self._rt, desk_class, node_id, self._state.nodes.get(node_id, 1.0))
         return desk
 
     def _request_lease(self, pool: Pool) -> None:
@@ -133,7 +133,7 @@ class TaskSubmitter:
             return
         with self._lock:
             node = self._state.lease_requested(pool)
-        ref = self._desk_handle(node).lease.remote_in(self._rt, pool[1], self._rt.address)
+        ref = self._desk_handle(node).lease.remote(pool[1], self._rt.address)
         self._rt.objects.add_callback(ref.hex(), partial(self._on_lease, ref, pool, node))
 
     def _on_lease(self, ref: ObjectRef[Any], pool: Pool, node: str) -> None:
@@ -162,7 +162,7 @@ class TaskSubmitter:
         task.dispatched_at = self._clock()
         n = task.options.num_returns
         method = lease.executor.execute if n <= 1 else lease.executor.execute.options(num_returns=n)
-        result = method.remote_in(self._rt, task.fn_id, task.fn_blob, task.seq, task.args_blob)
+        result = method.remote(task.fn_id, task.fn_blob, task.seq, task.args_blob)
         call_refs: list[ObjectRef[Any]] = result if isinstance(result, list) else [result]
         self._rt.objects.add_callback(call_refs[-1].hex(), partial(self._on_done, task, lease, call_refs))
 
@@ -228,7 +228,7 @@ class TaskSubmitter:
 
                 kill(lease.executor, no_restart=False)
             else:
-                lease.executor.cancel.remote_in(self._rt, task.seq)
+                lease.executor.cancel.remote(task.seq)
         # else: still waiting for its arguments; _dep_ready finishes it as cancelled
 
     # == I/O with the hub: the only place this module talks to it ==================================
@@ -260,7 +260,7 @@ class TaskSubmitter:
             for lease in old:
                 if self._rt.closed:
                     return
-                self._desk_handle(lease.node).release.remote_in(self._rt, lease.executor.actor_id)
+                self._desk_handle(lease.node).release.remote(lease.executor.actor_id)
             if self._state.nodes_stale(now) and not self._rt.closed:
                 self._try_refresh_nodes()  # nodes that joined or died since
 
@@ -270,7 +270,7 @@ class TaskSubmitter:
             idle = self._state.take_idle()
         if idle:
             refs = [
-                self._desk_handle(lease.node).release.remote_in(self._rt, lease.executor.actor_id) for lease in idle
+                self._desk_handle(lease.node).release.remote(lease.executor.actor_id) for lease in idle
             ]
             try:
                 self._rt.get(refs, 2.0)

@@ -17,6 +17,7 @@ from actorhub.config import RpcDeadlines
 from actorhub.runtime.borrowing import Borrowing
 from actorhub.runtime.object_table import ObjectTable
 from actorhub.wire.call_stream import ActorConnection
+from actorhub.wire.hub import HubClient
 from actorhub.wire.transport import STREAM_TAKEN, ChannelPool, bind, make_server
 
 TOKEN = "7" * 64
@@ -68,7 +69,7 @@ class _Host:
     def __init__(self, hub_address: str) -> None:
         self.objects = ObjectTable()
         self.channels = ChannelPool(TOKEN)
-        self.hub = hub_pb2_grpc.HubStub(self.channels.get(hub_address))
+        self.hub = HubClient(self.channels, hub_address, RpcDeadlines())
         self.caller_id = "c0ffee"
         self.address = "127.0.0.1:1"  # lends nothing in these tests
         self.node_id = ""

@@ -7,9 +7,11 @@ from typing import Any, Generic, TypeVar
 
 from actorhub._proto.v1 import common_pb2
 from actorhub.api.actor_handle import ActorHandle, HandleState, MethodInfo
+from actorhub.api.cluster import connected_runtime
 from actorhub.api.options import ActorOptions, OptionsError
 from actorhub.runtime import serialization as _serialization
 from actorhub.runtime.ids import new_id
+from actorhub.runtime.runtime import Runtime
 
 T = TypeVar("T")
 NUM_RETURNS_ATTR = "__actorhub_num_returns__"
@@ -53,12 +55,10 @@ class ActorClass(Generic[T]):
         )
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
-        from actorhub.runtime.runtime import current
+        return self._create(connected_runtime(), args, kwargs)
 
-        return self.remote_in(current(), *args, **kwargs)
-
-    def remote_in(self, runtime: Any, *args: Any, **kwargs: Any) -> ActorHandle[T]:
-        """Create the actor through `runtime` (actorhub's own machinery; see ActorMethod.remote_in)."""
+    def _create(self, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ActorHandle[T]:
+        """Create the actor through `runtime`: see create_actor, the way in for everything but `remote`."""
         options = self._options
         name = self._cls.__name__
         if options.get_if_exists and not options.name:
@@ -93,8 +93,17 @@ class ActorClass(Generic[T]):
         # A taken name raises ValueError; a hub that fails or does not answer within the
         # create_actor deadline raises RpcFailedError (an ActorHubSystemError).
         info = runtime.hub.create_actor(spec, options.get_if_exists)
-        return ActorHandle(HandleState.from_info(info))
+        return ActorHandle(HandleState.from_info(info), runtime)
 
     def __repr__(self) -> str:
         return f"ActorClass({self._cls.__qualname__})"
 
+
+def create_actor(runtime: Runtime, actor_class: ActorClass[T], /, *args: Any, **kwargs: Any) -> ActorHandle[T]:
+    """Create an actor of `actor_class` through `runtime`; the handle keeps that runtime.
+
+    actorhub's own machinery (lease desks, task executors) creates its actors with this, with
+    the runtime it was given, so it can never start a cluster by accident as the public
+    `ActorClass.remote` may. A module function, not a method: the public class keeps one way in.
+    """
+    return actor_class._create(runtime, args, kwargs)

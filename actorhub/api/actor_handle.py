@@ -2,6 +2,12 @@
 
 A handle pickles to the actor's id and what a caller needs to know about its methods; the
 receiving process finds the actor's address through its own hub connection.
+
+A handle keeps the runtime it was made in (created, looked up or unpickled), and its calls go
+through that runtime. So actorhub's own machinery calls actors with plain `.remote()` on handles
+it made through its explicit runtime: no second API, and no way to start a cluster. A handle
+used after its runtime shut down raises RuntimeShutDownError rather than starting a new
+cluster (its actor is not in one), and a call looks up no current runtime.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ from typing import Any, Generic, TypeVar
 
 from actorhub._proto.v1 import common_pb2
 from actorhub.api.options import CallOptions
+from actorhub.exceptions import RuntimeShutDownError
 from actorhub.runtime import tracing as _tracing
 from actorhub.runtime.object_ref import ObjectRef
+from actorhub.runtime.runtime import Runtime, current, current_or_none
 
 T = TypeVar("T")
 
@@ -66,14 +74,13 @@ class ActorMethod:
         self._options = options
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self.remote_in(self._handle._runtime(), *args, **kwargs)
+        runtime = self._handle._runtime
+        if runtime is None or runtime.closed:
+            runtime = self._handle._bind()
+        return self._call(runtime, args, kwargs)
 
-    def remote_in(self, runtime: Any, *args: Any, **kwargs: Any) -> Any:
-        """Call through `runtime` rather than the process's current one.
-
-        actorhub's own machinery calls this: it must never start a cluster by accident, as
-        the public path does when no cluster is initialized (for example during shutdown).
-        """
+    def _call(self, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Queue the call on its actor's connection in `runtime`; returns its refs."""
         handle = self._handle
         state = handle._state
         options = self._options
@@ -111,15 +118,23 @@ class ActorMethod:
 class ActorHandle(Generic[T]):
     """A handle to an actor; `handle.method.remote(...)` calls it and returns an ObjectRef."""
 
-    def __init__(self, state: HandleState) -> None:
+    def __init__(self, state: HandleState, runtime: Runtime | None) -> None:
         self._state = state
+        # The runtime its calls go through; None only when unpickled in a process with none.
+        self._runtime = runtime
         self._method_cache: dict[str, ActorMethod] = {}
 
-    @staticmethod
-    def _runtime() -> Any:
-        from actorhub.runtime.runtime import current
-
-        return current()
+    def _bind(self) -> Runtime:
+        """Off the fast path: the handle has no runtime, or its runtime was shut down."""
+        if self._runtime is not None:
+            raise RuntimeShutDownError(
+                f"{self!r} belongs to an actorhub runtime that was shut down; "
+                "after init(), look the actor up again (get_actor) or create a new one"
+            )
+        # Unpickled before this process had a runtime: take the process's one now, and never
+        # start a cluster for it: its actor lives in the cluster the handle came from.
+        self._runtime = current()
+        return self._runtime
 
     def __getattr__(self, name: str) -> ActorMethod:
         if name.startswith("_") and name not in _BUILTIN_METHODS:
@@ -135,7 +150,7 @@ class ActorHandle(Generic[T]):
         return method
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ActorHandle, (self._state,))
+        return (_rebuild_handle, (self._state,))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ActorHandle) and other._state.actor_id == self._state.actor_id
@@ -153,6 +168,11 @@ class ActorHandle(Generic[T]):
     @property
     def class_name(self) -> str:
         return self._state.class_name
+
+
+def _rebuild_handle(state: HandleState) -> ActorHandle[Any]:
+    """An unpickled handle calls through the runtime of the process that unpickles it."""
+    return ActorHandle(state, current_or_none())
 
 
 # ObjectRef is re-exported here for modules that build calls from handles.

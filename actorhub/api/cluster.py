@@ -17,9 +17,12 @@ from actorhub.cluster.session import Session, latest_session, session_for_addres
 from actorhub.config import Config, ConfigError
 from actorhub.exceptions import ActorHubSystemError
 from actorhub.runtime import runtime as _runtime
+from actorhub.runtime.endpoint import Endpoint
+from actorhub.runtime.identity import Identity
 from actorhub.runtime.object_ref import ObjectRef
 from actorhub.runtime.runtime import Runtime
 from actorhub.wire.hub import JobRegistration
+from actorhub.worker.service import WorkerService
 
 T = TypeVar("T")
 log = logging.getLogger("actorhub")
@@ -66,6 +69,24 @@ _init_lock = threading.RLock()
 
 def is_initialized() -> bool:
     return _driver is not None
+
+
+def connected_runtime() -> Runtime:
+    """The runtime a public entry point works through: the one place a cluster starts by itself.
+
+    Like Ray, the first public call without init() (`f.remote()`, `Cls.remote()`, `put()`, ...)
+    starts a local cluster. Only the public entry points call this; actorhub's own machinery
+    uses the runtime it was given (or runtime.current(), which never starts anything), so it
+    cannot start a stray cluster during shutdown. After shutdown(), as in Ray, the next public
+    call starts a new cluster; handles of the old one refuse (actor_handle.py).
+    """
+    runtime = _runtime.current_or_none()
+    if runtime is not None:
+        return runtime
+    with _init_lock:
+        if _runtime.current_or_none() is None:
+            init()
+    return _runtime.current()
 
 
 def init(
@@ -132,16 +153,25 @@ def init(
 def _connect(
     config: Config, hub_address: str, token: str, namespace: str | None, session: Session | None, owns: bool
 ) -> tuple[Runtime, ClusterContext]:
-    runtime = Runtime(token=token, hub_address=hub_address, bind_host=config.bind_host, deadlines=config.deadlines)
+    # The job registers with this process's address, so the endpoint (server, channels, hub)
+    # comes first; the runtime is built once the hub has said who the job is, and never changes.
+    endpoint = Endpoint(token=token, hub_address=hub_address, bind_host=config.bind_host, deadlines=config.deadlines)
+    service = WorkerService(endpoint)
+    endpoint.serve(service, service.close)
     try:
-        reply = _register_job(runtime, namespace, owns, config.connect_timeout_s)
-        runtime.job_id = reply.job_id
-        runtime.namespace = reply.namespace
-        runtime.node_id = reply.node_id or _wait_for_node(runtime, config.connect_timeout_s)
-        runtime.node_address = _node_address(runtime)
+        reply = _register_job(endpoint, namespace, owns, config.connect_timeout_s)
+        node_id = reply.node_id or _wait_for_node(endpoint, config.connect_timeout_s)
+        identity = Identity(
+            job_id=reply.job_id,
+            namespace=reply.namespace,
+            node_id=node_id,
+            node_address=_node_address(endpoint, node_id),
+        )
     except BaseException:
-        runtime.close()
+        endpoint.close()
         raise
+    runtime = Runtime(identity, endpoint)
+    service.bind(runtime)
     context = ClusterContext(
         address=hub_address,
         session_dir=str(session.path) if session is not None else "",
@@ -152,27 +182,28 @@ def _connect(
     return runtime, context
 
 
-def _register_job(runtime: Runtime, namespace: str | None, owns: bool, timeout: float) -> JobRegistration:
+# These three run before the runtime exists, on the endpoint it will be built on.
+def _register_job(endpoint: Endpoint, namespace: str | None, owns: bool, timeout: float) -> JobRegistration:
     # A hub that does not answer raises PeerUnavailableError or RpcDeadlineExceededError,
     # naming it ("RegisterJob to the hub at HOST:PORT ...").
-    return runtime.hub.register_job(namespace or "", os.getpid(), runtime.address, owns, timeout)
+    return endpoint.hub.register_job(namespace or "", os.getpid(), endpoint.address, owns, timeout)
 
 
-def _wait_for_node(runtime: Runtime, timeout: float) -> str:
+def _wait_for_node(endpoint: Endpoint, timeout: float) -> str:
     """A cluster can run an actor once a node agent has registered."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = runtime.hub.cluster_status()
+        status = endpoint.hub.cluster_status()
         alive = [n for n in status.nodes if n.alive]
         if alive:
             return alive[0].node_id
         time.sleep(0.005)
-    raise ActorHubSystemError(f"no node agent registered with the hub at {runtime.hub_address} within {timeout} s")
+    raise ActorHubSystemError(f"no node agent registered with the hub at {endpoint.hub_address} within {timeout} s")
 
 
-def _node_address(runtime: Runtime) -> str:
-    status = runtime.hub.cluster_status()
-    return next((n.address for n in status.nodes if n.node_id == runtime.node_id), "")
+def _node_address(endpoint: Endpoint, node_id: str) -> str:
+    status = endpoint.hub.cluster_status()
+    return next((n.address for n in status.nodes if n.node_id == node_id), "")
 
 
 def shutdown() -> None:
@@ -202,7 +233,7 @@ def get(refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
 def get(refs: Sequence[ObjectRef[Any]], *, timeout: float | None = None) -> list[Any]: ...
 def get(refs: ObjectRef[Any] | Sequence[ObjectRef[Any]], *, timeout: float | None = None) -> Any:
     """The value of a ref, or the values of a list of refs; re-raises a remote error."""
-    runtime = _runtime.current()
+    runtime = connected_runtime()
     if isinstance(refs, ObjectRef):
         return runtime.get([refs], timeout)[0]
     if not isinstance(refs, list | tuple) or not all(isinstance(r, ObjectRef) for r in refs):
@@ -212,7 +243,7 @@ def get(refs: ObjectRef[Any] | Sequence[ObjectRef[Any]], *, timeout: float | Non
 
 def put(value: Any) -> ObjectRef[Any]:
     """Store a value; the returned ref can be passed to actors and read with get()."""
-    return _runtime.current().put(value)
+    return connected_runtime().put(value)
 
 
 def wait(
@@ -232,7 +263,7 @@ def wait(
         raise ValueError("wait() got the same ObjectRef more than once")
     if not 0 <= num_returns <= len(refs):
         raise ValueError(f"num_returns={num_returns} must be between 0 and the number of refs ({len(refs)})")
-    return _runtime.current().wait(list(refs), num_returns, timeout)
+    return connected_runtime().wait(list(refs), num_returns, timeout)
 
 
 def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
@@ -241,7 +272,7 @@ def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
         raise TypeError(f"kill() takes an actor handle, not {type(actor).__name__}")
     # Raises ValueError for an actor the hub does not know; RpcFailedError when the hub fails
     # or does not answer within the kill deadline (RpcDeadlineExceededError).
-    _runtime.current().hub.kill_actor(actor.actor_id, no_restart)
+    connected_runtime().hub.kill_actor(actor.actor_id, no_restart)
 
 
 def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> None:
@@ -249,4 +280,7 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
     (force=True kills its worker). get() of its results raises TaskCancelledError."""
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, not {type(ref).__name__}")
-    _runtime.current().task_submitter().cancel(ref, force)
+    from actorhub.tasks.submitters import submitter_for  # tasks build on the kernel: imported on use
+
+    submitter_for(connected_runtime()).cancel(ref, force)
+

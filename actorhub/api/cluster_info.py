@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from actorhub._proto.v1 import hub_pb2
+from actorhub.api.cluster import connected_runtime
 from actorhub.exceptions import RpcFailedError
 from actorhub.namespaces.lookup import get_actor
 from actorhub.runtime import runtime as _runtime
@@ -19,7 +20,7 @@ from actorhub.wire.store import NodeStoreClient, StoreListing
 
 def nodes() -> list[dict[str, Any]]:
     """One dict per node the cluster has known, alive or dead, in Ray's layout."""
-    runtime = _runtime.current()
+    runtime = connected_runtime()
     out = []
     for node in _status(runtime).nodes:
         host, _, port = node.address.rpartition(":")
@@ -53,7 +54,7 @@ def available_resources() -> dict[str, float]:
     from actorhub.namespaces import SYSTEM_NAMESPACE
     from actorhub.tasks.lease_desk import desk_name
 
-    runtime = _runtime.current()
+    runtime = connected_runtime()
     free: dict[str, float] = {}
     for node in _status(runtime).nodes:
         if not node.alive:
@@ -64,7 +65,7 @@ def available_resources() -> dict[str, float]:
         except ValueError:
             desk = None  # no task has run there yet
         if desk is not None:
-            stats = runtime.get([desk.stats.remote_in(runtime)], 10.0)[0]
+            stats = runtime.get([desk.stats.remote()], 10.0)[0]
             cpus = min(cpus, stats["free"])
         host = node.address.rpartition(":")[0]
         free["CPU"] = free.get("CPU", 0.0) + max(cpus, 0.0)

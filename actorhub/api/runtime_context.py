@@ -41,7 +41,7 @@ class RuntimeContext:
         if not actor_id:
             raise RuntimeError("current_actor is only available inside an actor")
         info = self._runtime.hub.wait_actor(actor_id)
-        return ActorHandle(HandleState.from_info(info))
+        return ActorHandle(HandleState.from_info(info), self._runtime)
 
     def get(self) -> dict[str, Any]:
         return {
@@ -53,4 +53,6 @@ class RuntimeContext:
 
 
 def get_runtime_context() -> RuntimeContext:
-    return RuntimeContext(_runtime.current())
+    from actorhub.api.cluster import connected_runtime  # a public entry point: may start a cluster
+
+    return RuntimeContext(connected_runtime())

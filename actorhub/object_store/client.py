@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from actorhub.exceptions import ObjectLostError, RpcDeadlineExceededError, RpcFailedError
 from actorhub.object_store import shm as _shm
@@ -25,7 +25,9 @@ from actorhub.wire.rpc import NOT_FOUND
 from actorhub.wire.store import NodeStoreClient, StoreListing, StoreLocation
 
 if TYPE_CHECKING:
-    from actorhub.runtime.runtime import Runtime
+    from actorhub.config import RpcDeadlines
+    from actorhub.runtime.object_table import ObjectTable
+    from actorhub.wire.transport import ChannelPool
 
 INLINE_LIMIT = 100 * 1024
 _FLUSH_S = 0.2
@@ -44,8 +46,17 @@ class _Pin:
         self.idle = False  # unmapped at the last flush: released at the next if still so
 
 
+class StoreHost(Protocol):
+    """What the client needs of its process's runtime (which makes it: a Protocol, not an import)."""
+
+    address: str
+    channels: ChannelPool
+    deadlines: RpcDeadlines
+    objects: ObjectTable
+
+
 class StoreClient:
-    def __init__(self, runtime: Runtime, node_address: str) -> None:
+    def __init__(self, runtime: StoreHost, node_address: str) -> None:
         self._rt = runtime
         self._node_address = node_address
         self._node = NodeStoreClient(runtime.channels, node_address, runtime.deadlines)

@@ -11,12 +11,24 @@ import concurrent.futures
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from actorhub.runtime.object_table import ObjectTable
+from actorhub.exceptions import NoRuntimeError
+from actorhub.runtime import current as _current
 
 T = TypeVar("T")
+
+
+class RefCounts(Protocol):
+    """What a ref needs of its process's object table (runtime/object_table.py), which imports
+    this module: a Protocol keeps the two out of each other's imports."""
+
+    def add_local_ref(self, object_id: str) -> None: ...
+
+    def drop_local_ref(self, object_id: str) -> None: ...
+
+    def mark_escaped(self, object_id: str) -> None: ...
+
 
 # While set, refs being pickled are collected here: the code that pickles knows where the
 # bytes go and keeps the refs alive until the receiver has told the owner it holds them.
@@ -68,7 +80,7 @@ def adoption_context() -> list[str] | None:
 class ObjectRef(Generic[T]):
     __slots__ = ("__weakref__", "_id", "_owner", "_table")
 
-    def __init__(self, object_id: str, owner_address: str, table: ObjectTable | None) -> None:
+    def __init__(self, object_id: str, owner_address: str, table: RefCounts | None) -> None:
         self._id = object_id
         self._owner = owner_address
         # The table of the process holding this ref; counts live refs so values can be freed.
@@ -99,7 +111,7 @@ class ObjectRef(Generic[T]):
             table.drop_local_ref(self._id)
 
     @classmethod
-    def counted(cls, object_id: str, owner_address: str, table: ObjectTable) -> ObjectRef[Any]:
+    def counted(cls, object_id: str, owner_address: str, table: RefCounts) -> ObjectRef[Any]:
         """A ref whose count the table has taken already (see ObjectTable.adopt)."""
         ref: ObjectRef[Any] = cls.__new__(cls)
         ref._id = object_id
@@ -119,18 +131,18 @@ class ObjectRef(Generic[T]):
 
     def future(self) -> concurrent.futures.Future[T]:
         """A concurrent.futures.Future that completes with the value (or its error)."""
-        from actorhub.runtime.runtime import current
-
-        return current().future_of(self)
+        runtime = _current.runtime_or_none()
+        if runtime is None:
+            raise NoRuntimeError(f"{self!r}.future() needs an actorhub runtime in this process: call init() first")
+        return runtime.future_of(self)
 
     def __await__(self) -> Generator[Any, None, T]:
         return asyncio.wrap_future(self.future()).__await__()
 
 
 def _rebuild_ref(object_id: str, owner_address: str) -> ObjectRef[Any]:
-    from actorhub.runtime.runtime import current_or_none
-
-    runtime = current_or_none()
+    runtime = _current.runtime_or_none()
     if runtime is None:
         return ObjectRef(object_id, owner_address, None)
-    return runtime.adopt_ref(object_id, owner_address)
+    ref: ObjectRef[Any] = runtime.adopt_ref(object_id, owner_address)
+    return ref

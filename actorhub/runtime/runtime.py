@@ -1,7 +1,9 @@
 """The per-process runtime: what a driver or a worker needs to call actors and hold objects.
 
-One Runtime per process, made by `init()` in a driver and at boot in a worker, and passed
-explicitly inside the kernel. `current()` is the one way public API functions find it.
+One Runtime per process, built once its identity is known: by `init()` in a driver, at
+StartActor in a worker. Its identity never changes, and its services (the endpoint: server,
+channels, hub) are passed in. It is passed explicitly inside the kernel; `current()` finds
+the process's runtime and never starts one (only the public API may start a cluster).
 """
 
 from __future__ import annotations
@@ -11,83 +13,98 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from contextvars import ContextVar
+from typing import Any, cast
 
 from actorhub._proto.v1 import common_pb2
-from actorhub.config import RpcDeadlines
 from actorhub.exceptions import (
     ActorHubSystemError,
     GetTimeoutError,
+    NoRuntimeError,
     ObjectLostError,
     OwnerDiedError,
     RpcFailedError,
 )
+from actorhub.runtime import current as _current
 from actorhub.runtime import serialization as _serialization
 from actorhub.runtime.borrowing import Borrowing
+from actorhub.runtime.endpoint import Endpoint
+from actorhub.runtime.identity import Identity
 from actorhub.runtime.ids import new_id, split_store_id, stored_elsewhere
 from actorhub.runtime.object_ref import ObjectRef, capturing_refs
 from actorhub.runtime.object_table import ObjectTable
 from actorhub.wire.call_stream import ActorConnection, ConnectionHost
 from actorhub.wire.errors import error_from_proto, system_error
-from actorhub.wire.hub import HubClient
-from actorhub.wire.transport import ChannelPool, bind, make_server
 from actorhub.wire.worker import WorkerClient
-
-if TYPE_CHECKING:
-    from actorhub.worker.service import WorkerService
 
 _OBJECT_LOST = common_pb2.ERROR_KIND_OBJECT_LOST
 # The most a reply waits for its method's calls to reach their streams (a connect, at worst).
 _SEND_BEFORE_REPLY_S = 2.0
 
+# Set by a task executor around the task it runs (tasks/executor.py): called around a get()
+# that must wait, so the executor's CPU can run other tasks meanwhile (a task waiting on its
+# subtasks must not starve them). A context variable, not a runtime field: the hooks belong to
+# the task running in this context, and the runtime stays as it was built.
+blocking_hooks: ContextVar[tuple[Callable[[], None], Callable[[], None]] | None] = ContextVar(
+    "actorhub_blocking_hooks", default=None
+)
+
 
 class Runtime:
-    def __init__(
-        self,
-        *,
-        token: str,
-        hub_address: str,
-        bind_host: str,
-        deadlines: RpcDeadlines,
-        node_id: str = "",
-        worker_id: str = "",
-        server_threads: int = 64,
-    ) -> None:
-        from actorhub.worker.service import WorkerService  # the service and the runtime refer to each other
-
+    def __init__(self, identity: Identity, endpoint: Endpoint) -> None:
+        self._identity = identity
+        self._endpoint = endpoint
         self.caller_id = new_id(8)
-        self.hub_address = hub_address
-        self.token = token
+        self.hub_address = endpoint.hub_address
+        self.token = endpoint.token
         self.objects = ObjectTable()
-        self.channels = ChannelPool(token)
-        self.deadlines = deadlines
-        self.hub = HubClient(self.channels, hub_address, deadlines)
-        self.node_id = node_id
-        self.worker_id = worker_id
-        self.job_id = ""
-        self.namespace = ""
-        self.actor_id = ""
-        self.incarnation = 0
+        self.channels = endpoint.channels
+        self.deadlines = endpoint.deadlines
+        self.hub = endpoint.hub
         self._connections: dict[str, ActorConnection] = {}
         # Connections that may hold calls not yet handed to their stream (see send_submitted_calls).
         self._unsent_on: set[ActorConnection] = set()
         self._lock = threading.Lock()
         self._puts = itertools.count(1)
         self._fetcher = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="actorhub-fetch")
-        self.server = make_server(token, max_workers=server_threads)
-        self.service: WorkerService = WorkerService(self)
-        self.service.serve_on(self.server)
-        self.address = bind(self.server, bind_host)
-        self.borrowing = Borrowing(self.objects, self.channels, self.address, deadlines)
-        self.server.start()
+        self.address = endpoint.address
+        self.borrowing = Borrowing(self.objects, self.channels, self.address, self.deadlines)
         self.closed = False
         self._close_hooks: list[Callable[[], None]] = []
-        # Set in a task executor: called around a get() that must wait, so the executor's CPU
-        # can run other tasks meanwhile (a task waiting on its subtasks must not starve them).
-        self.blocking_hooks: tuple[Callable[[], None], Callable[[], None]] | None = None
-        self._task_submitter: Any = None
         self._store_client: Any = None
-        self.node_address = ""
+
+    # -- identity: read-only, fixed at construction ------------------------------------------------
+    @property
+    def identity(self) -> Identity:
+        return self._identity
+
+    @property
+    def job_id(self) -> str:
+        return self._identity.job_id
+
+    @property
+    def namespace(self) -> str:
+        return self._identity.namespace
+
+    @property
+    def node_id(self) -> str:
+        return self._identity.node_id
+
+    @property
+    def node_address(self) -> str:
+        return self._identity.node_address
+
+    @property
+    def worker_id(self) -> str:
+        return self._identity.worker_id
+
+    @property
+    def actor_id(self) -> str:
+        return self._identity.actor_id
+
+    @property
+    def incarnation(self) -> int:
+        return self._identity.incarnation
 
     def store_client(self) -> Any:
         """The client of this node's object store, made on first use; None with no local node."""
@@ -102,16 +119,6 @@ class Runtime:
 
     def add_close_hook(self, hook: Callable[[], None]) -> None:
         self._close_hooks.append(hook)
-
-    def task_submitter(self) -> Any:
-        """This process's task submitter, made on first use (tasks are optional to the kernel)."""
-        with self._lock:
-            if self._task_submitter is None:
-                from actorhub.tasks.submitter import TaskSubmitter
-
-                self._task_submitter = TaskSubmitter(self)
-                self._close_hooks.append(self._task_submitter.close)
-            return self._task_submitter
 
     # -- actor connections ----------------------------------------------------------------------
     def connection(
@@ -293,7 +300,7 @@ class Runtime:
     def get(self, refs: Sequence[ObjectRef[Any]], timeout: float | None) -> list[Any]:
         self._check_known(refs)
         ids = [r.hex() for r in refs]
-        hooks = self.blocking_hooks
+        hooks = blocking_hooks.get()
         if hooks is None or all(self.objects.is_ready(i) for i in ids):
             flags = self.objects.wait(ids, len(ids), timeout)
         else:
@@ -398,34 +405,25 @@ class Runtime:
             self._connections.clear()
         for conn in connections:
             conn.close()
-        self.service.close()
-        self.server.stop(grace=0.5).wait(2)
+        self._endpoint.stop_serving()
         self._fetcher.shutdown(wait=False, cancel_futures=True)
         self.channels.close()
 
 
-_current: Runtime | None = None
-_current_lock = threading.Lock()
-
-
 def set_current(runtime: Runtime | None) -> None:
-    global _current
-    _current = runtime
+    """Called at the process's edge only: init() and shutdown(), a worker's StartActor."""
+    _current.set_runtime(runtime)
 
 
 def current_or_none() -> Runtime | None:
-    return _current
+    # Only set_current() writes the slot, always with a Runtime.
+    return cast("Runtime | None", _current.runtime_or_none())
 
 
 def current() -> Runtime:
-    """The process's runtime; like Ray, the first use without init() starts a local cluster."""
-    runtime = _current
+    """The process's runtime. Never starts a cluster: that belongs to the public API alone
+    (api/cluster.py's connected_runtime), so actorhub's own machinery cannot start one by accident."""
+    runtime = current_or_none()
     if runtime is None:
-        with _current_lock:
-            if _current is None:
-                from actorhub.api.cluster import init
-
-                init()
-        runtime = _current
-        assert runtime is not None
+        raise NoRuntimeError("this process has no actorhub runtime: call actorhub.init() first")
     return runtime

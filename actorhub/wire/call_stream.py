@@ -53,8 +53,10 @@ class ConnectionHost(Protocol):
     hub: HubClient
     caller_id: str
     address: str
-    node_id: str
     borrowing: Borrowing
+
+    @property
+    def node_id(self) -> str: ...  # read-only: part of the runtime's fixed identity
 
     def note_unsent(self, conn: ActorConnection) -> None: ...
 

@@ -1,8 +1,10 @@
 """The Worker service, served by every worker process and every driver.
 
 A worker is forked idle by its node's zygote, registers with the node agent, and becomes an
-actor when the node sends StartActor. A driver serves the same service so other processes can
-read the objects it owns (it never hosts an actor).
+actor when the node sends StartActor: only then is its identity known, so that is when its
+Runtime is built (on the endpoint it served StartActor from) and bound to this service, once.
+A driver serves the same service so other processes can read the objects it owns (it never
+hosts an actor); init() binds its runtime once the job is registered.
 """
 
 from __future__ import annotations
@@ -14,29 +16,32 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import grpc
 
 from actorhub._proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from actorhub.exceptions import RpcFailedError
 from actorhub.runtime import serialization as _serialization
+from actorhub.runtime.endpoint import Endpoint
+from actorhub.runtime.identity import Identity
 from actorhub.runtime.ids import split_store_id
 from actorhub.runtime.object_ref import capturing_refs
+from actorhub.runtime.runtime import Runtime, set_current
 from actorhub.wire.errors import error_to_proto
 from actorhub.wire.node import NodeClient
 from actorhub.wire.transport import STREAM_TAKEN
 from actorhub.worker.mailbox import ActorInstance, Mailbox, make_mailbox
 
-if TYPE_CHECKING:
-    from actorhub.runtime.runtime import Runtime
-
 log = logging.getLogger(__name__)
 
 
 class WorkerService(worker_pb2_grpc.WorkerServicer):
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    def __init__(self, endpoint: Endpoint, boot: WorkerBoot | None = None) -> None:
+        self._endpoint = endpoint
+        self._boot = boot  # None in a driver
+        # The process's runtime, bound once (see bind); None until then: no object exists yet.
+        self._runtime: Runtime | None = None
         self._actor: ActorInstance | None = None
         self._mailbox: Mailbox | None = None
         self._start_lock = threading.Lock()
@@ -44,23 +49,38 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
     def serve_on(self, server: grpc.Server) -> None:
         worker_pb2_grpc.add_WorkerServicer_to_server(self, server)
 
+    def bind(self, runtime: Runtime) -> None:
+        """Serve `runtime` from now on; a process has one runtime, so a second bind is a bug."""
+        if self._runtime is not None:
+            raise RuntimeError(f"this worker service already serves actor {self._runtime.actor_id!r}")
+        self._runtime = runtime
+
     # -- becoming an actor ----------------------------------------------------------------------
     def StartActor(
         self, request: worker_pb2.StartActorRequest, context: grpc.ServicerContext
     ) -> worker_pb2.StartActorReply:
         spec = request.spec
         with self._start_lock:
-            if self._actor is not None:
+            boot = self._boot
+            if self._runtime is not None or boot is None:
                 context.abort(
                     grpc.StatusCode.FAILED_PRECONDITION,
-                    f"this worker already hosts actor {self._runtime.actor_id}",
+                    "this process hosts no more actors: "
+                    + (f"it hosts {self._runtime.actor_id}" if self._runtime is not None else "it is a driver"),
                 )
-            runtime = self._runtime
-            runtime.actor_id = spec.actor_id
-            runtime.incarnation = request.incarnation
-            runtime.job_id = spec.owner_job_id
-            runtime.namespace = spec.job_namespace or spec.namespace
-            runtime.node_id = request.node_id or runtime.node_id
+            identity = Identity(
+                job_id=spec.owner_job_id,
+                namespace=spec.job_namespace or spec.namespace,
+                node_id=request.node_id or boot.node_id,
+                node_address=boot.node_address,
+                worker_id=boot.worker_id,
+                actor_id=spec.actor_id,
+                incarnation=request.incarnation,
+            )
+            runtime = Runtime(identity, self._endpoint)
+            self.bind(runtime)
+            # Before the constructor runs: it may call actors, and unpickles handles and refs.
+            set_current(runtime)
             try:
                 cls = _serialization.loads(spec.pickled_class)
                 actor = ActorInstance(None, spec.class_name, runtime)
@@ -70,17 +90,17 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
                 return worker_pb2.StartActorReply(ok=False, error=error_to_proto(e, tb=tb))
             self._mailbox = make_mailbox(actor, spec.is_async, spec.max_concurrency)
             self._actor = actor
-            threading.Thread(target=self._watch_terminate, args=(actor,), daemon=True).start()
+            threading.Thread(target=self._watch_terminate, args=(actor, runtime), daemon=True).start()
         return worker_pb2.StartActorReply(ok=True)
 
-    def _watch_terminate(self, actor: ActorInstance) -> None:
+    def _watch_terminate(self, actor: ActorInstance, runtime: Runtime) -> None:
         # __ray_terminate__ ends the actor for good: the hub kills this process without restart.
         actor.terminate_requested.wait()
         try:
-            self._runtime.hub.kill_actor(self._runtime.actor_id, no_restart=True)
+            runtime.hub.kill_actor(runtime.actor_id, no_restart=True)
         except (RpcFailedError, ValueError) as e:
             # The hub is gone (the cluster with it) or forgot the actor: nothing is left to end.
-            log.warning("__ray_terminate__ of actor %s: %s", self._runtime.actor_id, e)
+            log.warning("__ray_terminate__ of actor %s: %s", runtime.actor_id, e)
 
     # -- calls ----------------------------------------------------------------------------------
     def CallStream(
@@ -91,7 +111,12 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             return
         runtime = self._runtime
         mailbox = self._mailbox
-        if mailbox is None or first.actor_id != runtime.actor_id or first.incarnation != runtime.incarnation:
+        if (
+            mailbox is None
+            or runtime is None
+            or first.actor_id != runtime.actor_id
+            or first.incarnation != runtime.incarnation
+        ):
             context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"this worker does not host actor {first.actor_id} incarnation {first.incarnation}",
@@ -103,7 +128,10 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
     def GetObject(
         self, request: worker_pb2.GetObjectRequest, context: grpc.ServicerContext
     ) -> worker_pb2.GetObjectReply:
-        table = self._runtime.objects
+        runtime = self._runtime
+        if runtime is None:
+            return worker_pb2.GetObjectReply(missing=True)  # nothing is owned before the runtime
+        table = runtime.objects
         object_id = request.object_id
         if not table.has(object_id):
             return worker_pb2.GetObjectReply(missing=True)
@@ -116,7 +144,6 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             return worker_pb2.GetObjectReply(missing=True)
         if error is not None:
             return worker_pb2.GetObjectReply(ready=True, error=error)
-        runtime = self._runtime
         reply = worker_pb2.GetObjectReply(ready=True)
         contained = table.contained_of(object_id)
         if contained:
@@ -138,15 +165,19 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         return reply
 
     def AddBorrowers(self, request: worker_pb2.BorrowRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
-        self._runtime.borrowing.add_borrowers(request)
+        if self._runtime is not None:
+            self._runtime.borrowing.add_borrowers(request)
         return common_pb2.Empty()
 
     def RemoveBorrowers(self, request: worker_pb2.BorrowRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
-        self._runtime.borrowing.remove_borrowers(request)
+        if self._runtime is not None:
+            self._runtime.borrowing.remove_borrowers(request)
         return common_pb2.Empty()
 
     def ListOwnedObjects(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> worker_pb2.OwnedObjects:
         runtime = self._runtime
+        if runtime is None:
+            return worker_pb2.OwnedObjects(address=self._endpoint.address)
         return worker_pb2.OwnedObjects(
             address=runtime.address,
             objects=[
@@ -162,6 +193,8 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         return common_pb2.Empty()
 
     def HeldStoreIds(self, request: worker_pb2.StoreIds, context: grpc.ServicerContext) -> worker_pb2.StoreIds:
+        if self._runtime is None:
+            return worker_pb2.StoreIds()
         return worker_pb2.StoreIds(store_ids=self._runtime.objects.held_store_ids(request.store_ids))
 
     def close(self) -> None:
@@ -183,31 +216,25 @@ def run_worker(boot: WorkerBoot) -> NoReturn:
     """Entry of a forked worker: serve until the node agent kills this process."""
     from actorhub.cluster.session import Session
     from actorhub.config import Config
-    from actorhub.runtime.runtime import Runtime, set_current
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     token = Session(boot.session_dir).token
     config = Config.load()
-    runtime = Runtime(
-        token=token,
-        hub_address=boot.hub_address,
-        bind_host=boot.bind_host,
-        deadlines=config.deadlines,
-        node_id=boot.node_id,
-        worker_id=boot.worker_id,
+    endpoint = Endpoint(
+        token=token, hub_address=boot.hub_address, bind_host=boot.bind_host, deadlines=config.deadlines,
         server_threads=256,
     )
-    runtime.node_address = boot.node_address
-    set_current(runtime)
+    service = WorkerService(endpoint, boot)
+    endpoint.serve(service, service.close)
     from actorhub.runtime import tracing as _tracing
 
     try:
         _tracing.run_startup_hook(config.tracing_startup_hook)
     except Exception as e:  # tracing is optional: a broken hook is reported, the worker still serves
         print(f"worker {boot.worker_id}: the tracing startup hook failed: {e!r}", file=sys.stderr)
-    node = NodeClient(runtime.channels, boot.node_address, runtime.deadlines)
+    node = NodeClient(endpoint.channels, boot.node_address, endpoint.deadlines)
     try:
-        node.register_worker(boot.worker_id, runtime.address, os.getpid(), timeout=30)
+        node.register_worker(boot.worker_id, endpoint.address, os.getpid(), timeout=30)
     except RpcFailedError as e:
         print(f"worker {boot.worker_id}: cannot register with node {boot.node_address}: {e}", file=sys.stderr)
         os._exit(1)

@@ -1,0 +1,55 @@
+"""Endpoint: what a process has before it has an identity.
+
+Its gRPC server (serving the Worker service) and the address it is bound to, its channels
+and its hub client. A driver must have an address to register its job, and a worker must serve
+StartActor before it knows which actor it hosts; so both make their endpoint first, and build
+their Runtime on it once their identity is known. The Runtime then owns it and closes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from actorhub.config import RpcDeadlines
+from actorhub.wire.hub import HubClient
+from actorhub.wire.transport import ChannelPool, bind, make_server
+
+
+class Service(Protocol):
+    """The Worker service a process serves (worker/service.py, made at the process edge)."""
+
+    def serve_on(self, server: Any) -> None: ...
+
+
+class Endpoint:
+    def __init__(
+        self, *, token: str, hub_address: str, bind_host: str, deadlines: RpcDeadlines, server_threads: int = 64
+    ) -> None:
+        self.token = token
+        self.hub_address = hub_address
+        self.deadlines = deadlines
+        self.channels = ChannelPool(token)
+        self.hub = HubClient(self.channels, hub_address, deadlines)
+        self._server = make_server(token, max_workers=server_threads)
+        self.address = bind(self._server, bind_host)
+        self._close_service: Callable[[], None] = _nothing
+
+    def serve(self, service: Service, close: Callable[[], None]) -> None:
+        """Start serving `service` (made by the process's edge: worker/ sits above runtime/)."""
+        service.serve_on(self._server)
+        self._close_service = close
+        self._server.start()
+
+    def stop_serving(self) -> None:
+        self._close_service()
+        self._server.stop(grace=0.5).wait(2)
+
+    def close(self) -> None:
+        """For an endpoint that never got its runtime (a failed init); a Runtime closes its own."""
+        self.stop_serving()
+        self.channels.close()
+
+
+def _nothing() -> None:
+    pass
