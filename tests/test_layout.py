@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,11 +38,13 @@ MAX_MODULE_LINES = 550
 
 def _modules() -> Iterator[tuple[str, Path]]:
     """(dotted name, path) of every module of the package, through the links as imported."""
-    for path in sorted(PACKAGE.rglob("*.py")):
-        rel = path.relative_to(REPO)
-        if "_proto" in rel.parts:
-            continue
-        parts = list(rel.with_suffix("").parts)
+    found = []
+    # os.walk, not Path.rglob: rglob does not descend into the links to tasks/ and namespaces/.
+    for folder, dirs, files in os.walk(PACKAGE, followlinks=True):
+        dirs[:] = [d for d in dirs if d not in ("_proto", "__pycache__")]
+        found += [Path(folder) / f for f in files if f.endswith(".py")]
+    for path in sorted(found):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
         yield ".".join(parts), path
