@@ -29,10 +29,10 @@ from typing import Any
 
 import cloudpickle
 
-from actorhub._proto.v1 import common_pb2
 from actorhub.exceptions import TaskCancelledError
 from actorhub.runtime.object_table import ErrorOrigin
 from actorhub.tasks.options import TaskOptions
+from actorhub.wire.errors import ErrorKind, RemoteError
 
 LINGER_S = 0.05
 # Tasks one lease may carry at once when no more leases are coming: the executor still runs
@@ -49,7 +49,7 @@ NODES_EVERY_S = 2.0
 # Leases of tasks that need no CPU: as many as a desk will lend.
 ZERO_CPU_LEASES = 64
 
-_WORKER_GONE = (common_pb2.ERROR_KIND_ACTOR_DIED, common_pb2.ERROR_KIND_ACTOR_UNAVAILABLE)
+_WORKER_GONE = (ErrorKind.ACTOR_DIED, ErrorKind.ACTOR_UNAVAILABLE)
 
 # A lease pool: (the node its tasks must run on, or "" for any; CPUs per task). A lease serves
 # the tasks of its own pool only.
@@ -87,7 +87,7 @@ class Task:
         self.retries_left = options.max_retries  # -1: without limit
         self.cancelled = False
         self.deps_left = 0
-        self.dep_error: tuple[common_pb2.ErrorInfo, ErrorOrigin | None] | None = None
+        self.dep_error: tuple[RemoteError, ErrorOrigin | None] | None = None
         self.lease: Lease | None = None
 
 
@@ -269,7 +269,7 @@ class SubmitState:
         return idle
 
     # -- a task came back (no lock: it touches the task and the `short` set only) -----------------
-    def task_returned(self, task: Task, error: common_pb2.ErrorInfo | None, lease_node: str) -> Outcome:
+    def task_returned(self, task: Task, error: RemoteError | None, lease_node: str) -> Outcome:
         if self.clock() - task.dispatched_at < SHORT_TASK_S:
             self.short.add(task.pool)
         else:
@@ -283,7 +283,7 @@ class SubmitState:
                 return Outcome.CRASHED
             # Its executor cannot come back on a node that is gone; only the hub can tell.
             return Outcome.RETRY_UNLESS_NODE_GONE if lease_node != self.local_node else Outcome.RETRY
-        if error.kind == common_pb2.ERROR_KIND_APPLICATION and task.options.retries_exception(
+        if error.kind == ErrorKind.APPLICATION and task.options.retries_exception(
             exception_of(error)
         ) and _retry(task):
             return Outcome.RETRY
@@ -347,7 +347,7 @@ def _retry(task: Task) -> bool:
     return True
 
 
-def exception_of(error: common_pb2.ErrorInfo) -> BaseException | None:
+def exception_of(error: RemoteError) -> BaseException | None:
     if not error.pickled:
         return None
     try:
@@ -357,7 +357,7 @@ def exception_of(error: common_pb2.ErrorInfo) -> BaseException | None:
     return value if isinstance(value, BaseException) else None
 
 
-def is_cancellation(error: common_pb2.ErrorInfo) -> bool:
-    return error.kind == common_pb2.ERROR_KIND_TASK_CANCELLED or error.type_name.endswith(
+def is_cancellation(error: RemoteError) -> bool:
+    return error.kind == ErrorKind.TASK_CANCELLED or error.type_name.endswith(
         TaskCancelledError.__qualname__
     )

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from actorhub._proto.v1 import common_pb2
 from actorhub.exceptions import RpcFailedError
 from actorhub.namespaces import SYSTEM_NAMESPACE
 from actorhub.runtime.object_ref import ObjectRef
@@ -32,7 +31,7 @@ from actorhub.runtime.object_table import ErrorOrigin
 from actorhub.tasks.lease_desk import LeaseDesk, desk_name
 from actorhub.tasks.options import TaskOptions
 from actorhub.tasks.submit_state import LINGER_S, Lease, Outcome, Pool, SubmitState, Task
-from actorhub.wire.errors import error_to_proto, system_error
+from actorhub.wire.errors import ErrorKind, RemoteError, describe, system_error
 
 if TYPE_CHECKING:
     from actorhub.runtime.runtime import Runtime
@@ -74,7 +73,7 @@ class TaskSubmitter:
         if options.node_id and options.node_id not in state.nodes:
             self._finish(task, error=system_error(
                 f"task {name} cannot run: its NodeAffinitySchedulingStrategy names node {options.node_id}, "
-                f"which is not an alive node of this cluster", common_pb2.ERROR_KIND_TASK_UNSCHEDULABLE))
+                f"which is not an alive node of this cluster", ErrorKind.TASK_UNSCHEDULABLE))
         elif deps:
             task.deps_left = len(deps)
             for dep in deps:
@@ -145,7 +144,7 @@ class TaskSubmitter:
             if again:
                 self._request_lease(pool)
             for t in doomed:
-                self._finish(t, error=error_to_proto(e))
+                self._finish(t, error=describe(e))
             return
         with self._lock:
             taken = self._state.lease_granted(lease)
@@ -156,7 +155,7 @@ class TaskSubmitter:
         if self._rt.closed:
             self._finish(task, error=system_error(
                 f"task {task.name} did not run: this process shut down its connection to the cluster",
-                common_pb2.ERROR_KIND_SYSTEM))
+                ErrorKind.SYSTEM))
             return
         task.lease = lease
         task.dispatched_at = self._clock()
@@ -187,7 +186,7 @@ class TaskSubmitter:
             self._finish(task, error=system_error(
                 f"the worker running task {task.name} died ({error.message}); "
                 f"it was tried {task.options.max_retries + 1} times (max_retries={task.options.max_retries})",
-                common_pb2.ERROR_KIND_WORKER_CRASHED))
+                ErrorKind.WORKER_CRASHED))
         else:
             self._finish(task, error=error)
         with self._lock:
@@ -197,7 +196,7 @@ class TaskSubmitter:
 
     # -- results ---------------------------------------------------------------------------------
     def _finish(self, task: Task, *, results: list[ObjectRef[Any]] | None = None,
-                error: common_pb2.ErrorInfo | None = None, origin: ErrorOrigin | None = None) -> None:
+                error: RemoteError | None = None, origin: ErrorOrigin | None = None) -> None:
         with self._lock:
             self._state.finished(task)
         objects = self._rt.objects
@@ -212,7 +211,7 @@ class TaskSubmitter:
 
     def _finish_cancelled(self, task: Task) -> None:
         self._finish(task, error=system_error(f"task {task.name} was cancelled",
-                                              common_pb2.ERROR_KIND_TASK_CANCELLED))
+                                              ErrorKind.TASK_CANCELLED))
 
     def cancel(self, ref: ObjectRef[Any], force: bool) -> None:
         with self._lock:

@@ -26,6 +26,7 @@ from actorhub.wire.call_state import (
     PendingCall,
     Step,
 )
+from actorhub.wire.errors import ErrorKind, RemoteError
 
 ALIVE = common_pb2.ACTOR_STATE_ALIVE
 DEAD = common_pb2.ACTOR_STATE_DEAD
@@ -111,7 +112,8 @@ def test_calls_go_in_submission_order_and_replies_complete_their_ids(caller: Cal
     completions, lent = caller.state.replies_received(out)
     assert lent is None
     assert [(oid, v) for oid, v, _ in completions] == [("c.2.0", b"x"), ("c.2.1", b"y"), ("c.1.0", None)]
-    assert completions[2][2] is not None and completions[2][2].message == "boom"
+    # An error reaches the object table as a plain value; values go through as they came.
+    assert completions[2][2] == RemoteError(message="boom")
     assert set(caller.state.inflight) == {3}
 
 
@@ -227,7 +229,8 @@ def test_dead_fails_every_call_with_the_cause_and_later_calls_at_once(caller: Ca
     assert step.action is None and failed(step) == {"c.1.0": (DIED, "killed"), "c.2.0": (DIED, "killed")}
     assert not caller.state.unsent and not caller.state.inflight
     later = PendingCall(9, "c", b"", 1, ["z"], 0)
-    assert caller.state.submitted(later) == cause and not caller.state.unsent
+    assert caller.state.submitted(later) == RemoteError(message="killed", kind=ErrorKind.ACTOR_DIED)
+    assert not caller.state.unsent
     assert caller.state.wait_over(caller.state.last_seq)
 
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 import actorhub
-from actorhub._proto.v1 import hub_pb2
 from actorhub.cluster.launcher import start_node
 from actorhub.cluster.session import Session
 from actorhub.config import Config
 from actorhub.exceptions import ActorDiedError, ActorUnavailableError
 from actorhub.runtime.runtime import current
+from actorhub.wire.records import ClusterStatus
 
 
 @actorhub.remote
@@ -27,9 +27,8 @@ class Where:
         return os.getpid()
 
 
-def _status() -> hub_pb2.ClusterStatus:
-    status: hub_pb2.ClusterStatus = current().hub.cluster_status()
-    return status
+def _status() -> ClusterStatus:
+    return current().hub.cluster_status()
 
 
 def _gone(pid: int) -> bool:

@@ -17,7 +17,7 @@ import pytest
 from _drivers import REPO, driver_script
 
 import actorhub
-from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2, node_pb2_grpc
+from actorhub._proto.v1 import common_pb2, node_pb2, node_pb2_grpc
 from actorhub.cluster.launcher import start_node
 from actorhub.cluster.session import Session
 from actorhub.config import Config
@@ -25,6 +25,7 @@ from actorhub.exceptions import ObjectLostError, TaskUnschedulableError
 from actorhub.object_store.transfer import CHUNK_BYTES
 from actorhub.runtime.runtime import current
 from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from actorhub.wire.records import ClusterStatus, NodeStatus
 
 MIB = 1 << 20
 
@@ -55,9 +56,8 @@ def _wait_for(predicate: Any, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def _status() -> hub_pb2.ClusterStatus:
-    status: hub_pb2.ClusterStatus = current().hub.cluster_status()
-    return status
+def _status() -> ClusterStatus:
+    return current().hub.cluster_status()
 
 
 def _listing(address: str) -> node_pb2.ListObjectsReply:
@@ -67,7 +67,7 @@ def _listing(address: str) -> node_pb2.ListObjectsReply:
 
 
 @pytest.fixture
-def second_node(cluster: actorhub.ClusterContext) -> Iterator[hub_pb2.NodeStatus]:
+def second_node(cluster: actorhub.ClusterContext) -> Iterator[NodeStatus]:
     process = start_node(Config.load(num_cpus=2), Session(Path(cluster.session_dir)), cluster.address)
     try:
         _wait_for(lambda: len([n for n in _status().nodes if n.alive]) == 2)
@@ -82,14 +82,14 @@ def second_node(cluster: actorhub.ClusterContext) -> Iterator[hub_pb2.NodeStatus
                 process.wait()
 
 
-def _reader_on(node: hub_pb2.NodeStatus) -> Any:
+def _reader_on(node: NodeStatus) -> Any:
     reader = Reader.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)).remote()
     assert actorhub.get(reader.node.remote()) == node.node_id
     return reader
 
 
 def test_a_large_object_is_pulled_in_chunks_and_mapped_read_only_on_the_other_node(
-    cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
+    cluster: actorhub.ClusterContext, second_node: NodeStatus
 ) -> None:
     array = np.arange(3 * CHUNK_BYTES // 8 + 12345, dtype=np.int64)  # three chunks and a bit
     ref = actorhub.put(array)
@@ -111,7 +111,7 @@ def test_a_large_object_is_pulled_in_chunks_and_mapped_read_only_on_the_other_no
 
 
 def test_concurrent_readers_on_one_node_share_one_pull(
-    cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
+    cluster: actorhub.ClusterContext, second_node: NodeStatus
 ) -> None:
     array = np.full(4 * MIB, 7, dtype=np.int64)  # 32 MiB
     ref = actorhub.put(array)
@@ -125,7 +125,7 @@ def test_concurrent_readers_on_one_node_share_one_pull(
 
 
 def test_large_task_arguments_cross_nodes_through_the_stores(
-    cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
+    cluster: actorhub.ClusterContext, second_node: NodeStatus
 ) -> None:
     @actorhub.remote
     def checksum(array: Any) -> tuple[int, str]:
@@ -137,7 +137,7 @@ def test_large_task_arguments_cross_nodes_through_the_stores(
 
 
 def test_a_pull_from_a_node_that_lost_the_object_fails_with_object_lost(
-    cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
+    cluster: actorhub.ClusterContext, second_node: NodeStatus
 ) -> None:
     client = current().store_client()
     with pytest.raises(ObjectLostError, match="could not be brought"):
@@ -151,7 +151,7 @@ def _node_after(seconds: float) -> str:
 
 
 def test_tasks_fill_the_callers_node_first_then_run_on_the_others(
-    cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
+    cluster: actorhub.ClusterContext, second_node: NodeStatus
 ) -> None:
     # Two CPUs per node: two at a time stay on the caller's node, the next two go to the other
     # (unless its first lease comes later than one here frees up, on a slow machine).
@@ -162,7 +162,7 @@ def test_tasks_fill_the_callers_node_first_then_run_on_the_others(
 
 
 def test_node_affinity_pins_tasks_and_an_unknown_node_is_a_typed_error(
-    cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
+    cluster: actorhub.ClusterContext, second_node: NodeStatus
 ) -> None:
     pinned = _node_after.options(scheduling_strategy=NodeAffinitySchedulingStrategy(second_node.node_id))
     assert set(actorhub.get([pinned.remote(0) for _ in range(6)])) == {second_node.node_id}
@@ -172,7 +172,7 @@ def test_node_affinity_pins_tasks_and_an_unknown_node_is_a_typed_error(
 
 
 def test_tasks_on_a_node_killed_with_sigkill_are_retried_on_the_others(
-    cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
+    cluster: actorhub.ClusterContext, second_node: NodeStatus
 ) -> None:
     refs = [_node_after.remote(3) for _ in range(4)]  # two here, two on the other node
     time.sleep(1.5)
@@ -193,7 +193,7 @@ class Shard:
 
 
 def test_large_results_from_another_node_come_through_its_store(
-    cluster: actorhub.ClusterContext, second_node: hub_pb2.NodeStatus
+    cluster: actorhub.ClusterContext, second_node: NodeStatus
 ) -> None:
     shard = Shard.options(scheduling_strategy=NodeAffinitySchedulingStrategy(second_node.node_id)).remote()
     assert actorhub.get(shard.node.remote()) == second_node.node_id

@@ -10,7 +10,6 @@ import cloudpickle
 import pytest
 from _fake_clock import FakeClock
 
-from actorhub._proto.v1 import common_pb2
 from actorhub.tasks.options import TaskOptions
 from actorhub.tasks.submit_state import (
     AVOID_NODE_S,
@@ -24,10 +23,11 @@ from actorhub.tasks.submit_state import (
     Task,
 )
 from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from actorhub.wire.errors import ErrorKind, RemoteError
 
 ANY_1CPU = ("", 1.0)
-DIED = common_pb2.ERROR_KIND_ACTOR_DIED
-APPLICATION = common_pb2.ERROR_KIND_APPLICATION
+DIED = ErrorKind.ACTOR_DIED
+APPLICATION = ErrorKind.APPLICATION
 
 _seqs = itertools.count(1)
 
@@ -213,7 +213,7 @@ def test_nodes_view_goes_stale(clock: FakeClock) -> None:
 def test_worker_deaths_are_retried_up_to_max_retries(clock: FakeClock) -> None:
     s = make_state(clock, {"n1": 1.0})
     t = task(max_retries=2)
-    died = common_pb2.ErrorInfo(kind=DIED, message="gone")
+    died = RemoteError(kind=DIED, message="gone")
     assert [s.task_returned(t, died, "n1") for _ in range(3)] == [Outcome.RETRY, Outcome.RETRY, Outcome.CRASHED]
     forever = task(max_retries=-1)
     assert all(s.task_returned(forever, died, "n1") is Outcome.RETRY for _ in range(10))
@@ -223,14 +223,14 @@ def test_worker_deaths_are_retried_up_to_max_retries(clock: FakeClock) -> None:
 
 def test_application_errors_retry_only_as_retry_exceptions_says(clock: FakeClock) -> None:
     s = make_state(clock, {"n1": 1.0})
-    value_error = common_pb2.ErrorInfo(kind=APPLICATION, pickled=cloudpickle.dumps(ValueError("x")))
+    value_error = RemoteError(kind=APPLICATION, pickled=cloudpickle.dumps(ValueError("x")))
     assert s.task_returned(task(), value_error, "n1") is Outcome.FAILED
     t = task(retry_exceptions=True, max_retries=1)
     assert s.task_returned(t, value_error, "n1") is Outcome.RETRY
     assert s.task_returned(t, value_error, "n1") is Outcome.FAILED
     assert s.task_returned(task(retry_exceptions=[KeyError]), value_error, "n1") is Outcome.FAILED
     assert s.task_returned(task(retry_exceptions=[ValueError]), value_error, "n1") is Outcome.RETRY
-    unpicklable = common_pb2.ErrorInfo(kind=APPLICATION, pickled=b"not a pickle")
+    unpicklable = RemoteError(kind=APPLICATION, pickled=b"not a pickle")
     assert s.task_returned(task(retry_exceptions=[ValueError]), unpicklable, "n1") is Outcome.FAILED
 
 
@@ -241,7 +241,7 @@ def test_cancelled_tasks(clock: FakeClock) -> None:
     assert s.task_ready(t) is True
     assert s.cancel(t.object_ids[0]) == (t, True) and not s.ready and s.ready_pools[ANY_1CPU] == 0
     assert s.task_ready(t) is False  # a cancelled task is not queued again
-    cancelled = common_pb2.ErrorInfo(kind=common_pb2.ERROR_KIND_TASK_CANCELLED)
+    cancelled = RemoteError(kind=ErrorKind.TASK_CANCELLED)
     assert s.task_returned(task(), cancelled, "n1") is Outcome.CANCELLED
     s.finished(t)
     assert s.cancel(t.object_ids[0]) == (None, False)

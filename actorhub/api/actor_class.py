@@ -5,13 +5,13 @@ from __future__ import annotations
 import inspect
 from typing import Any, Generic, TypeVar
 
-from actorhub._proto.v1 import common_pb2
 from actorhub.api.actor_handle import ActorHandle, HandleState, MethodInfo
 from actorhub.api.cluster import connected_runtime
 from actorhub.api.options import ActorOptions, OptionsError
 from actorhub.runtime import serialization as _serialization
 from actorhub.runtime.ids import new_id
 from actorhub.runtime.runtime import Runtime
+from actorhub.wire.records import ActorSpec
 
 T = TypeVar("T")
 NUM_RETURNS_ATTR = "__actorhub_num_returns__"
@@ -66,7 +66,7 @@ class ActorClass(Generic[T]):
         if not self._pickled:
             self._pickled.append(_serialization.dumps(self._cls))
         max_concurrency = options.max_concurrency or (0 if self._is_async else 1)
-        spec = common_pb2.ActorSpec(
+        spec = ActorSpec(
             actor_id=new_id(12),
             class_name=name,
             pickled_class=self._pickled[0],
@@ -82,10 +82,7 @@ class ActorClass(Generic[T]):
             owner_job_id=runtime.job_id,
             owner_actor_id=runtime.actor_id,
             job_namespace=runtime.namespace,
-            methods=[
-                common_pb2.MethodMeta(name=m.name, num_returns=m.num_returns, is_async=m.is_async)
-                for m in self._methods.values()
-            ],
+            methods=tuple(self._methods.values()),
             is_async=self._is_async,
             hub_address=runtime.hub_address,
             node_id=options.node_id,

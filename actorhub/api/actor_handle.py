@@ -15,21 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from actorhub._proto.v1 import common_pb2
 from actorhub.api.options import CallOptions
 from actorhub.exceptions import RuntimeShutDownError
 from actorhub.runtime import tracing as _tracing
 from actorhub.runtime.object_ref import ObjectRef
 from actorhub.runtime.runtime import Runtime, current, current_or_none
+from actorhub.wire.records import ActorInfo, MethodInfo
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class MethodInfo:
-    name: str
-    num_returns: int = 1
-    is_async: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,13 +37,11 @@ class HandleState:
     is_async: bool = False
 
     @classmethod
-    def from_info(cls, info: common_pb2.ActorInfo) -> HandleState:
+    def from_info(cls, info: ActorInfo) -> HandleState:
         return cls(
             actor_id=info.actor_id,
             class_name=info.class_name,
-            methods={
-                m.name: MethodInfo(m.name, m.num_returns, m.is_async) for m in info.methods
-            },
+            methods={m.name: m for m in info.methods},
             max_task_retries=info.max_task_retries,
             max_pending_calls=info.max_pending_calls,
             is_async=info.is_async,

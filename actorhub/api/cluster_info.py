@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from actorhub._proto.v1 import hub_pb2
 from actorhub.api.cluster import connected_runtime
 from actorhub.exceptions import RpcFailedError
 from actorhub.namespaces.lookup import get_actor
 from actorhub.runtime import runtime as _runtime
+from actorhub.wire.records import ClusterStatus
 from actorhub.wire.store import NodeStoreClient, StoreListing
 
 
@@ -78,7 +78,7 @@ def available_resources() -> dict[str, float]:
     return free
 
 
-def _status(runtime: _runtime.Runtime) -> hub_pb2.ClusterStatus:
+def _status(runtime: _runtime.Runtime) -> ClusterStatus:
     return runtime.hub.cluster_status()
 
 

@@ -40,7 +40,7 @@ class RuntimeContext:
         actor_id = self._runtime.actor_id
         if not actor_id:
             raise RuntimeError("current_actor is only available inside an actor")
-        info = self._runtime.hub.wait_actor(actor_id)
+        info = self._runtime.hub.actor_info(actor_id)
         return ActorHandle(HandleState.from_info(info), self._runtime)
 
     def get(self) -> dict[str, Any]:

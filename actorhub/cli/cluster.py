@@ -8,11 +8,11 @@ import signal
 import subprocess
 import time
 
-from actorhub._proto.v1 import hub_pb2
 from actorhub.cli.common import CliError, HubClient, Target, cpu_count_words, live_pids, sessions
 from actorhub.cluster.launcher import start_head, start_node, stop_session
 from actorhub.cluster.session import ADDRESS_FILE, Session, session_for_address
 from actorhub.config import Config
+from actorhub.wire.records import NodeStatus
 
 _POLL_S = 0.02
 
@@ -69,7 +69,7 @@ def start_node_command(address: str, num_cpus: float | None) -> int:
 
 def _wait_for_new_node(
     target: Target, known: set[str], processes: list[subprocess.Popen[bytes]], timeout: float
-) -> hub_pb2.NodeStatus:
+) -> NodeStatus:
     """The first alive node not in `known`; fails fast when one of `processes` exits."""
     deadline = time.monotonic() + timeout
     logs = target.session.logs if target.session is not None else None

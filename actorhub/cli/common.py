@@ -9,16 +9,15 @@ from types import TracebackType
 
 import grpc
 
-from actorhub._proto.v1 import common_pb2, hub_pb2
 from actorhub.cluster.session import ADDRESS_FILE, NoClusterError, Session, latest_session, session_for_address
 from actorhub.config import Config, RpcDeadlines
 from actorhub.exceptions import PeerUnavailableError, RpcDeadlineExceededError, RpcFailedError
 from actorhub.wire.hub import HubClient as WireHubClient
+from actorhub.wire.records import ActorInfo, ClusterStatus
 from actorhub.wire.transport import ChannelPool
 
 # A hub on this machine answers in milliseconds; longer means it is wedged or gone.
 RPC_TIMEOUT_S = 5.0
-_STATE_PREFIX = "ACTOR_STATE_"
 
 
 class CliError(Exception):
@@ -114,13 +113,13 @@ class HubClient:
     def close(self) -> None:
         self.channels.close()
 
-    def status(self) -> hub_pb2.ClusterStatus:
+    def status(self) -> ClusterStatus:
         try:
             return self._hub.cluster_status()
         except RpcFailedError as err:
             raise self._error(err) from None
 
-    def list_actors(self, namespace: str | None) -> list[common_pb2.ActorInfo]:
+    def list_actors(self, namespace: str | None) -> list[ActorInfo]:
         try:
             return self._hub.list_actors(namespace or "", all_namespaces=namespace is None)
         except RpcFailedError as err:
@@ -134,10 +133,6 @@ class HubClient:
             return CliError(f"the hub at {self.target.address} refused the token{where}")
         name = err.code.name if err.code is not None else "error"
         return CliError(f"the hub at {self.target.address} failed: {name}: {err.details}")
-
-
-def state_name(state: int) -> str:
-    return common_pb2.ActorState.Name(state).removeprefix(_STATE_PREFIX)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from actorhub.cli.common import HubClient, cpus, find_cluster, format_table, state_name
+from actorhub.cli.common import HubClient, cpus, find_cluster, format_table
 from actorhub.config import Config
+from actorhub.wire.records import ClusterStatus
 
 if TYPE_CHECKING:
-    from actorhub._proto.v1 import hub_pb2
+    from actorhub.wire.owned import OwnedObject
 
 
 def status_command(address: str | None) -> int:
@@ -29,7 +30,7 @@ def status_command(address: str | None) -> int:
         print(_indent(format_table(["NODE ID", "ADDRESS", "CPUS (AVAILABLE/TOTAL)", "STATE"], rows)))
     print()
     # The hub leaves dead actors out of the status, so these are the live ones.
-    by_state = Counter(state_name(a.state) for a in status.actors)
+    by_state = Counter(a.state for a in status.actors)
     counts = ", ".join(f"{count} {state}" for state, count in sorted(by_state.items()))
     print(f"Actors: {len(status.actors)} live" + (f" ({counts})" if counts else ""))
     print(f"Jobs: {status.live_jobs} live")
@@ -50,7 +51,7 @@ def list_actors_command(address: str | None, namespace: str | None) -> int:
             a.class_name,
             a.name or "-",
             a.namespace,
-            state_name(a.state),
+            a.state,
             str(a.pid) if a.pid else "-",
             a.node_id or "-",
         ]
@@ -75,10 +76,10 @@ def memory_command(address: str | None) -> int:
         return _print_memory(hub.status(), hub)
 
 
-def _print_memory(status: hub_pb2.ClusterStatus, hub: HubClient) -> int:
+def _print_memory(status: ClusterStatus, hub: HubClient) -> int:
     from actorhub.exceptions import RpcFailedError
+    from actorhub.wire.owned import list_owned_objects
     from actorhub.wire.store import NodeStoreClient
-    from actorhub.wire.worker import WorkerClient
 
     # Store id -> (size, where) on each node holding it: its own node's, and copies pulled elsewhere.
     stored: dict[str, list[tuple[int, str]]] = {}
@@ -101,10 +102,10 @@ def _print_memory(status: hub_pb2.ClusterStatus, hub: HubClient) -> int:
     rows: list[list[str]] = []
     for owner, label in owners.items():
         try:
-            owned = WorkerClient(hub.channels, owner, hub.deadlines, "owner").list_owned_objects()
+            owned = list_owned_objects(hub.channels, owner, hub.deadlines)
         except RpcFailedError:
             continue  # gone since the hub answered, or busy: its objects go unlisted
-        for o in owned.objects:
+        for o in owned:
             places = stored.get(o.store_id or o.object_id)
             size = places[0][0] if places else o.size
             where = ", ".join(w for _, w in places) if places else o.where
@@ -117,11 +118,8 @@ def _print_memory(status: hub_pb2.ClusterStatus, hub: HubClient) -> int:
     return 0
 
 
-def _holders(o: object, labels: dict[str, str]) -> str:
+def _holders(o: OwnedObject, labels: dict[str, str]) -> str:
     """Who keeps an object alive: the owner's own refs, borrowers, values that contain it."""
-    from actorhub._proto.v1 import worker_pb2
-
-    assert isinstance(o, worker_pb2.OwnedObject)
     parts = []
     if o.local_refs:
         parts.append(f"owner x{o.local_refs}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from actorhub._proto.v1 import common_pb2
 from actorhub.exceptions import ActorHubError
-from actorhub.wire.errors import system_error
+from actorhub.wire.errors import ErrorKind, system_error_info
 
 PENDING = common_pb2.ACTOR_STATE_PENDING
 ALIVE = common_pb2.ACTOR_STATE_ALIVE
@@ -191,7 +191,7 @@ def exit_cause(pid: int, exit_code: int, signum: int) -> str:
 
 
 def died(rec: ActorRecord, cause: str) -> common_pb2.ErrorInfo:
-    return system_error(f"The actor {rec.label} died: {cause}", common_pb2.ERROR_KIND_ACTOR_DIED)
+    return system_error_info(f"The actor {rec.label} died: {cause}", ErrorKind.ACTOR_DIED)
 
 
 def killed_message(rec: ActorRecord) -> str:

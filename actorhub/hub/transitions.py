@@ -27,7 +27,7 @@ from actorhub.hub.records import (
     out_of_restarts,
 )
 from actorhub.namespaces.directory import NameDirectory
-from actorhub.wire.errors import system_error
+from actorhub.wire.errors import ErrorKind, system_error_info
 
 # Float CPU counts are added and subtracted many times; compare with a little slack.
 _EPSILON = 1e-9
@@ -95,7 +95,7 @@ class TableState:
         if rec.state == ALIVE:
             return self._worker_kill(rec)
         # No process yet; a StartActor in flight finds the record DEAD and kills what it made.
-        self._mark_dead(rec, system_error(rec.kill_message, common_pb2.ERROR_KIND_ACTOR_DIED), out)
+        self._mark_dead(rec, system_error_info(rec.kill_message, ErrorKind.ACTOR_DIED), out)
         return None
 
     def _kill_by_owner(self, rec: ActorRecord, message: str, out: Decisions) -> None:
@@ -114,7 +114,7 @@ class TableState:
         rec.early_exit = ""
         pinned_to = self._nodes.get(rec.spec.node_id) if rec.spec.node_id else None
         if rec.kill_requested:
-            self._mark_dead(rec, system_error(rec.kill_message, common_pb2.ERROR_KIND_ACTOR_DIED), out)
+            self._mark_dead(rec, system_error_info(rec.kill_message, ErrorKind.ACTOR_DIED), out)
         elif pinned_to is not None and not pinned_to.alive:
             # Its node affinity names a node that is gone: no restart could ever be placed.
             self._mark_dead(rec, died(rec, f"{cause}, and it is pinned to that node"), out)

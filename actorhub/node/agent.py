@@ -35,7 +35,7 @@ from actorhub.exceptions import ActorUnavailableError, RpcFailedError
 from actorhub.node.worker_pool import PoolError, State, Worker, WorkerPool
 from actorhub.node.zygote import ZygoteProcess
 from actorhub.object_store.service import NodeObjects
-from actorhub.wire.errors import system_error
+from actorhub.wire.errors import ErrorKind, system_error_info
 from actorhub.wire.hub import HubClient
 from actorhub.wire.rpc import GONE_CODES
 from actorhub.wire.transport import ChannelPool, bind, make_server
@@ -262,9 +262,8 @@ class NodeAgent:
 
 
 def _failed(message: str, *, actor_died: bool) -> node_pb2.NodeStartActorReply:
-    # A flag rather than an ErrorKind parameter: the generated enum type differs between stub styles.
-    kind = common_pb2.ERROR_KIND_ACTOR_DIED if actor_died else common_pb2.ERROR_KIND_SYSTEM
-    return node_pb2.NodeStartActorReply(ok=False, error=system_error(message, kind))
+    kind = ErrorKind.ACTOR_DIED if actor_died else ErrorKind.SYSTEM
+    return node_pb2.NodeStartActorReply(ok=False, error=system_error_info(message, kind))
 
 
 class NodeServicer(node_pb2_grpc.NodeServicer):

@@ -6,6 +6,7 @@ The store's code belongs to the tasks layer; the node agent imports it only when
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -211,7 +212,10 @@ class NodeObjects:
         from actorhub.object_store.store import ObjectNotInStoreError
 
         try:
-            yield from self.transfer.serve(request.object_id, request.puller)
+            # Closed with this stream, as `yield from` would: a cancelled pull unpins at once.
+            with contextlib.closing(self.transfer.serve(request.object_id, request.puller)) as chunks:
+                for total_size, offset, data in chunks:
+                    yield node_pb2.ObjectChunk(total_size=total_size, offset=offset, data=data)
         except ObjectNotInStoreError as e:
             context.abort(grpc.StatusCode.NOT_FOUND, str(e))
         except OSError as e:

@@ -16,11 +16,10 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 
 import grpc
 
-from actorhub._proto.v1 import node_pb2
 from actorhub.config import RpcDeadlines
 from actorhub.exceptions import RpcFailedError
 from actorhub.object_store.store import SHARED_MEMORY, Location, NodeObjectStore, ObjectExistsError
@@ -30,6 +29,10 @@ from actorhub.wire.transport import ChannelPool
 # Big enough that per-message costs vanish against the copy, small enough that a chunk in
 # flight on either side is no burden (gRPC holds a few per stream).
 CHUNK_BYTES = 8 << 20
+
+# One chunk of a segment as `serve` yields it: (the whole segment's size, this chunk's offset
+# in it, its bytes). The store's service writes each into an ObjectChunk message.
+Chunk = tuple[int, int, bytes]
 
 
 class PullError(Exception):
@@ -53,7 +56,7 @@ class ObjectTransfer:
         self.address = ""  # this node agent's, once it serves
 
     # -- the source's side ----------------------------------------------------------------------
-    def serve(self, object_id: str, puller: str) -> Iterator[node_pb2.ObjectChunk]:
+    def serve(self, object_id: str, puller: str) -> Generator[Chunk, None, None]:
         """The segment of `object_id` in chunks; pinned (so not reused) until the last is sent."""
         location, fd = self._open(object_id, puller)
         with self._lock:
@@ -64,7 +67,7 @@ class ObjectTransfer:
                 data = os.pread(fd, min(CHUNK_BYTES, size - sent), location.offset + sent)
                 if not data:
                     raise OSError(f"object {object_id} ended after {sent} of {size} bytes")
-                yield node_pb2.ObjectChunk(total_size=size, offset=sent, data=data)
+                yield size, sent, data
                 sent += len(data)
         finally:
             os.close(fd)

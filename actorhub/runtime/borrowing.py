@@ -26,10 +26,9 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from actorhub._proto.v1 import worker_pb2
 from actorhub.exceptions import RpcFailedError
 from actorhub.runtime.object_ref import ObjectRef, adoption_context
-from actorhub.wire.worker import WorkerClient
+from actorhub.wire.worker import LentRef, WorkerClient
 
 if TYPE_CHECKING:
     from actorhub.config import RpcDeadlines
@@ -79,25 +78,26 @@ class Borrowing:
         for owner, ids in by_owner.items():
             self._add_borrowers(owner, self._address, ids)
 
-    def accept_lent(self, object_ids: Sequence[str], contained: Iterable[worker_pb2.ContainedRef]) -> None:
+    def accept_lent(self, object_ids: Sequence[str], contained: Iterable[LentRef]) -> None:
         """Pin refs lent to this process inside values; the values are `object_ids` by index."""
         objects = self._objects
         by_value: dict[int, list[ObjectRef[Any]]] = {}
-        for c in contained:
-            objects.adopt(c.object_id, c.owner_address, owned=c.owner_address == self._address, lent=True)
-            by_value.setdefault(c.value_index, []).append(ObjectRef.counted(c.object_id, c.owner_address, objects))
+        for object_id, owner, index in contained:
+            objects.adopt(object_id, owner, owned=owner == self._address, lent=True)
+            by_value.setdefault(index, []).append(ObjectRef.counted(object_id, owner, objects))
         for index, refs in by_value.items():
             if index < len(object_ids):
                 objects.attach_contained(object_ids[index], refs)
 
     # -- the sending side -------------------------------------------------------------------------
-    def lend(self, refs: Iterable[tuple[int, ObjectRef[Any]]], borrower: str) -> list[worker_pb2.ContainedRef]:
-        """Register `borrower` for each ref before a value holding them is sent to it."""
-        out: list[worker_pb2.ContainedRef] = []
+    def lend(self, refs: Iterable[tuple[int, ObjectRef[Any]]], borrower: str) -> list[LentRef]:
+        """Register `borrower` for each ref before a value holding them is sent to it; returns
+        what the message carries to say so (the sender writes them into its reply)."""
+        out: list[LentRef] = []
         remote: dict[str, list[str]] = {}
         for index, ref in refs:
             owner = ref.owner_address
-            out.append(worker_pb2.ContainedRef(object_id=ref.hex(), owner_address=owner, value_index=index))
+            out.append(LentRef(ref.hex(), owner, index))
             if owner == borrower or not borrower:
                 continue  # an owner holds its own objects without registering
             if owner == self._address:
@@ -157,13 +157,14 @@ class Borrowing:
         return WorkerClient(self._channels, address, self._deadlines, role)
 
     # -- the owner's service ------------------------------------------------------------------------------
-    def add_borrowers(self, request: worker_pb2.BorrowRequest) -> None:
-        for object_id in request.object_ids:
-            self._objects.add_borrower(object_id, request.borrower)
+    def add_borrowers(self, borrower: str, object_ids: Iterable[str]) -> None:
+        for object_id in object_ids:
+            self._objects.add_borrower(object_id, borrower)
 
-    def remove_borrowers(self, request: worker_pb2.BorrowRequest) -> None:
-        for object_id, count in zip(request.object_ids, request.counts, strict=False):
-            self._objects.remove_borrower(object_id, request.borrower, count)
+    def remove_borrowers(self, borrower: str, object_ids: Iterable[str], counts: Iterable[int]) -> None:
+        """`counts`: registrations to drop, per id."""
+        for object_id, count in zip(object_ids, counts, strict=False):
+            self._objects.remove_borrower(object_id, borrower, count)
 
     def close(self) -> None:
         """Give back what this process still borrows (it is leaving), then stop."""

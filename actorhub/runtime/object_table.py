@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from actorhub._proto.v1 import common_pb2
 from actorhub.runtime.ids import split_store_id
+from actorhub.wire.errors import RemoteError
 
 if TYPE_CHECKING:
     from actorhub.runtime.object_ref import ObjectRef
@@ -56,7 +56,7 @@ class _Entry:
 
     def __init__(self, owned: bool, origin: ErrorOrigin | None = None, owner: str = "") -> None:
         self.data: bytes | None = None
-        self.error: common_pb2.ErrorInfo | None = None
+        self.error: RemoteError | None = None
         self.origin = origin
         self.callbacks: list[Callback] | None = None
         self.refs = 0
@@ -90,7 +90,7 @@ class OwnedInfo:
     store_id: str  # its id in node stores (without the node), or ""
 
 
-Completion = tuple[str, bytes | None, common_pb2.ErrorInfo | None]
+Completion = tuple[str, bytes | None, RemoteError | None]
 # A borrowed object's registrations to give back to its owner: (owner, object id, count).
 Release = tuple[str, str, int]
 
@@ -392,7 +392,7 @@ class ObjectTable:
                 if entry is not None and not entry.ready:
                     entry.origin = origin
 
-    def fail_fetch(self, object_id: str, error: common_pb2.ErrorInfo) -> None:
+    def fail_fetch(self, object_id: str, error: RemoteError) -> None:
         self.complete_many([(object_id, None, error)])
 
     # -- reading ------------------------------------------------------------------------------
@@ -403,7 +403,7 @@ class ObjectTable:
         entry = self._entries.get(object_id)
         return entry is not None and entry.ready
 
-    def read(self, object_id: str) -> tuple[bytes | None, common_pb2.ErrorInfo | None, ErrorOrigin | None]:
+    def read(self, object_id: str) -> tuple[bytes | None, RemoteError | None, ErrorOrigin | None]:
         entry = self._entries.get(object_id)
         if entry is None or not entry.ready:
             raise KeyError(object_id)

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any, cast
 
-from actorhub._proto.v1 import common_pb2
 from actorhub.exceptions import (
     ActorHubSystemError,
     GetTimeoutError,
@@ -34,10 +33,10 @@ from actorhub.runtime.ids import new_id, split_store_id, stored_elsewhere
 from actorhub.runtime.object_ref import ObjectRef, capturing_refs
 from actorhub.runtime.object_table import ObjectTable
 from actorhub.wire.call_stream import ActorConnection, ConnectionHost
-from actorhub.wire.errors import error_from_proto, system_error
+from actorhub.wire.errors import ErrorKind, system_error, to_exception
 from actorhub.wire.worker import WorkerClient
 
-_OBJECT_LOST = common_pb2.ERROR_KIND_OBJECT_LOST
+_OBJECT_LOST = ErrorKind.OBJECT_LOST
 # The most a reply waits for its method's calls to reach their streams (a connect, at worst).
 _SEND_BEFORE_REPLY_S = 2.0
 
@@ -280,7 +279,7 @@ class Runtime:
             self.objects.fail_fetch(
                 object_id, system_error(f"object {object_id} is not held by its owner {owner}", _OBJECT_LOST)
             )
-        elif reply.HasField("error"):
+        elif reply.error is not None:
             self.objects.complete_many([(object_id, None, reply.error)])
         elif reply.store_object_id:
             store_id = reply.store_object_id
@@ -323,8 +322,8 @@ class Runtime:
             if error.kind == _OBJECT_LOST:
                 raise OwnerDiedError(error.message, object_id=object_id)
             if origin is None:
-                raise error_from_proto(error)
-            raise error_from_proto(
+                raise to_exception(error)
+            raise to_exception(
                 error, function_name=origin.function_name, actor_id=origin.actor_id, class_name=origin.class_name
             )
         assert data is not None

@@ -29,12 +29,12 @@ from typing import NamedTuple
 from actorhub._proto.v1 import common_pb2, worker_pb2
 from actorhub.exceptions import PendingCallsLimitExceededError
 from actorhub.runtime.object_table import Completion
-from actorhub.wire.errors import system_error
+from actorhub.wire.errors import ErrorKind, RemoteError, from_error_info, system_error
 
 _ALIVE = common_pb2.ACTOR_STATE_ALIVE
 _DEAD = common_pb2.ACTOR_STATE_DEAD
-_DIED = common_pb2.ERROR_KIND_ACTOR_DIED
-_UNAVAILABLE = common_pb2.ERROR_KIND_ACTOR_UNAVAILABLE
+_DIED = ErrorKind.ACTOR_DIED
+_UNAVAILABLE = ErrorKind.ACTOR_UNAVAILABLE
 
 # How long a broken stream waits for the hub to report a restart before calling it transient.
 RESTART_WAIT_S = 30.0
@@ -128,7 +128,7 @@ class CallState:
         self._clock = clock
         self.unsent: deque[PendingCall] = deque()
         self.inflight: dict[int, PendingCall] = {}
-        self.dead: common_pb2.ErrorInfo | None = None
+        self.dead: RemoteError | None = None
         self.closed = False
         # Delivery before reply (wait_accepted): the newest call queued, the sync point asked
         # for, sent and acknowledged (per stream), how many threads wait on one, and whether the
@@ -151,7 +151,7 @@ class CallState:
         self._broken_by = ""  # how the last stream ended, for the error of the calls it took
 
     # -- the submitting threads (hot path) --------------------------------------------------------
-    def submitted(self, call: PendingCall) -> common_pb2.ErrorInfo | None:
+    def submitted(self, call: PendingCall) -> RemoteError | None:
         """Queue `call`; returns the death cause instead when the actor is dead (nothing queued).
         Raises PendingCallsLimitExceededError past `max_pending_calls` (nothing queued)."""
         dead = self.dead
@@ -206,7 +206,9 @@ class CallState:
                     (lent := lent or []).append(([], reply))
                 continue
             if reply.HasField("error"):
-                completions.extend((oid, None, reply.error) for oid in call.object_ids)
+                # Errors are rare: only they are converted; values go to the table as they came.
+                error = from_error_info(reply.error)
+                completions.extend((oid, None, error) for oid in call.object_ids)
             else:
                 if reply.contained or reply.store_ids:
                     (lent := lent or []).append((call.object_ids, reply))
@@ -247,9 +249,7 @@ class CallState:
 
     def hub_failed(self, failure: HubFailure) -> Step:
         if failure.unknown_actor:
-            return self._resolved(common_pb2.ActorInfo(
-                state=_DEAD, death_cause=system_error(f"the hub does not know actor {self.actor_id}", _DIED)
-            ))
+            return self._die(system_error(f"the hub does not know actor {self.actor_id}", _DIED))
         now = self._clock()
         if self._unreachable_since is None:
             self._unreachable_since = now
@@ -308,7 +308,7 @@ class CallState:
     def _resolved(self, info: common_pb2.ActorInfo) -> Step:
         """The wait on the hub is over with `info`: the actor as wanted, dead, or the deadline."""
         if info.state == _DEAD:
-            return self._die(info.death_cause)
+            return self._die(from_error_info(info.death_cause))
         taken = self._after_taken
         if taken is None:
             return self._connect(info)
@@ -341,13 +341,13 @@ class CallState:
         self.sync_sent = self.accepted_seq = 0  # acknowledgements are per stream
         return Step(Connect(info.address, info.incarnation))
 
-    def _die(self, cause: common_pb2.ErrorInfo) -> Step:
+    def _die(self, cause: RemoteError) -> Step:
         if not cause.message:
             cause = system_error(f"the {self.class_name} actor {self.actor_id} is dead", _DIED)
         self.dead = cause
         return Step(None, [(oid, None, cause) for c in self._take_all() for oid in c.object_ids])
 
-    def _settle_inflight(self, message: str, kind: common_pb2.ErrorKind) -> tuple[list[Completion], bool]:
+    def _settle_inflight(self, message: str, kind: ErrorKind) -> tuple[list[Completion], bool]:
         """Retry the calls that were in flight where max_task_retries allows; fail the rest."""
         failed: list[PendingCall] = []
         retry: list[PendingCall] = []
@@ -375,7 +375,7 @@ class CallState:
         self.unsent.clear()
         return calls
 
-    def _fail(self, calls: list[PendingCall], message: str, kind: common_pb2.ErrorKind) -> list[Completion]:
+    def _fail(self, calls: list[PendingCall], message: str, kind: ErrorKind) -> list[Completion]:
         completions: list[Completion] = []
         for call in calls:
             info = system_error(f"{self.class_name}.{call.method}: {message}", kind)

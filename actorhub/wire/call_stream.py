@@ -37,6 +37,7 @@ from actorhub.wire.call_state import (
 )
 from actorhub.wire.hub import HubClient
 from actorhub.wire.transport import STREAM_TAKEN, ChannelPool
+from actorhub.wire.worker import lent_refs
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +278,7 @@ class ActorConnection:
                 # Pinned before completion: completing releases the call's arguments.
                 for object_ids, reply in lent:
                     if reply.contained:
-                        self._host.borrowing.accept_lent(object_ids, reply.contained)
+                        self._host.borrowing.accept_lent(object_ids, lent_refs(reply.contained))
                     if reply.store_ids:
                         self._host.objects.store_results(object_ids, reply.store_ids)
         self._host.objects.complete_many(completions)

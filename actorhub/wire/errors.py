@@ -1,13 +1,20 @@
-"""Errors on the wire: exceptions to and from the ErrorInfo message.
+"""Errors as values: exceptions to and from `RemoteError`, and `RemoteError` to and from the
+ErrorInfo message.
 
+A call's error is data: the object table keeps it, the task submitter decides retries on its
+kind, and `get()` raises it. Above the wire it is a `RemoteError`; the ErrorInfo message
+exists only where replies are read and written (this module's `*_error_info` functions).
 The text fields are always filled so a receiver that cannot unpickle the exception (its class
 is not importable there, or it never pickled) still raises something readable.
 """
 
 from __future__ import annotations
 
+import enum
 import traceback
+from dataclasses import dataclass
 from types import TracebackType
+from typing import cast
 
 import cloudpickle
 
@@ -26,23 +33,52 @@ from actorhub.exceptions import (
 )
 from actorhub.runtime.serialization import dumps
 
-ErrorKind = common_pb2.ErrorKind
+
+class ErrorKind(enum.IntEnum):
+    """What failed. The values are the proto's ErrorKind numbers, so converting is free."""
+
+    UNSPECIFIED = common_pb2.ERROR_KIND_UNSPECIFIED
+    APPLICATION = common_pb2.ERROR_KIND_APPLICATION  # raised by user code: a TaskError at get()
+    ACTOR_DIED = common_pb2.ERROR_KIND_ACTOR_DIED
+    ACTOR_UNAVAILABLE = common_pb2.ERROR_KIND_ACTOR_UNAVAILABLE
+    SYSTEM = common_pb2.ERROR_KIND_SYSTEM  # a bug or broken invariant inside actorhub
+    OBJECT_LOST = common_pb2.ERROR_KIND_OBJECT_LOST
+    WORKER_CRASHED = common_pb2.ERROR_KIND_WORKER_CRASHED  # a task's worker died, retries used up
+    TASK_CANCELLED = common_pb2.ERROR_KIND_TASK_CANCELLED
+    TASK_UNSCHEDULABLE = common_pb2.ERROR_KIND_TASK_UNSCHEDULABLE
+
+
+# A kind this process does not know (a newer peer's) reads as UNSPECIFIED: raised as a TaskError,
+# as an unknown kind always was.
+_KINDS: dict[int, ErrorKind] = {k.value: k for k in ErrorKind}
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteError:
+    """A failure that is a call's (or an object's) result. The defaults are the proto's."""
+
+    type_name: str = ""  # qualified class name, e.g. "builtins.KeyError"; "" for actorhub's own
+    message: str = ""  # str(exception)
+    traceback: str = ""  # the formatted remote traceback
+    pickled: bytes = b""  # cloudpickle of the exception, empty when it does not round-trip
+    kind: ErrorKind = ErrorKind.UNSPECIFIED
 
 
 def qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def error_to_proto(
+# -- exceptions to and from RemoteError -------------------------------------------------------------
+def describe(
     exc: BaseException,
-    kind: common_pb2.ErrorKind = common_pb2.ERROR_KIND_APPLICATION,
+    kind: ErrorKind = ErrorKind.APPLICATION,
     tb: TracebackType | None = None,
     skip_frames: int = 0,
-) -> common_pb2.ErrorInfo:
+) -> RemoteError:
     """Describe `exc`; `skip_frames` drops actorhub's own frames from the top of the traceback."""
-    if isinstance(exc, TaskError) and kind == common_pb2.ERROR_KIND_APPLICATION:
+    if isinstance(exc, TaskError) and kind == ErrorKind.APPLICATION:
         # An error that came from further away: keep its original remote text.
-        return common_pb2.ErrorInfo(
+        return RemoteError(
             type_name=exc.cause_type_name or qualified_name(type(exc)),
             message=exc._message,
             traceback=exc.remote_traceback,
@@ -52,7 +88,7 @@ def error_to_proto(
     frames = traceback.extract_tb(tb if tb is not None else exc.__traceback__)
     text = "".join(traceback.format_list(frames[skip_frames:]))
     text += "".join(traceback.format_exception_only(type(exc), exc))
-    return common_pb2.ErrorInfo(
+    return RemoteError(
         type_name=qualified_name(type(exc)),
         message=str(exc),
         traceback=text,
@@ -71,42 +107,72 @@ def _try_pickle(exc: BaseException) -> bytes:
         return b""
 
 
-def system_error(message: str, kind: common_pb2.ErrorKind) -> common_pb2.ErrorInfo:
-    return common_pb2.ErrorInfo(type_name="", message=message, kind=kind)
+def system_error(message: str, kind: ErrorKind) -> RemoteError:
+    """A failure actorhub itself reports (no user exception behind it)."""
+    return RemoteError(message=message, kind=kind)
 
 
-def error_from_proto(
-    info: common_pb2.ErrorInfo, *, function_name: str = "", actor_id: str = "", class_name: str = ""
+def to_exception(
+    error: RemoteError, *, function_name: str = "", actor_id: str = "", class_name: str = ""
 ) -> ActorHubError:
-    """The exception to raise at the caller for `info`."""
-    kind = info.kind
-    if kind == common_pb2.ERROR_KIND_ACTOR_DIED:
-        return ActorDiedError(info.message, actor_id=actor_id, class_name=class_name)
-    if kind == common_pb2.ERROR_KIND_ACTOR_UNAVAILABLE:
-        return ActorUnavailableError(info.message, actor_id=actor_id, class_name=class_name)
-    if kind == common_pb2.ERROR_KIND_OBJECT_LOST:
-        return ObjectLostError(info.message)
-    if kind == common_pb2.ERROR_KIND_WORKER_CRASHED:
-        return WorkerCrashedError(info.message)
-    if kind == common_pb2.ERROR_KIND_TASK_CANCELLED:
-        return TaskCancelledError(info.message)
-    if kind == common_pb2.ERROR_KIND_TASK_UNSCHEDULABLE:
-        return TaskUnschedulableError(info.message)
-    if kind == common_pb2.ERROR_KIND_SYSTEM:
-        return ActorHubSystemError(info.message)
+    """The exception to raise at the caller for `error`."""
+    kind = error.kind
+    if kind == ErrorKind.ACTOR_DIED:
+        return ActorDiedError(error.message, actor_id=actor_id, class_name=class_name)
+    if kind == ErrorKind.ACTOR_UNAVAILABLE:
+        return ActorUnavailableError(error.message, actor_id=actor_id, class_name=class_name)
+    if kind == ErrorKind.OBJECT_LOST:
+        return ObjectLostError(error.message)
+    if kind == ErrorKind.WORKER_CRASHED:
+        return WorkerCrashedError(error.message)
+    if kind == ErrorKind.TASK_CANCELLED:
+        return TaskCancelledError(error.message)
+    if kind == ErrorKind.TASK_UNSCHEDULABLE:
+        return TaskUnschedulableError(error.message)
+    if kind == ErrorKind.SYSTEM:
+        return ActorHubSystemError(error.message)
     cause: BaseException | None = None
-    if info.pickled:
+    if error.pickled:
         try:
-            loaded = cloudpickle.loads(info.pickled)
+            loaded = cloudpickle.loads(error.pickled)
             if isinstance(loaded, BaseException):
                 cause = loaded
         except Exception:
             cause = None
     if cause is None:
         return TaskError(
-            info.message,
-            remote_traceback=info.traceback,
+            error.message,
+            remote_traceback=error.traceback,
             function_name=function_name,
-            cause_type_name=info.type_name,
+            cause_type_name=error.type_name,
         )
-    return task_error_for(cause, info.message, info.traceback, function_name, info.type_name)
+    return task_error_for(cause, error.message, error.traceback, function_name, error.type_name)
+
+
+# -- RemoteError to and from the ErrorInfo message (the wire boundary) ---------------------------------
+def from_error_info(info: common_pb2.ErrorInfo) -> RemoteError:
+    """Read a reply's error; called only for replies that carry one."""
+    return RemoteError(info.type_name, info.message, info.traceback, info.pickled,
+                       _KINDS.get(info.kind, ErrorKind.UNSPECIFIED))
+
+
+def to_error_info(error: RemoteError) -> common_pb2.ErrorInfo:
+    return common_pb2.ErrorInfo(
+        type_name=error.type_name, message=error.message, traceback=error.traceback, pickled=error.pickled,
+        kind=cast(common_pb2.ErrorKind, int(error.kind)),
+    )
+
+
+def error_to_proto(
+    exc: BaseException,
+    kind: ErrorKind = ErrorKind.APPLICATION,
+    tb: TracebackType | None = None,
+    skip_frames: int = 0,
+) -> common_pb2.ErrorInfo:
+    """`describe(exc)` as the message, for servers that write it into a reply."""
+    return to_error_info(describe(exc, kind, tb, skip_frames))
+
+
+def system_error_info(message: str, kind: ErrorKind) -> common_pb2.ErrorInfo:
+    """`system_error` as the message, for servers (the hub's death causes, the node's replies)."""
+    return common_pb2.ErrorInfo(type_name="", message=message, kind=cast(common_pb2.ErrorKind, int(kind)))

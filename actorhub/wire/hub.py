@@ -1,4 +1,9 @@
-"""The client of the hub: every call a process makes to the hub, each with its deadline."""
+"""The client of the hub: every call a process makes to the hub, each with its deadline.
+
+Callers give and get the dataclasses of `wire/records.py`; the protos stay in here. One
+exception: `wait_actor` answers the raw ActorInfo, for the call stream's state machine
+(`wire/call_stream.py`, `wire/call_state.py`), which reads it inside the client layer.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from dataclasses import dataclass
 from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc
 from actorhub.config import RpcDeadlines
 from actorhub.exceptions import RpcFailedError
+from actorhub.wire.records import ActorInfo, ActorSpec, ClusterStatus, MethodInfo, NodeStatus
 from actorhub.wire.rpc import ALREADY_EXISTS, NOT_FOUND, Endpoint, Peer, ServerStream, unary
 from actorhub.wire.transport import ChannelPool
 
@@ -88,12 +94,21 @@ class HubClient:
         )
         return CpuShare(reserved=reply.reserved, wanted=reply.wanted)
 
-    def cluster_status(self, wait_for_ready: bool | None = None) -> hub_pb2.ClusterStatus:
+    def cluster_status(self, wait_for_ready: bool | None = None) -> ClusterStatus:
         reply: hub_pb2.ClusterStatus = unary(
             self.peer, "GetClusterStatus", self._hub.stub().GetClusterStatus, common_pb2.Empty(),
             self.deadlines.control_s, retry_unavailable_s=self._retry_s, wait_for_ready=wait_for_ready,
         )
-        return reply
+        return ClusterStatus(
+            nodes=tuple(
+                NodeStatus(node_id=n.node_id, address=n.address, num_cpus=n.num_cpus,
+                           available_cpus=n.available_cpus, alive=n.alive, pid=n.pid)
+                for n in reply.nodes
+            ),
+            actors=tuple(_actor_info(a) for a in reply.actors),
+            live_jobs=reply.live_jobs,
+            driver_addresses=tuple(reply.driver_addresses),
+        )
 
     def shutdown_cluster(self, timeout: float) -> bool:
         """Ask the hub to stop the cluster; False when it did not answer."""
@@ -104,7 +119,7 @@ class HubClient:
         return True
 
     # -- actors ---------------------------------------------------------------------------------
-    def create_actor(self, spec: common_pb2.ActorSpec, get_if_exists: bool) -> common_pb2.ActorInfo:
+    def create_actor(self, spec: ActorSpec, get_if_exists: bool) -> ActorInfo:
         """ALREADY_EXISTS (the name is taken) raises ValueError with the hub's explanation.
 
         Retried on UNAVAILABLE only with get_if_exists and a name: then a second call finds the
@@ -114,18 +129,24 @@ class HubClient:
         try:
             reply: hub_pb2.CreateActorReply = unary(
                 self.peer, "CreateActor", self._hub.stub().CreateActor,
-                hub_pb2.CreateActorRequest(spec=spec, get_if_exists=get_if_exists),
+                hub_pb2.CreateActorRequest(spec=_spec_message(spec), get_if_exists=get_if_exists),
                 self.deadlines.create_actor_s, retry_unavailable_s=retry,
             )
         except RpcFailedError as e:
             if e.code == ALREADY_EXISTS:
                 raise ValueError(e.details) from None
             raise
-        return reply.actor
+        return _actor_info(reply.actor)
+
+    def actor_info(self, actor_id: str) -> ActorInfo:
+        """The actor's record as the hub has it now. NOT_FOUND raises ValueError."""
+        return _actor_info(self.wait_actor(actor_id))
 
     def wait_actor(self, actor_id: str, min_incarnation: int = 0, wait_s: float = 0.001) -> common_pb2.ActorInfo:
         """The actor's record once it is alive at `min_incarnation` or later, or dead, or after
-        `wait_s` (a long poll the hub ends itself). NOT_FOUND raises ValueError."""
+        `wait_s` (a long poll the hub ends itself). NOT_FOUND raises ValueError.
+
+        The raw message, for the call stream in this layer; elsewhere use actor_info."""
         request = hub_pb2.WaitActorRequest(actor_id=actor_id, min_incarnation=min_incarnation, timeout_s=wait_s)
         try:
             info: common_pb2.ActorInfo = unary(
@@ -138,7 +159,7 @@ class HubClient:
             raise
         return info
 
-    def get_named_actor(self, name: str, namespace: str, wait_for_ready: bool | None = None) -> common_pb2.ActorInfo:
+    def get_named_actor(self, name: str, namespace: str, wait_for_ready: bool | None = None) -> ActorInfo:
         """NOT_FOUND raises ValueError("failed to look up actor ...")."""
         request = hub_pb2.GetNamedActorRequest(name=name, namespace=namespace)
         try:
@@ -150,11 +171,11 @@ class HubClient:
             if e.code == NOT_FOUND:
                 raise ValueError(f"failed to look up actor '{name}' in namespace '{namespace}': {e.details}") from None
             raise
-        return info
+        return _actor_info(info)
 
     def list_actors(
         self, namespace: str, *, all_namespaces: bool = False, named_only: bool = False, include_dead: bool = False
-    ) -> list[common_pb2.ActorInfo]:
+    ) -> list[ActorInfo]:
         request = hub_pb2.ListActorsRequest(
             namespace=namespace, all_namespaces=all_namespaces, named_only=named_only, include_dead=include_dead
         )
@@ -162,7 +183,7 @@ class HubClient:
             self.peer, "ListActors", self._hub.stub().ListActors, request, self.deadlines.control_s,
             retry_unavailable_s=self._retry_s,
         )
-        return list(reply.actors)
+        return [_actor_info(a) for a in reply.actors]
 
     def kill_actor(self, actor_id: str, no_restart: bool) -> None:
         """Returns once the actor's worker was reaped. NOT_FOUND raises ValueError.
@@ -177,3 +198,57 @@ class HubClient:
             if e.code == NOT_FOUND:
                 raise ValueError(f"no actor {actor_id} in this cluster") from None
             raise
+
+
+# -- records to and from the hub's messages ----------------------------------------------------
+_STATE_PREFIX = "ACTOR_STATE_"
+_STATE_NAMES = {value: name.removeprefix(_STATE_PREFIX) for name, value in common_pb2.ActorState.items()}
+
+
+def _actor_info(info: common_pb2.ActorInfo) -> ActorInfo:
+    return ActorInfo(
+        actor_id=info.actor_id,
+        class_name=info.class_name,
+        name=info.name,
+        namespace=info.namespace,
+        # A state this version does not know (a newer hub's) shows as its number.
+        state=_STATE_NAMES.get(info.state, str(info.state)),
+        incarnation=info.incarnation,
+        address=info.address,
+        node_id=info.node_id,
+        pid=info.pid,
+        num_restarts=info.num_restarts,
+        death_cause=info.death_cause.message,
+        methods=tuple(MethodInfo(m.name, m.num_returns, m.is_async) for m in info.methods),
+        detached=info.detached,
+        max_task_retries=info.max_task_retries,
+        max_pending_calls=info.max_pending_calls,
+        owner_job_id=info.owner_job_id,
+        is_async=info.is_async,
+    )
+
+
+def _spec_message(spec: ActorSpec) -> common_pb2.ActorSpec:
+    return common_pb2.ActorSpec(
+        actor_id=spec.actor_id,
+        class_name=spec.class_name,
+        pickled_class=spec.pickled_class,
+        init_args=spec.init_args,
+        name=spec.name,
+        namespace=spec.namespace,
+        detached=spec.detached,
+        max_restarts=spec.max_restarts,
+        max_task_retries=spec.max_task_retries,
+        max_concurrency=spec.max_concurrency,
+        max_pending_calls=spec.max_pending_calls,
+        num_cpus=spec.num_cpus,
+        owner_job_id=spec.owner_job_id,
+        owner_actor_id=spec.owner_actor_id,
+        job_namespace=spec.job_namespace,
+        methods=[
+            common_pb2.MethodMeta(name=m.name, num_returns=m.num_returns, is_async=m.is_async) for m in spec.methods
+        ],
+        is_async=spec.is_async,
+        hub_address=spec.hub_address,
+        node_id=spec.node_id,
+    )

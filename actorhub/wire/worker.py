@@ -6,13 +6,62 @@ Actor calls do not come through here: they travel on call streams (wire/call_str
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import grpc
 
 from actorhub._proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from actorhub.config import RpcDeadlines
 from actorhub.exceptions import ActorUnavailableError, RpcFailedError
+from actorhub.wire.errors import RemoteError, from_error_info
 from actorhub.wire.rpc import GONE_CODES, UNAVAILABLE, Endpoint, Peer, unary
 from actorhub.wire.transport import ChannelPool
+
+
+class LentRef(NamedTuple):
+    """A ref inside a value sent to another process (a call's result, a GetObject reply): its
+    owner registered the receiver as a borrower already. A tuple: `lend` makes one per ref of
+    every result that holds refs."""
+
+    object_id: str
+    owner_address: str
+    value_index: int  # which of the message's values holds it
+
+
+def lent_refs(contained: Iterable[worker_pb2.ContainedRef]) -> list[LentRef]:
+    """A reply's ContainedRef messages as LentRefs (called only for replies that carry some)."""
+    return [LentRef(c.object_id, c.owner_address, c.value_index) for c in contained]
+
+
+def add_contained(out: Iterable[LentRef], into: worker_pb2.Reply | worker_pb2.GetObjectReply) -> None:
+    """Write LentRefs into a reply's `contained` field (the servers' side of `lent_refs`)."""
+    add = into.contained.add
+    for object_id, owner_address, value_index in out:
+        add(object_id=object_id, owner_address=owner_address, value_index=value_index)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectReply:
+    """What an owner said about one of its objects (GetObject)."""
+
+    ready: bool = False
+    missing: bool = False  # the owner does not have (or no longer has) it
+    value: bytes = b""
+    error: RemoteError | None = None  # the object is an error (re-raised at get)
+    contained: list[LentRef] | None = None  # refs inside the value, lent to the reader
+    store_object_id: str = ""  # set instead of value: the object is in a node's store
+    store_node_address: str = ""  # that node's agent
+
+    @classmethod
+    def of(cls, reply: worker_pb2.GetObjectReply) -> ObjectReply:
+        return cls(
+            ready=reply.ready, missing=reply.missing, value=reply.value,
+            error=from_error_info(reply.error) if reply.HasField("error") else None,
+            contained=lent_refs(reply.contained) if reply.contained else None,
+            store_object_id=reply.store_object_id, store_node_address=reply.store_node_address,
+        )
 
 
 class WorkerClient:
@@ -30,7 +79,7 @@ class WorkerClient:
     # -- objects the peer owns ------------------------------------------------------------------
     def get_object(
         self, object_id: str, wait_s: float, reader_node_id: str, reader_address: str
-    ) -> worker_pb2.GetObjectReply:
+    ) -> ObjectReply:
         """A long poll of `wait_s` (the owner answers "not ready" after it). Not retried: an
         owner that refuses connections is dead, and its objects with it."""
         request = worker_pb2.GetObjectRequest(
@@ -40,7 +89,7 @@ class WorkerClient:
             self.peer, "GetObject", self._worker.stub().GetObject, request,
             wait_s + self.deadlines.long_poll_margin_s,
         )
-        return reply
+        return ObjectReply.of(reply)
 
     def add_borrowers(self, borrower: str, object_ids: list[str]) -> None:
         request = worker_pb2.BorrowRequest(borrower=borrower, object_ids=object_ids)

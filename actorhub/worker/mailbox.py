@@ -29,6 +29,7 @@ from actorhub.runtime.object_ref import (
     end_unpickling_arguments,
 )
 from actorhub.wire.errors import error_to_proto
+from actorhub.wire.worker import LentRef, add_contained
 
 ReplySink = Callable[[worker_pb2.Reply], None]
 DEFAULT_ASYNC_CONCURRENCY = 1000
@@ -39,7 +40,7 @@ class Borrows(Protocol):
 
     def lend(
         self, refs: list[tuple[int, ObjectRef[Any]]], borrower: str
-    ) -> list[worker_pb2.ContainedRef]: ...
+    ) -> list[LentRef]: ...
 
 
 class CallHost(Protocol):
@@ -198,7 +199,7 @@ class ActorInstance:
                 reply.store_ids.extend(store_ids)
             if lent:
                 # The caller may unpickle the value long after this process dropped its refs.
-                reply.contained.extend(self._host.borrowing.lend(lent, caller.address))
+                add_contained(self._host.borrowing.lend(lent, caller.address), reply)
         except BaseException as e:
             del reply.values[:]
             del reply.store_ids[:]

@@ -28,9 +28,10 @@ from actorhub.runtime.identity import Identity
 from actorhub.runtime.ids import split_store_id
 from actorhub.runtime.object_ref import capturing_refs
 from actorhub.runtime.runtime import Runtime, set_current
-from actorhub.wire.errors import error_to_proto
+from actorhub.wire.errors import error_to_proto, to_error_info
 from actorhub.wire.node import NodeClient
 from actorhub.wire.transport import STREAM_TAKEN
+from actorhub.wire.worker import add_contained
 from actorhub.worker.mailbox import ActorInstance, Mailbox, make_mailbox
 
 log = logging.getLogger(__name__)
@@ -143,12 +144,12 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         except KeyError:
             return worker_pb2.GetObjectReply(missing=True)
         if error is not None:
-            return worker_pb2.GetObjectReply(ready=True, error=error)
+            return worker_pb2.GetObjectReply(ready=True, error=to_error_info(error))
         reply = worker_pb2.GetObjectReply(ready=True)
         contained = table.contained_of(object_id)
         if contained:
             # Lent before the value leaves: the reader may unpickle it after we dropped it.
-            reply.contained.extend(runtime.borrowing.lend([(0, r) for r in contained], request.reader_address))
+            add_contained(runtime.borrowing.lend([(0, r) for r in contained], request.reader_address), reply)
         store_id = "" if data else table.store_id_of(object_id)
         if store_id:
             if request.reader_node_id:
@@ -166,12 +167,12 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
 
     def AddBorrowers(self, request: worker_pb2.BorrowRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
         if self._runtime is not None:
-            self._runtime.borrowing.add_borrowers(request)
+            self._runtime.borrowing.add_borrowers(request.borrower, request.object_ids)
         return common_pb2.Empty()
 
     def RemoveBorrowers(self, request: worker_pb2.BorrowRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
         if self._runtime is not None:
-            self._runtime.borrowing.remove_borrowers(request)
+            self._runtime.borrowing.remove_borrowers(request.borrower, request.object_ids, request.counts)
         return common_pb2.Empty()
 
     def ListOwnedObjects(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> worker_pb2.OwnedObjects:

@@ -1,0 +1,106 @@
+"""What the hub's client takes and returns: actor specs and records, the cluster's status.
+
+Plain frozen dataclasses, so code above the client layer never touches a generated message;
+`wire/hub.py` converts them to and from the hub's protos. The hub's server side keeps its own
+records (`hub/records.py`): these are the view a caller gets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a caller needs to know about an actor method without having the class.
+
+    Also what a handle carries per method (api/actor_handle.py), so one record serves the hub's
+    spec and reply and the handle alike, with nothing to convert between them.
+    """
+
+    name: str
+    num_returns: int = 1
+    is_async: bool = False
+
+
+@dataclass(frozen=True)
+class ActorSpec:
+    """Everything the hub needs to create, and re-create on any node, an actor (CreateActor)."""
+
+    actor_id: str
+    class_name: str
+    pickled_class: bytes
+    init_args: bytes
+    """The serialized (args, kwargs) of the constructor."""
+    name: str
+    """"" for an anonymous actor."""
+    namespace: str
+    detached: bool
+    max_restarts: int
+    """-1: without limit."""
+    max_task_retries: int
+    """-1: without limit."""
+    max_concurrency: int
+    """0: the default (1, or 1000 for an async actor)."""
+    max_pending_calls: int
+    """-1: without limit."""
+    num_cpus: float
+    owner_job_id: str
+    owner_actor_id: str
+    """"" when the owner is the job's driver."""
+    job_namespace: str
+    """The namespace the owner's job runs in."""
+    methods: tuple[MethodInfo, ...]
+    is_async: bool
+    hub_address: str
+    node_id: str
+    """Placement on this node only; "" for any node."""
+
+
+@dataclass(frozen=True)
+class ActorInfo:
+    """The hub's record of an actor, as GetNamedActor, CreateActor and ListActors answer."""
+
+    actor_id: str
+    class_name: str
+    name: str
+    namespace: str
+    state: str
+    """The state's name: "PENDING", "ALIVE", "RESTARTING" or "DEAD" ("UNSPECIFIED" if unset)."""
+    incarnation: int
+    """0 for the first process, +1 per restart."""
+    address: str
+    """The worker's Worker service, when ALIVE."""
+    node_id: str
+    pid: int
+    num_restarts: int
+    death_cause: str
+    """Why the actor died, when DEAD; "" otherwise."""
+    methods: tuple[MethodInfo, ...]
+    detached: bool
+    max_task_retries: int
+    max_pending_calls: int
+    owner_job_id: str
+    is_async: bool
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node_id: str
+    address: str
+    num_cpus: float
+    available_cpus: float
+    """The CPUs actors placed on the node do not reserve (tasks' leases are not counted)."""
+    alive: bool
+    pid: int
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    nodes: tuple[NodeStatus, ...]
+    """Every node the hub has known, alive or dead."""
+    actors: tuple[ActorInfo, ...]
+    """The live actors (the hub leaves dead ones out)."""
+    live_jobs: int
+    driver_addresses: tuple[str, ...]
+    """Of the live jobs: owners of objects, as actors are."""
