@@ -11,7 +11,7 @@ multiplies them all.
 
 "n:n actor calls async" has four caller actors where Ray has four tasks. Three metrics are our
 own: "actor creations per second", "init to first actor call (s)" and "get of a 100 MB numpy
-array (ms)". Task and object metrics live in _microbenchmark_tasks.
+array (ms)". Task and object metrics live in microbenchmark_tasks; the measuring in bench_timing.
 
 The actor classes live here, at module level, so workers import them by reference.
 """
@@ -23,20 +23,18 @@ import statistics
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import actorhub
 from actorhub.api.actor_class import ActorClass
 from actorhub.api.actor_handle import ActorHandle
-from actorhub.exceptions import ActorHubSystemError
+from actorhub.cli.bench_timing import BATCH, BenchmarkError, Result, Timing, timeit
 
 __all__ = ["Result", "Timing", "main", "timeit"]
 
-# Ray's sizes: 1000 calls per batch, 5000 per caller for the fan-out metrics, 4 callers for n:n.
-BATCH = 1000
+# Ray's sizes: 1000 calls per batch (timing.BATCH), 5000 per caller for the fan-out metrics,
+# 4 callers for n:n.
 FAN_OUT_CALLS = 5000
 CALLERS = 4
 # Ours: enough actors per round that the round's fixed costs do not dominate.
@@ -77,59 +75,6 @@ class Client:
 RemoteActor: ActorClass[Actor] = actorhub.remote(num_cpus=0)(Actor)
 RemoteAsyncActor: ActorClass[AsyncActor] = actorhub.remote(num_cpus=0)(AsyncActor)
 RemoteClient: ActorClass[Client] = actorhub.remote(num_cpus=0)(Client)
-
-
-class BenchmarkError(ActorHubSystemError):
-    """A benchmark run failed; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class Timing:
-    """How long timeit() pauses, warms up and measures."""
-
-    settle_s: float = 0.5
-    warmup_s: float = 1.0
-    trial_s: float = 1.5
-    trials: int = 4
-
-    @classmethod
-    def scaled(cls, scale: float) -> Timing:
-        base = cls()
-        return cls(base.settle_s * scale, base.warmup_s * scale, base.trial_s * scale, base.trials)
-
-
-@dataclass(frozen=True)
-class Result:
-    label: str  # what the line starts with, e.g. "1:1 actor calls sync per second"
-    mean: float
-    std: float
-    digits: int = 2
-
-    def line(self) -> str:
-        return f"{self.label} {self.mean:.{self.digits}f} +- {self.std:.{self.digits}f}"
-
-
-def timeit(name: str, fn: Callable[[], object], multiplier: float, timing: Timing) -> Result:
-    """Ray's `timeit`: the rate of `fn` calls times `multiplier`, per second."""
-    # A pause lets the previous metric's stragglers (exiting workers, late replies) settle.
-    time.sleep(timing.settle_s)
-    start = time.perf_counter()
-    count = 0
-    while time.perf_counter() - start < timing.warmup_s:
-        fn()
-        count += 1
-    # Whole steps between clock reads, so a fast fn is not dominated by reading the clock.
-    step = count // 10 + 1
-    rates = []
-    for _ in range(timing.trials):
-        start = time.perf_counter()
-        count = 0
-        while time.perf_counter() - start < timing.trial_s:
-            for _ in range(step):
-                fn()
-            count += step
-        rates.append(multiplier * count / (time.perf_counter() - start))
-    return Result(f"{name} per second", statistics.fmean(rates), statistics.pstdev(rates))
 
 
 # ---- the metrics ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 import actorhub
 from actorhub.api.actor_class import ActorClass
-from actorhub.cli.microbenchmark import BATCH, Result, Timing, timeit
+from actorhub.cli.bench_timing import BATCH, Result, Timing, timeit
 from actorhub.tasks.remote_function import RemoteFunction
 
 MULTI_CLIENTS = 4

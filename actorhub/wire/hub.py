@@ -13,7 +13,7 @@ from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc
 from actorhub.config import RpcDeadlines
 from actorhub.exceptions import RpcFailedError
 from actorhub.wire.records import ActorInfo, ActorSpec, ClusterStatus, MethodInfo, NodeStatus
-from actorhub.wire.rpc import ALREADY_EXISTS, NOT_FOUND, Endpoint, Peer, ServerStream, unary
+from actorhub.wire.rpc import ALREADY_EXISTS, NOT_FOUND, Client, Peer, ServerStream, unary
 from actorhub.wire.transport import ChannelPool
 
 
@@ -33,29 +33,20 @@ class CpuShare:
     wanted: float
 
 
-class HubClient:
+class HubClient(Client[hub_pb2_grpc.HubStub]):
     def __init__(self, channels: ChannelPool, address: str, deadlines: RpcDeadlines) -> None:
-        self.address = address
-        self.deadlines = deadlines
-        self._hub = Endpoint(channels, Peer("hub", address), hub_pb2_grpc.HubStub)
+        super().__init__(channels, Peer("hub", address), deadlines, hub_pb2_grpc.HubStub)
 
-    @property
-    def peer(self) -> Peer:
-        return self._hub.peer
-
-    @property
-    def _retry_s(self) -> float:
-        return self.deadlines.unavailable_retry_s
 
     # -- nodes and jobs -------------------------------------------------------------------------
     def register_node(self, node_id: str, address: str, num_cpus: float, pid: int, timeout: float) -> None:
         """wait_for_ready: the hub may still be starting when the node is."""
         request = hub_pb2.RegisterNodeRequest(node_id=node_id, address=address, num_cpus=num_cpus, pid=pid)
-        unary(self.peer, "RegisterNode", self._hub.stub().RegisterNode, request, timeout, wait_for_ready=True)
+        unary(self.peer, "RegisterNode", self._stub().RegisterNode, request, timeout, wait_for_ready=True)
 
     def node_lease(self, node_id: str) -> ServerStream[hub_pb2.LeaseEvent]:
         """The node's lease: held for the node's life, so no deadline; cancel() ends it."""
-        call = self._hub.stub().NodeLease(hub_pb2.LeaseRequest(id=node_id))
+        call = self._stub().NodeLease(hub_pb2.LeaseRequest(id=node_id))
         return ServerStream(self.peer, "NodeLease", call, None)
 
     def register_job(
@@ -67,13 +58,13 @@ class HubClient:
             namespace=namespace, driver_pid=driver_pid, driver_address=driver_address, owns_cluster=owns_cluster
         )
         reply: hub_pb2.RegisterJobReply = unary(
-            self.peer, "RegisterJob", self._hub.stub().RegisterJob, request, timeout, wait_for_ready=True
+            self.peer, "RegisterJob", self._stub().RegisterJob, request, timeout, wait_for_ready=True
         )
         return JobRegistration(job_id=reply.job_id, namespace=reply.namespace, node_id=reply.node_id)
 
     def job_lease(self, job_id: str) -> ServerStream[hub_pb2.LeaseEvent]:
         """The job's lease: held for the driver's life, so no deadline; cancel() ends it."""
-        call = self._hub.stub().JobLease(hub_pb2.LeaseRequest(id=job_id))
+        call = self._stub().JobLease(hub_pb2.LeaseRequest(id=job_id))
         return ServerStream(self.peer, "JobLease", call, None)
 
     def report_worker_exit(
@@ -83,12 +74,12 @@ class HubClient:
         report = hub_pb2.WorkerExitReport(
             node_id=node_id, actor_id=actor_id, incarnation=incarnation, pid=pid, exit_code=exit_code, signal=signal
         )
-        unary(self.peer, "ReportWorkerExit", self._hub.stub().ReportWorkerExit, report, self.deadlines.control_s)
+        unary(self.peer, "ReportWorkerExit", self._stub().ReportWorkerExit, report, self.deadlines.control_s)
 
     def report_lent_cpus(self, node_id: str, lent: float) -> CpuShare:
         # Idempotent: the report is the absolute amount lent, not a change.
         reply: hub_pb2.ActorCpus = unary(
-            self.peer, "ReportLentCpus", self._hub.stub().ReportLentCpus,
+            self.peer, "ReportLentCpus", self._stub().ReportLentCpus,
             hub_pb2.LentCpus(node_id=node_id, lent=lent), self.deadlines.control_s,
             retry_unavailable_s=self._retry_s,
         )
@@ -96,7 +87,7 @@ class HubClient:
 
     def cluster_status(self, wait_for_ready: bool | None = None) -> ClusterStatus:
         reply: hub_pb2.ClusterStatus = unary(
-            self.peer, "GetClusterStatus", self._hub.stub().GetClusterStatus, common_pb2.Empty(),
+            self.peer, "GetClusterStatus", self._stub().GetClusterStatus, common_pb2.Empty(),
             self.deadlines.control_s, retry_unavailable_s=self._retry_s, wait_for_ready=wait_for_ready,
         )
         return ClusterStatus(
@@ -113,7 +104,7 @@ class HubClient:
     def shutdown_cluster(self, timeout: float) -> bool:
         """Ask the hub to stop the cluster; False when it did not answer."""
         try:
-            unary(self.peer, "Shutdown", self._hub.stub().Shutdown, common_pb2.Empty(), timeout)
+            unary(self.peer, "Shutdown", self._stub().Shutdown, common_pb2.Empty(), timeout)
         except RpcFailedError:
             return False
         return True
@@ -128,7 +119,7 @@ class HubClient:
         retry = self._retry_s if get_if_exists and spec.name else 0.0
         try:
             reply: hub_pb2.CreateActorReply = unary(
-                self.peer, "CreateActor", self._hub.stub().CreateActor,
+                self.peer, "CreateActor", self._stub().CreateActor,
                 hub_pb2.CreateActorRequest(spec=_spec_message(spec), get_if_exists=get_if_exists),
                 self.deadlines.create_actor_s, retry_unavailable_s=retry,
             )
@@ -150,7 +141,7 @@ class HubClient:
         request = hub_pb2.WaitActorRequest(actor_id=actor_id, min_incarnation=min_incarnation, timeout_s=wait_s)
         try:
             info: common_pb2.ActorInfo = unary(
-                self.peer, "WaitActor", self._hub.stub().WaitActor, request,
+                self.peer, "WaitActor", self._stub().WaitActor, request,
                 wait_s + self.deadlines.long_poll_margin_s, retry_unavailable_s=self._retry_s,
             )
         except RpcFailedError as e:
@@ -164,7 +155,7 @@ class HubClient:
         request = hub_pb2.GetNamedActorRequest(name=name, namespace=namespace)
         try:
             info: common_pb2.ActorInfo = unary(
-                self.peer, "GetNamedActor", self._hub.stub().GetNamedActor, request, self.deadlines.control_s,
+                self.peer, "GetNamedActor", self._stub().GetNamedActor, request, self.deadlines.control_s,
                 retry_unavailable_s=self._retry_s, wait_for_ready=wait_for_ready,
             )
         except RpcFailedError as e:
@@ -180,7 +171,7 @@ class HubClient:
             namespace=namespace, all_namespaces=all_namespaces, named_only=named_only, include_dead=include_dead
         )
         reply: hub_pb2.ListActorsReply = unary(
-            self.peer, "ListActors", self._hub.stub().ListActors, request, self.deadlines.control_s,
+            self.peer, "ListActors", self._stub().ListActors, request, self.deadlines.control_s,
             retry_unavailable_s=self._retry_s,
         )
         return [_actor_info(a) for a in reply.actors]
@@ -193,7 +184,7 @@ class HubClient:
         """
         request = hub_pb2.KillActorRequest(actor_id=actor_id, no_restart=no_restart)
         try:
-            unary(self.peer, "KillActor", self._hub.stub().KillActor, request, self.deadlines.kill_s)
+            unary(self.peer, "KillActor", self._stub().KillActor, request, self.deadlines.kill_s)
         except RpcFailedError as e:
             if e.code == NOT_FOUND:
                 raise ValueError(f"no actor {actor_id} in this cluster") from None

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from actorhub.config import RpcDeadlines
 from actorhub.exceptions import PeerUnavailableError, RpcDeadlineExceededError, RpcFailedError
 from actorhub.wire.transport import ChannelPool
 
@@ -140,7 +141,7 @@ class ServerStream(Generic[R]):
         self._call.cancel()
 
 
-class Endpoint(Generic[S]):
+class PooledStub(Generic[S]):
     """A peer's stub on the process's pooled channel to it.
 
     Remade when the pool replaced the channel (after `ChannelPool.discard`), so a client
@@ -163,3 +164,27 @@ class Endpoint(Generic[S]):
             stub = self._stub = self._make(channel)
             self._channel = channel
         return stub
+
+
+class Client(Generic[S]):
+    """What every client of a peer holds: the peer's stub on the process's pooled channel, and
+    the deadlines its calls get (from the configuration, passed in by the process's edge)."""
+
+    def __init__(
+        self, channels: ChannelPool, peer: Peer, deadlines: RpcDeadlines, make_stub: Callable[[grpc.Channel], S]
+    ) -> None:
+        self.address = peer.address
+        self.deadlines = deadlines
+        self._pooled = PooledStub(channels, peer, make_stub)
+
+    @property
+    def peer(self) -> Peer:
+        return self._pooled.peer
+
+    def _stub(self) -> S:
+        return self._pooled.stub()
+
+    @property
+    def _retry_s(self) -> float:
+        """How long idempotent calls ride out an UNAVAILABLE peer."""
+        return self.deadlines.unavailable_retry_s

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from actorhub._proto.v1 import common_pb2, node_pb2, node_pb2_grpc
 from actorhub.config import RpcDeadlines
-from actorhub.wire.rpc import Endpoint, Peer, ServerStream, unary
+from actorhub.wire.rpc import Client, Peer, ServerStream, unary
 from actorhub.wire.transport import ChannelPool
 
 
@@ -48,17 +48,11 @@ def _location(reply: node_pb2.ObjectLocation) -> StoreLocation:
     return StoreLocation(path=reply.path, offset=reply.offset, length=reply.length, arena=reply.arena)
 
 
-class NodeStoreClient:
+class NodeStoreClient(Client[node_pb2_grpc.NodeStub]):
     """One node's store. Failures raise RpcFailedError; the caller decides what a miss means."""
 
     def __init__(self, channels: ChannelPool, address: str, deadlines: RpcDeadlines) -> None:
-        self.address = address
-        self.deadlines = deadlines
-        self._node = Endpoint(channels, Peer("node", address), node_pb2_grpc.NodeStub)
-
-    @property
-    def peer(self) -> Peer:
-        return self._node.peer
+        super().__init__(channels, Peer("node", address), deadlines, node_pb2_grpc.NodeStub)
 
     def reserve(
         self, object_id: str, size: int, owner: str, delete_first: list[str], writer: str
@@ -67,17 +61,17 @@ class NodeStoreClient:
         request = node_pb2.ReserveObjectRequest(
             object_id=object_id, size=size, owner=owner, delete_first=delete_first, writer=writer
         )
-        reply = unary(self.peer, "ReserveObject", self._node.stub().ReserveObject, request, self.deadlines.store_s)
+        reply = unary(self.peer, "ReserveObject", self._stub().ReserveObject, request, self.deadlines.store_s)
         return _location(reply)
 
     def seal(self, object_id: str) -> None:
         request = node_pb2.ObjectIdRequest(object_id=object_id)
-        unary(self.peer, "SealObject", self._node.stub().SealObject, request, self.deadlines.store_s)
+        unary(self.peer, "SealObject", self._stub().SealObject, request, self.deadlines.store_s)
 
     def open(self, object_id: str, reader: str) -> StoreLocation:
         """Pins the object's region for `reader`; NOT_FOUND when the store does not have it."""
         request = node_pb2.OpenObjectRequest(object_id=object_id, reader=reader)
-        reply = unary(self.peer, "OpenObject", self._node.stub().OpenObject, request, self.deadlines.fetch_s)
+        reply = unary(self.peer, "OpenObject", self._stub().OpenObject, request, self.deadlines.fetch_s)
         return _location(reply)
 
     def release(self, reader: str, pins: Iterable[tuple[str, int]]) -> None:
@@ -85,20 +79,20 @@ class NodeStoreClient:
         request = node_pb2.ReleaseObjectsRequest(
             reader=reader, pins=[node_pb2.ObjectPin(object_id=i, offset=offset) for i, offset in pins]
         )
-        unary(self.peer, "ReleaseObjects", self._node.stub().ReleaseObjects, request, self.deadlines.store_s)
+        unary(self.peer, "ReleaseObjects", self._stub().ReleaseObjects, request, self.deadlines.store_s)
 
     def delete(self, object_ids: list[str]) -> None:
         # Idempotent (deleting what is gone does nothing), so a reconnecting channel is retried.
         request = node_pb2.DeleteObjectsRequest(object_ids=object_ids)
         unary(
-            self.peer, "DeleteObjects", self._node.stub().DeleteObjects, request, self.deadlines.store_s,
-            retry_unavailable_s=self.deadlines.unavailable_retry_s,
+            self.peer, "DeleteObjects", self._stub().DeleteObjects, request, self.deadlines.store_s,
+            retry_unavailable_s=self._retry_s,
         )
 
     def list(self) -> StoreListing:
         reply: node_pb2.ListObjectsReply = unary(
-            self.peer, "ListObjects", self._node.stub().ListObjects, common_pb2.Empty(), self.deadlines.store_s,
-            retry_unavailable_s=self.deadlines.unavailable_retry_s,
+            self.peer, "ListObjects", self._stub().ListObjects, common_pb2.Empty(), self.deadlines.store_s,
+            retry_unavailable_s=self._retry_s,
         )
         return StoreListing(
             objects=tuple(StoredObject(o.object_id, o.size, o.owner, o.where) for o in reply.objects),
@@ -110,13 +104,13 @@ class NodeStoreClient:
         copy, so a retry is harmless)."""
         request = node_pb2.PullObjectRequest(object_id=object_id, source=source, owner=owner)
         unary(
-            self.peer, "PullObject", self._node.stub().PullObject, request, self.deadlines.fetch_s,
-            retry_unavailable_s=self.deadlines.unavailable_retry_s,
+            self.peer, "PullObject", self._stub().PullObject, request, self.deadlines.fetch_s,
+            retry_unavailable_s=self._retry_s,
         )
 
     def read(self, object_id: str, puller: str) -> ServerStream[node_pb2.ObjectChunk]:
         """Stream the object's segment in chunks (node to node; the store keeps the chunks)."""
         request = node_pb2.ReadObjectRequest(object_id=object_id, puller=puller)
         timeout = self.deadlines.fetch_s
-        call = self._node.stub().ReadObject(request, timeout=timeout)
+        call = self._stub().ReadObject(request, timeout=timeout)
         return ServerStream(self.peer, "ReadObject", call, timeout)

@@ -16,7 +16,7 @@ from actorhub._proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from actorhub.config import RpcDeadlines
 from actorhub.exceptions import ActorUnavailableError, RpcFailedError
 from actorhub.wire.errors import RemoteError, from_error_info
-from actorhub.wire.rpc import GONE_CODES, UNAVAILABLE, Endpoint, Peer, unary
+from actorhub.wire.rpc import GONE_CODES, UNAVAILABLE, Client, Peer, unary
 from actorhub.wire.transport import ChannelPool
 
 
@@ -64,17 +64,11 @@ class ObjectReply:
         )
 
 
-class WorkerClient:
+class WorkerClient(Client[worker_pb2_grpc.WorkerStub]):
     """One process's Worker service; `role` names it in errors ("owner", "worker", "reader")."""
 
     def __init__(self, channels: ChannelPool, address: str, deadlines: RpcDeadlines, role: str = "worker") -> None:
-        self.address = address
-        self.deadlines = deadlines
-        self._worker = Endpoint(channels, Peer(role, address), worker_pb2_grpc.WorkerStub)
-
-    @property
-    def peer(self) -> Peer:
-        return self._worker.peer
+        super().__init__(channels, Peer(role, address), deadlines, worker_pb2_grpc.WorkerStub)
 
     # -- objects the peer owns ------------------------------------------------------------------
     def get_object(
@@ -86,23 +80,23 @@ class WorkerClient:
             object_id=object_id, timeout_s=wait_s, reader_node_id=reader_node_id, reader_address=reader_address
         )
         reply: worker_pb2.GetObjectReply = unary(
-            self.peer, "GetObject", self._worker.stub().GetObject, request,
+            self.peer, "GetObject", self._stub().GetObject, request,
             wait_s + self.deadlines.long_poll_margin_s,
         )
         return ObjectReply.of(reply)
 
     def add_borrowers(self, borrower: str, object_ids: list[str]) -> None:
         request = worker_pb2.BorrowRequest(borrower=borrower, object_ids=object_ids)
-        unary(self.peer, "AddBorrowers", self._worker.stub().AddBorrowers, request, self.deadlines.owner_s)
+        unary(self.peer, "AddBorrowers", self._stub().AddBorrowers, request, self.deadlines.owner_s)
 
     def remove_borrowers(self, borrower: str, object_ids: list[str], counts: list[int]) -> None:
         """Not retried: a count given back twice would free objects still borrowed."""
         request = worker_pb2.BorrowRequest(borrower=borrower, object_ids=object_ids, counts=counts)
-        unary(self.peer, "RemoveBorrowers", self._worker.stub().RemoveBorrowers, request, self.deadlines.owner_s)
+        unary(self.peer, "RemoveBorrowers", self._stub().RemoveBorrowers, request, self.deadlines.owner_s)
 
     def list_owned_objects(self) -> worker_pb2.OwnedObjects:
         reply: worker_pb2.OwnedObjects = unary(
-            self.peer, "ListOwnedObjects", self._worker.stub().ListOwnedObjects, common_pb2.Empty(),
+            self.peer, "ListOwnedObjects", self._stub().ListOwnedObjects, common_pb2.Empty(),
             self.deadlines.owner_s,
         )
         return reply
@@ -110,7 +104,7 @@ class WorkerClient:
     def held_store_ids(self, store_ids: list[str]) -> set[str]:
         """Which of `store_ids` the owner still holds (results whose writer died)."""
         reply: worker_pb2.StoreIds = unary(
-            self.peer, "HeldStoreIds", self._worker.stub().HeldStoreIds,
+            self.peer, "HeldStoreIds", self._stub().HeldStoreIds,
             worker_pb2.StoreIds(store_ids=store_ids), self.deadlines.owner_s,
         )
         return set(reply.store_ids)
@@ -122,7 +116,7 @@ class WorkerClient:
         request = worker_pb2.StartActorRequest(spec=spec, incarnation=incarnation, node_id=node_id)
         try:
             reply: worker_pb2.StartActorReply = unary(
-                self.peer, "StartActor", self._worker.stub().StartActor, request, self.deadlines.actor_start_s
+                self.peer, "StartActor", self._stub().StartActor, request, self.deadlines.actor_start_s
             )
         except RpcFailedError as e:
             if e.code in GONE_CODES:
@@ -135,7 +129,7 @@ class WorkerClient:
         """None if the peer answered, else the failure's code. Never retried: a ping's purpose
         is to tell whether the peer is there now."""
         try:
-            unary(self.peer, "Ping", self._worker.stub().Ping, common_pb2.Empty(), timeout or self.deadlines.ping_s)
+            unary(self.peer, "Ping", self._stub().Ping, common_pb2.Empty(), timeout or self.deadlines.ping_s)
         except RpcFailedError as e:
             return e.code
         return None
