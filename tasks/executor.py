@@ -15,7 +15,7 @@ from typing import Any
 
 from actorhub.exceptions import TaskCancelledError
 from actorhub.runtime import serialization as _serialization
-from actorhub.runtime.runtime import blocking_hooks, current
+from actorhub.runtime.runtime import current, set_blocking_hooks
 from actorhub.worker.mailbox import resolve_arguments
 
 
@@ -30,6 +30,8 @@ class TaskExecutor:
         self._cancelled: set[int] = set()
         # The worker's runtime, built at StartActor before this constructor ran.
         self._runtime = current()
+        # While a task runs here, a get() that must wait lends its CPU back (see _blocked).
+        set_blocking_hooks((self._blocked, self._unblocked))
 
     def execute(self, fn_id: str, fn_blob: bytes, task_seq: int, args_blob: bytes) -> Any:
         function = self._functions.get(fn_id)
@@ -41,8 +43,6 @@ class TaskExecutor:
             if task_seq in self._cancelled:
                 raise TaskCancelledError(f"task {task_seq} was cancelled before it started")
             self._running[task_seq] = threading.get_ident()
-            # While the task runs, a get() that must wait lends its CPU back (see _blocked).
-            lending = blocking_hooks.set((self._blocked, self._unblocked))
             try:
                 return function(*args, **kwargs)
             except SystemExit as e:
@@ -51,7 +51,6 @@ class TaskExecutor:
                 sys.stderr.flush()
                 os._exit(e.code if isinstance(e.code, int) else 1)
             finally:
-                blocking_hooks.reset(lending)
                 del self._running[task_seq]
 
     def cancel(self, task_seq: int) -> bool:

@@ -217,6 +217,26 @@ def test_tree_of_tasks_waiting_on_subtasks_does_not_deadlock() -> None:
     assert actorhub.get(tree_sum.remote(list(range(16))), timeout=60) == sum(range(16))
 
 
+def test_a_task_waiting_in_a_thread_it_started_lends_its_cpu_too() -> None:
+    @actorhub.remote
+    def leaf(x: int) -> int:
+        return x
+
+    @actorhub.remote
+    def waits_in_threads(depth: int) -> int:
+        import concurrent.futures
+
+        if depth == 0:
+            return 1
+        # The waits happen on threads of the task, not the thread running it: the CPU must be
+        # lent all the same, or the subtasks of a tree wider than the node's CPUs never run.
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            parts = pool.map(lambda _: actorhub.get(waits_in_threads.remote(depth - 1)), range(2))
+            return sum(parts) + actorhub.get(leaf.remote(0))
+
+    assert actorhub.get(waits_in_threads.remote(3), timeout=60) == 8
+
+
 def test_worker_death_is_retried(tmp_path: Path) -> None:
     marker = tmp_path / "attempts"
 

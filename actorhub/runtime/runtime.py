@@ -13,7 +13,6 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
 from typing import Any, cast
 
 from actorhub.exceptions import (
@@ -40,13 +39,18 @@ _OBJECT_LOST = ErrorKind.OBJECT_LOST
 # The most a reply waits for its method's calls to reach their streams (a connect, at worst).
 _SEND_BEFORE_REPLY_S = 2.0
 
-# Set by a task executor around the task it runs (tasks/executor.py): called around a get()
-# that must wait, so the executor's CPU can run other tasks meanwhile (a task waiting on its
-# subtasks must not starve them). A context variable, not a runtime field: the hooks belong to
-# the task running in this context, and the runtime stays as it was built.
-blocking_hooks: ContextVar[tuple[Callable[[], None], Callable[[], None]] | None] = ContextVar(
-    "actorhub_blocking_hooks", default=None
-)
+# Set once by a task executor for its process (tasks/executor.py): called around a get() that
+# must wait, so the executor's CPU can run other tasks meanwhile (a task waiting on its subtasks
+# must not starve them). Process-wide, not per thread or context: an executor runs one task at
+# a time, and a thread that task starts waits on the same CPU. Not a runtime field: the runtime
+# stays as it was built.
+BlockingHooks = tuple[Callable[[], None], Callable[[], None]]
+_blocking_hooks: BlockingHooks | None = None
+
+
+def set_blocking_hooks(hooks: BlockingHooks | None) -> None:
+    global _blocking_hooks
+    _blocking_hooks = hooks
 
 
 class Runtime:
@@ -299,7 +303,7 @@ class Runtime:
     def get(self, refs: Sequence[ObjectRef[Any]], timeout: float | None) -> list[Any]:
         self._check_known(refs)
         ids = [r.hex() for r in refs]
-        hooks = blocking_hooks.get()
+        hooks = _blocking_hooks
         if hooks is None or all(self.objects.is_ready(i) for i in ids):
             flags = self.objects.wait(ids, len(ids), timeout)
         else:

@@ -40,6 +40,16 @@ def machine() -> str:
     )
 
 
+def ray_version() -> str:
+    """The version of Ray in vs-ray's cached environment, or "unknown"."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "actorhub-vs-ray" / "venv"
+    done = subprocess.run(
+        [str(cache / "bin" / "python"), "-c", "import ray; print(ray.__version__)"],
+        capture_output=True, text=True, check=False,
+    )
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
 def run_vs_ray(filter_text: str) -> str:
     if not VS_RAY.exists():
         raise SystemExit(f"{VS_RAY} not found: BENCHMARKS.md is made beside the shared bench folder")
@@ -52,7 +62,7 @@ def run_vs_ray(filter_text: str) -> str:
     return done.stdout
 
 
-def render(output: str, filter_text: str) -> str:
+def render(output: str, filter_text: str, note: str = "") -> str:
     rows = [m for m in map(_ROW.match, output.splitlines()) if m and m.group("metric").strip() != "metric"]
     if not rows:
         raise SystemExit(f"no metric rows in vs-ray's output:\n{output}")
@@ -61,13 +71,15 @@ def render(output: str, filter_text: str) -> str:
         "# Benchmarks",
         "",
         "Written by `tests/perf/write_benchmarks.py` (`make bench`) from `../shared/bench/vs-ray`, which runs",
-        "`ray microbenchmark` (Ray 2.x in its own environment) and `actorhub microbenchmark` one after the",
+        "`ray microbenchmark` (Ray in its own environment) and `actorhub microbenchmark` one after the",
         "other on the same machine. Ratios above 1 mean actorhub is faster. Absolute rates drift with the",
         "machine's load from run to run; compare ratios, and runs made in one sitting.",
         "",
         f"- date: {datetime.date.today().isoformat()}",
         f"- machine: {machine()}",
+        f"- Ray: {ray_version()}",
         f"- filter: {filter_text or '(all metrics)'}",
+        *([f"- how: {note}"] if note else []),
         "",
         "| metric | Ray /s | actorhub /s | actorhub/Ray |",
         "|---|---:|---:|---:|",
@@ -83,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--filter", default="", help="only metrics whose name contains TEXT (vs-ray's pattern)")
     parser.add_argument("--from-output", type=Path, help="vs-ray output saved earlier, instead of a new run")
+    parser.add_argument("--note", default="", help="how the numbers were taken, when not by one plain run")
     args = parser.parse_args(argv)
     output = args.from_output.read_text() if args.from_output else run_vs_ray(args.filter)
-    (ROOT / "BENCHMARKS.md").write_text(render(output, args.filter))
+    (ROOT / "BENCHMARKS.md").write_text(render(output, args.filter, args.note))
     print(f"wrote {ROOT / 'BENCHMARKS.md'}", file=sys.stderr)
     return 0
 
