@@ -10,7 +10,7 @@ from actorhub.config import Config
 from actorhub.wire.records import ClusterStatus
 
 if TYPE_CHECKING:
-    from actorhub.wire.owned import OwnedObject
+    from actorhub.wire.records import OwnedObject
 
 
 def status_command(address: str | None) -> int:
@@ -78,8 +78,8 @@ def memory_command(address: str | None) -> int:
 
 def _print_memory(status: ClusterStatus, hub: HubClient) -> int:
     from actorhub.exceptions import RpcFailedError
-    from actorhub.wire.owned import list_owned_objects
     from actorhub.wire.store import NodeStoreClient
+    from actorhub.wire.worker import WorkerClient
 
     # Store id -> (size, where) on each node holding it: its own node's, and copies pulled elsewhere.
     stored: dict[str, list[tuple[int, str]]] = {}
@@ -102,7 +102,7 @@ def _print_memory(status: ClusterStatus, hub: HubClient) -> int:
     rows: list[list[str]] = []
     for owner, label in owners.items():
         try:
-            owned = list_owned_objects(hub.channels, owner, hub.deadlines)
+            owned = WorkerClient(hub.channels, owner, hub.deadlines, "owner").list_owned_objects()
         except RpcFailedError:
             continue  # gone since the hub answered, or busy: its objects go unlisted
         for o in owned:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from actorhub.runtime.ids import split_store_id
 from actorhub.wire.errors import RemoteError
+from actorhub.wire.records import OwnedObject
 
 if TYPE_CHECKING:
     from actorhub.runtime.object_ref import ObjectRef
@@ -76,18 +77,6 @@ class _Entry:
     @property
     def ready(self) -> bool:
         return self.data is not None or self.error is not None
-
-
-@dataclass(frozen=True, slots=True)
-class OwnedInfo:
-    object_id: str
-    size: int
-    where: str
-    local_refs: int
-    borrowers: dict[str, int]
-    escaped: bool
-    contained_in: int
-    store_id: str  # its id in node stores (without the node), or ""
 
 
 Completion = tuple[str, bytes | None, RemoteError | None]
@@ -463,7 +452,7 @@ class ObjectTable:
                 return
         callback()
 
-    def owned_snapshot(self) -> list[OwnedInfo]:
+    def owned_snapshot(self) -> list[OwnedObject]:
         """The objects this process owns, for `actorhub memory`."""
         with self._lock:
             self._drain_released()
@@ -471,14 +460,14 @@ class ObjectTable:
             for entry in self._entries.values():
                 for ref in entry.contained or ():
                     holders[ref.hex()] = holders.get(ref.hex(), 0) + 1
-            out: list[OwnedInfo] = []
+            out: list[OwnedObject] = []
             for object_id, e in self._entries.items():
                 if not e.owned:
                     continue
                 where = "pending" if not e.ready else "error" if e.error is not None else (
                     "store" if e.store_id else "inline")
                 size = len(e.data) if e.data is not None and not e.store_id else 0
-                out.append(OwnedInfo(object_id, size, where, e.refs, dict(e.borrowers or {}), e.escaped,
+                out.append(OwnedObject(object_id, size, where, e.refs, dict(e.borrowers or {}), e.escaped,
                                      holders.get(object_id, 0), split_store_id(e.store_id)[0]))
             return out
 

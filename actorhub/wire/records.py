@@ -104,3 +104,23 @@ class ClusterStatus:
     live_jobs: int
     driver_addresses: tuple[str, ...]
     """Of the live jobs: owners of objects, as actors are."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedObject:
+    """An object a process owns, as `actorhub memory` shows it (Worker.ListOwnedObjects)."""
+
+    object_id: str
+    size: int
+    """Serialized bytes of an inline value; 0 when the value is in a node's store."""
+    where: str
+    """"inline", "store", "pending" or "error"."""
+    local_refs: int
+    borrowers: dict[str, int]
+    """Borrower address -> the refs it holds."""
+    escaped: bool
+    """Pickled outside a call: kept while the owner lives."""
+    contained_in: int
+    """Values of the owner that hold a ref to it."""
+    store_id: str
+    """Its id in node stores, when it is in one."""

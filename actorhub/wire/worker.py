@@ -16,6 +16,7 @@ from actorhub._proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from actorhub.config import RpcDeadlines
 from actorhub.exceptions import ActorUnavailableError, RpcFailedError
 from actorhub.wire.errors import RemoteError, from_error_info
+from actorhub.wire.records import OwnedObject
 from actorhub.wire.rpc import GONE_CODES, UNAVAILABLE, Client, Peer, unary
 from actorhub.wire.transport import ChannelPool
 
@@ -94,12 +95,18 @@ class WorkerClient(Client[worker_pb2_grpc.WorkerStub]):
         request = worker_pb2.BorrowRequest(borrower=borrower, object_ids=object_ids, counts=counts)
         unary(self.peer, "RemoveBorrowers", self._stub().RemoveBorrowers, request, self.deadlines.owner_s)
 
-    def list_owned_objects(self) -> worker_pb2.OwnedObjects:
+    def list_owned_objects(self) -> list[OwnedObject]:
         reply: worker_pb2.OwnedObjects = unary(
             self.peer, "ListOwnedObjects", self._stub().ListOwnedObjects, common_pb2.Empty(),
             self.deadlines.owner_s,
         )
-        return reply
+        return [
+            OwnedObject(
+                object_id=o.object_id, size=o.size, where=o.where, local_refs=o.local_refs,
+                borrowers=dict(o.borrowers), escaped=o.escaped, contained_in=o.contained_in, store_id=o.store_id,
+            )
+            for o in reply.objects
+        ]
 
     def held_store_ids(self, store_ids: list[str]) -> set[str]:
         """Which of `store_ids` the owner still holds (results whose writer died)."""
