@@ -20,6 +20,7 @@ __all__ = [
     "GetTimeoutError",
     "NoRuntimeError",
     "ObjectLostError",
+    "OptionsError",
     "OwnerDiedError",
     "PeerUnavailableError",
     "PendingCallsLimitExceededError",
@@ -34,6 +35,7 @@ __all__ = [
     "TaskCancelledError",
     "TaskError",
     "TaskUnschedulableError",
+    "UnsafeDirectoryError",
     "WorkerCrashedError",
 ]
 
@@ -105,6 +107,15 @@ class ActorUnavailableError(ActorError):
 
 class PendingCallsLimitExceededError(ActorHubError):
     """A handle already has ``max_pending_calls`` calls in flight; this call was not sent."""
+
+
+class OptionsError(ActorHubError, ValueError):
+    """An option or argument of a public call was unknown or had a bad value.
+
+    Raised at the call that passed it (``.options()``, ``@remote(...)``, ``get_actor``, ``init``),
+    before anything reaches the cluster; the message names the option and what was wrong.
+    Also importable from ``actorhub.api.options``, where the options live.
+    """
 
 
 class GetTimeoutError(ActorHubError, TimeoutError):
@@ -254,6 +265,18 @@ def task_error_for(
         pass
     _init_task_error(err, message, cause, remote_traceback, function_name, cause_type_name)
     return err
+
+
+class UnsafeDirectoryError(ActorHubError, PermissionError):
+    """A session root, session directory, token file or /dev/shm directory that another local
+    user could control: not owned by this user, open to group or others, or a link elsewhere.
+
+    `path` names it; the message says what is wrong and how to fix it.
+    """
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
 
 
 RayError = ActorHubError

@@ -10,7 +10,13 @@ can keep its directory with them while this package still builds on the kernel.
 """
 
 from actorhub.namespaces.directory import NameDirectory, NameTakenError
-from actorhub.namespaces.rules import SYSTEM_NAMESPACE, anonymous_namespace, is_system_namespace, validate_name
+from actorhub.namespaces.rules import (
+    SYSTEM_NAMESPACE,
+    anonymous_namespace,
+    is_system_namespace,
+    validate_name,
+    validate_namespace,
+)
 
 __all__ = [
     "SYSTEM_NAMESPACE",
@@ -19,4 +25,5 @@ __all__ = [
     "anonymous_namespace",
     "is_system_namespace",
     "validate_name",
+    "validate_namespace",
 ]

@@ -21,9 +21,38 @@ def is_system_namespace(namespace: str) -> bool:
 
 
 def validate_name(name: object, what: str = "actor name") -> str:
-    """`name` if it is a usable name, else ValueError that says what was wrong with it."""
+    """`name` if it is a usable name, else TypeError or ValueError that says what was wrong.
+
+    A name crosses the wire as a protobuf string, which must be UTF-8: a str that cannot be
+    encoded (a lone surrogate, as `os.fsdecode` or a bad `surrogateescape` leaves) would fail
+    deep in the client with a bare UnicodeEncodeError, so it is refused here, by name.
+    """
     if not isinstance(name, str):
-        raise TypeError(f"an {what} must be a str, not {type(name).__name__}")
+        raise TypeError(f"{_article(what)} {what} must be a str, not {type(name).__name__}")
     if not name:
-        raise ValueError(f"an {what} must not be empty")
+        raise ValueError(f"{_article(what)} {what} must not be empty")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"{_article(what)} {what} must be encodable as UTF-8; {name!r} holds "
+            f"{name[e.start:e.end]!r} at index {e.start}"
+        ) from None
     return name
+
+
+def validate_namespace(namespace: object, *, allow_system: bool = False) -> str:
+    """`namespace` if users may name it, else TypeError or ValueError.
+
+    The system namespace holds actorhub's own lease desks and task executors: a user who
+    could create, look up or kill actors there could take a node's desk away from its tasks.
+    Only actorhub's own code passes `allow_system=True`; the hub itself reserves nothing.
+    """
+    checked = validate_name(namespace, "namespace")
+    if is_system_namespace(checked) and not allow_system:
+        raise ValueError(f"the namespace {checked!r} is reserved for actorhub's own actors")
+    return checked
+
+
+def _article(what: str) -> str:
+    return "an" if what[:1] in "aeiou" else "a"

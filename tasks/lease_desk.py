@@ -58,7 +58,7 @@ class LeaseDesk:
 
         executor_class = ActorClass(
             TaskExecutor,
-            ActorOptions(
+            ActorOptions.for_system(
                 namespace=SYSTEM_NAMESPACE,
                 lifetime="detached",
                 max_restarts=-1,  # a task that kills its worker gets a fresh one on the same lease

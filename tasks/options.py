@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import field_validator
 
-from actorhub.api.options import _PlacedOptions
+from actorhub.api.options import Cpus, Int32Limit, NoGpus, NumReturns, _PlacedOptions, checked_name
 
 
 class TaskOptions(_PlacedOptions):
     """A task that may run anywhere runs on the caller's node first, then on the others."""
 
-    num_cpus: float = Field(default=1.0, ge=0)
-    num_gpus: float = Field(default=0.0, ge=0, le=0)
-    """Accepted for Ray compatibility; this cluster offers no GPUs, so only 0 is valid."""
-    num_returns: int = Field(default=1, ge=0)
-    max_retries: int = Field(default=3, ge=-1)
+    # Bounds as for actors (api/options.py): a task runs as a call of an executor actor, so its
+    # num_returns travels as Call.num_returns (uint32); max_retries is counted by the caller
+    # and gets the int32 bound of an actor's max_task_retries.
+    num_cpus: Cpus = 1.0
+    num_gpus: NoGpus = 0.0
+    num_returns: NumReturns = 1
+    max_retries: Int32Limit = 3
     retry_exceptions: bool | list[type[BaseException]] = False
     name: str | None = None
     runtime_env: None = None
+
+    @field_validator("name")
+    @classmethod
+    def _usable_name(cls, value: str | None) -> str | None:
+        # The name travels in error messages and trace spans, protobuf strings.
+        return None if value is None else checked_name(value, "task name")
 
     @field_validator("retry_exceptions")
     @classmethod

@@ -117,7 +117,7 @@ class TaskSubmitter:
             from actorhub.api.options import ActorOptions
             from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            desk_class = ActorClass(LeaseDesk, ActorOptions(
+            desk_class = ActorClass(LeaseDesk, ActorOptions.for_system(
                 name=desk_name(node_id), namespace=SYSTEM_NAMESPACE, get_if_exists=True,
                 lifetime="detached", max_restarts=-1,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id),

@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 
 from actorhub.api.actor_handle import ActorHandle, HandleState, MethodInfo
 from actorhub.api.cluster import connected_runtime
-from actorhub.api.options import ActorOptions, OptionsError
+from actorhub.api.options import UINT32_MAX, ActorOptions, OptionsError
 from actorhub.runtime import serialization as _serialization
 from actorhub.runtime.ids import new_id
 from actorhub.runtime.runtime import Runtime
@@ -27,8 +27,19 @@ def method_infos(cls: type) -> dict[str, MethodInfo]:
         if not callable(func):
             continue
         is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
-        infos[name] = MethodInfo(name, int(getattr(func, NUM_RETURNS_ATTR, 1)), is_async)
+        infos[name] = MethodInfo(name, _num_returns(cls, name, getattr(func, NUM_RETURNS_ATTR, 1)), is_async)
     return infos
+
+
+def _num_returns(cls: type, name: str, value: object) -> int:
+    """`@method(num_returns=...)` of `cls.name`, checked when the class is made remote: it
+    travels as MethodMeta.num_returns (uint32), where a bad value would fail at creation."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= UINT32_MAX:
+        raise OptionsError(
+            f"invalid options for {cls.__name__}.{name}: num_returns={value!r}: "
+            f"must be an int from 0 to {UINT32_MAX}"
+        )
+    return value
 
 
 class ActorClass(Generic[T]):

@@ -15,7 +15,7 @@ from actorhub.api.actor_handle import ActorHandle
 from actorhub.cluster.launcher import ClusterProcesses, remove_segments, request_shutdown, start_head, stop_processes
 from actorhub.cluster.session import Session, latest_session, session_for_address
 from actorhub.config import Config, ConfigError
-from actorhub.exceptions import ActorHubSystemError
+from actorhub.exceptions import ActorHubSystemError, OptionsError
 from actorhub.runtime import runtime as _runtime
 from actorhub.runtime.endpoint import Endpoint
 from actorhub.runtime.identity import Identity
@@ -106,6 +106,8 @@ def init(
     started; "HOST:PORT" joins that hub. `include_dashboard` is accepted; there is no dashboard.
     """
     global _driver
+    if namespace is not None:
+        _check_namespace(namespace)  # before anything starts: a bad one would fail in RegisterJob
     with _init_lock:
         if _driver is not None:
             if ignore_reinit_error:
@@ -148,6 +150,18 @@ def init(
         _driver = driver
         atexit.register(shutdown)
         return context
+
+
+def _check_namespace(namespace: object) -> None:
+    """init()'s namespace: a usable name (a str that encodes as UTF-8), and not the system
+    namespace, where actorhub's own actors live. Raises OptionsError (a ValueError)."""
+    from actorhub.namespaces.rules import validate_namespace  # namespaces/ builds on the kernel
+
+    try:
+        validate_namespace(namespace)
+    except (TypeError, ValueError) as e:
+        shown = repr(namespace)  # escapes lone surrogates: the message itself must encode
+        raise OptionsError(f"init(): namespace={shown[:60]}: {e}") from None
 
 
 def _connect(
@@ -268,8 +282,11 @@ def wait(
 
 def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
     """Kill the actor's process; returns once it is gone. With no_restart=False it may restart."""
+    # TypeError, as get(), wait() and cancel() raise for arguments of the wrong type.
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() takes an actor handle, not {type(actor).__name__}")
+    if not isinstance(no_restart, bool):
+        raise TypeError(f"kill(): no_restart must be a bool, not {type(no_restart).__name__}")
     # Raises ValueError for an actor the hub does not know; RpcFailedError when the hub fails
     # or does not answer within the kill deadline (RpcDeadlineExceededError).
     connected_runtime().hub.kill_actor(actor.actor_id, no_restart)

@@ -12,7 +12,7 @@ from typing import Any
 
 from actorhub.api.cluster import connected_runtime
 from actorhub.exceptions import RpcFailedError
-from actorhub.namespaces.lookup import get_actor
+from actorhub.namespaces.lookup import get_system_actor
 from actorhub.runtime import runtime as _runtime
 from actorhub.wire.records import ClusterStatus
 from actorhub.wire.store import NodeStoreClient, StoreListing
@@ -51,7 +51,6 @@ def cluster_resources() -> dict[str, float]:
 
 def available_resources() -> dict[str, float]:
     """What the alive nodes have free now: CPUs not reserved or leased, store bytes not in use."""
-    from actorhub.namespaces import SYSTEM_NAMESPACE
     from actorhub.tasks.lease_desk import desk_name
 
     runtime = connected_runtime()
@@ -61,7 +60,8 @@ def available_resources() -> dict[str, float]:
             continue
         cpus = node.available_cpus
         try:
-            desk = get_actor(desk_name(node.node_id), SYSTEM_NAMESPACE)
+            # The internal lookup: the public get_actor refuses the system namespace.
+            desk = get_system_actor(runtime, desk_name(node.node_id))
         except ValueError:
             desk = None  # no task has run there yet
         if desk is not None:

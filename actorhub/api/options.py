@@ -1,44 +1,140 @@
 """Typed, validated options for actors and calls.
 
 Unknown options and bad values raise `OptionsError` naming the option, at the call that
-passed them, instead of surfacing later inside the cluster.
+passed them (`@remote(...)`, `.options(...)`), instead of surfacing later inside the cluster
+as a protobuf error or an actor that never starts. Options are parsed once there, so the
+checks cost nothing per `.remote()` call.
+
+The bounds are the wire's: every integer option travels in a protobuf field
+(protos/actorhub/v1/common.proto, worker.proto), so it must fit that field's type; a float
+that the hub compares or sums (CPUs) must be finite; a string must encode as UTF-8.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
+from pydantic_core import ErrorDetails
 
-from actorhub.exceptions import ActorHubError
+from actorhub.exceptions import OptionsError
 from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+__all__ = [
+    "INT32_MAX",
+    "UINT32_MAX",
+    "ActorOptions",
+    "CallOptions",
+    "OptionsError",
+    "checked_name",
+]
 
-class OptionsError(ActorHubError, ValueError):
-    """An option was unknown or had a bad value."""
+INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
+
+# A count where -1 means "without limit", carried in an int32 field (ActorSpec.max_restarts,
+# max_task_retries, max_pending_calls); retries kept only by the caller get the same bound.
+Int32Limit = Annotated[int, Field(ge=-1, le=INT32_MAX)]
+# Call.num_returns and MethodMeta.num_returns are uint32.
+NumReturns = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+# CPUs are summed and compared by the hub and the lease desks: NaN or inf would never fit
+# anywhere (the actor stays PENDING forever) or would poison the sums.
+Cpus = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# Accepted for Ray compatibility; this cluster offers no GPUs, so only 0 is valid.
+NoGpus = Annotated[float, Field(ge=0, le=0, allow_inf_nan=False)]
+
+# The validation context key that lets actorhub's own code use the system namespace.
+_SYSTEM = "actorhub_system"
+_MAX_SHOWN = 60  # characters of a bad value quoted in a message
+
+
+def checked_name(value: Any, what: str, *, namespace: bool = False, allow_system: bool = False) -> str:
+    """`value` if it is a usable name (namespaces.rules), else a ValueError saying why.
+
+    A namespace (`namespace=True`) may be the system one only with `allow_system`. Inside a
+    pydantic validator only ValueError becomes a validation error (a TypeError would escape
+    raw), so the rules' TypeError is turned into one.
+    """
+    # namespaces/ builds on the kernel, which imports it only where it is used (its rules are pure).
+    from actorhub.namespaces.rules import validate_name, validate_namespace
+
+    try:
+        if namespace:
+            return validate_namespace(value, allow_system=allow_system)
+        return validate_name(value, what)
+    except TypeError as e:
+        raise ValueError(str(e)) from None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)  # repr escapes lone surrogates, so the message itself always encodes
+    return text if len(text) <= _MAX_SHOWN else f"{text[:_MAX_SHOWN]}..."
+
+
+def _problem(err: ErrorDetails) -> tuple[str, str]:
+    """(`option=value`, what was wrong) of one pydantic error, in the caller's terms."""
+    loc = err["loc"]
+    option = str(loc[0]) if loc else "options"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return option, "unknown option"
+    message = err["msg"].removeprefix("Value error, ")
+    if kind.endswith("_type") or kind.startswith("is_instance"):
+        message = f"{message}, not {type(err['input']).__name__}"
+    return f"{option}={_shown(err['input'])}", message
+
+
+def describe(error: ValidationError) -> str:
+    """One clause per option; a union (scheduling_strategy) reports each member it tried."""
+    by_option: dict[str, list[str]] = {}
+    for err in error.errors():
+        option, message = _problem(err)
+        seen = by_option.setdefault(option, [])
+        if message not in seen:
+            seen.append(message)
+    return "; ".join(f"{option}: {' or '.join(messages)}" for option, messages in by_option.items())
 
 
 class _Options(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: a wrong type is an error, not a conversion ("3" is not 3, True is not 1, 2.0 is
+    # not a count); an int still passes as a float.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    # Set only by ActorOptions.for_system, and carried through merged(): actorhub's own actors
+    # may live in the system namespace, and options derived from theirs keep that right.
+    _system: bool = PrivateAttr(default=False)
 
     @classmethod
     def parse(cls, where: str, **values: Any) -> Any:
+        """The options a user passed: the public way in (`@remote(...)`, `.options(...)`)."""
+        return cls._validated(where, values, False)
+
+    @classmethod
+    def _validated(cls, where: str, values: dict[str, Any], system: bool) -> Any:
         try:
-            return cls(**values)
+            options = cls.model_validate(values, context={_SYSTEM: True} if system else None)
         except ValidationError as e:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}" for err in e.errors()
-            )
-            raise OptionsError(f"invalid options for {where}: {problems}") from None
+            raise OptionsError(f"invalid options for {where}: {describe(e)}") from None
+        options._system = system
+        return options
 
     def merged(self, where: str, **values: Any) -> Any:
-        return self.parse(where, **{**self.model_dump(exclude_unset=True), **values})
+        # Not model_dump(): that turns a scheduling strategy into a dict, which strict mode refuses.
+        current = {name: getattr(self, name) for name in self.model_fields_set}
+        return self._validated(where, {**current, **values}, self._system)
 
 
 class _PlacedOptions(_Options):
     """Options of what runs on a node: where it may run."""
 
     scheduling_strategy: NodeAffinitySchedulingStrategy | Literal["DEFAULT", "SPREAD"] | None = None
+
+    @field_validator("scheduling_strategy")
+    @classmethod
+    def _node_id_on_the_wire(cls, value: Any) -> Any:
+        # The dataclass checks only that node_id is set; it travels as ActorSpec.node_id.
+        if isinstance(value, NodeAffinitySchedulingStrategy):
+            checked_name(value.node_id, "node_id")
+        return value
 
     @property
     def node_id(self) -> str:
@@ -52,22 +148,38 @@ class ActorOptions(_PlacedOptions):
     namespace: str | None = None
     lifetime: Literal["detached", "non_detached"] | None = None
     get_if_exists: bool = False
-    max_restarts: int = Field(default=0, ge=-1)
-    max_task_retries: int = Field(default=0, ge=-1)
-    max_concurrency: int | None = Field(default=None, ge=1)
-    max_pending_calls: int = Field(default=-1, ge=-1)
-    num_cpus: float = Field(default=0.0, ge=0)
-    num_gpus: float = Field(default=0.0, ge=0, le=0)
-    """Accepted for Ray compatibility; this cluster offers no GPUs, so only 0 is valid."""
+    max_restarts: Int32Limit = 0
+    max_task_retries: Int32Limit = 0
+    max_concurrency: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None  # ActorSpec: uint32
+    max_pending_calls: Int32Limit = -1
+    num_cpus: Cpus = 0.0
+    num_gpus: NoGpus = 0.0
     resources: dict[str, float] | None = None
     runtime_env: None = None
 
+    @classmethod
+    def for_system(cls, **values: Any) -> ActorOptions:
+        """Options of actorhub's own actors (lease desks, task executors): the one way to put
+        an actor in the system namespace, which `parse` (every user's way in) refuses."""
+        options: ActorOptions = cls._validated("an actorhub system actor", values, True)
+        return options
+
     @field_validator("name")
     @classmethod
-    def _name_not_empty(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("an actor name must not be empty")
+    def _usable_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            checked_name(value, "actor name")
+            if not value.strip():
+                raise ValueError("an actor name must not be blank")
         return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _usable_namespace(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        system = bool(info.context and info.context.get(_SYSTEM))
+        return checked_name(value, "namespace", namespace=True, allow_system=system)
 
     @field_validator("resources")
     @classmethod
@@ -82,6 +194,11 @@ class ActorOptions(_PlacedOptions):
 
 
 class CallOptions(_Options):
-    num_returns: int = Field(default=1, ge=0)
+    num_returns: NumReturns = 1
     name: str | None = None
-    max_task_retries: int | None = Field(default=None, ge=-1)
+    max_task_retries: Int32Limit | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _usable_name(cls, value: str | None) -> str | None:
+        return None if value is None else checked_name(value, "call name")

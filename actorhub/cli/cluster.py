@@ -6,11 +6,13 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
-from actorhub.cli.common import CliError, HubClient, Target, cpu_count_words, live_pids, sessions
-from actorhub.cluster.launcher import start_head, start_node, stop_session
-from actorhub.cluster.session import ADDRESS_FILE, Session, session_for_address
+from actorhub.cli.common import CliError, HubClient, Target, cpu_count_words, live_pids, processes_naming
+from actorhub.cluster.launcher import leftovers, remove_segments, start_head, start_node, stop_session
+from actorhub.cluster.session import ADDRESS_FILE, Session, list_sessions, session_for_address
 from actorhub.config import Config
 from actorhub.wire.records import NodeStatus
 
@@ -78,7 +80,8 @@ def _wait_for_new_node(
             for proc in processes:
                 # poll() only looks; the processes must keep running after this command exits.
                 if proc.poll() is not None:
-                    raise CliError(f"a cluster process exited with code {proc.returncode}; see the logs in {logs}")
+                    raise CliError(f"a cluster process exited with code {proc.returncode}{_last_words(proc, logs)}; "
+                                   f"see the logs in {logs}")
             fresh = [n for n in hub.status().nodes if n.alive and n.node_id not in known]
             if fresh:
                 return fresh[0]
@@ -90,10 +93,14 @@ def _wait_for_new_node(
 
 def stop_command() -> int:
     root = Config.load().session_root
+    found, refused = list_sessions(root)  # an unsafe root raises: nothing under it is touched
+    for err in refused:
+        print(f"Skipped: {err}", file=sys.stderr)
     stopped = 0
-    for session in sessions(root):
+    for session in found:
         live = live_pids(session)
         if not live:
+            stopped += _clean_dead_session(session)
             continue
         address = _recorded_address(session)
         stop_session(session)
@@ -105,6 +112,34 @@ def stop_command() -> int:
     if not stopped:
         print("No running cluster.")
     return 0
+
+
+def _last_words(proc: subprocess.Popen[bytes], logs: Path | None) -> str:
+    """": " and the last line of a node agent's output (a refusal, say), or "" without one."""
+    args = [str(a) for a in proc.args] if isinstance(proc.args, list | tuple) else []
+    if logs is None or "--node-id" not in args:
+        return ""
+    try:
+        lines = (logs / f"node-{args[args.index('--node-id') + 1]}.out").read_text(errors="replace").splitlines()
+    except (OSError, IndexError):
+        return ""
+    return f": {lines[-1].strip()}" if lines else ""
+
+
+def _clean_dead_session(session: Session) -> int:
+    """Sweep up after a session whose processes all died (SIGKILL, a crash, the OOM killer):
+    its /dev/shm arenas would otherwise stay until reboot. 1 when there was something to remove."""
+    # Looked for first: reading every process's command line is the costly part.
+    if not leftovers(session):
+        return 0
+    if processes_naming(session):
+        return 0  # starting (no pid file yet) or a process we cannot see in the pid files
+    removed, spill_files = remove_segments(session)
+    if not removed and not spill_files:
+        return 0
+    what = [str(p) for p in removed] + ([f"{spill_files} spill file(s)"] if spill_files else [])
+    print(f"Cleaned up session {session.path}, whose processes are all gone: removed {', '.join(what)}.")
+    return 1
 
 
 def _recorded_address(session: Session) -> str | None:

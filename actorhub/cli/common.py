@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,14 @@ from types import TracebackType
 
 import grpc
 
-from actorhub.cluster.session import ADDRESS_FILE, NoClusterError, Session, latest_session, session_for_address
+from actorhub.cluster.session import (
+    ADDRESS_FILE,
+    NoClusterError,
+    Session,
+    latest_session,
+    list_sessions,
+    session_for_address,
+)
 from actorhub.config import Config, RpcDeadlines
 from actorhub.exceptions import PeerUnavailableError, RpcDeadlineExceededError, RpcFailedError
 from actorhub.wire.hub import HubClient as WireHubClient
@@ -68,10 +76,11 @@ def _latest_running_session(root: Path) -> Session | None:
 
 
 def sessions(root: Path) -> list[Session]:
-    """The session directories under `root`, oldest first (their names start with the time)."""
-    if not root.is_dir():
-        return []
-    return [Session(p) for p in sorted(root.glob("session_*")) if p.is_dir()]
+    """The session directories under `root` that pass the ownership check, oldest first.
+
+    An unsafe root raises UnsafeDirectoryError; `actorhub stop` reports unsafe sessions.
+    """
+    return list_sessions(root)[0]
 
 
 def _live_pid_files(session: Session) -> dict[Path, int]:
@@ -90,6 +99,22 @@ def _live_pid_files(session: Session) -> dict[Path, int]:
 def live_pids(session: Session) -> list[int]:
     """The session's processes that are still running."""
     return list(_live_pid_files(session).values())
+
+
+def processes_naming(session: Session) -> list[int]:
+    """Processes whose command line names the session directory (hub, node agent, zygote and
+    the workers it forks), pid file or not: one that is starting has not written it yet."""
+    needle = os.fsencode(session.path)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if needle in Path(f"/proc/{entry}/cmdline").read_bytes():
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
 
 
 class HubClient:

@@ -8,7 +8,9 @@ driver's job lease breaks, which covers a driver killed by SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actorhub.cluster.session import ADDRESS_FILE, Session, create_session, make_latest
+from actorhub.cluster.session import ADDRESS_FILE, Session, check_private, create_session, make_latest
 from actorhub.config import Config, RpcDeadlines
 from actorhub.exceptions import ActorHubSystemError
 from actorhub.runtime.ids import new_id
@@ -65,6 +67,9 @@ def _tail(path: Path, lines: int = 20) -> str:
 def start_head(config: Config) -> ClusterProcesses:
     """A new session with a hub and one node agent; returns once the hub is serving."""
     session = create_session(config.session_root)
+    node_id = new_id(8)
+    # Before any process starts, so that a refusal leaves nothing behind.
+    check_segment_dir(session, node_id)
     host = config.bind_host
     port = config.hub_port or _free_port(host)
     hub_address = f"{host}:{port}"
@@ -74,23 +79,53 @@ def start_head(config: Config) -> ClusterProcesses:
         hub_log,
     )
     # Started together: the node agent retries until the hub answers, so their boots overlap.
-    node = start_node(config, session, hub_address)
+    try:
+        node = start_node(config, session, hub_address, node_id)
+    except BaseException:
+        hub.kill()
+        hub.wait()
+        raise
     cluster = ClusterProcesses(session, hub_address, [hub, node])
     deadline = time.monotonic() + config.connect_timeout_s
     while not (session.path / ADDRESS_FILE).exists():
-        if hub.poll() is not None:
-            stop_processes(cluster.processes, 1.0)
-            raise ClusterStartError(f"the hub exited with code {hub.returncode}:\n{_tail(hub_log)}")
+        for proc, name, log in ((hub, "hub", hub_log), (node, "node agent", session.logs / f"node-{node_id}.out")):
+            if proc.poll() is not None:
+                _abort(cluster)
+                raise ClusterStartError(f"the {name} exited with code {proc.returncode}:\n{_tail(log)}")
         if time.monotonic() > deadline:
-            stop_processes(cluster.processes, 1.0)
+            _abort(cluster)
             raise ClusterStartError(f"the hub did not start within {config.connect_timeout_s} s:\n{_tail(hub_log)}")
         time.sleep(0.005)
     make_latest(session)
     return cluster
 
 
-def start_node(config: Config, session: Session, hub_address: str) -> subprocess.Popen[bytes]:
-    node_id = new_id(8)
+def _abort(cluster: ClusterProcesses) -> None:
+    """Stop a cluster that failed to start, and its node's arena: nobody else will."""
+    stop_processes(cluster.processes, 1.0)
+    remove_segments(cluster.session)
+
+
+def check_segment_dir(session: Session, node_id: str) -> None:
+    """Refuse a node whose /dev/shm directory already exists and is not ours and private.
+
+    The node agent refuses it too, when it makes the directory; checking here first makes the
+    start fail at once with that error, rather than a driver waiting for a node that never
+    registers.
+    """
+    from actorhub.object_store import shm as _shm
+    from actorhub.object_store.service import _segments_name  # the node agent's naming rule
+
+    with contextlib.suppress(FileNotFoundError):
+        check_private(_shm.segment_root() / f"actorhub-{_segments_name(session.path, node_id)}",
+                      "shared-memory directory")
+
+
+def start_node(
+    config: Config, session: Session, hub_address: str, node_id: str | None = None
+) -> subprocess.Popen[bytes]:
+    node_id = node_id or new_id(8)
+    check_segment_dir(session, node_id)
     num_cpus = config.num_cpus if config.num_cpus is not None else float(os.cpu_count() or 1)
     return _spawn(
         [
@@ -126,10 +161,33 @@ def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float) -> 
             proc.wait()
 
 
-def remove_segments(session: Session) -> None:
+def leftovers(session: Session) -> bool:
+    """Whether the session has /dev/shm directories or spill files (cheap: two globs)."""
+    from actorhub.object_store import shm as _shm
+    from actorhub.object_store.service import _segments_name
+
+    shm_dirs = _shm.segment_root().glob(f"actorhub-{_segments_name(session.path, '*')}")
+    return any(shm_dirs) or any(session.path.glob("spill-*/*"))
+
+
+def remove_segments(session: Session) -> tuple[list[Path], int]:
+    """Remove the session's /dev/shm directories and spill files, once its nodes are gone.
+
+    Returns the /dev/shm directories removed and the number of spill files. Directories that
+    fail the ownership check are left alone.
+    """
     from actorhub.object_store.service import remove_session_segments
 
-    remove_session_segments(session.path)
+    removed = remove_session_segments(session.path)
+    spill_files = 0
+    for spill_dir in session.path.glob("spill-*"):
+        try:
+            check_private(spill_dir, "spill directory")
+            spill_files += sum(1 for _ in spill_dir.iterdir())
+        except OSError:  # UnsafeDirectoryError included: not ours to delete
+            continue
+        shutil.rmtree(spill_dir, ignore_errors=True)
+    return removed, spill_files
 
 
 def session_pids(session: Session) -> list[int]:

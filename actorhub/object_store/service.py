@@ -44,15 +44,26 @@ def _segments_name(session_dir: Path, node_id: str) -> str:
     return f"{session_dir.name[-6:]}-{node_id}"
 
 
-def remove_session_segments(session_dir: Path) -> None:
-    """Remove every node's segment directory of a session.
+def remove_session_segments(session_dir: Path) -> list[Path]:
+    """Remove every node's segment directory of a session; returns those it removed.
 
     A node agent removes its own when it stops; one killed with SIGKILL cannot, and /dev/shm
-    outlives processes, so whoever stops the cluster sweeps up after it.
+    outlives processes, so whoever stops the cluster sweeps up after it. A directory that is
+    not ours and private is left alone: another user may have made it, and it is not ours to
+    delete (nor to trust).
     """
+    from actorhub.cluster.session import check_private
+    from actorhub.exceptions import UnsafeDirectoryError
     from actorhub.object_store import shm as _shm
+    removed = []
     for path in _shm.segment_root().glob(f"actorhub-{_segments_name(session_dir, '*')}"):
+        try:
+            check_private(path, "shared-memory directory")
+        except (UnsafeDirectoryError, FileNotFoundError):
+            continue
         shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 class NodeObjects:

@@ -412,8 +412,20 @@ def segment_dir(session_id: str) -> Path:
     """The session's segment directory (made if missing, private to this user)."""
     if not session_id or "/" in session_id or session_id.startswith("."):
         raise ValueError(f"bad session id for a directory name: {session_id!r}")
-    path = segment_root() / f"actorhub-{session_id}"
-    path.mkdir(mode=0o700, exist_ok=True)
+    return private_dir(segment_root() / f"actorhub-{session_id}", "shared-memory directory")
+
+
+def private_dir(path: Path, what: str) -> Path:
+    """Make `path` (0700), or accept one that exists only if it is ours and closed to others.
+
+    /dev/shm is writable by every local user: one could make our directory first, open to
+    all, and change the arena bytes our processes unpickle. Raises UnsafeDirectoryError.
+    """
+    # Lazy: the check lives with the session directories, which this module does not need.
+    from actorhub.cluster.session import check_private
+
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_private(path, what)
     return path
 
 

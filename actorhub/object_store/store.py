@@ -124,8 +124,8 @@ class NodeObjectStore:
         self.capacity_bytes = page_round(capacity_bytes)
         self.shm_dir = Path(shm_dir)
         self.spill_dir = Path(spill_dir)
-        self.shm_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.spill_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _shm.private_dir(self.shm_dir, "shared-memory directory")
+        _shm.private_dir(self.spill_dir, "spill directory")
         # Not pre-faulted: pages are allocated as objects first land on them, then reused.
         _shm.unlink_quietly(self.shm_dir / ARENA_NAME)
         self._arena = _shm.Arena.create(self.shm_dir / ARENA_NAME, self.capacity_bytes)
