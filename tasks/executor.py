@@ -31,6 +31,8 @@ class TaskExecutor:
         # The worker's runtime, built at StartActor before this constructor ran.
         self._runtime = current()
         # While a task runs here, a get() that must wait lends its CPU back (see _blocked).
+        self._waits = 0  # get()s waiting now, on any thread of this process
+        self._waits_lock = threading.Lock()  # also orders the block/unblock calls sent
         set_blocking_hooks((self._blocked, self._unblocked))
 
     def execute(self, fn_id: str, fn_blob: bytes, task_seq: int, args_blob: bytes) -> Any:
@@ -73,11 +75,20 @@ class TaskExecutor:
 
     # A task that waits in get() lends its CPU to other tasks until the wait ends. Lending is
     # an optimization of the node's CPU use: failing to tell the desk must not fail the task.
+    # Waits are counted: threads the task started may wait at once, and the CPU is lent from
+    # the first wait until the last one ends (the desk keeps one flag per executor; reclaiming
+    # it when one thread of several resumed left the others' subtasks without a CPU).
     def _blocked(self) -> None:
-        self._tell_desk("block")
+        with self._waits_lock:
+            self._waits += 1
+            if self._waits == 1:
+                self._tell_desk("block")
 
     def _unblocked(self) -> None:
-        self._tell_desk("unblock")
+        with self._waits_lock:
+            self._waits -= 1
+            if self._waits == 0:
+                self._tell_desk("unblock")
 
     def _tell_desk(self, what: str) -> None:
         if not self._running:

@@ -78,6 +78,9 @@ class _Host:
     def note_unsent(self, conn: Any) -> None:
         pass
 
+    def forget_connection(self, conn: Any) -> None:
+        pass
+
 
 @pytest.fixture
 def stand_ins() -> Iterator[tuple[_Host, _Worker]]:

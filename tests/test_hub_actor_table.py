@@ -435,6 +435,60 @@ def test_wait_actor(table: ActorTable) -> None:
         table.wait_actor("nope", 0, 1)
 
 
+def test_dead_actors_drop_their_class_and_only_the_newest_are_kept(clock: FakeClock) -> None:
+    table = ActorTable(clock=clock, poll_s=0.05, max_dead_actors=3)
+    table.register_node("n1", "node1:1", 4.0, 11)
+    placements = []
+    for i in range(6):
+        spec = make_spec(f"d{i}", name=f"n{i}", max_restarts=1)
+        spec.pickled_class, spec.init_args = b"class-bytes" * 100, b"args-bytes"
+        placements.append(create_alive(table, spec))
+    # A restart still has what it needs to start the actor again.
+    [again] = table.worker_exited("d0", 0, "crash").placements
+    assert (again.spec.pickled_class, again.spec.init_args) == (b"class-bytes" * 100, b"args-bytes")
+    assert not table.start_finished(again, ok_reply(again))
+    table.request_kill("d0", no_restart=True)
+    table.worker_exited("d0", 1, "killed")
+    # Dead: the record loses the class and the arguments, not what lookups answer with.
+    info = table.wait_actor("d0", 0, 5)
+    assert (info.state, info.class_name, info.name, [m.name for m in info.methods]) == (
+        DEAD, "Counter", "n0", ["incr"])
+    assert info.death_cause.kind == ACTOR_DIED
+    assert table._actors["d0"].spec.pickled_class == b""
+    assert table._actors["d0"].spec.init_args == b""
+    assert again.spec.pickled_class  # a placement handed out earlier is left alone
+    for i in range(1, 5):
+        table.request_kill(f"d{i}", no_restart=True)
+        table.worker_exited(f"d{i}", 0, "killed")
+    # Five dead, three kept: the two oldest deaths are unknown actors now.
+    for gone in ("d0", "d1"):
+        with pytest.raises(UnknownActor):
+            table.get_actor(gone)
+        with pytest.raises(UnknownActor):
+            table.wait_actor(gone, 0, 0.1)
+        with pytest.raises(UnknownActor):
+            table.request_kill(gone, no_restart=True)
+    for kept in ("d2", "d3", "d4"):
+        assert table.get_actor(kept).state == DEAD
+        assert table.wait_actor(kept, 0, 5).state == DEAD
+    assert table.get_actor("d5").state == ALIVE  # the living are never dropped
+    assert sorted(i.actor_id for i in table.list_actors("ns", False, False, True)) == ["d2", "d3", "d4", "d5"]
+    assert table.named_actor("n0", "ns") is None
+    create_alive(table, make_spec("d6", name="n0"))  # the dropped actor's name is free
+    assert len(table._actors) == 5
+
+
+def test_dead_actor_history_bound_is_checked() -> None:
+    with pytest.raises(ValueError, match="max_dead_actors"):
+        ActorTable(max_dead_actors=-1)
+    table = ActorTable(max_dead_actors=0)
+    create(table, make_spec("a1"))  # pending: no node yet
+    table.request_kill("a1", no_restart=True)
+    with pytest.raises(UnknownActor):
+        table.get_actor("a1")
+    assert len(ActorTable()._actors) == 0 and ActorTable()._max_dead_actors == 1000
+
+
 def test_shutdown_wakes_waiters_and_stops_placement(table: ActorTable) -> None:
     create(table, make_spec(num_cpus=99))
     errors: list[BaseException] = []

@@ -60,7 +60,7 @@ def start_node_command(address: str, num_cpus: float | None) -> int:
     try:
         node = _wait_for_new_node(target, known, [node_process], config.connect_timeout_s)
     except BaseException:
-        # The agent leads its own process group, which holds the workers it may have forked.
+        # The agent leads its own process group, with its zygote; workers die with the zygote.
         with contextlib.suppress(OSError):
             os.killpg(node_process.pid, signal.SIGKILL)
         node_process.wait()

@@ -220,7 +220,7 @@ def stop_session(session: Session, timeout: float = 10.0) -> None:
         time.sleep(0.05)
     for pid in pids:
         try:
-            # The node agent's process group holds its zygote and workers.
+            # The node agent's process group holds its zygote; workers die with the zygote.
             os.killpg(pid, signal.SIGKILL)
         except OSError:
             try:

@@ -131,8 +131,9 @@ class ActorTable(TableState):
             job.alive = False
             self._dirty_jobs[job_id] = job
             for actor_id in sorted(self._job_roots.pop(job_id, ())):
-                rec = self._actors[actor_id]
-                self._kill_by_owner(rec, f"The actor {rec.label} died: its owner job {job_id} ended", out)
+                root = self._actors.get(actor_id)
+                if root is not None:
+                    self._kill_by_owner(root, f"The actor {root.label} died: its owner job {job_id} ended", out)
             out.shutdown_cluster = job.owns_cluster
             self._schedule_pending_locked(out)
         return out

@@ -41,14 +41,20 @@ class TableState:
         placement_timeout_s: float = 30.0,
         avoid_node_s: float = 1.0,
         poll_s: float = 1.0,
+        max_dead_actors: int = 1000,
     ) -> None:
+        if max_dead_actors < 0:
+            raise ValueError(f"max_dead_actors must be >= 0, got {max_dead_actors}")
         self._clock = clock
+        self._max_dead_actors = max_dead_actors
         self._placement_timeout_s = placement_timeout_s
         self._avoid_node_s = avoid_node_s
         self._poll_s = poll_s
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._actors: dict[str, ActorRecord] = {}
+        # DEAD actors still in `_actors`, oldest first: only the newest `_max_dead_actors` stay.
+        self._dead: dict[str, None] = {}
         self._names = NameDirectory()
         # Lifetime indexes, non-detached actors only: who dies with whom.
         self._children: dict[str, set[str]] = {}
@@ -150,12 +156,29 @@ class TableState:
                     owner_key = spec.owner_actor_id or spec.owner_job_id
                     index = self._children if spec.owner_actor_id else self._job_roots
                     index.pop(owner_key, None)
+        # The class and the constructor's arguments only served to (re)start it. A new message,
+        # not an edit: a Placement handed out earlier may still be serializing the old one.
+        if spec.pickled_class or spec.init_args:
+            slim = common_pb2.ActorSpec()
+            slim.CopyFrom(spec)
+            slim.ClearField("pickled_class")
+            slim.ClearField("init_args")
+            rec.spec = slim
         self._touch(rec)
+        self._remember_dead(rec)
         for child_id in sorted(self._children.pop(rec.actor_id, ())):
             child = self._actors.get(child_id)
             if child is not None:
                 message = f"The actor {child.label} died: its owner actor {rec.actor_id} died"
                 self._kill_by_owner(child, message, out)
+
+    def _remember_dead(self, rec: ActorRecord) -> None:
+        """Keep the newest `_max_dead_actors` dead actors; older ids answer as unknown actors."""
+        self._dead[rec.actor_id] = None
+        while len(self._dead) > self._max_dead_actors:
+            oldest = next(iter(self._dead))
+            del self._dead[oldest]
+            self._actors.pop(oldest, None)
 
     def _release(self, rec: ActorRecord) -> None:
         if not rec.reserved_on:

@@ -9,7 +9,9 @@ ZygoteEvent message) and every worker starts its own gRPC machinery after the fo
 
 Lifetime: the zygote dies with its node agent (PR_SET_PDEATHSIG, and EOF on the command
 pipe), and every worker dies with the zygote (PR_SET_PDEATHSIG again), so killing the node
-agent leaves no process behind.
+agent leaves no worker behind. Each worker leads its own process group, which holds whatever
+it starts (an actor's subprocesses): the zygote signals the whole group, and SIGKILLs it when
+the worker ends for any reason, before reaping the worker, so an actor's children end with it.
 
 This module's top level imports only the standard library: the node agent imports it to
 spawn the zygote before it imports grpc itself, so that both interpreters boot in parallel.
@@ -301,9 +303,9 @@ class Zygote:
 
     def _signal(self, pid: int, sig: int) -> None:
         # Only our own unreaped children: a pid from a stale command may belong to a stranger.
+        # An unreaped child's pid (and so the group it leads) cannot be reused.
         if pid in self._children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
+            _signal_group(pid, sig)
 
     def _fork(self, request: node_pb2.ForkWorker) -> None:
         # Buffered output would be written twice, once by each process.
@@ -318,6 +320,10 @@ class Zygote:
             return
         if pid == 0:
             self._become_worker(request.worker_id, request.node_id, request.node_address)
+        # The child does the same first thing; doing it here too means the group exists before
+        # any SignalWorker for this pid can arrive. EACCES/ESRCH: the child did it, or is gone.
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
         self._children[pid] = request.worker_id
         self._emit(self._pb.ZygoteEvent(forked=self._pb.WorkerForked(worker_id=request.worker_id, pid=pid)))
 
@@ -325,12 +331,23 @@ class Zygote:
 
     def _reap(self, *, block: bool) -> None:
         while not block or self._children:
+            # Look without reaping first: while the worker is a zombie its group id cannot be
+            # reused, so what it started can still be killed safely, and must be, before the
+            # pid is released.
             try:
-                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+                found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT | (0 if block else os.WNOHANG))
             except ChildProcessError:
                 return
-            if pid == 0:
+            except InterruptedError:
+                continue
+            if found is None:
                 return
+            if found.si_pid in self._children:
+                _signal_group(found.si_pid, signal.SIGKILL)
+            try:
+                pid, status = os.waitpid(found.si_pid, 0)
+            except ChildProcessError:
+                continue
             self._children.pop(pid, None)
             if os.WIFSIGNALED(status):
                 exit_code, sig = 0, os.WTERMSIG(status)
@@ -342,14 +359,17 @@ class Zygote:
 
     def _kill_all(self) -> None:
         for pid in list(self._children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            _signal_group(pid, signal.SIGKILL)
         self._reap(block=True)
 
     def _become_worker(self, worker_id: str, node_id: str, node_address: str) -> None:
         """Runs in the forked child; never returns."""
         code = 1
         try:
+            # Before anything else: the group holds what this worker starts, so that a kill
+            # (or the worker's end) takes all of it. The zygote does the same from its side.
+            with contextlib.suppress(OSError):
+                os.setpgid(0, 0)
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
@@ -357,7 +377,8 @@ class Zygote:
             for fd in (self._cmd_fd, self._event_fd, self._wake_r, self._wake_w):
                 with contextlib.suppress(OSError):
                     os.close(fd)
-            # Same process group as the node on purpose: killpg of the node reaches workers.
+            # The node's process group no longer holds this worker: killpg of the node kills the
+            # zygote, and this death signal takes the worker with it.
             set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != self._pid:
                 os._exit(1)  # the zygote died before the death signal was armed
@@ -389,6 +410,20 @@ class Zygote:
 
 def _ignore_signal(signum: int, frame: object) -> None:
     pass
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    """Signal the process group `pid` leads, or `pid` alone if it has no group of its own yet.
+
+    Only for the zygote's own unreaped children: their pid, and so their group id, cannot have
+    been reused."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    except PermissionError:
+        pass
 
 
 def _redirect_output(logs: Path, worker_id: str) -> None:

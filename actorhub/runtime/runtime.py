@@ -141,6 +141,17 @@ class Runtime:
     def note_unsent(self, conn: ActorConnection) -> None:
         self._unsent_on.add(conn)
 
+    def forget_connection(self, conn: ActorConnection) -> None:
+        """Called by a connection that learnt its actor is dead and holds no call: a later call
+        makes a new connection, which the hub tells the same. Off the call path."""
+        with self._lock:
+            if self._connections.get(conn.actor_id) is conn:
+                del self._connections[conn.actor_id]
+        self._unsent_on.discard(conn)
+
+    def connection_count(self) -> int:
+        return len(self._connections)
+
     def has_unsent_calls(self) -> bool:
         return bool(self._unsent_on)
 

@@ -61,6 +61,9 @@ class ConnectionHost(Protocol):
 
     def note_unsent(self, conn: ActorConnection) -> None: ...
 
+    def forget_connection(self, conn: ActorConnection) -> None:
+        """`conn`'s actor is dead and it holds no call: a later call may make a new one."""
+
 
 class _Stream:
     __slots__ = ("closed", "incarnation")
@@ -175,6 +178,11 @@ class ActorConnection:
                 self._host.objects.complete_many(step.fail)
             action = step.action
             if action is None:
+                with self._cond:
+                    dead = self._state.dead is not None and not self._state.closed
+                if dead:
+                    # Every call it held has failed, and a late submit() fails at once here.
+                    self._host.forget_connection(self)
                 return
             if isinstance(action, AskHub):
                 answer = self._ask_hub(action)
