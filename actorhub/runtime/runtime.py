@@ -31,7 +31,7 @@ from actorhub.runtime.identity import Identity
 from actorhub.runtime.ids import new_id, split_store_id, stored_elsewhere
 from actorhub.runtime.object_ref import ObjectRef, capturing_refs
 from actorhub.runtime.object_table import ObjectTable
-from actorhub.wire.call_stream import ActorConnection, ConnectionHost
+from actorhub.wire.call_stream import ActorConnection
 from actorhub.wire.errors import ErrorKind, system_error, to_exception
 from actorhub.wire.worker import WorkerClient
 
@@ -132,9 +132,7 @@ class Runtime:
             with self._lock:
                 conn = self._connections.get(actor_id)
                 if conn is None:
-                    # cast: the connection still calls the hub as a stub (HubClient's raw methods).
-                    host = cast(ConnectionHost, self)
-                    conn = ActorConnection(host, actor_id, class_name, max_task_retries, max_pending_calls)
+                    conn = ActorConnection(self, actor_id, class_name, max_task_retries, max_pending_calls)
                     self._connections[actor_id] = conn
         return conn
 
