@@ -63,6 +63,13 @@ class RpcDeadlines(BaseModel):
     before reporting it unreachable. Short: a dead peer must still be reported promptly."""
 
 
+# The largest message a process sends or accepts, unless configured (Config.max_message_bytes).
+# Large values travel through the object store, so only a huge inline value comes near it.
+DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+# gRPC's own ceiling: message lengths are signed 32-bit.
+MAX_MESSAGE_BYTES_LIMIT = 2**31 - 1
+
+
 def default_session_root() -> Path:
     return Path(tempfile.gettempdir()) / f"actorhub-{os.getuid()}"
 
@@ -93,6 +100,10 @@ class Config(BaseModel):
     """"module:function" run at the start of every worker to set OpenTelemetry tracing up."""
     token: str | None = None
     """The cluster token, for joining a hub by HOST:PORT from a machine without its session."""
+    max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=64 * 1024, le=MAX_MESSAGE_BYTES_LIMIT)
+    """The largest gRPC message a process sends or accepts. A call whose arguments or result
+    are larger fails at the side that would send it with `MessageTooLargeError`; values that
+    large should travel as objects (`put`), which have no such limit."""
     deadlines: RpcDeadlines = Field(default_factory=RpcDeadlines)
     """Deadlines of RPCs, by class (ACTORHUB_DEADLINES_<FIELD>, e.g. ACTORHUB_DEADLINES_KILL_S)."""
 

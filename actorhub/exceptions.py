@@ -84,6 +84,10 @@ class RpcDeadlineExceededError(RpcFailedError, TimeoutError):
     """The peer did not answer within the call's deadline (stopped, hung or overloaded)."""
 
 
+class MessageTooLargeError(RpcFailedError):
+    """A message was over the configured `max_message_bytes`; the error names the limit."""
+
+
 class ActorError(ActorHubError):
     """A call could not complete because of the actor, not because of the method's code."""
 

@@ -17,7 +17,8 @@ import grpc
 from actorhub._proto.v1 import common_pb2, node_pb2, node_pb2_grpc, worker_pb2, worker_pb2_grpc
 from actorhub.cluster.session import Session
 from actorhub.wire.errors import error_to_proto
-from actorhub.wire.transport import ChannelPool, bind, make_server
+from actorhub.wire.server import bind, make_server
+from actorhub.wire.transport import ChannelPool
 
 
 @dataclass(frozen=True)

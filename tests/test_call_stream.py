@@ -18,7 +18,8 @@ from actorhub.runtime.borrowing import Borrowing
 from actorhub.runtime.object_table import ObjectTable
 from actorhub.wire.call_stream import ActorConnection
 from actorhub.wire.hub import HubClient
-from actorhub.wire.transport import STREAM_TAKEN, ChannelPool, bind, make_server
+from actorhub.wire.server import bind, make_server
+from actorhub.wire.transport import STREAM_TAKEN, ChannelPool
 
 TOKEN = "7" * 64
 

@@ -33,7 +33,8 @@ from actorhub.hub.records import (
     exit_cause,
 )
 from actorhub.hub.service import HubServicer
-from actorhub.wire.transport import ChannelPool, bind, make_server, open_channel
+from actorhub.wire.server import bind, make_server
+from actorhub.wire.transport import ChannelPool, open_channel
 
 ACTOR_DIED = common_pb2.ERROR_KIND_ACTOR_DIED
 

@@ -31,7 +31,8 @@ from actorhub._proto.v1 import (
 )
 from actorhub.cluster.session import Session, create_session
 from actorhub.node import zygote as _zygote
-from actorhub.wire.transport import ChannelPool, bind, make_server
+from actorhub.wire.server import bind, make_server
+from actorhub.wire.transport import ChannelPool
 
 TESTS = Path(__file__).resolve().parent
 

@@ -21,7 +21,8 @@ from actorhub.config import Config, ConfigError
 from actorhub.hub.actor_table import ActorTable
 from actorhub.hub.control_store import SQLiteControlStore
 from actorhub.hub.service import HubServicer
-from actorhub.wire.transport import ChannelPool, bind, make_server
+from actorhub.wire.server import bind, make_server
+from actorhub.wire.transport import ChannelPool
 
 log = logging.getLogger("actorhub.hub")
 

@@ -38,7 +38,8 @@ from actorhub.object_store.service import NodeObjects
 from actorhub.wire.errors import ErrorKind, system_error_info
 from actorhub.wire.hub import HubClient
 from actorhub.wire.rpc import GONE_CODES
-from actorhub.wire.transport import ChannelPool, bind, make_server
+from actorhub.wire.server import bind, make_server
+from actorhub.wire.transport import ChannelPool
 from actorhub.wire.worker import WorkerClient
 
 log = logging.getLogger(__name__)

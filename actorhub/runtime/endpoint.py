@@ -13,7 +13,8 @@ from typing import Any, Protocol
 
 from actorhub.config import RpcDeadlines
 from actorhub.wire.hub import HubClient
-from actorhub.wire.transport import ChannelPool, bind, make_server
+from actorhub.wire.server import bind, make_server
+from actorhub.wire.transport import ChannelPool
 
 
 class Service(Protocol):

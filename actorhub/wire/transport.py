@@ -1,5 +1,5 @@
-"""gRPC plumbing shared by every process: servers that check the cluster token, and one
-reused channel per peer that sends it.
+"""gRPC channels: one reused channel per peer that sends the cluster token (servers that check
+it are in server.py).
 
 The token travels as call metadata and is checked once per RPC, so a long-lived call stream
 pays for it once, not per actor call.
@@ -7,86 +7,35 @@ pays for it once, not per actor call.
 
 from __future__ import annotations
 
-import hmac
 import threading
-from collections.abc import Callable
-from concurrent import futures
 from typing import Any
 
 import grpc
+
+from actorhub.config import DEFAULT_MAX_MESSAGE_BYTES
 
 TOKEN_METADATA_KEY = "actorhub-token"
 # The initial metadata a worker sends once it has taken a call stream, before running any of
 # its calls: a stream that ends without it delivered nothing, so its calls may be sent again.
 STREAM_TAKEN = ("actorhub-stream", "taken")
 
-# Messages carry pickled values; gRPC's 4 MiB default would turn a large argument into an error.
-_UNLIMITED = -1
-CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_send_message_length", _UNLIMITED),
-    ("grpc.max_receive_message_length", _UNLIMITED),
-    ("grpc.enable_retries", 0),
-    # Reconnect fast after a peer restarts on the same address.
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    # Despite its name, gRPC core reads this as the least time a connect attempt gets. It was
-    # 50 ms here once: under load a handshake took longer, the channel failed, and a stream to
-    # a live actor broke ("timed out before receiving SETTINGS frame"). gRPC's default, 20 s.
-    ("grpc.min_reconnect_backoff_ms", 20_000),
-]
-SERVER_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_send_message_length", _UNLIMITED),
-    ("grpc.max_receive_message_length", _UNLIMITED),
-    # Two servers on one port would split calls between processes.
-    ("grpc.so_reuseport", 0),
-]
 
 
-def _deny(message: str) -> grpc.RpcMethodHandler[Any, Any]:
-    def abort(request: Any, context: grpc.ServicerContext) -> None:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    return grpc.unary_unary_rpc_method_handler(abort)
-
-
-class TokenCheck(grpc.ServerInterceptor):
-    """Rejects every RPC whose metadata lacks the cluster token (constant-time compare)."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token.encode()
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        sent = b""
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == TOKEN_METADATA_KEY:
-                sent = value.encode() if isinstance(value, str) else value
-                break
-        if not sent:
-            return _deny("missing cluster token")
-        if not hmac.compare_digest(sent, self._token):
-            return _deny("wrong cluster token")
-        return continuation(handler_call_details)
-
-
-def make_server(token: str, max_workers: int = 64) -> grpc.Server:
-    """A sync gRPC server: measured faster than grpc.aio here for streams from sync callers."""
-    return grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="actorhub-rpc"),
-        interceptors=[TokenCheck(token)],
-        options=SERVER_OPTIONS,
-        maximum_concurrent_rpcs=None,
-    )
-
-
-def bind(server: grpc.Server, host: str, port: int = 0) -> str:
-    bound = server.add_insecure_port(f"{host}:{port}")
-    if bound == 0:
-        raise OSError(f"cannot listen on {host}:{port}")
-    return f"{host}:{bound}"
+def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
+    return [
+        # A message over the limit fails at its sender, before it is sent (RESOURCE_EXHAUSTED).
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.enable_retries", 0),
+        # Reconnect fast after a peer restarts on the same address.
+        ("grpc.initial_reconnect_backoff_ms", 50),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+        # Despite its name, gRPC core reads this as the least time a connect attempt gets. It
+        # was 50 ms here once: under load a handshake took longer, the channel failed, and a
+        # stream to a live actor broke ("timed out before receiving SETTINGS frame"). gRPC's
+        # default, 20 s.
+        ("grpc.min_reconnect_backoff_ms", 20_000),
+    ]
 
 
 class _TokenCall:
@@ -151,15 +100,46 @@ class _TokenChannel(grpc.Channel):
         self._channel.close()
 
 
-def open_channel(address: str, token: str) -> grpc.Channel:
-    return _TokenChannel(grpc.insecure_channel(address, options=CHANNEL_OPTIONS), token)
+def open_channel(address: str, token: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.Channel:
+    return _TokenChannel(grpc.insecure_channel(address, options=channel_options(max_message_bytes)), token)
+
+
+def open_async_channel(
+    address: str, token: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> AsyncTokenChannel:
+    """An asyncio channel whose calls carry the token; use it only on the loop it was made on."""
+    return AsyncTokenChannel(grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes)), token)
+
+
+class AsyncTokenChannel:
+    """An asyncio channel whose every call carries the cluster token; generated stubs take it."""
+
+    def __init__(self, channel: grpc.aio.Channel, token: str) -> None:
+        self._channel = channel
+        self._token = (TOKEN_METADATA_KEY, token)
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _TokenCall(self._channel.unary_unary(method, *args, **kwargs), self._token)
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _TokenCall(self._channel.unary_stream(method, *args, **kwargs), self._token)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _TokenCall(self._channel.stream_unary(method, *args, **kwargs), self._token)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _TokenCall(self._channel.stream_stream(method, *args, **kwargs), self._token)
+
+    async def close(self) -> None:
+        await self._channel.close()
 
 
 class ChannelPool:
     """One channel per peer address, reused by every stub in the process."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self._token = token
+        self.max_message_bytes = max_message_bytes
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
 
@@ -169,7 +149,7 @@ class ChannelPool:
             with self._lock:
                 channel = self._channels.get(address)
                 if channel is None:
-                    channel = open_channel(address, self._token)
+                    channel = open_channel(address, self._token, self.max_message_bytes)
                     self._channels[address] = channel
         return channel
 
@@ -184,3 +164,28 @@ class ChannelPool:
             channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
             channel.close()
+
+
+class AsyncChannelPool:
+    """ChannelPool for asyncio callers: one channel per peer, used only on its loop."""
+
+    def __init__(self, token: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self._token = token
+        self.max_message_bytes = max_message_bytes
+        self._channels: dict[str, AsyncTokenChannel] = {}
+
+    def get(self, address: str) -> AsyncTokenChannel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = open_async_channel(address, self._token, self.max_message_bytes)
+        return channel
+
+    async def discard(self, address: str) -> None:
+        channel = self._channels.pop(address, None)
+        if channel is not None:
+            await channel.close()
+
+    async def close(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()
