@@ -10,16 +10,23 @@ ObjectRefs (see transport._TokenCall), so only its code and details are carried 
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import grpc
 
 from actorhub.config import RpcDeadlines
-from actorhub.exceptions import PeerUnavailableError, RpcDeadlineExceededError, RpcFailedError
-from actorhub.wire.transport import ChannelPool
+from actorhub.exceptions import (
+    MessageTooLargeError,
+    PeerUnavailableError,
+    RpcDeadlineExceededError,
+    RpcFailedError,
+)
+from actorhub.wire.transport import AsyncChannelPool, AsyncTokenChannel, ChannelPool
 
 R = TypeVar("R")
 S = TypeVar("S")
@@ -28,6 +35,9 @@ UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 ALREADY_EXISTS = grpc.StatusCode.ALREADY_EXISTS
+RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+# gRPC's words for a message over the limit, at the sender or at the receiver.
+_TOO_LARGE = re.compile(r"(?:Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
 # Answers that mean the peer is gone: nothing listens, or nothing answered in time.
 GONE_CODES = (UNAVAILABLE, DEADLINE_EXCEEDED)
 
@@ -68,7 +78,22 @@ def rpc_error(peer: Peer, operation: str, status: Status, timeout: float | None)
         return RpcDeadlineExceededError(f"{operation} to {peer} got no answer{within}", **fields)
     if status.code == UNAVAILABLE:
         return PeerUnavailableError(f"{operation} to {peer} failed: unreachable ({status.details})", **fields)
+    if status.code == RESOURCE_EXHAUSTED and (too_large := too_large_message(status.details)):
+        return MessageTooLargeError(f"{operation} to {peer} failed: {too_large}", **fields)
     return RpcFailedError(f"{operation} to {peer} failed: {status.code.name}: {status.details}", **fields)
+
+
+def too_large_message(details: str) -> str:
+    """A clear sentence for gRPC's message-size refusal, or "" when `details` is something else."""
+    match = _TOO_LARGE.search(details)
+    if match is None:
+        return ""
+    size, limit = match.groups()
+    return (
+        f"a message of {int(size):,} bytes is over the limit of {int(limit):,} bytes "
+        "(Config.max_message_bytes, ACTORHUB_MAX_MESSAGE_BYTES); pass a value that large "
+        "as an object (put) instead"
+    )
 
 
 def _attempt(method: Callable[..., Any], request: Any, timeout: float, wait_for_ready: bool | None) -> Any:
@@ -108,6 +133,37 @@ def unary(
         if result.code != UNAVAILABLE or now + backoff >= retry_until:
             raise rpc_error(peer, operation, result, timeout) from None
         time.sleep(backoff)
+        backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+
+async def async_unary(
+    peer: Peer,
+    operation: str,
+    method: Callable[..., Awaitable[R]],
+    request: Any,
+    timeout: float,
+    *,
+    retry_unavailable_s: float = 0.0,
+    wait_for_ready: bool | None = None,
+) -> R:
+    """`unary` for asyncio stubs: the same deadline, retries and errors, awaited on the loop."""
+    start = time.monotonic()
+    deadline = start + timeout
+    retry_until = start + min(retry_unavailable_s, timeout)
+    backoff = _FIRST_BACKOFF_S
+    while True:
+        status: Status | None = None
+        try:
+            reply: R = await method(
+                request, timeout=max(0.001, deadline - time.monotonic()), wait_for_ready=wait_for_ready
+            )
+            return reply
+        except grpc.RpcError as err:
+            status = status_of(err)
+        now = time.monotonic()
+        if status.code != UNAVAILABLE or now + backoff >= retry_until:
+            raise rpc_error(peer, operation, status, timeout) from None
+        await asyncio.sleep(backoff)
         backoff = min(backoff * 2, _MAX_BACKOFF_S)
 
 
@@ -187,4 +243,35 @@ class Client(Generic[S]):
     @property
     def _retry_s(self) -> float:
         """How long idempotent calls ride out an UNAVAILABLE peer."""
+        return self.deadlines.unavailable_retry_s
+
+
+class AsyncClient(Generic[S]):
+    """`Client` for asyncio callers: stubs on the loop's own channel pool, used only on that loop."""
+
+    def __init__(
+        self,
+        channels: AsyncChannelPool,
+        peer: Peer,
+        deadlines: RpcDeadlines,
+        make_stub: Callable[[AsyncTokenChannel], S],
+    ) -> None:
+        self.address = peer.address
+        self.deadlines = deadlines
+        self.peer = peer
+        self._channels = channels
+        self._make = make_stub
+        self._channel: AsyncTokenChannel | None = None
+        self._stub_made: S | None = None
+
+    def _stub(self) -> S:
+        channel = self._channels.get(self.peer.address)
+        stub = self._stub_made
+        if stub is None or channel is not self._channel:
+            stub = self._stub_made = self._make(channel)
+            self._channel = channel
+        return stub
+
+    @property
+    def _retry_s(self) -> float:
         return self.deadlines.unavailable_retry_s
