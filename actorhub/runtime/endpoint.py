@@ -11,40 +11,46 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from actorhub.config import RpcDeadlines
+from actorhub.config import DEFAULT_MAX_MESSAGE_BYTES, RpcDeadlines
 from actorhub.wire.hub import HubClient
-from actorhub.wire.server import bind, make_server
+from actorhub.wire.server import ServerLoop
 from actorhub.wire.transport import ChannelPool
 
 
 class Service(Protocol):
     """The Worker service a process serves (worker/service.py, made at the process edge)."""
 
-    def serve_on(self, server: Any) -> None: ...
+    def serve_on(self, server: Any, loop: ServerLoop) -> None: ...
 
 
 class Endpoint:
     def __init__(
-        self, *, token: str, hub_address: str, bind_host: str, deadlines: RpcDeadlines, server_threads: int = 64
+        self,
+        *,
+        token: str,
+        hub_address: str,
+        bind_host: str,
+        deadlines: RpcDeadlines,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.token = token
         self.hub_address = hub_address
         self.deadlines = deadlines
-        self.channels = ChannelPool(token)
+        self.channels = ChannelPool(token, max_message_bytes)
         self.hub = HubClient(self.channels, hub_address, deadlines)
-        self._server = make_server(token, max_workers=server_threads)
-        self.address = bind(self._server, bind_host)
+        self._server = ServerLoop(token, name="actorhub-io", max_message_bytes=max_message_bytes)
+        self.address = self._server.bind(bind_host)
         self._close_service: Callable[[], None] = _nothing
 
     def serve(self, service: Service, close: Callable[[], None]) -> None:
         """Start serving `service` (made by the process's edge: worker/ sits above runtime/)."""
-        service.serve_on(self._server)
+        service.serve_on(self._server.server, self._server)
         self._close_service = close
         self._server.start()
 
     def stop_serving(self) -> None:
         self._close_service()
-        self._server.stop(grace=0.5).wait(2)
+        self._server.stop(grace=0.5, timeout=2.0)
 
     def close(self) -> None:
         """For an endpoint that never got its runtime (a failed init); a Runtime closes its own."""

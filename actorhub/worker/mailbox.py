@@ -1,21 +1,24 @@
 """The actor's side of calls: one actor instance and the mailbox that runs its calls.
 
-The default mailbox is serial: one call at a time, run on the thread that serves the
-caller's stream, so a call costs no thread hop. Calls from one caller keep their order because
-one stream carries them in order; calls from different callers interleave between calls, never
+Mailboxes take calls from the server's event loop (which never runs user code) and run them on
+the actor's own threads. The default is serial: one call at a time, on the thread that ran the
+constructor, in arrival order, so calls from one caller keep their order (one stream carries
+them in order into one queue) and calls from different callers interleave between calls, never
 inside one. `max_concurrency > 1` runs calls on a thread pool and async actors run them on the
-actor's own event loop; both reply as calls finish, so replies may overtake each other.
+actor's own event loop. Every mailbox replies as each call finishes (see reply_stream.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
+import logging
+import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from actorhub._proto.v1 import worker_pb2
 from actorhub.runtime import serialization as _serialization
@@ -30,8 +33,10 @@ from actorhub.runtime.object_ref import (
 )
 from actorhub.wire.errors import error_to_proto
 from actorhub.wire.worker import LentRef, add_contained
+from actorhub.worker.reply_stream import Caller, ReplyStream
 
-ReplySink = Callable[[worker_pb2.Reply], None]
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 DEFAULT_ASYNC_CONCURRENCY = 1000
 
 
@@ -61,18 +66,6 @@ class CallHost(Protocol):
     def has_unsent_calls(self) -> bool: ...
 
     def send_submitted_calls(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who a stream's calls come from (its first batch says)."""
-
-    address: str = ""
-    node_id: str = ""
-
-    @classmethod
-    def of(cls, first: worker_pb2.CallBatch) -> Caller:
-        return cls(first.caller_address, first.caller_node_id)
 
 
 class ActorInstance:
@@ -256,132 +249,107 @@ def _user_frames(e: BaseException) -> Any:
 
 
 class Mailbox(Protocol):
-    def serve(
-        self, first: worker_pb2.CallBatch, rest: Iterator[worker_pb2.CallBatch]
-    ) -> Iterator[worker_pb2.ReplyBatch]: ...
+    """Where a stream's calls go: called on the server's loop, must never block it."""
+
+    def submit(self, calls: Sequence[worker_pb2.Call], stream: ReplyStream) -> None: ...
 
     def close(self) -> None: ...
 
 
-def _batches(first: worker_pb2.CallBatch, rest: Iterator[worker_pb2.CallBatch]) -> Iterator[worker_pb2.CallBatch]:
-    yield first
-    yield from rest
+def _run_one(actor: ActorInstance, call: worker_pb2.Call, stream: ReplyStream) -> None:
+    reply = worker_pb2.Reply()
+    try:
+        actor.execute(call, reply, stream.caller)
+    except BaseException as e:  # execute turns user errors into replies; this is our own bug
+        log.exception("actor call %s failed outside the method", call.method)
+        reply = worker_pb2.Reply(seq=call.seq, error=error_to_proto(e, tb=e.__traceback__))
+    stream.post(reply)
+
+
+class ActorThread:
+    """The thread an actor's constructor runs on and, for a serial actor, every call after it,
+    one at a time in the order they arrived (as Ray runs a sync actor on its main thread).
+
+    Its queue holds a stream's batches of calls as (calls, stream) pairs, and other work as
+    plain callables.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[
+            tuple[Sequence[worker_pb2.Call], ReplyStream] | Callable[[], None] | None
+        ] = queue.SimpleQueue()
+        self.actor: ActorInstance | None = None
+        self._thread = threading.Thread(target=self._serve, name="actorhub-actor", daemon=True)
+        self._thread.start()
+
+    def run(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run fn on this thread, after everything queued before it."""
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def work() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as e:  # handed to whoever waits for the result
+                done.set_exception(e)
+
+        self._queue.put(work)
+        return done
+
+    def submit(self, calls: Sequence[worker_pb2.Call], stream: ReplyStream) -> None:
+        self._queue.put((calls, stream))
+
+    def _serve(self) -> None:
+        get = self._queue.get
+        while (item := get()) is not None:
+            if type(item) is tuple:
+                calls, stream = item
+                actor = self.actor
+                assert actor is not None  # calls are admitted only once the actor is built
+                for call in calls:
+                    _run_one(actor, call, stream)  # each reply leaves as its call ends
+                del calls, stream
+            else:
+                item()  # type: ignore[operator]
+            del item
+
+    def close(self) -> None:
+        self._queue.put(None)
 
 
 class SerialMailbox:
-    def __init__(self, actor: ActorInstance) -> None:
-        self._actor = actor
-        self._lock = threading.Lock()
+    """One call at a time, on the actor's thread; a reply leaves as soon as its call ends.
 
-    def serve(
-        self, first: worker_pb2.CallBatch, rest: Iterator[worker_pb2.CallBatch]
-    ) -> Iterator[worker_pb2.ReplyBatch]:
-        execute = self._actor.execute
-        lock = self._lock
-        caller = Caller.of(first)
-        batch = first
-        while True:
-            # A sync batch, on an idle actor: keep the actor from the acknowledgement until its
-            # calls ran, so that no call sent by whoever got the acknowledgement can go first. On
-            # a busy one, acknowledge at once rather than wait behind its call. With no calls, it
-            # has nothing new: this thread ran the stream's earlier batches already.
-            held = bool(batch.sync_seq and batch.calls) and lock.acquire(blocking=False)
-            out = worker_pb2.ReplyBatch()
-            try:
-                if batch.sync_seq:
-                    yield worker_pb2.ReplyBatch(accepted_seq=batch.sync_seq)
-                add = out.replies.add
-                for call in batch.calls:
-                    if held:
-                        execute(call, add(), caller)
-                    else:
-                        with lock:
-                            execute(call, add(), caller)
-            finally:
-                if held:
-                    lock.release()
-            if batch.calls:
-                yield out
-            following = next(rest, None)
-            if following is None:
-                return
-            batch = following
+    Calls from one caller keep their order: one stream carries them in order into one queue.
+    """
+
+    def __init__(self, actor: ActorInstance, thread: ActorThread) -> None:
+        thread.actor = actor
+        self._thread = thread
+        self.submit = thread.submit  # type: ignore[method-assign]
+
+    def submit(self, calls: Sequence[worker_pb2.Call], stream: ReplyStream) -> None:
+        self._thread.submit(calls, stream)
 
     def close(self) -> None:
-        pass
+        self._thread.close()
 
 
-class _ConcurrentMailbox:
-    """Reads calls on a helper thread and replies as they finish, in whatever order."""
+class ThreadedMailbox:
+    """Up to `max_concurrency` calls at once on a thread pool; replies in finishing order."""
 
-    def submit(self, call: worker_pb2.Call, sink: ReplySink, caller: Caller) -> None:
-        raise NotImplementedError
-
-    def serve(
-        self, first: worker_pb2.CallBatch, rest: Iterator[worker_pb2.CallBatch]
-    ) -> Iterator[worker_pb2.ReplyBatch]:
-        cond = threading.Condition()
-        done: list[worker_pb2.Reply] = []
-        state = {"outstanding": 0, "reading": True, "accepted": 0}
-
-        def sink(reply: worker_pb2.Reply) -> None:
-            with cond:
-                done.append(reply)
-                cond.notify()
-
-        def read() -> None:
-            try:
-                for batch in _batches(first, rest):
-                    for call in batch.calls:
-                        with cond:
-                            state["outstanding"] += 1
-                        self.submit(call, sink, caller)
-                    if batch.sync_seq:
-                        with cond:
-                            state["accepted"] = batch.sync_seq
-                            cond.notify()
-            except Exception:
-                pass  # the caller went away; calls already submitted still finish
-            finally:
-                with cond:
-                    state["reading"] = False
-                    cond.notify()
-
-        caller = Caller.of(first)
-        threading.Thread(target=read, name="actorhub-mailbox-reader", daemon=True).start()
-        while True:
-            with cond:
-                while not done and not state["accepted"] and (state["reading"] or state["outstanding"]):
-                    cond.wait()
-                if not done and not state["accepted"]:
-                    return
-                replies = done[:]
-                done.clear()
-                state["outstanding"] -= len(replies)
-                accepted, state["accepted"] = state["accepted"], 0
-            out = worker_pb2.ReplyBatch(accepted_seq=accepted)
-            out.replies.extend(replies)
-            yield out
-
-
-class ThreadedMailbox(_ConcurrentMailbox):
     def __init__(self, actor: ActorInstance, max_concurrency: int) -> None:
         self._actor = actor
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="actorhub-actor")
 
-    def submit(self, call: worker_pb2.Call, sink: ReplySink, caller: Caller) -> None:
-        def run() -> None:
-            reply = worker_pb2.Reply()
-            self._actor.execute(call, reply, caller)
-            sink(reply)
-
-        self._pool.submit(run)
+    def submit(self, calls: Sequence[worker_pb2.Call], stream: ReplyStream) -> None:
+        for call in calls:
+            self._pool.submit(_run_one, self._actor, call, stream)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-class AsyncMailbox(_ConcurrentMailbox):
+class AsyncMailbox:
     """Runs calls interleaved on the actor's event loop, at most `max_concurrency` at once."""
 
     def __init__(self, actor: ActorInstance, max_concurrency: int) -> None:
@@ -401,22 +369,33 @@ class AsyncMailbox(_ConcurrentMailbox):
         self.loop.call_soon(ready.set)
         self.loop.run_forever()
 
-    def submit(self, call: worker_pb2.Call, sink: ReplySink, caller: Caller) -> None:
-        async def run() -> None:
-            reply = worker_pb2.Reply()
-            async with self._semaphore:
-                await self._actor.execute_async(call, reply, caller)
-            sink(reply)
+    async def _run(self, call: worker_pb2.Call, stream: ReplyStream) -> None:
+        reply = worker_pb2.Reply()
+        async with self._semaphore:
+            try:
+                await self._actor.execute_async(call, reply, stream.caller)
+            except BaseException as e:  # our own bug: the call still gets an answer
+                log.exception("async actor call %s failed outside the method", call.method)
+                reply = worker_pb2.Reply(seq=call.seq, error=error_to_proto(e, tb=e.__traceback__))
+        stream.post(reply)
 
-        asyncio.run_coroutine_threadsafe(run(), self.loop)
+    def _start(self, calls: Sequence[worker_pb2.Call], stream: ReplyStream) -> None:
+        for call in calls:
+            self.loop.create_task(self._run(call, stream))
+
+    def submit(self, calls: Sequence[worker_pb2.Call], stream: ReplyStream) -> None:
+        self.loop.call_soon_threadsafe(self._start, calls, stream)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-def make_mailbox(actor: ActorInstance, is_async: bool, max_concurrency: int) -> Mailbox:
+def make_mailbox(actor: ActorInstance, is_async: bool, max_concurrency: int, thread: ActorThread) -> Mailbox:
+    """The actor's mailbox; a serial one keeps `thread` (which ran the constructor), others end it."""
     if is_async:
+        thread.close()
         return AsyncMailbox(actor, max_concurrency or DEFAULT_ASYNC_CONCURRENCY)
     if max_concurrency > 1:
+        thread.close()
         return ThreadedMailbox(actor, max_concurrency)
-    return SerialMailbox(actor)
+    return SerialMailbox(actor, thread)

@@ -9,14 +9,16 @@ hosts an actor); init() binds its runtime once the job is registered.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 
@@ -27,17 +29,23 @@ from actorhub.runtime.endpoint import Endpoint
 from actorhub.runtime.identity import Identity
 from actorhub.runtime.ids import split_store_id
 from actorhub.runtime.object_ref import capturing_refs
+from actorhub.runtime.object_table import ObjectTable
 from actorhub.runtime.runtime import Runtime, set_current
 from actorhub.wire.errors import error_to_proto, to_error_info
 from actorhub.wire.node import NodeClient
+from actorhub.wire.server import ServerLoop
 from actorhub.wire.transport import STREAM_TAKEN
 from actorhub.wire.worker import add_contained
-from actorhub.worker.mailbox import ActorInstance, Mailbox, make_mailbox
+from actorhub.worker.mailbox import ActorInstance, ActorThread, Mailbox, make_mailbox
+from actorhub.worker.reply_stream import Caller, ReplyStream
 
 log = logging.getLogger(__name__)
 
 
 class WorkerService(worker_pb2_grpc.WorkerServicer):
+    """Served on the process's event loop: handlers never block it; actor code runs on the
+    actor's threads (worker/mailbox.py)."""
+
     def __init__(self, endpoint: Endpoint, boot: WorkerBoot | None = None) -> None:
         self._endpoint = endpoint
         self._boot = boot  # None in a driver
@@ -45,9 +53,11 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         self._runtime: Runtime | None = None
         self._actor: ActorInstance | None = None
         self._mailbox: Mailbox | None = None
-        self._start_lock = threading.Lock()
+        self._starting = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def serve_on(self, server: grpc.Server) -> None:
+    def serve_on(self, server: grpc.aio.Server, loop: ServerLoop) -> None:
+        self._loop = loop.loop
         worker_pb2_grpc.add_WorkerServicer_to_server(self, server)
 
     def bind(self, runtime: Runtime) -> None:
@@ -57,41 +67,42 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         self._runtime = runtime
 
     # -- becoming an actor ----------------------------------------------------------------------
-    def StartActor(
-        self, request: worker_pb2.StartActorRequest, context: grpc.ServicerContext
+    async def StartActor(
+        self, request: worker_pb2.StartActorRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> worker_pb2.StartActorReply:
         spec = request.spec
-        with self._start_lock:
-            boot = self._boot
-            if self._runtime is not None or boot is None:
-                context.abort(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    "this process hosts no more actors: "
-                    + (f"it hosts {self._runtime.actor_id}" if self._runtime is not None else "it is a driver"),
-                )
-            identity = Identity(
-                job_id=spec.owner_job_id,
-                namespace=spec.job_namespace or spec.namespace,
-                node_id=request.node_id or boot.node_id,
-                node_address=boot.node_address,
-                worker_id=boot.worker_id,
-                actor_id=spec.actor_id,
-                incarnation=request.incarnation,
+        boot = self._boot
+        if self._starting or self._runtime is not None or boot is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this process hosts no more actors: "
+                + (f"it hosts {self._runtime.actor_id}" if self._runtime is not None else
+                   "it is a driver" if boot is None else "it is starting one"),
             )
-            runtime = Runtime(identity, self._endpoint)
-            self.bind(runtime)
-            # Before the constructor runs: it may call actors, and unpickles handles and refs.
-            set_current(runtime)
-            try:
-                cls = _serialization.loads(spec.pickled_class)
-                actor = ActorInstance(None, spec.class_name, runtime)
-                actor.construct(cls, spec.init_args)
-            except BaseException as e:
-                tb = e.__traceback__
-                return worker_pb2.StartActorReply(ok=False, error=error_to_proto(e, tb=tb))
-            self._mailbox = make_mailbox(actor, spec.is_async, spec.max_concurrency)
-            self._actor = actor
-            threading.Thread(target=self._watch_terminate, args=(actor, runtime), daemon=True).start()
+        self._starting = True  # on the loop: no lock needed, no other handler runs in between
+        identity = Identity(
+            job_id=spec.owner_job_id,
+            namespace=spec.job_namespace or spec.namespace,
+            node_id=request.node_id or boot.node_id,
+            node_address=boot.node_address,
+            worker_id=boot.worker_id,
+            actor_id=spec.actor_id,
+            incarnation=request.incarnation,
+        )
+        runtime = Runtime(identity, self._endpoint)
+        self.bind(runtime)
+        # The constructor runs on the actor's thread, which (for a serial actor) then runs
+        # every call: this loop keeps serving (the constructor may call actors, or be asked
+        # for objects it owns) and holds no thread while it runs.
+        thread = ActorThread()
+        try:
+            actor = await asyncio.wrap_future(thread.run(partial(_construct, runtime, spec)))
+        except BaseException as e:
+            thread.close()
+            return worker_pb2.StartActorReply(ok=False, error=error_to_proto(e, tb=e.__traceback__))
+        self._mailbox = make_mailbox(actor, spec.is_async, spec.max_concurrency, thread)
+        self._actor = actor
+        threading.Thread(target=self._watch_terminate, args=(actor, runtime), daemon=True).start()
         return worker_pb2.StartActorReply(ok=True)
 
     def _watch_terminate(self, actor: ActorInstance, runtime: Runtime) -> None:
@@ -104,11 +115,12 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             log.warning("__ray_terminate__ of actor %s: %s", runtime.actor_id, e)
 
     # -- calls ----------------------------------------------------------------------------------
-    def CallStream(
-        self, request_iterator: Iterator[worker_pb2.CallBatch], context: grpc.ServicerContext
-    ) -> Iterator[worker_pb2.ReplyBatch]:
-        first = next(request_iterator, None)
-        if first is None:
+    async def CallStream(
+        self, request_iterator: AsyncIterator[worker_pb2.CallBatch], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[worker_pb2.ReplyBatch]:
+        try:
+            first = await anext(request_iterator)
+        except StopAsyncIteration:
             return
         runtime = self._runtime
         mailbox = self._mailbox
@@ -118,16 +130,24 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             or first.actor_id != runtime.actor_id
             or first.incarnation != runtime.incarnation
         ):
-            context.abort(
+            await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"this worker does not host actor {first.actor_id} incarnation {first.incarnation}",
             )
         # Before any call runs: tells the caller that what it sent from here on may have run.
-        context.send_initial_metadata((STREAM_TAKEN,))
-        yield from mailbox.serve(first, request_iterator)
+        await context.send_initial_metadata((STREAM_TAKEN,))
+        assert self._loop is not None
+        stream = ReplyStream(self._loop, Caller.of(first))
+        _admit(first, mailbox, stream)
+        reader = asyncio.ensure_future(_read_calls(request_iterator, mailbox, stream))
+        try:
+            async for batch in stream.batches():
+                yield batch
+        finally:
+            reader.cancel()
 
-    def GetObject(
-        self, request: worker_pb2.GetObjectRequest, context: grpc.ServicerContext
+    async def GetObject(
+        self, request: worker_pb2.GetObjectRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> worker_pb2.GetObjectReply:
         runtime = self._runtime
         if runtime is None:
@@ -136,9 +156,16 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         object_id = request.object_id
         if not table.has(object_id):
             return worker_pb2.GetObjectReply(missing=True)
-        timeout = request.timeout_s if request.timeout_s > 0 else None
-        if not table.wait([object_id], 1, timeout)[0]:
-            return worker_pb2.GetObjectReply(ready=False, missing=not table.has(object_id))
+        if not table.is_ready(object_id):
+            # A long poll: a future on this loop, completed by the table, holds no thread.
+            timeout = request.timeout_s if request.timeout_s > 0 else None
+            if not await _until_ready(table, object_id, timeout):
+                return worker_pb2.GetObjectReply(ready=False, missing=not table.has(object_id))
+        return self._object_reply(runtime, request)
+
+    def _object_reply(self, runtime: Runtime, request: worker_pb2.GetObjectRequest) -> worker_pb2.GetObjectReply:
+        table = runtime.objects
+        object_id = request.object_id
         try:
             data, error, _ = table.read(object_id)
         except KeyError:
@@ -165,17 +192,20 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             reply.value = data
         return reply
 
-    def AddBorrowers(self, request: worker_pb2.BorrowRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
+    async def AddBorrowers(
+       self, request: worker_pb2.BorrowRequest, context: grpc.aio.ServicerContext[Any, Any]) -> common_pb2.Empty:
         if self._runtime is not None:
             self._runtime.borrowing.add_borrowers(request.borrower, request.object_ids)
         return common_pb2.Empty()
 
-    def RemoveBorrowers(self, request: worker_pb2.BorrowRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
+    async def RemoveBorrowers(
+       self, request: worker_pb2.BorrowRequest, context: grpc.aio.ServicerContext[Any, Any]) -> common_pb2.Empty:
         if self._runtime is not None:
             self._runtime.borrowing.remove_borrowers(request.borrower, request.object_ids, request.counts)
         return common_pb2.Empty()
 
-    def ListOwnedObjects(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> worker_pb2.OwnedObjects:
+    async def ListOwnedObjects(
+       self, request: common_pb2.Empty, context: grpc.aio.ServicerContext[Any, Any]) -> worker_pb2.OwnedObjects:
         runtime = self._runtime
         if runtime is None:
             return worker_pb2.OwnedObjects(address=self._endpoint.address)
@@ -190,10 +220,12 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             ],
         )
 
-    def Ping(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> common_pb2.Empty:
+    async def Ping(
+       self, request: common_pb2.Empty, context: grpc.aio.ServicerContext[Any, Any]) -> common_pb2.Empty:
         return common_pb2.Empty()
 
-    def HeldStoreIds(self, request: worker_pb2.StoreIds, context: grpc.ServicerContext) -> worker_pb2.StoreIds:
+    async def HeldStoreIds(
+       self, request: worker_pb2.StoreIds, context: grpc.aio.ServicerContext[Any, Any]) -> worker_pb2.StoreIds:
         if self._runtime is None:
             return worker_pb2.StoreIds()
         return worker_pb2.StoreIds(store_ids=self._runtime.objects.held_store_ids(request.store_ids))
@@ -223,7 +255,7 @@ def run_worker(boot: WorkerBoot) -> NoReturn:
     config = Config.load()
     endpoint = Endpoint(
         token=token, hub_address=boot.hub_address, bind_host=boot.bind_host, deadlines=config.deadlines,
-        server_threads=256,
+        max_message_bytes=config.max_message_bytes,
     )
     service = WorkerService(endpoint, boot)
     endpoint.serve(service, service.close)
@@ -244,3 +276,56 @@ def run_worker(boot: WorkerBoot) -> NoReturn:
     os._exit(0)
 
 
+
+
+def _construct(runtime: Runtime, spec: common_pb2.ActorSpec) -> ActorInstance:
+    """On the actor's thread: unpickle the class and run its constructor."""
+    # Before the constructor runs: it may call actors, and unpickles handles and refs.
+    set_current(runtime)
+    cls = _serialization.loads(spec.pickled_class)
+    actor = ActorInstance(None, spec.class_name, runtime)
+    actor.construct(cls, spec.init_args)
+    return actor
+
+
+def _admit(batch: worker_pb2.CallBatch, mailbox: Mailbox, stream: ReplyStream) -> None:
+    calls = batch.calls
+    if calls:
+        stream.admitted(len(calls))
+        mailbox.submit(calls, stream)
+    if batch.sync_seq:
+        # The calls before it are queued in the mailbox: a call sent by whoever gets this
+        # acknowledgement can only arrive, so run, after them.
+        stream.accept(batch.sync_seq)
+
+
+async def _read_calls(
+    request_iterator: AsyncIterator[worker_pb2.CallBatch], mailbox: Mailbox, stream: ReplyStream
+) -> None:
+    try:
+        async for batch in request_iterator:
+            _admit(batch, mailbox, stream)
+    except (grpc.RpcError, asyncio.CancelledError):
+        pass  # the caller went away; calls already queued still run
+    finally:
+        stream.end_of_calls()
+
+
+async def _until_ready(table: ObjectTable, object_id: str, timeout: float | None) -> bool:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def on_ready() -> None:
+        loop.call_soon_threadsafe(_resolve, ready)
+
+    table.add_callback(object_id, on_ready)
+    try:
+        await asyncio.wait_for(asyncio.shield(ready), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
