@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import socket
 import weakref
@@ -15,6 +16,7 @@ import pytest
 import actorhub
 from actorhub._proto.v1 import common_pb2, hub_pb2_grpc, worker_pb2_grpc
 from actorhub.cluster.session import latest_session
+from actorhub.exceptions import MessageTooLargeError
 from actorhub.wire.transport import open_channel
 
 
@@ -84,3 +86,111 @@ def test_a_failed_call_leaves_no_cycle_pinning_its_callers_frames() -> None:
     finally:
         gc.enable()
         channel.close()
+
+
+# ---- refused before the body is read -----------------------------------------------------------
+
+
+def _idle_unauthenticated_calls(address: str, method: str, count: int, token: str | None) -> list[grpc.StatusCode]:
+    """`count` calls that send their headers and then nothing: as a streaming call, so gRPC's
+    client does not send a body; each waits until the server answers it."""
+
+    async def run() -> list[grpc.StatusCode]:
+        metadata = (("actorhub-token", token),) if token else None
+        async with grpc.aio.insecure_channel(address) as channel:
+            call_method = channel.stream_stream(method)
+            forever = asyncio.Event()
+
+            async def nothing() -> Any:
+                await forever.wait()
+                yield b""  # never reached
+
+            calls = [call_method(nothing(), metadata=metadata, timeout=30) for _ in range(count)]
+            codes: list[grpc.StatusCode] = []
+            for call in calls:
+                try:
+                    async for _ in call:
+                        pass
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.aio.AioRpcError as e:
+                    codes.append(e.code())
+            forever.set()
+            return codes
+
+    return asyncio.run(run())
+
+
+def test_300_idle_unauthenticated_calls_are_refused_at_once_and_the_server_keeps_serving(
+    cluster: actorhub.ClusterContext, session_root: Path
+) -> None:
+    session = latest_session(session_root)
+    right = open_channel(cluster.address, session.token)
+    try:
+        for token in (None, "0" * 64):
+            codes = _idle_unauthenticated_calls(cluster.address, "/actorhub.v1.Hub/GetClusterStatus", 300, token)
+            # Refused from the headers alone: had the server waited for a body, these would end
+            # at their 30 s deadline with DEADLINE_EXCEEDED.
+            assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 300
+        assert _status(right) == grpc.StatusCode.OK
+    finally:
+        right.close()
+
+
+def test_a_huge_unauthenticated_message_is_refused_without_being_read(
+    cluster: actorhub.ClusterContext, session_root: Path
+) -> None:
+    # Over the server's message limit (512 MiB): had the server read it before checking the
+    # token, it would answer RESOURCE_EXHAUSTED; refused from its headers, UNAUTHENTICATED.
+    huge = b"\0" * (600 * 1024 * 1024)
+    options = [("grpc.max_send_message_length", -1)]
+    with grpc.insecure_channel(cluster.address, options=options) as bare:
+        call = bare.unary_unary("/actorhub.v1.Hub/GetClusterStatus")
+        with pytest.raises(grpc.RpcError) as info:
+            call(huge, timeout=60)
+    del huge
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    right = open_channel(cluster.address, latest_session(session_root).token)
+    try:
+        assert _status(right) == grpc.StatusCode.OK
+    finally:
+        right.close()
+
+
+# ---- the message size limit --------------------------------------------------------------------
+
+
+@actorhub.remote
+class Blob:
+    def echo(self, value: Any) -> Any:
+        return value
+
+    def make(self, size: int) -> list[bytes]:
+        return [b"y" * size]
+
+    def ping(self) -> int:
+        return 1
+
+
+def test_a_value_over_the_message_limit_is_refused_naming_the_limit(
+    session_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = 1024 * 1024
+    monkeypatch.setenv("ACTORHUB_MAX_MESSAGE_BYTES", str(limit))
+    actorhub.init(num_cpus=2)
+    try:
+        blob = Blob.remote()
+        too_big = ["x" * (2 * limit)]  # in a list: pickled inline, not staged in the object store
+        with pytest.raises(MessageTooLargeError, match=r"message limit of .* bytes.*max_message_bytes") as info:
+            blob.echo.remote(too_big)
+        assert "Blob.echo" in str(info.value)
+        # The actor and the connection are untouched: nothing was sent.
+        assert actorhub.get(blob.ping.remote()) == 1
+        # A large result of any type travels through the object store, as in Ray.
+        assert actorhub.get(blob.make.remote(2 * limit)) == [b"y" * 2 * limit]
+        # The same value as an object has no such limit, nor has a long string or bytes,
+        # which travel through the object store.
+        assert actorhub.get(blob.echo.remote(actorhub.put(too_big))) == too_big
+        assert actorhub.get(blob.echo.remote(too_big[0])) == too_big[0]
+        assert actorhub.get(blob.echo.remote(b"z" * 2 * limit)) == b"z" * 2 * limit
+    finally:
+        actorhub.shutdown()

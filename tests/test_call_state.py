@@ -117,6 +117,28 @@ def test_calls_go_in_submission_order_and_replies_complete_their_ids(caller: Cal
     assert set(caller.state.inflight) == {3}
 
 
+def test_a_batch_stays_under_its_byte_budget_and_its_sync_point_waits_for_the_calls_before_it(
+    caller: Caller,
+) -> None:
+    caller.connect()
+    big = [PendingCall(seq, "m", b"x" * 600, 1, [f"c.{seq}.0"], 0) for seq in (1, 2, 3)]
+    for call in big:
+        assert caller.state.submitted(call) is None
+    caller.state.want_sync(3)
+    first = worker_pb2.CallBatch()
+    caller.state.send_into(first, max_bytes=1000)
+    # One call fits; the sync point must not go before calls 2 and 3 are sent.
+    assert [c.seq for c in first.calls] == [1] and first.sync_seq == 0
+    assert caller.state.has_batch()
+    second = worker_pb2.CallBatch()
+    caller.state.send_into(second, max_bytes=100)  # over budget alone: still sent, one at a time
+    assert [c.seq for c in second.calls] == [2] and second.sync_seq == 0
+    third = worker_pb2.CallBatch()
+    caller.state.send_into(third, max_bytes=1000)
+    assert [c.seq for c in third.calls] == [3] and third.sync_seq == 3
+    assert not caller.state.has_batch()
+
+
 def test_replies_lending_refs_are_handed_back_with_their_ids_even_when_settled_already(caller: Caller) -> None:
     caller.connect()
     a = caller.submit("a")

@@ -12,6 +12,7 @@ from actorhub.runtime import serialization as _serialization
 from actorhub.runtime.ids import new_id
 from actorhub.runtime.runtime import Runtime
 from actorhub.wire.records import ActorSpec
+from actorhub.wire.rpc import check_message_size
 
 T = TypeVar("T")
 NUM_RETURNS_ATTR = "__actorhub_num_returns__"
@@ -77,11 +78,16 @@ class ActorClass(Generic[T]):
         if not self._pickled:
             self._pickled.append(_serialization.dumps(self._cls))
         max_concurrency = options.max_concurrency or (0 if self._is_async else 1)
+        init_args = _serialization.dumps_args(args, kwargs, f"{name}.__init__")
+        check_message_size(
+            f"the class and constructor arguments of {name}", len(init_args) + len(self._pickled[0]),
+            runtime.max_message_bytes,
+        )
         spec = ActorSpec(
             actor_id=new_id(12),
             class_name=name,
             pickled_class=self._pickled[0],
-            init_args=_serialization.dumps_args(args, kwargs, f"{name}.__init__"),
+            init_args=init_args,
             name=options.name or "",
             namespace=options.namespace if options.namespace is not None else runtime.namespace,
             detached=options.detached,

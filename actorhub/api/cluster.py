@@ -169,7 +169,10 @@ def _connect(
 ) -> tuple[Runtime, ClusterContext]:
     # The job registers with this process's address, so the endpoint (server, channels, hub)
     # comes first; the runtime is built once the hub has said who the job is, and never changes.
-    endpoint = Endpoint(token=token, hub_address=hub_address, bind_host=config.bind_host, deadlines=config.deadlines)
+    endpoint = Endpoint(
+        token=token, hub_address=hub_address, bind_host=config.bind_host, deadlines=config.deadlines,
+        max_message_bytes=config.max_message_bytes,
+    )
     service = WorkerService(endpoint)
     endpoint.serve(service, service.close)
     try:

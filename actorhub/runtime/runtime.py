@@ -33,6 +33,7 @@ from actorhub.runtime.object_ref import ObjectRef, capturing_refs
 from actorhub.runtime.object_table import ObjectTable
 from actorhub.wire.call_stream import ActorConnection
 from actorhub.wire.errors import ErrorKind, system_error, to_exception
+from actorhub.wire.rpc import check_message_size
 from actorhub.wire.worker import WorkerClient
 
 _OBJECT_LOST = ErrorKind.OBJECT_LOST
@@ -177,7 +178,7 @@ class Runtime:
         if isinstance(value, ObjectRef):
             raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself instead")
         object_id = f"{self.caller_id}.p{next(self._puts):x}"
-        if type(value) in _serialization.PLAIN_TYPES:
+        if type(value) in _serialization.PLAIN_TYPES and not _serialization.is_large(value):
             self.objects.put_ready(object_id, _serialization.dumps(value))
             return ObjectRef(object_id, self.address, self.objects)
         store = self.store_client()
@@ -215,6 +216,10 @@ class Runtime:
     def discard_stored(self, store_ids: list[str]) -> None:
         self.objects.discard_stored(store_ids)
 
+    @property
+    def max_message_bytes(self) -> int:
+        return self.channels.max_message_bytes
+
     def call_arguments(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], where: str, stage: bool
     ) -> tuple[bytes, list[ObjectRef[Any]]]:
@@ -225,11 +230,15 @@ class Runtime:
         top-level arguments go through the object store (see stage_large_arguments).
         """
         if not kwargs and (not args or all(type(a) in _serialization.PLAIN_TYPES for a in args)):
-            return _serialization.dumps_args(args, kwargs, where), []
+            data = _serialization.dumps_args(args, kwargs, where)
+            if len(data) < _serialization.LARGE_ARGUMENT_BYTES or not stage:
+                check_message_size(f"the arguments of {where}", len(data), self.channels.max_message_bytes)
+                return data, []
         if stage and _serialization.has_large_arguments(args, kwargs):
             args, kwargs = self.stage_large_arguments(args, kwargs)
         with capturing_refs() as refs:
             data = _serialization.dumps_args(args, kwargs, where)
+        check_message_size(f"the arguments of {where}", len(data), self.channels.max_message_bytes)
         return data, refs
 
     def stage_large_arguments(

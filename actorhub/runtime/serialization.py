@@ -128,7 +128,9 @@ LARGE_ARGUMENT_BYTES = 100 * 1024
 def is_large(value: Any) -> bool:
     kind = type(value)
     if kind in _PLAIN:
-        return False
+        # Long strings and bytes too: inline, they would make every message that carries them
+        # large (and could pass the message limit), where the store maps them.
+        return (kind is str or kind is bytes) and len(value) >= LARGE_ARGUMENT_BYTES
     size = getattr(value, "nbytes", 0)  # numpy arrays and other buffer owners say their size
     return isinstance(size, int) and size >= LARGE_ARGUMENT_BYTES
 

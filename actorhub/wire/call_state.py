@@ -110,6 +110,11 @@ class Step:
         self.ring = ring
 
 
+# Arguments per CallBatch: calls made faster than they are sent travel together, but a batch
+# stays far below any message limit and a large one does not hold back the calls behind it.
+BATCH_BYTES = 4 * 1024 * 1024
+
+
 class CallState:
     """Every field and method is guarded by the owning connection's condition."""
 
@@ -170,19 +175,25 @@ class CallState:
         """Something to send: calls, or a sync point not sent yet."""
         return bool(self.unsent) or self.sync_wanted > self.sync_sent
 
-    def send_into(self, batch: worker_pb2.CallBatch) -> None:
-        """The request thread is about to send `batch`: every unsent call goes into it and is in
-        flight from now on, with the sync point if one is due."""
+    def send_into(self, batch: worker_pb2.CallBatch, max_bytes: int = BATCH_BYTES) -> None:
+        """The request thread is about to send `batch`: unsent calls go into it, up to about
+        `max_bytes` of arguments (at least one call), and are in flight from now on, with the
+        sync point if one is due and every call before it is sent."""
         unsent = self.unsent
         inflight = self.inflight
         add = batch.calls.add
+        size = 0
         while unsent:
-            c = unsent.popleft()
+            c = unsent[0]
+            size += len(c.args)
+            if size > max_bytes and batch.calls:
+                break  # the rest go in the next batch: one message must stay under the limit
+            unsent.popleft()
             inflight[c.seq] = c
             sent = add(seq=c.seq, method=c.method, args=c.args, num_returns=c.num_returns)
             if c.trace:
                 sent.trace_context.update(c.trace)
-        if self.sync_wanted > self.sync_sent:
+        if self.sync_wanted > self.sync_sent and (not unsent or unsent[0].seq > self.sync_wanted):
             # Every call up to sync_wanted is in this batch or an earlier one by now, so the actor
             # taking this batch in has taken them all.
             batch.sync_seq = self.sync_sent = self.sync_wanted

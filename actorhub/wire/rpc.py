@@ -89,11 +89,26 @@ def too_large_message(details: str) -> str:
     if match is None:
         return ""
     size, limit = match.groups()
+    return _over_limit("a message", int(size), int(limit))
+
+
+def _over_limit(what: str, size: int, limit: int) -> str:
     return (
-        f"a message of {int(size):,} bytes is over the limit of {int(limit):,} bytes "
+        f"{what} of {size:,} bytes is over the message limit of {limit:,} bytes "
         "(Config.max_message_bytes, ACTORHUB_MAX_MESSAGE_BYTES); pass a value that large "
         "as an object (put) instead"
     )
+
+
+# Room left in a message for what travels beside a call's arguments or a result's value.
+MESSAGE_ENVELOPE_BYTES = 64 * 1024
+
+
+def check_message_size(what: str, size: int, max_message_bytes: int) -> None:
+    """Refuse, before sending, a payload that cannot fit in one message: gRPC would fail the
+    whole stream it travels on, taking other calls with it."""
+    if size + MESSAGE_ENVELOPE_BYTES > max_message_bytes:
+        raise MessageTooLargeError(_over_limit(what, size, max_message_bytes - MESSAGE_ENVELOPE_BYTES))
 
 
 def _attempt(method: Callable[..., Any], request: Any, timeout: float, wait_for_ready: bool | None) -> Any:

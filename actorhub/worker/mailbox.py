@@ -32,6 +32,7 @@ from actorhub.runtime.object_ref import (
     end_unpickling_arguments,
 )
 from actorhub.wire.errors import error_to_proto
+from actorhub.wire.rpc import check_message_size
 from actorhub.wire.worker import LentRef, add_contained
 from actorhub.worker.reply_stream import Caller, ReplyStream
 
@@ -56,6 +57,9 @@ class CallHost(Protocol):
 
     @property
     def node_id(self) -> str: ...
+
+    @property
+    def max_message_bytes(self) -> int: ...
 
     def get_value(self, ref: ObjectRef[Any]) -> Any: ...
 
@@ -180,11 +184,16 @@ class ActorInstance:
                     )
                 values = list(result)
             lent: list[tuple[int, ObjectRef[Any]]] = []
+            size = 0
             # A large value goes into this node's store, owned by the caller, which maps it
             # without a copy when on this node and has its own node pull it otherwise. A caller
             # with no node (so no store) gets it inline.
             for index, value in enumerate(values):
                 data, store_id, refs = self._serialize(value, where, caller)
+                size += len(data)
+                # Refused here, as this call's error: over the limit, gRPC would fail the stream
+                # and every other call on it.
+                check_message_size(f"the return value of {where}", size, self._host.max_message_bytes)
                 reply.values.append(data)
                 store_ids.append(store_id)
                 lent.extend((index, ref) for ref in refs)
@@ -202,15 +211,27 @@ class ActorInstance:
 
 
     def _serialize(self, value: Any, where: str, caller: Caller) -> tuple[bytes, str, list[ObjectRef[Any]]]:
-        """One result: its bytes (empty when stored), its store id, and the refs inside it."""
-        if type(value) in _serialization.PLAIN_TYPES:
+        """One result: its bytes (empty when stored), its store id, and the refs inside it.
+
+        A large result goes in the store when the caller has one on a node: told so by its
+        type (arrays), or found so once pickled (a long list), as Ray stores any return value
+        over 100 KiB.
+        """
+        if type(value) in _serialization.PLAIN_TYPES and not (caller.node_id and _serialization.is_large(value)):
             return _serialization.dumps_result(value, where), "", []
         with capturing_refs() as refs:
             if caller.node_id and _serialization.is_large(value):
                 store_id = self._host.store_result(value, caller.address, caller.node_id)
                 if store_id:
                     return b"", store_id, refs
-            return _serialization.dumps_result(value, where), "", refs
+            data = _serialization.dumps_result(value, where)
+        if caller.node_id and len(data) >= _serialization.LARGE_ARGUMENT_BYTES:
+            del refs[:]
+            with capturing_refs() as refs:
+                store_id = self._host.store_result(value, caller.address, caller.node_id)
+            if store_id:
+                return b"", store_id, refs
+        return data, "", refs
 
 
 def resolve_arguments(
