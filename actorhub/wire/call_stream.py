@@ -96,6 +96,7 @@ class ActorConnection:
         self._doorbell: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._bell_rung = False
         self._origins: dict[str, ErrorOrigin] = {}
+        self._warned_infeasible = False
 
     # -- submitting ------------------------------------------------------------------------
     def submit(
@@ -212,11 +213,19 @@ class ActorConnection:
     def _ask_hub(self, ask: AskHub) -> common_pb2.ActorInfo | HubFailure:
         """One long poll of the hub for the actor at `ask.min_incarnation` or newer."""
         try:
-            return self._host.hub.wait_actor(self.actor_id, ask.min_incarnation, ask.timeout_s)
+            info = self._host.hub.wait_actor(self.actor_id, ask.min_incarnation, ask.timeout_s)
         except ValueError:  # the hub has no such actor
             return HubFailure("NOT_FOUND", unknown_actor=True)
         except RpcFailedError as e:
             return HubFailure(e.code.name if e.code is not None else "UNKNOWN", unknown_actor=False)
+        if info.infeasible and not self._warned_infeasible:
+            # As Ray does: a request no node can fit waits (a node may join), but not silently.
+            self._warned_infeasible = True
+            log.warning(
+                "The actor %s (%s) cannot be scheduled right now: %s. It stays pending until a node "
+                "that can fit it joins the cluster.", self.class_name, self.actor_id, info.pending_reason,
+            )
+        return info
 
     # == I/O with the actor: one stream ========================================================
     def _pump(self, connect: Connect) -> tuple[bool, str, str]:
