@@ -15,7 +15,7 @@ import pytest
 
 from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, node_pb2, node_pb2_grpc
 from actorhub.hub.actor_table import ActorTable
-from actorhub.hub.control_store import ActorRow, SQLiteControlStore
+from actorhub.hub.control_store import ActorRow, SQLiteControlStore, StoreWriter
 from actorhub.hub.records import (
     ALIVE,
     DEAD,
@@ -33,8 +33,8 @@ from actorhub.hub.records import (
     exit_cause,
 )
 from actorhub.hub.service import HubServicer
-from actorhub.wire.server import bind, make_server
-from actorhub.wire.transport import ChannelPool, open_channel
+from actorhub.wire.server import ServerLoop, bind, make_server
+from actorhub.wire.transport import AsyncChannelPool, open_channel
 
 ACTOR_DIED = common_pb2.ERROR_KIND_ACTOR_DIED
 
@@ -288,6 +288,56 @@ def test_cpus_lent_to_tasks_hold_off_actors_that_reserve_them(table: ActorTable)
     assert table.report_lent("nobody", 1.0)[1:] == (0.0, 0.0)
 
 
+def test_pending_actors_say_why_and_an_infeasible_one_is_placed_once_a_node_fits(table: ActorTable) -> None:
+    create(table, make_spec("big", num_cpus=64))
+    info = table.get_actor("big")
+    assert (info.state, info.infeasible) == (PENDING, True)
+    assert info.pending_reason == "infeasible: requires {CPU: 64} but no node has that many (largest: 4.0 CPUs)"
+    create_alive(table, make_spec("a1", num_cpus=3))
+    create(table, make_spec("a2", num_cpus=2))
+    info = table.get_actor("a2")
+    assert not info.infeasible
+    assert info.pending_reason == (
+        "waiting for resources: requires {CPU: 2} but all nodes that fit it have their CPUs claimed by actors"
+        " or tasks (most available: 1.0 of 4.0 CPUs on node n1)")
+    [p] = table.register_node("n2", "node2:1", 2.5, 12).placements  # fits a2, not the big one
+    assert p.actor_id == "a2"
+    assert (table.get_actor("a2").pending_reason, table.get_actor("a2").infeasible) == ("", False)
+    assert table.get_actor("big").pending_reason.endswith("(largest: 4.0 CPUs)")
+    [p] = table.register_node("n3", "node3:1", 64, 13).placements
+    assert p.actor_id == "big"
+    info = table.get_actor("big")
+    assert (info.pending_reason, info.infeasible) == ("", False)
+
+
+def test_pending_reasons_without_nodes_when_pinned_and_when_tasks_hold_the_cpus() -> None:
+    t = ActorTable()
+    create(t, make_spec("a1", num_cpus=1))
+    info = t.get_actor("a1")
+    assert (info.pending_reason, info.infeasible) == ("waiting for resources: requires {CPU: 1} and no node is alive",
+                                                      False)
+    pinned = make_spec("p1", num_cpus=0.5)
+    pinned.node_id = "gone"
+    create(t, pinned)
+    assert t.get_actor("p1").pending_reason == "infeasible: it is pinned to node gone, which is not alive"
+    t.register_node("n1", "node1:1", 2.0, 11)
+    pinned = make_spec("p2", num_cpus=3)
+    pinned.node_id = "n1"
+    create(t, pinned)
+    info = t.get_actor("p2")
+    assert (info.pending_reason, info.infeasible) == (
+        "infeasible: requires {CPU: 3} on node n1, which has only 2.0 CPUs", True)
+    assert t.get_actor("a1").state == PENDING and t.get_actor("a1").pending_reason == ""  # placing
+    t.report_lent("n1", 1.0)  # its desk lent n1's other CPU to tasks
+    create(t, make_spec("a2", num_cpus=1))  # a1 holds one of n1's CPUs, tasks the other
+    info = t.get_actor("a2")
+    assert (info.pending_reason, info.infeasible) == (
+        "waiting for resources: requires {CPU: 1}; node n1 has them once its tasks give back the CPUs lent"
+        " to them", False)
+    assert t.request_kill("a2", no_restart=True).target is None
+    assert (t.get_actor("a2").state, t.get_actor("a2").pending_reason) == (DEAD, "")
+
+
 def test_least_loaded_node_first(table: ActorTable) -> None:
     table.register_node("n2", "node2:1", 4.0, 12)
     nodes = [create(table, make_spec(f"a{i}")).placements[0].node_id for i in range(4)]
@@ -534,6 +584,28 @@ def test_store_round_trip_and_version_guard(table: ActorTable, tmp_path: Path) -
     store.close()
 
 
+def test_store_writer_writes_behind_and_keeps_the_newest(table: ActorTable, tmp_path: Path) -> None:
+    store = SQLiteControlStore.in_session(tmp_path)
+    writer = StoreWriter(store)
+    create_alive(table, make_spec(name="p", max_restarts=1))
+    table.register_job("ns", 1, "d", False)
+    first = table.take_dirty()
+    table.worker_exited("a1", 0, "crash")
+    second = table.take_dirty()
+    writer.save(*second)
+    writer.save(*first)  # late, older: the newer version queued or written stays
+    writer.save([], [])
+    assert writer.flush(5)
+    [row] = store.load_actors()
+    assert (row.state, row.incarnation, row.version) == (RESTARTING, 1, second[0][0].version)
+    assert [j.job_id for j in store.load_jobs()] == ["00000001"]
+    table.request_kill("a1", True)
+    writer.save(*table.take_dirty())
+    writer.close()  # writes what is queued first
+    assert store.load_actors()[0].state == DEAD
+    store.close()
+
+
 def test_store_kv(tmp_path: Path) -> None:
     store = SQLiteControlStore(tmp_path / "kv.sqlite3")
     store.kv_put("a/1", b"x")
@@ -594,10 +666,11 @@ class Cluster:
     def __init__(self) -> None:
         self.token = "secret"
         self.stopped = threading.Event()
-        self.servicer = HubServicer(ActorTable(poll_s=0.05), None, ChannelPool(self.token), self.stopped.set)
-        self.server = make_server(self.token, max_workers=64)
-        hub_pb2_grpc.add_HubServicer_to_server(self.servicer, self.server)
-        self.address = bind(self.server, "127.0.0.1", 0)
+        self.server = ServerLoop(self.token, name="test-hub")
+        self.servicer = HubServicer(
+            ActorTable(poll_s=0.05), None, AsyncChannelPool(self.token), self.server.loop, self.stopped.set)
+        hub_pb2_grpc.add_HubServicer_to_server(self.servicer, self.server.server)
+        self.address = self.server.bind("127.0.0.1", 0)
         self.server.start()
         self.channel = open_channel(self.address, self.token)
         self.hub = hub_pb2_grpc.HubStub(self.channel)
@@ -611,11 +684,11 @@ class Cluster:
 
     def open_lease(self, kind: str, lease_id: str) -> Any:
         """The lease's call: iterate it for events, cancel() it to break it."""
-        before = len(self.servicer._leases)
+        before = self.servicer.open_leases
         method = self.hub.NodeLease if kind == "node" else self.hub.JobLease
         call = method(hub_pb2.LeaseRequest(id=lease_id))
         deadline = time.monotonic() + 5
-        while len(self.servicer._leases) <= before:
+        while self.servicer.open_leases <= before:
             assert time.monotonic() < deadline, "the lease never reached the hub"
             time.sleep(0.01)
         return call
@@ -631,10 +704,11 @@ class Cluster:
             time.sleep(0.01)
 
     def close(self) -> None:
-        self.servicer.shutdown_cluster()
-        self.server.stop(None).wait()
+        self.server.submit(self.servicer.shutdown_cluster()).result(10)
+        self.server.submit(self.server.server.stop(None)).result(10)
         self.node_server.stop(None).wait()
-        self.servicer.close()
+        self.server.submit(self.servicer.close()).result(10)
+        self.server.stop(0)
         self.channel.close()
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from actorhub.cli.common import HubClient, cpus, find_cluster, format_table
 from actorhub.config import Config
-from actorhub.wire.records import ClusterStatus
+from actorhub.wire.records import ActorInfo, ClusterStatus
 
 if TYPE_CHECKING:
     from actorhub.wire.records import OwnedObject
@@ -34,7 +35,23 @@ def status_command(address: str | None) -> int:
     counts = ", ".join(f"{count} {state}" for state, count in sorted(by_state.items()))
     print(f"Actors: {len(status.actors)} live" + (f" ({counts})" if counts else ""))
     print(f"Jobs: {status.live_jobs} live")
+    demands = _pending_demands(status.actors)
+    if demands:
+        print()
+        waiting = sum(count for _, count in demands)
+        infeasible = sum(1 for a in status.actors if a.pending_reason and a.infeasible)
+        print(f"Pending demands: {waiting} actor{'s' if waiting != 1 else ''} not placed, {infeasible} infeasible")
+        for line, count in demands:
+            print(f"  {count} x {line}")
     return 0
+
+
+def _pending_demands(actors: Sequence[ActorInfo]) -> list[tuple[str, int]]:
+    """Actors waiting for a node, one line per class and reason, infeasible ones first."""
+    grouped: Counter[tuple[bool, str, str]] = Counter(
+        (not a.infeasible, a.class_name, a.pending_reason) for a in actors if a.pending_reason
+    )
+    return [(f"{class_name}: {reason}", count) for (_, class_name, reason), count in sorted(grouped.items())]
 
 
 def list_actors_command(address: str | None, namespace: str | None) -> int:
@@ -58,6 +75,11 @@ def list_actors_command(address: str | None, namespace: str | None) -> int:
         for a in actors
     ]
     print(format_table(["ACTOR ID", "CLASS", "NAME", "NAMESPACE", "STATE", "PID", "NODE"], rows))
+    pending = [a for a in actors if a.pending_reason]
+    if pending:
+        print()
+        print("Not placed yet:")
+        print(_indent(format_table(["ACTOR ID", "WHY"], [[a.actor_id, a.pending_reason] for a in pending])))
     return 0
 
 

@@ -1,34 +1,37 @@
 """`python -m actorhub.hub --session-dir DIR [--port N] [--bind-host HOST]`: the hub.
 
 The launcher waits for the session's address file, so it is written only once the server
-serves. The process exits 0 after the Shutdown RPC or SIGTERM (the same path).
+serves. The server is gRPC's asyncio one on its own loop thread (`ServerLoop`); the main thread
+only waits for the stop. The process exits 0 after the Shutdown RPC or SIGTERM (the same path).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from actorhub._proto.v1 import hub_pb2_grpc
 from actorhub.cluster.session import ADDRESS_FILE, Session
 from actorhub.config import Config, ConfigError
 from actorhub.hub.actor_table import ActorTable
-from actorhub.hub.control_store import SQLiteControlStore
+from actorhub.hub.control_store import SQLiteControlStore, StoreWriter
 from actorhub.hub.service import HubServicer
-from actorhub.wire.server import bind, make_server
-from actorhub.wire.transport import ChannelPool
+from actorhub.wire.server import ServerLoop
+from actorhub.wire.transport import AsyncChannelPool
 
 log = logging.getLogger("actorhub.hub")
 
-# Long polls and leases each hold a server thread for their whole life.
-_SERVER_THREADS = 256
 _STOP_GRACE_S = 1.0
+_STOP_TIMEOUT_S = 5.0
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -64,16 +67,21 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
     store = SQLiteControlStore.in_session(session.path)
+    writer = StoreWriter(store)
+    # One event loop serves every RPC: leases, long polls and actor starts are coroutines.
+    server = ServerLoop(session.token, name="hub-loop", max_message_bytes=config.max_message_bytes)
     servicer = HubServicer(
-        ActorTable(), store, ChannelPool(session.token), on_stop=stop.set, deadlines=config.deadlines
+        ActorTable(), writer, AsyncChannelPool(session.token, config.max_message_bytes), server.loop,
+        on_stop=stop.set, deadlines=config.deadlines,
     )
-    server = make_server(session.token, max_workers=_SERVER_THREADS)
-    hub_pb2_grpc.add_HubServicer_to_server(servicer, server)
+    hub_pb2_grpc.add_HubServicer_to_server(servicer, server.server)
     try:
-        address = bind(server, config.bind_host, config.hub_port)
+        address = server.bind(config.bind_host, config.hub_port)
     except (OSError, RuntimeError) as err:
         log.error("cannot start the hub: %s", err)
         print(f"actorhub hub: {err}", file=sys.stderr)
+        server.stop(0)
+        writer.close()
         store.close()
         return 1
     server.start()
@@ -81,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("hub serving at %s (pid %d)", address, os.getpid())
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        # Not in the handler itself: shutting down makes RPCs, and the main thread is waiting.
-        threading.Thread(target=servicer.shutdown_cluster, name="hub-sigterm", daemon=True).start()
+        servicer.request_shutdown()  # only schedules it on the loop
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -91,12 +98,21 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(0.5):
         pass
     log.info("hub stopping")
-    server.stop(_STOP_GRACE_S).wait()
-    servicer.close()
+    _on_loop(server, server.server.stop(_STOP_GRACE_S), "stopping the server")
+    _on_loop(server, servicer.close(), "closing the service")
+    server.stop(0)
+    writer.close()
     store.close()
     _remove_own_files(session, address)
     log.info("hub stopped")
     return 0
+
+
+def _on_loop(server: ServerLoop, coro: Coroutine[Any, Any, None], what: str) -> None:
+    try:
+        server.submit(coro).result(_STOP_TIMEOUT_S)
+    except (concurrent.futures.TimeoutError, RuntimeError):
+        log.warning("%s took over %.0f s; going on", what, _STOP_TIMEOUT_S)
 
 
 def _remove_own_files(session: Session, address: str) -> None:

@@ -10,8 +10,10 @@ current record.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2
 from actorhub.hub.control_store import ActorRow, JobRow
@@ -40,11 +42,20 @@ from actorhub.hub.records import (
 from actorhub.hub.transitions import TableState
 from actorhub.namespaces.rules import anonymous_namespace
 
-__all__ = ["ActorRecord", "ActorTable", "Decisions", "KillPlan", "Placement", "WorkerKill"]
+__all__ = ["ActorRecord", "ActorTable", "Decisions", "KillPlan", "Placement", "Watch", "WorkerKill"]
+
+
+@dataclass(frozen=True)
+class Watch:
+    """A wait registered on an actor's record (`ActorTable.watch_actor`)."""
+
+    actor_id: str
+    key: int
 
 
 class ActorTable(TableState):
-    """Thread-safe: every public method takes the one lock; none blocks on I/O under it."""
+    """Thread-safe: every public method takes the one lock; none blocks on I/O under it, so the
+    hub calls them inline on its event loop. Waiting for a record to change is `watch_actor`."""
 
     # ---- nodes -------------------------------------------------------------------------
 
@@ -284,6 +295,40 @@ class ActorTable(TableState):
             self._schedule_pending_locked(out)
         return out
 
+    def watch_actor(
+        self, actor_id: str, min_incarnation: int, wake: Callable[[], None]
+    ) -> tuple[common_pb2.ActorInfo, Watch | None]:
+        """WaitActor's check, and its wait when the check fails, in one step under the lock.
+
+        (info, None) when the actor is DEAD, or ALIVE at `min_incarnation` or later. Otherwise
+        (info as it is now, a watch): `wake()` is called once, under the table's lock, at the
+        record's next change or the hub's shutdown; it must not block or call the table. Drop
+        the watch with `unwatch` once done waiting, woken or not. Raises UnknownActor, and
+        HubShuttingDown instead of waiting once the hub is shutting down.
+        """
+        with self._lock:
+            rec = self._get(actor_id)
+            if rec.state == DEAD or (rec.state == ALIVE and rec.incarnation >= min_incarnation):
+                return actor_info(rec), None
+            if self._shutting_down:
+                raise HubShuttingDown("hub shutting down")
+            self._watch_counter += 1
+            watch = Watch(actor_id, self._watch_counter)
+            self._watchers.setdefault(actor_id, {})[watch.key] = wake
+            return actor_info(rec), watch
+
+    def unwatch(self, watch: Watch) -> None:
+        with self._lock:
+            waiting = self._watchers.get(watch.actor_id)
+            if waiting is not None:
+                waiting.pop(watch.key, None)
+                if not waiting:
+                    del self._watchers[watch.actor_id]
+
+    def watcher_count(self) -> int:
+        with self._lock:
+            return sum(len(w) for w in self._watchers.values())
+
     def wait_actor(
         self,
         actor_id: str,
@@ -291,23 +336,27 @@ class ActorTable(TableState):
         timeout_s: float,
         keep_waiting: Callable[[], bool] = lambda: True,
     ) -> common_pb2.ActorInfo:
+        """WaitActor on a thread (the service waits on its loop with `watch_actor` instead):
+        the info once ready, or after `timeout_s` (0: no limit), or once `keep_waiting()` says
+        no (asked every `poll_s`)."""
         deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
-        with self._changed:
-            while True:
-                rec = self._get(actor_id)
-                if rec.state == DEAD or (rec.state == ALIVE and rec.incarnation >= min_incarnation):
-                    return actor_info(rec)
-                if self._shutting_down:
-                    raise HubShuttingDown("hub shutting down")
+        while True:
+            woke = threading.Event()
+            info, watch = self.watch_actor(actor_id, min_incarnation, woke.set)
+            if watch is None:
+                return info
+            try:
                 wait = self._poll_s
                 if deadline is not None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        return actor_info(rec)
+                        return info
                     wait = min(wait, remaining)
                 if not keep_waiting():
-                    return actor_info(rec)
-                self._changed.wait(wait)
+                    return info
+                woke.wait(wait)
+            finally:
+                self.unwatch(watch)
 
     def get_actor(self, actor_id: str) -> common_pb2.ActorInfo:
         with self._lock:
@@ -355,7 +404,7 @@ class ActorTable(TableState):
             if self._shutting_down:
                 return None
             self._shutting_down = True
-            self._changed.notify_all()
+            self._wake_all()
             return [n.address for n in self._nodes.values() if n.alive]
 
     def take_dirty(self) -> tuple[list[ActorRow], list[JobRow]]:

@@ -8,6 +8,7 @@ not implemented yet, so the store is written, never read, on the hub's own paths
 from __future__ import annotations
 
 import abc
+import logging
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -17,6 +18,8 @@ from pathlib import Path
 from actorhub._proto.v1 import common_pb2
 
 STORE_FILE = "control.sqlite3"
+
+log = logging.getLogger("actorhub.hub")
 
 
 @dataclass(frozen=True)
@@ -232,3 +235,68 @@ class _transaction:
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+class StoreWriter:
+    """Writes the hub's changed rows to a ControlStore on one thread of its own.
+
+    The hub's event loop must never wait on the disk: a SQLite commit is usually a fraction of a
+    millisecond, but a WAL checkpoint syncs the file and can take hundreds. `save` only queues;
+    rows queued while a write is under way are merged (the newest version of each actor, the
+    last state of each job), so a slow disk costs fewer, larger transactions, not a backlog.
+    """
+
+    def __init__(self, store: ControlStore) -> None:
+        self._store = store
+        self._cond = threading.Condition()
+        self._actors: dict[str, ActorRow] = {}
+        self._jobs: dict[str, JobRow] = {}
+        self._writing = False
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="hub-store", daemon=True)
+        self._thread.start()
+
+    def save(self, actors: Sequence[ActorRow], jobs: Sequence[JobRow]) -> None:
+        if not (actors or jobs):
+            return
+        with self._cond:
+            for row in actors:
+                queued = self._actors.get(row.actor_id)
+                if queued is None or queued.version < row.version:
+                    self._actors[row.actor_id] = row
+            for job in jobs:
+                self._jobs[job.job_id] = job
+            self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything saved so far is written; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not (self._actors or self._jobs or self._writing), timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then end the thread (the store itself stays open)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._actors or self._jobs or self._closing):
+                    self._cond.wait()
+                if not (self._actors or self._jobs):
+                    return
+                actors, self._actors = self._actors, {}
+                jobs, self._jobs = self._jobs, {}
+                self._writing = True
+            try:
+                self._store.save_actors(list(actors.values()))
+                self._store.save_jobs(list(jobs.values()))
+            except (sqlite3.Error, OSError):
+                # The store is a copy; losing a write must not fail the cluster's operation.
+                log.exception("could not persist %d actor and %d job records", len(actors), len(jobs))
+            finally:
+                with self._cond:
+                    self._writing = False
+                    self._cond.notify_all()

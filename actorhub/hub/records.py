@@ -79,6 +79,10 @@ class ActorRecord:
     first_failure: float | None = None
     # A worker exit reported while StartActor was still in flight; applied once it returns.
     early_exit: str = ""
+    # Why it waits for a node (PENDING or RESTARTING, not placed), as its last placement
+    # attempt found; and whether no alive node could fit it at all.
+    pending_reason: str = ""
+    infeasible: bool = False
     version: int = 0
 
     @property
@@ -236,6 +240,8 @@ def actor_info(rec: ActorRecord) -> common_pb2.ActorInfo:
         num_restarts=rec.num_restarts,
         owner_job_id=spec.owner_job_id,
         is_async=spec.is_async,
+        pending_reason=rec.pending_reason,
+        infeasible=rec.infeasible,
     )
     if rec.death_cause is not None:
         info.death_cause.CopyFrom(rec.death_cause)

@@ -33,6 +33,11 @@ from actorhub.wire.errors import ErrorKind, system_error_info
 _EPSILON = 1e-9
 
 
+def _cpus(count: float) -> str:
+    """A CPU count as people write it: 2.0, 0.5, 1.25."""
+    return f"{count:.1f}" if round(count, 1) == count else f"{count:g}"
+
+
 class TableState:
     def __init__(
         self,
@@ -51,7 +56,11 @@ class TableState:
         self._avoid_node_s = avoid_node_s
         self._poll_s = poll_s
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
+        # actor_id -> {watch key: wake}: one-shot callbacks for the next change of that actor's
+        # record (or the hub's shutdown). Called under the lock: they must only hand the news
+        # over (set an event, schedule a callback on a loop), never block or call the table.
+        self._watchers: dict[str, dict[int, Callable[[], None]]] = {}
+        self._watch_counter = 0
         self._actors: dict[str, ActorRecord] = {}
         # DEAD actors still in `_actors`, oldest first: only the newest `_max_dead_actors` stay.
         self._dead: dict[str, None] = {}
@@ -85,7 +94,19 @@ class TableState:
     def _touch(self, rec: ActorRecord) -> None:
         rec.version += 1
         self._dirty_actors[rec.actor_id] = rec
-        self._changed.notify_all()
+        self._wake(rec.actor_id)
+
+    def _wake(self, actor_id: str) -> None:
+        woken = self._watchers.pop(actor_id, None)
+        if woken:
+            for wake in woken.values():
+                wake()
+
+    def _wake_all(self) -> None:
+        watchers, self._watchers = self._watchers, {}
+        for woken in watchers.values():
+            for wake in woken.values():
+                wake()
 
     def _worker_kill(self, rec: ActorRecord) -> WorkerKill:
         node = self._nodes.get(rec.node_id)
@@ -143,6 +164,7 @@ class TableState:
         rec.death_cause = cause
         rec.placing = False
         rec.address = ""
+        rec.pending_reason, rec.infeasible = "", False
         self._pending.pop(rec.actor_id, None)
         spec = rec.spec
         if spec.name:
@@ -206,11 +228,13 @@ class TableState:
             self._pending[rec.actor_id] = None
             waits_for = self._choose_node(rec, count_lent=False)[0] if rec.spec.num_cpus > 0 else None
             rec.waiting_on = waits_for.node_id if waits_for is not None else ""
+            rec.pending_reason, rec.infeasible = self._why_pending(rec, retry_in)
             if retry_in is not None:
                 out.merge(Decisions(retry_after=retry_in))
             return
         self._pending.pop(rec.actor_id, None)
         rec.waiting_on = ""
+        rec.pending_reason, rec.infeasible = "", False
         cpus = rec.spec.num_cpus
         node.available_cpus -= cpus
         node.actors += 1
@@ -220,6 +244,47 @@ class TableState:
         rec.placing = True
         self._touch(rec)
         out.placements.append(Placement(rec.actor_id, rec.incarnation, rec.spec, node.node_id, node.address))
+
+    def _why_pending(self, rec: ActorRecord, retry_in: float | None) -> tuple[str, bool]:
+        """(reason, infeasible) for an actor `_try_place` could not place, as the cluster is now.
+
+        Infeasible: no alive node (its own node, when it is pinned to one) has as many CPUs in
+        all as it asks for, so only a node joining could ever take it. Otherwise it waits for
+        resources: actors hold the CPUs, tasks were lent them, or a node that fits it failed to
+        start it a moment ago."""
+        if self._shutting_down:
+            return "the hub is shutting down", False
+        need = rec.spec.num_cpus
+        demand = f"{{CPU: {need:g}}}"
+        pinned = rec.spec.node_id
+        if pinned:
+            node = self._nodes.get(pinned)
+            if node is None or not node.alive:
+                return f"infeasible: it is pinned to node {pinned}, which is not alive", True
+            if node.num_cpus < need - _EPSILON:
+                return (f"infeasible: requires {demand} on node {pinned}, which has only "
+                        f"{_cpus(node.num_cpus)} CPUs"), True
+            candidates = [node]
+        else:
+            candidates = [n for n in self._nodes.values() if n.alive]
+            if not candidates:
+                return f"waiting for resources: requires {demand} and no node is alive", False
+            largest = max(n.num_cpus for n in candidates)
+            if largest < need - _EPSILON:
+                return (f"infeasible: requires {demand} but no node has that many "
+                        f"(largest: {_cpus(largest)} CPUs)"), True
+        if retry_in is not None:
+            return (f"waiting for resources: requires {demand}; starting it failed on a node that has "
+                    f"them, tried again in {retry_in:.1f} s"), False
+        if rec.waiting_on:
+            return (f"waiting for resources: requires {demand}; node {rec.waiting_on} has them once its "
+                    "tasks give back the CPUs lent to them"), False
+        fits = [n for n in candidates if n.num_cpus >= need - _EPSILON]
+        best = max(fits, key=lambda n: (n.available_cpus - n.lent_cpus, -n.order))
+        free = max(0.0, best.available_cpus - best.lent_cpus)
+        return (f"waiting for resources: requires {demand} but all nodes that fit it have their CPUs "
+                f"claimed by actors or tasks (most available: {_cpus(free)} of {_cpus(best.num_cpus)} "
+                f"CPUs on node {best.node_id})"), False
 
     def _choose_node(self, rec: ActorRecord, count_lent: bool = True) -> tuple[NodeRecord | None, float | None]:
         """The least loaded node that fits, or (None, seconds until an avoided node may fit).

@@ -216,6 +216,8 @@ def _actor_info(info: common_pb2.ActorInfo) -> ActorInfo:
         max_pending_calls=info.max_pending_calls,
         owner_job_id=info.owner_job_id,
         is_async=info.is_async,
+        pending_reason=info.pending_reason,
+        infeasible=info.infeasible,
     )
 
 

@@ -82,6 +82,11 @@ class ActorInfo:
     max_pending_calls: int
     owner_job_id: str
     is_async: bool
+    pending_reason: str = ""
+    """Why a PENDING or RESTARTING actor is not placed yet ("infeasible: requires {CPU: 64} but
+    no node has that many (largest: 2.0 CPUs)", "waiting for resources: ..."); "" otherwise."""
+    infeasible: bool = False
+    """No alive node could fit it as the cluster is now; a node joining that fits it takes it."""
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,7 @@ class ActorSpec(_message.Message):
     def __init__(self, actor_id: _Optional[str] = ..., class_name: _Optional[str] = ..., pickled_class: _Optional[bytes] = ..., init_args: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_pending_calls: _Optional[int] = ..., num_cpus: _Optional[float] = ..., owner_job_id: _Optional[str] = ..., owner_actor_id: _Optional[str] = ..., job_namespace: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., is_async: _Optional[bool] = ..., hub_address: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
-    __slots__ = ("actor_id", "state", "address", "incarnation", "name", "namespace", "class_name", "node_id", "pid", "death_cause", "methods", "detached", "max_task_retries", "max_pending_calls", "num_restarts", "owner_job_id", "is_async")
+    __slots__ = ("actor_id", "state", "address", "incarnation", "name", "namespace", "class_name", "node_id", "pid", "death_cause", "methods", "detached", "max_task_retries", "max_pending_calls", "num_restarts", "owner_job_id", "is_async", "pending_reason", "infeasible")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +131,8 @@ class ActorInfo(_message.Message):
     NUM_RESTARTS_FIELD_NUMBER: _ClassVar[int]
     OWNER_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     IS_ASYNC_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
+    INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     state: ActorState
     address: str
@@ -148,4 +150,6 @@ class ActorInfo(_message.Message):
     num_restarts: int
     owner_job_id: str
     is_async: bool
-    def __init__(self, actor_id: _Optional[str] = ..., state: _Optional[_Union[ActorState, str]] = ..., address: _Optional[str] = ..., incarnation: _Optional[int] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., class_name: _Optional[str] = ..., node_id: _Optional[str] = ..., pid: _Optional[int] = ..., death_cause: _Optional[_Union[ErrorInfo, _Mapping]] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., detached: _Optional[bool] = ..., max_task_retries: _Optional[int] = ..., max_pending_calls: _Optional[int] = ..., num_restarts: _Optional[int] = ..., owner_job_id: _Optional[str] = ..., is_async: _Optional[bool] = ...) -> None: ...
+    pending_reason: str
+    infeasible: bool
+    def __init__(self, actor_id: _Optional[str] = ..., state: _Optional[_Union[ActorState, str]] = ..., address: _Optional[str] = ..., incarnation: _Optional[int] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., class_name: _Optional[str] = ..., node_id: _Optional[str] = ..., pid: _Optional[int] = ..., death_cause: _Optional[_Union[ErrorInfo, _Mapping]] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., detached: _Optional[bool] = ..., max_task_retries: _Optional[int] = ..., max_pending_calls: _Optional[int] = ..., num_restarts: _Optional[int] = ..., owner_job_id: _Optional[str] = ..., is_async: _Optional[bool] = ..., pending_reason: _Optional[str] = ..., infeasible: _Optional[bool] = ...) -> None: ...
