@@ -294,8 +294,9 @@ class RunningNode:
             "--hub-address", hub_address, "--node-id", node_id, "--prestart", "1", "--num-cpus", "4",
         ])
         with hub.cond:
-            assert hub.cond.wait_for(lambda: hub.nodes, timeout=15), "the node never registered"
-            self.address = hub.nodes[-1].address
+            mine = lambda: [n for n in hub.nodes if n.node_id == node_id]  # noqa: E731
+            assert hub.cond.wait_for(mine, timeout=15), "the node never registered"
+            self.address = mine()[-1].address
         self.channels = ChannelPool(session.token)
         self.stub = node_pb2_grpc.NodeStub(self.channels.get(self.address))
 

@@ -4,10 +4,18 @@ It registers the node with the hub, holds the node's lease (a stream the hub wat
 node's death, and closes or marks `shutdown` to stop the node), runs actors' constructors in
 workers taken from the WorkerPool, kills workers on the hub's request and reports every death
 of an actor's worker to the hub. It reserves no resources: the hub does the accounting.
+
+It serves on an asyncio event loop (`ServerLoop`): a StartActor waits for a worker and then
+for the actor's constructor without holding a thread, so any number of actors may be started
+at once while registrations, store calls and node info are answered. Handlers that would block
+(the store's copies, transfers between nodes) run on bounded executors (object_store/service.py).
+The node's own calls to the hub (registration, the lease, exit reports) are sync, each on a
+thread of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -15,7 +23,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -38,9 +46,9 @@ from actorhub.object_store.service import NodeObjects
 from actorhub.wire.errors import ErrorKind, system_error_info
 from actorhub.wire.hub import HubClient
 from actorhub.wire.rpc import GONE_CODES
-from actorhub.wire.server import bind, make_server
-from actorhub.wire.transport import ChannelPool
-from actorhub.wire.worker import WorkerClient
+from actorhub.wire.server import ServerLoop
+from actorhub.wire.transport import AsyncChannelPool, ChannelPool
+from actorhub.wire.worker import AsyncWorkerClient
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +74,11 @@ class NodeAgent:
         configured = self.config.num_cpus
         self.num_cpus = float(configured if configured is not None else os.cpu_count() or 1)
         self.address = ""
-        self._channels = ChannelPool(self.session.token)
+        self._channels = ChannelPool(self.session.token, self.config.max_message_bytes)
+        # Used on the server's loop only: StartActor's calls to workers.
+        self._worker_channels = AsyncChannelPool(self.session.token, self.config.max_message_bytes)
+        # StartActors under way, each shielded from its call's cancellation (see start_actor).
+        self._starts: set[asyncio.Task[node_pb2.NodeStartActorReply]] = set()
         self._hub = HubClient(self._channels, options.hub_address, self.config.deadlines)
         self.pool = WorkerPool(
             node_id=self.node_id,
@@ -92,9 +104,9 @@ class NodeAgent:
         """Serve until the hub, a Shutdown call or SIGTERM ends the node; the exit status."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        server = make_server(self.session.token)
-        node_pb2_grpc.add_NodeServicer_to_server(NodeServicer(self), server)
-        self.address = bind(server, self.config.bind_host, 0)
+        server = ServerLoop(self.session.token, name="node-io", max_message_bytes=self.config.max_message_bytes)
+        node_pb2_grpc.add_NodeServicer_to_server(NodeServicer(self), server.server)
+        self.address = server.bind(self.config.bind_host, 0)
         self.objects.serving_at(self.address)
         server.start()
         pid_file = self.session.pid_file(f"node-{self.node_id}")
@@ -128,16 +140,24 @@ class NodeAgent:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request_stop(f"signal {signal.Signals(signum).name}")
 
-    def _shutdown(self, server: grpc.Server) -> None:
+    def _shutdown(self, server: ServerLoop) -> None:
         self._stop.set()
+        # Waiting StartActors fail, and those in a constructor see their worker die.
         self.pool.shutdown(self.config.kill_grace_s)
         self._reports.put(None)
         if self._lease is not None:
             self._lease.cancel()
-        server.stop(grace=1.0).wait()
+        with contextlib.suppress(Exception):
+            server.submit(self._close_loop_side()).result(timeout=2.0)
+        server.stop(grace=1.0, timeout=3.0)
         self._channels.close()
         # The segments live in /dev/shm, which outlives processes: they must be removed.
         self.objects.close()
+
+    async def _close_loop_side(self) -> None:
+        for task in list(self._starts):
+            task.cancel()
+        await self._worker_channels.close()
 
     def _register(self) -> bool:
         deadline = time.monotonic() + self.config.connect_timeout_s
@@ -195,36 +215,51 @@ class NodeAgent:
 
     # -- Node service operations ----------------------------------------------------------------
 
-    def start_actor(self, request: node_pb2.NodeStartActorRequest) -> node_pb2.NodeStartActorReply:
+    async def start_actor(self, request: node_pb2.NodeStartActorRequest) -> node_pb2.NodeStartActorReply:
+        # Shielded: a caller that gives up (its deadline, the hub's end) does not interrupt a
+        # start half way, which would leave a worker in an unknown state; the start finishes,
+        # as it did when it had a thread, and the hub kills what it no longer wants.
+        task = asyncio.ensure_future(self._start_actor(request))
+        self._starts.add(task)
+        task.add_done_callback(self._start_done)
+        return await asyncio.shield(task)
+
+    def _start_done(self, task: asyncio.Task[node_pb2.NodeStartActorReply]) -> None:
+        self._starts.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("StartActor failed unexpectedly", exc_info=error)
+
+    async def _start_actor(self, request: node_pb2.NodeStartActorRequest) -> node_pb2.NodeStartActorReply:
         spec = request.spec
         existing = self.pool.find_actor(spec.actor_id, request.incarnation)
         if existing is not None and existing.state is State.ACTOR:
             # A retried StartActor for an actor this node already runs.
             return self._ok(existing)
         try:
-            worker = self.pool.acquire(
+            worker = await self.pool.acquire(
                 spec.actor_id, request.incarnation, spec.num_cpus, self.config.connect_timeout_s,
             )
         except PoolError as e:
             return _failed(str(e), actor_died=False)
-        client = WorkerClient(self._channels, worker.address, self.config.deadlines)
+        client = AsyncWorkerClient(self._worker_channels, worker.address, self.config.deadlines)
         try:
             # A constructor may legitimately take long (actor_start_s); KillWorker interrupts it.
-            reply = client.start_actor(spec, request.incarnation, self.node_id)
+            reply = await client.start_actor(spec, request.incarnation, self.node_id)
         except (RpcFailedError, ActorUnavailableError) as e:
             self.pool.kill(worker)
-            self.pool.wait_exit(worker, self.config.kill_grace_s)
-            self._channels.discard(worker.address)
+            await self.pool.wait_exit(worker, self.config.kill_grace_s)
             log.info("worker %s died in %s's constructor: %s (%s)", worker.worker_id,
                      spec.class_name, worker.describe_exit(), e)
             return _failed(
                 "the worker process died while running the constructor "
                 f"({worker.describe_exit()})", actor_died=True,
             )
+        finally:
+            # This node never calls the worker again: no channel (and socket) kept per actor.
+            await self._worker_channels.discard(worker.address)
         if not reply.ok:
             # The constructor raised: the process may hold half-built state; never reuse it.
             self.pool.kill(worker)
-            self._channels.discard(worker.address)
             return node_pb2.NodeStartActorReply(ok=False, error=reply.error)
         if not self.pool.activate(worker):
             return _failed(
@@ -238,15 +273,14 @@ class NodeAgent:
             ok=True, address=worker.address, worker_id=worker.worker_id, pid=worker.pid,
         )
 
-    def kill_worker(self, request: node_pb2.KillWorkerRequest) -> None:
+    async def kill_worker(self, request: node_pb2.KillWorkerRequest) -> None:
         worker = self.pool.find_actor(request.actor_id, request.incarnation)
         if worker is None:
             return  # already gone, or never here: killing is idempotent
         self.pool.kill(worker)
-        if not self.pool.wait_exit(worker, self.config.kill_grace_s):
+        if not await self.pool.wait_exit(worker, self.config.kill_grace_s):
             log.warning("worker %s (pid %d) of actor %s did not exit within %g s of SIGKILL",
                         worker.worker_id, worker.pid, request.actor_id, self.config.kill_grace_s)
-        self._channels.discard(worker.address)
 
     def node_info(self) -> node_pb2.NodeInfo:
         counts = self.pool.counts()
@@ -267,63 +301,64 @@ def _failed(message: str, *, actor_died: bool) -> node_pb2.NodeStartActorReply:
     return node_pb2.NodeStartActorReply(ok=False, error=system_error_info(message, kind))
 
 
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
 class NodeServicer(node_pb2_grpc.NodeServicer):
+    """Served on the agent's event loop. Handlers never block it: waits are awaited, and the
+    store's calls that copy or transfer bytes run on its executors."""
+
     def __init__(self, agent: NodeAgent) -> None:
         self._agent = agent
 
-    def RegisterWorker(
-        self, request: node_pb2.RegisterWorkerRequest, context: grpc.ServicerContext,
-    ) -> common_pb2.Empty:
+    async def RegisterWorker(self, request: node_pb2.RegisterWorkerRequest, context: Context) -> common_pb2.Empty:
         if not self._agent.pool.register(request.worker_id, request.address, request.pid):
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"worker {request.worker_id} is not expected by node {self._agent.node_id}")
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"worker {request.worker_id} is not expected by node {self._agent.node_id}")
         return common_pb2.Empty()
 
-    def StartActor(
-        self, request: node_pb2.NodeStartActorRequest, context: grpc.ServicerContext,
+    async def StartActor(
+        self, request: node_pb2.NodeStartActorRequest, context: Context,
     ) -> node_pb2.NodeStartActorReply:
-        return self._agent.start_actor(request)
+        return await self._agent.start_actor(request)
 
-    def KillWorker(
-        self, request: node_pb2.KillWorkerRequest, context: grpc.ServicerContext,
-    ) -> common_pb2.Empty:
-        self._agent.kill_worker(request)
+    async def KillWorker(self, request: node_pb2.KillWorkerRequest, context: Context) -> common_pb2.Empty:
+        await self._agent.kill_worker(request)
         return common_pb2.Empty()
 
-    def GetNodeInfo(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> node_pb2.NodeInfo:
+    async def GetNodeInfo(self, request: common_pb2.Empty, context: Context) -> node_pb2.NodeInfo:
         return self._agent.node_info()
 
-    def ReserveObject(
-        self, request: node_pb2.ReserveObjectRequest, context: grpc.ServicerContext
-    ) -> node_pb2.ObjectLocation:
-        return self._agent.objects.reserve(request, context)
+    async def ReserveObject(self, request: node_pb2.ReserveObjectRequest, context: Context) -> node_pb2.ObjectLocation:
+        return await self._agent.objects.reserve(request, context)
 
-    def SealObject(self, request: node_pb2.ObjectIdRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
-        return self._agent.objects.seal(request, context)
+    async def SealObject(self, request: node_pb2.ObjectIdRequest, context: Context) -> node_pb2.ObjectLocation:
+        return await self._agent.objects.seal(request, context)
 
-    def OpenObject(self, request: node_pb2.OpenObjectRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
-        return self._agent.objects.open(request, context)
+    async def OpenObject(self, request: node_pb2.OpenObjectRequest, context: Context) -> node_pb2.ObjectLocation:
+        return await self._agent.objects.open(request, context)
 
-    def ReleaseObjects(
-        self, request: node_pb2.ReleaseObjectsRequest, context: grpc.ServicerContext
-    ) -> common_pb2.Empty:
+    async def ReleaseObjects(self, request: node_pb2.ReleaseObjectsRequest, context: Context) -> common_pb2.Empty:
         return self._agent.objects.release(request)
 
-    def DeleteObjects(self, request: node_pb2.DeleteObjectsRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
-        return self._agent.objects.delete(request)
+    async def DeleteObjects(self, request: node_pb2.DeleteObjectsRequest, context: Context) -> common_pb2.Empty:
+        return await self._agent.objects.delete(request)
 
-    def ListObjects(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> node_pb2.ListObjectsReply:
+    async def ListObjects(self, request: common_pb2.Empty, context: Context) -> node_pb2.ListObjectsReply:
         return self._agent.objects.list()
 
-    def PullObject(self, request: node_pb2.PullObjectRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
-        return self._agent.objects.pull(request, context)
+    async def PullObject(self, request: node_pb2.PullObjectRequest, context: Context) -> common_pb2.Empty:
+        return await self._agent.objects.pull(request, context)
 
-    def ReadObject(
-        self, request: node_pb2.ReadObjectRequest, context: grpc.ServicerContext
-    ) -> Iterator[node_pb2.ObjectChunk]:
-        return self._agent.objects.read(request, context)
+    async def ReadObject(
+        self, request: node_pb2.ReadObjectRequest, context: Context,
+    ) -> AsyncIterator[node_pb2.ObjectChunk]:
+        # Closed with the call, even one cancelled between chunks: the object is unpinned at once.
+        async with contextlib.aclosing(self._agent.objects.read(request, context)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
-    def Shutdown(self, request: common_pb2.Empty, context: grpc.ServicerContext) -> common_pb2.Empty:
+    async def Shutdown(self, request: common_pb2.Empty, context: Context) -> common_pb2.Empty:
         # The main thread does the work once this reply is on its way.
         self._agent.request_stop("Shutdown was called")
         return common_pb2.Empty()

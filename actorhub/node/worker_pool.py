@@ -3,14 +3,21 @@
 One lock (and its condition) guards every table here. Threads:
 - the maintainer forks workers until `prestart` idle workers (plus one per waiting
   StartActor) exist or are on their way, at most MAX_FORKS_IN_FLIGHT at a time, and kills
-  workers that never register;
+  workers that never register; so a burst of StartActors is served a few forks at a time,
+  in order, for as long as it lasts;
 - the event reader turns the zygote's ZygoteEvents into state changes, and restarts the zygote
   when it dies (its workers die with it).
 Callbacks (`on_actor_exit`) are called without the lock held.
+
+The node agent serves on an event loop, so its waits are awaitable (`acquire`, `wait_exit`)
+and hold no thread: a waiter is a future that whoever changes the tables (a registration on
+the loop, the maintainer, the event reader) completes through `loop.call_soon_threadsafe`,
+after settling it under the lock (handing it its worker, or saying why none will come).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import logging
@@ -75,6 +82,32 @@ class PoolError(Exception):
     """No worker could be provided (timeout, boot failures, or the node is stopping)."""
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """A StartActor waiting for a worker. Settled under the pool's lock (a worker handed over,
+    or why none will come), then woken on its loop."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+    actor_id: str
+    incarnation: int
+    num_cpus: float
+    since: float
+    worker: Worker | None = None
+    error: str = ""
+
+
+def _wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+    """Complete `future` on its loop, from any thread (the loop's own included)."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(_set_done, future)
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 @dataclass
 class _Counts:
     idle: int = 0
@@ -108,7 +141,9 @@ class WorkerPool:
         self._by_pid: dict[int, Worker] = {}
         self._idle: deque[Worker] = deque()
         self._by_actor: dict[str, Worker] = {}
-        self._waiters = 0
+        self._waiters: deque[_Waiter] = deque()  # StartActors waiting for a worker, in order
+        self._exit_waiters: dict[Worker, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+        self._last_registration = 0.0  # monotonic time a worker last registered
         self._stopping = False
         self._boot_failures = 0  # consecutive; reset by a registration
         self._boot_failures_total = 0
@@ -137,6 +172,7 @@ class WorkerPool:
             for worker in self._by_id.values():
                 worker.killed = True  # a fork still in flight is killed when it reports its pid
             victims = [w for w in self._by_id.values() if w.pid]
+            self._fail_waiters_locked(f"node {self._node_id} is shutting down")
             self._cond.notify_all()
         for worker in victims:
             self._signal(worker.pid, signal.SIGKILL)
@@ -172,48 +208,97 @@ class WorkerPool:
             worker.state = State.IDLE
             self._idle.append(worker)
             self._boot_failures = 0
+            self._last_registration = time.monotonic()
+            self._serve_waiters_locked()
             self._cond.notify_all()
         log.info("worker %s (pid %d) registered %.1f ms after its fork",
                  worker_id, pid, (time.monotonic() - worker.forked_at) * 1000)
         return True
 
-    def acquire(self, actor_id: str, incarnation: int, num_cpus: float, timeout_s: float) -> Worker:
-        """Take an idle worker for an actor's constructor, forking one if none is idle."""
-        deadline = time.monotonic() + timeout_s
+    async def acquire(self, actor_id: str, incarnation: int, num_cpus: float, timeout_s: float) -> Worker:
+        """Take an idle worker for an actor's constructor, waiting (holding no thread) for one
+        to be forked if none is idle.
+
+        Waiters are served in order of arrival. A waiter fails once the node is stopping; once
+        BOOT_FAILURES_TO_GIVE_UP forks in a row died before registering, one of them after it
+        came; or when no worker registered on the node for `timeout_s` since it came (so a long
+        queue that the forks keep serving is waited out).
+        """
+        loop = asyncio.get_running_loop()
         with self._cond:
-            failures_before = self._boot_failures_total
-            self._waiters += 1
-            self._cond.notify_all()
-            try:
-                while True:
-                    if self._stopping:
-                        raise PoolError(f"node {self._node_id} is shutting down")
-                    if self._idle:
-                        worker = self._idle.popleft()
-                        worker.state = State.TAKEN
-                        worker.actor_id, worker.incarnation = actor_id, incarnation
-                        worker.num_cpus = num_cpus
-                        self._by_actor[actor_id] = worker
-                        return worker
-                    if (
-                        self._boot_failures >= BOOT_FAILURES_TO_GIVE_UP
-                        and self._boot_failures_total > failures_before
-                    ):
-                        raise PoolError(
-                            f"worker processes on node {self._node_id} fail to start: "
-                            f"{self._last_boot_failure}"
-                        )
-                    remaining = deadline - time.monotonic()
+            if self._stopping:
+                raise PoolError(f"node {self._node_id} is shutting down")
+            if self._idle and not self._waiters:
+                return self._take_locked(self._idle.popleft(), actor_id, incarnation, num_cpus)
+            waiter = _Waiter(
+                loop, loop.create_future(), actor_id, incarnation, num_cpus, time.monotonic(),
+            )
+            self._waiters.append(waiter)
+            self._cond.notify_all()  # the maintainer forks one more
+        try:
+            while True:
+                with self._cond:
+                    if waiter.worker is not None:
+                        return waiter.worker
+                    if waiter.error:
+                        raise PoolError(waiter.error)
+                    remaining = max(waiter.since, self._last_registration) + timeout_s - time.monotonic()
                     if remaining <= 0:
+                        self._forget_waiter_locked(waiter)
                         last = self._last_boot_failure
                         raise PoolError(
                             f"no worker registered on node {self._node_id} within {timeout_s:g} s"
                             + (f"; last failure: {last}" if last else "")
                         )
-                    self._cond.wait(remaining)
-            finally:
-                self._waiters -= 1
-                self._cond.notify_all()
+                await asyncio.wait((waiter.future,), timeout=remaining)
+        except asyncio.CancelledError:
+            # A worker handed over meanwhile goes back (unless the node is stopping).
+            with self._cond:
+                self._forget_waiter_locked(waiter)
+                worker = waiter.worker
+                if worker is not None:
+                    waiter.worker = None
+                    self._give_back_locked(worker)
+            raise
+
+    def _take_locked(self, worker: Worker, actor_id: str, incarnation: int, num_cpus: float) -> Worker:
+        worker.state = State.TAKEN
+        worker.actor_id, worker.incarnation = actor_id, incarnation
+        worker.num_cpus = num_cpus
+        self._by_actor[actor_id] = worker
+        return worker
+
+    def _give_back_locked(self, worker: Worker) -> None:
+        """A worker taken by a waiter that left before using it: idle again (if still fit)."""
+        if self._by_actor.get(worker.actor_id) is worker:
+            del self._by_actor[worker.actor_id]
+        if worker.exited or worker.killed or self._stopping:
+            return
+        worker.state = State.IDLE
+        worker.actor_id, worker.incarnation, worker.num_cpus = "", 0, 0.0
+        self._idle.appendleft(worker)
+        self._serve_waiters_locked()
+        self._cond.notify_all()
+
+    def _serve_waiters_locked(self) -> None:
+        """Hand idle workers to waiters, in order of arrival."""
+        while self._idle and self._waiters:
+            waiter = self._waiters.popleft()
+            waiter.worker = self._take_locked(
+                self._idle.popleft(), waiter.actor_id, waiter.incarnation, waiter.num_cpus,
+            )
+            _wake(waiter.loop, waiter.future)
+
+    def _forget_waiter_locked(self, waiter: _Waiter) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+            self._cond.notify_all()
+
+    def _fail_waiters_locked(self, why: str) -> None:
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            waiter.error = why
+            _wake(waiter.loop, waiter.future)
 
     def activate(self, worker: Worker) -> bool:
         """The constructor succeeded: from now on the worker's exit is the actor's death."""
@@ -237,9 +322,26 @@ class WorkerPool:
             worker.killed = True
         self._signal(worker.pid, signal.SIGKILL)
 
-    def wait_exit(self, worker: Worker, timeout_s: float) -> bool:
+    async def wait_exit(self, worker: Worker, timeout_s: float) -> bool:
+        """True once the zygote reported the worker's exit, False after `timeout_s`."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        entry = (loop, future)
         with self._cond:
-            return self._cond.wait_for(lambda: worker.exited, timeout=timeout_s)
+            if worker.exited:
+                return True
+            self._exit_waiters.setdefault(worker, []).append(entry)
+        try:
+            await asyncio.wait((future,), timeout=timeout_s)
+        finally:
+            with self._cond:
+                waiting = self._exit_waiters.get(worker)
+                if waiting is not None and entry in waiting:
+                    waiting.remove(entry)
+                    if not waiting:
+                        del self._exit_waiters[worker]
+        with self._cond:
+            return worker.exited
 
     def counts(self) -> _Counts:
         with self._cond:
@@ -319,7 +421,7 @@ class WorkerPool:
         if now < self._next_fork_at:
             return [], stuck, min(wait_s, self._next_fork_at - now)
         live_booting = sum(1 for w in booting if not w.killed)
-        missing = self._prestart + self._waiters - len(self._idle) - live_booting
+        missing = self._prestart + len(self._waiters) - len(self._idle) - live_booting
         count = min(missing, MAX_FORKS_IN_FLIGHT - live_booting)
         forks = []
         for _ in range(max(0, count)):
@@ -336,6 +438,11 @@ class WorkerPool:
         )
         backoff = min(_MAX_FORK_BACKOFF_S, 0.05 * 2 ** self._boot_failures)
         self._next_fork_at = time.monotonic() + backoff
+        if self._boot_failures >= BOOT_FAILURES_TO_GIVE_UP:
+            # Every waiter has now seen a boot failure since it came, the last of too many.
+            self._fail_waiters_locked(
+                f"worker processes on node {self._node_id} fail to start: {self._last_boot_failure}"
+            )
         self._cond.notify_all()
 
     # -- the event reader thread ----------------------------------------------------------------
@@ -396,6 +503,8 @@ class WorkerPool:
     def _drop_locked(self, worker: Worker, why: str = "") -> bool:
         """Forget an exited worker; True when its exit must be reported to the hub."""
         worker.exited = True
+        for loop, future in self._exit_waiters.pop(worker, ()):
+            _wake(loop, future)
         self._by_id.pop(worker.worker_id, None)
         if worker.pid:
             self._by_pid.pop(worker.pid, None)

@@ -2,18 +2,30 @@
 
 The store's code belongs to the tasks layer; the node agent imports it only when it starts
 (processes may import it lazily; the kernel's modules never do at import time).
+
+The RPCs are served on the node agent's event loop. Bookkeeping that only takes the store's
+lock for a moment (seal, release, list) runs on the loop itself; anything that may copy
+bytes or wait runs on bounded executors, so the loop stays responsive while it does:
+- reserve, open, delete: making room spills objects to disk, opening a spilled object
+  restores it, deleting unlinks spill files (`_store_io`); an open of an object still being
+  written or pulled waits for its seal on the loop, polling, holding no thread;
+- PullObject: a whole transfer from another node (`_pulls`); its own pulls block on nothing
+  of this node's loop, so two nodes pulling from each other cannot deadlock;
+- ReadObject: each chunk's read (`_reads`), the stream's writes on the loop, so a slow
+  puller holds no thread.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import concurrent.futures
 import os
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -28,6 +40,16 @@ from actorhub.wire.worker import WorkerClient
 _DEFAULT_SHARE = 0.3
 # How often owners of stored objects are checked: a dead owner's objects are freed.
 _OWNER_CHECK_S = 1.0
+# Threads for store calls that may copy bytes (spills, restores, unlinks), for pulls from other
+# nodes, and for reading chunks of objects other nodes pull. Calls beyond them wait their turn.
+_STORE_IO_THREADS = 8
+_PULL_THREADS = 8
+_READ_THREADS = 4
+# How often an open of an object still being written or pulled looks again.
+_SETTLE_POLL_S = (0.002, 0.05)
+
+T = TypeVar("T")
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def default_capacity(shm_root: Path) -> int:
@@ -96,6 +118,10 @@ class NodeObjects:
         # Long enough for replies the caller already received to be read before it is asked.
         self._lost_result_grace_s = lost_result_grace_s
         self._lock = threading.Lock()
+        pool = concurrent.futures.ThreadPoolExecutor
+        self._store_io = pool(_STORE_IO_THREADS, thread_name_prefix="actorhub-store-io")
+        self._pulls = pool(_PULL_THREADS, thread_name_prefix="actorhub-store-pull")
+        self._reads = pool(_READ_THREADS, thread_name_prefix="actorhub-store-read")
         if channels is not None:
             threading.Thread(
                 target=self._free_objects_of_dead_owners, args=(channels,), name="actorhub-store-owners", daemon=True
@@ -152,6 +178,8 @@ class NodeObjects:
     def close(self) -> None:
         from actorhub.object_store import shm as _shm
         self._closed.set()
+        for executor in (self._store_io, self._pulls, self._reads):
+            executor.shutdown(wait=False, cancel_futures=True)
         self.transfer.close()
         self.store.close()
         _shm.remove_segment_dir(self._segments)
@@ -172,65 +200,110 @@ class NodeObjects:
     def _delete(self, object_ids: Iterable[str]) -> None:
         self.transfer.forget([object_id for object_id in object_ids if self.store.delete(object_id)])
 
-    def reserve(self, request: node_pb2.ReserveObjectRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
+    @staticmethod
+    async def _on(executor: concurrent.futures.Executor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    async def reserve(self, request: node_pb2.ReserveObjectRequest, context: Context) -> node_pb2.ObjectLocation:
+        try:
+            return await self._on(self._store_io, self._reserve, request)
+        except ValueError as e:
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS if "already" in str(e) else grpc.StatusCode.INVALID_ARGUMENT, str(e),
+            )
+            raise  # not reached: abort raises
+
+    def _reserve(self, request: node_pb2.ReserveObjectRequest) -> node_pb2.ObjectLocation:
         self._delete(request.delete_first)
         if request.writer:
             with self._lock:
                 self._written_for[request.object_id] = (request.writer, request.owner)
-        try:
-            return self._location(self.store.reserve(request.object_id, request.size, request.owner))
-        except ValueError as e:
-            context.abort(grpc.StatusCode.ALREADY_EXISTS if "already" in str(e) else grpc.StatusCode.INVALID_ARGUMENT,
-                          str(e))
+        return self._location(self.store.reserve(request.object_id, request.size, request.owner))
 
-    def seal(self, request: node_pb2.ObjectIdRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
+    async def seal(self, request: node_pb2.ObjectIdRequest, context: Context) -> node_pb2.ObjectLocation:
+        # Under the store's lock for a moment (it reads the segment's header): on the loop.
         try:
             return self._location(self.store.seal(request.object_id))
         except Exception as e:  # freed before sealing, or sealed twice: the writer is told why
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+            raise  # not reached: abort raises
 
-    def open(self, request: node_pb2.OpenObjectRequest, context: grpc.ServicerContext) -> node_pb2.ObjectLocation:
+    async def open(self, request: node_pb2.OpenObjectRequest, context: Context) -> node_pb2.ObjectLocation:
         from actorhub.object_store.store import ObjectNotInStoreError
 
-        try:
-            return self._location(self.store.open(request.object_id, request.reader))
-        except ObjectNotInStoreError as e:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        poll_s, max_poll_s = _SETTLE_POLL_S
+        while True:
+            try:
+                # timeout 0: an object being written, pulled, spilled or restored by someone
+                # else raises TimeoutError at once instead of holding the thread until it settles.
+                location = await self._on(self._store_io, self.store.open, request.object_id, request.reader, 0.0)
+                return self._location(location)
+            except ObjectNotInStoreError as e:
+                await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+                raise  # not reached: abort raises
+            except TimeoutError:
+                pass
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= poll_s:
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, f"object {request.object_id} was not sealed in time",
+                )
+            await asyncio.sleep(poll_s)
+            poll_s = min(poll_s * 2, max_poll_s)
 
     def release(self, request: node_pb2.ReleaseObjectsRequest) -> common_pb2.Empty:
         for pin in request.pins:
             self.store.release(pin.object_id, pin.offset, request.reader)
         return common_pb2.Empty()
 
-    def delete(self, request: node_pb2.DeleteObjectsRequest) -> common_pb2.Empty:
-        self._delete(request.object_ids)
+    async def delete(self, request: node_pb2.DeleteObjectsRequest) -> common_pb2.Empty:
+        # Off the loop: deleting a spilled object unlinks its file.
+        await self._on(self._store_io, self._delete, list(request.object_ids))
         return common_pb2.Empty()
 
-    def pull(self, request: node_pb2.PullObjectRequest, context: grpc.ServicerContext) -> common_pb2.Empty:
+    async def pull(self, request: node_pb2.PullObjectRequest, context: Context) -> common_pb2.Empty:
         from actorhub.object_store.transfer import PullError
 
+        if request.object_id in self.store:
+            return common_pb2.Empty()  # here already, or being pulled: readers' opens wait for the seal
         try:
-            self.transfer.pull(request.object_id, request.source, request.owner)
+            await self._on(self._pulls, self.transfer.pull, request.object_id, request.source, request.owner)
         except PullError as e:
-            context.abort(e.code, str(e))
+            await context.abort(e.code, str(e))
         except OSError as e:  # no room on /dev/shm or the spill disk
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"cannot store a copy of {request.object_id}: {e}")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"cannot store a copy of {request.object_id}: {e}",
+            )
         return common_pb2.Empty()
 
-    def read(
-        self, request: node_pb2.ReadObjectRequest, context: grpc.ServicerContext
-    ) -> Iterator[node_pb2.ObjectChunk]:
+    async def read(
+        self, request: node_pb2.ReadObjectRequest, context: Context,
+    ) -> AsyncGenerator[node_pb2.ObjectChunk, None]:
+        """The object's segment in chunks; each read on `_reads`, the writes on the loop."""
         from actorhub.object_store.store import ObjectNotInStoreError
 
+        chunks = self.transfer.serve(request.object_id, request.puller)
+        pending: concurrent.futures.Future[Any] | None = None
         try:
-            # Closed with this stream, as `yield from` would: a cancelled pull unpins at once.
-            with contextlib.closing(self.transfer.serve(request.object_id, request.puller)) as chunks:
-                for total_size, offset, data in chunks:
-                    yield node_pb2.ObjectChunk(total_size=total_size, offset=offset, data=data)
+            while True:
+                pending = self._reads.submit(next, chunks, None)
+                chunk = await asyncio.wrap_future(pending)
+                pending = None
+                if chunk is None:
+                    return
+                total_size, offset, data = chunk
+                yield node_pb2.ObjectChunk(total_size=total_size, offset=offset, data=data)
         except ObjectNotInStoreError as e:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
         except OSError as e:
-            context.abort(grpc.StatusCode.DATA_LOSS, f"cannot read object {request.object_id}: {e}")
+            await context.abort(grpc.StatusCode.DATA_LOSS, f"cannot read object {request.object_id}: {e}")
+        finally:
+            # Closed with this stream, as `yield from` would: a cancelled pull unpins at once.
+            # A read still running on its thread closes the chunks itself once it is done.
+            if pending is not None:
+                pending.add_done_callback(lambda _: chunks.close())
+            else:
+                chunks.close()
 
     def list(self) -> node_pb2.ListObjectsReply:
         stats = self.store.stats()

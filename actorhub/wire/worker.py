@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import grpc
 
@@ -17,8 +17,8 @@ from actorhub.config import RpcDeadlines
 from actorhub.exceptions import ActorUnavailableError, RpcFailedError
 from actorhub.wire.errors import RemoteError, from_error_info
 from actorhub.wire.records import OwnedObject
-from actorhub.wire.rpc import GONE_CODES, UNAVAILABLE, Client, Peer, unary
-from actorhub.wire.transport import ChannelPool
+from actorhub.wire.rpc import GONE_CODES, UNAVAILABLE, AsyncClient, Client, Peer, async_unary, unary
+from actorhub.wire.transport import AsyncChannelPool, AsyncTokenChannel, ChannelPool
 
 
 class LentRef(NamedTuple):
@@ -126,9 +126,7 @@ class WorkerClient(Client[worker_pb2_grpc.WorkerStub]):
                 self.peer, "StartActor", self._stub().StartActor, request, self.deadlines.actor_start_s
             )
         except RpcFailedError as e:
-            if e.code in GONE_CODES:
-                raise ActorUnavailableError(str(e), actor_id=spec.actor_id, class_name=spec.class_name) from None
-            raise
+            raise _start_error(e, spec) from None
         return reply
 
     # -- liveness -------------------------------------------------------------------------------
@@ -153,3 +151,39 @@ class WorkerClient(Client[worker_pb2_grpc.WorkerStub]):
         checks whose mistake would pull memory from under a live process.
         """
         return self.ping(timeout) is UNAVAILABLE
+
+
+def _start_error(error: RpcFailedError, spec: common_pb2.ActorSpec) -> Exception:
+    """A failed StartActor's exception: a worker gone or silent is ActorUnavailableError."""
+    if error.code in GONE_CODES:
+        return ActorUnavailableError(str(error), actor_id=spec.actor_id, class_name=spec.class_name)
+    return error
+
+
+def _async_stub(channel: AsyncTokenChannel) -> worker_pb2_grpc.WorkerAsyncStub:
+    # The token channel makes the same multi-callables as the asyncio channel it wraps.
+    return worker_pb2_grpc.WorkerStub(cast(grpc.aio.Channel, channel))
+
+
+class AsyncWorkerClient(AsyncClient["worker_pb2_grpc.WorkerAsyncStub"]):
+    """`WorkerClient`'s calls for asyncio callers (the node agent's loop): the same deadlines
+    and errors. Use it only on the loop that owns `channels`."""
+
+    def __init__(
+        self, channels: AsyncChannelPool, address: str, deadlines: RpcDeadlines, role: str = "worker"
+    ) -> None:
+        super().__init__(channels, Peer(role, address), deadlines, _async_stub)
+
+    async def start_actor(
+        self, spec: common_pb2.ActorSpec, incarnation: int, node_id: str
+    ) -> worker_pb2.StartActorReply:
+        """Runs the constructor in the worker (bounded by actor_start_s). A worker that cannot
+        be reached or does not answer raises ActorUnavailableError."""
+        request = worker_pb2.StartActorRequest(spec=spec, incarnation=incarnation, node_id=node_id)
+        try:
+            reply: worker_pb2.StartActorReply = await async_unary(
+                self.peer, "StartActor", self._stub().StartActor, request, self.deadlines.actor_start_s
+            )
+        except RpcFailedError as e:
+            raise _start_error(e, spec) from None
+        return reply
