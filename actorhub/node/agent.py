@@ -40,7 +40,8 @@ from actorhub._proto.v1 import (
 from actorhub.cluster.session import Session
 from actorhub.config import Config
 from actorhub.exceptions import ActorUnavailableError, RpcFailedError
-from actorhub.node.worker_pool import PoolError, State, Worker, WorkerPool
+from actorhub.node.worker_pool import WorkerPool
+from actorhub.node.workers import PoolError, State, Worker
 from actorhub.node.zygote import ZygoteProcess
 from actorhub.object_store.service import NodeObjects
 from actorhub.wire.errors import ErrorKind, system_error_info

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import os
 import signal
@@ -27,9 +26,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from actorhub._proto.v1 import node_pb2
+from actorhub.node.workers import Counts, PoolError, State, Waiter, Worker, wake
 from actorhub.node.zygote import FrameReader, ZygoteProcess, encode_frame, write_all
 
 log = logging.getLogger(__name__)
@@ -41,78 +40,6 @@ BOOT_FAILURES_TO_GIVE_UP = 3
 _MAX_FORK_BACKOFF_S = 2.0
 _MAX_ZYGOTE_BACKOFF_S = 10.0
 _ZYGOTE_HEALTHY_AFTER_S = 10.0
-
-
-class State(enum.Enum):
-    FORKING = "forking"  # ForkWorker sent, pid not known yet
-    STARTING = "starting"  # forked, not registered yet
-    IDLE = "idle"  # registered, waiting for an actor
-    TAKEN = "taken"  # running an actor's constructor
-    ACTOR = "actor"  # hosting an actor: its exit is reported to the hub
-
-
-@dataclass(eq=False)
-class Worker:
-    worker_id: str
-    forked_at: float
-    state: State = State.FORKING
-    pid: int = 0
-    address: str = ""
-    actor_id: str = ""
-    incarnation: int = 0
-    num_cpus: float = 0.0
-    exited: bool = False
-    exit_code: int = 0
-    signal: int = 0
-    killed: bool = False  # we sent SIGKILL: its death is not a boot failure
-
-    def describe_exit(self) -> str:
-        if not self.exited:
-            return "still running"
-        if self.signal:
-            try:
-                name = signal.Signals(self.signal).name
-            except ValueError:
-                name = str(self.signal)
-            return f"killed by signal {name}"
-        return f"exit code {self.exit_code}"
-
-
-class PoolError(Exception):
-    """No worker could be provided (timeout, boot failures, or the node is stopping)."""
-
-
-@dataclass(eq=False)
-class _Waiter:
-    """A StartActor waiting for a worker. Settled under the pool's lock (a worker handed over,
-    or why none will come), then woken on its loop."""
-
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[None]
-    actor_id: str
-    incarnation: int
-    num_cpus: float
-    since: float
-    worker: Worker | None = None
-    error: str = ""
-
-
-def _wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
-    """Complete `future` on its loop, from any thread (the loop's own included)."""
-    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-        loop.call_soon_threadsafe(_set_done, future)
-
-
-def _set_done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-@dataclass
-class _Counts:
-    idle: int = 0
-    actors: int = 0
-    cpus_in_use: float = 0.0
 
 
 class WorkerPool:
@@ -141,7 +68,7 @@ class WorkerPool:
         self._by_pid: dict[int, Worker] = {}
         self._idle: deque[Worker] = deque()
         self._by_actor: dict[str, Worker] = {}
-        self._waiters: deque[_Waiter] = deque()  # StartActors waiting for a worker, in order
+        self._waiters: deque[Waiter] = deque()  # StartActors waiting for a worker, in order
         self._exit_waiters: dict[Worker, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
         self._last_registration = 0.0  # monotonic time a worker last registered
         self._stopping = False
@@ -230,7 +157,7 @@ class WorkerPool:
                 raise PoolError(f"node {self._node_id} is shutting down")
             if self._idle and not self._waiters:
                 return self._take_locked(self._idle.popleft(), actor_id, incarnation, num_cpus)
-            waiter = _Waiter(
+            waiter = Waiter(
                 loop, loop.create_future(), actor_id, incarnation, num_cpus, time.monotonic(),
             )
             self._waiters.append(waiter)
@@ -287,9 +214,9 @@ class WorkerPool:
             waiter.worker = self._take_locked(
                 self._idle.popleft(), waiter.actor_id, waiter.incarnation, waiter.num_cpus,
             )
-            _wake(waiter.loop, waiter.future)
+            wake(waiter.loop, waiter.future)
 
-    def _forget_waiter_locked(self, waiter: _Waiter) -> None:
+    def _forget_waiter_locked(self, waiter: Waiter) -> None:
         with contextlib.suppress(ValueError):
             self._waiters.remove(waiter)
             self._cond.notify_all()
@@ -298,7 +225,7 @@ class WorkerPool:
         waiters, self._waiters = self._waiters, deque()
         for waiter in waiters:
             waiter.error = why
-            _wake(waiter.loop, waiter.future)
+            wake(waiter.loop, waiter.future)
 
     def activate(self, worker: Worker) -> bool:
         """The constructor succeeded: from now on the worker's exit is the actor's death."""
@@ -343,9 +270,9 @@ class WorkerPool:
         with self._cond:
             return worker.exited
 
-    def counts(self) -> _Counts:
+    def counts(self) -> Counts:
         with self._cond:
-            counts = _Counts(idle=len(self._idle))
+            counts = Counts(idle=len(self._idle))
             for worker in self._by_id.values():
                 if worker.state in (State.TAKEN, State.ACTOR):
                     counts.actors += 1
@@ -504,7 +431,7 @@ class WorkerPool:
         """Forget an exited worker; True when its exit must be reported to the hub."""
         worker.exited = True
         for loop, future in self._exit_waiters.pop(worker, ()):
-            _wake(loop, future)
+            wake(loop, future)
         self._by_id.pop(worker.worker_id, None)
         if worker.pid:
             self._by_pid.pop(worker.pid, None)
