@@ -61,7 +61,7 @@ def sleep_task(seconds: float) -> float:
 
 
 @pytest.mark.parametrize("kind", [Sleeper, ThreadedSleeper, AsyncSleeper])
-def test_a_reply_leaves_when_its_call_ends_not_after_the_next(shared_cluster: Any, kind: Any) -> None:
+def test_a_reply_leaves_when_its_call_ends_not_after_the_next(cluster: Any, kind: Any) -> None:
     actor = kind.remote()
     actorhub.get(actor.work.remote(0))
     start = time.monotonic()
@@ -76,7 +76,7 @@ def test_a_reply_leaves_when_its_call_ends_not_after_the_next(shared_cluster: An
     actorhub.kill(actor)
 
 
-def test_a_task_result_leaves_when_the_task_ends(shared_cluster: Any) -> None:
+def test_a_task_result_leaves_when_the_task_ends(cluster: Any) -> None:
     actorhub.get(sleep_task.remote(0))
     fast = sleep_task.remote(0.01)
     slow = sleep_task.remote(3)
