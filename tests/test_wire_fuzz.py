@@ -47,7 +47,7 @@ from hypothesis import strategies as st
 
 import actorhub
 import actorhub._proto.v1 as _proto_package
-from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2
+from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2, worker_pb2
 from actorhub.cluster.session import Session
 from actorhub.runtime.runtime import current
 from actorhub.wire.transport import open_channel
@@ -682,6 +682,70 @@ def test_calls_without_the_token_are_refused(fuzz_cluster: Cluster, target: str,
     finally:
         channel.close()
     check_actor_alive(fuzz_cluster)
+
+
+def test_error_details_quoting_a_huge_id_are_cut_to_fit_grpcs_limits(fuzz_cluster: Cluster) -> None:
+    # Quoted whole, a 20,000-character name overflowed gRPC's 16 KiB trailer limit and the
+    # caller saw RESOURCE_EXHAUSTED instead of the real answer.
+    with pytest.raises(ValueError, match="xxxx"):
+        actorhub.get_actor("x" * 20_000)
+    wait = fuzz_cluster.channel("hub").unary_unary(
+        "/actorhub.v1.Hub/WaitActor", request_serializer=hub_pb2.WaitActorRequest.SerializeToString,
+        response_deserializer=common_pb2.ActorInfo.FromString,
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        wait(hub_pb2.WaitActorRequest(actor_id="y" * 50_000, timeout_s=0.1), timeout=CHECK_DEADLINE_S)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert len(info.value.details() or "") < 2_200 and "characters cut" in (info.value.details() or "")
+
+
+def test_a_pull_that_names_no_source_is_an_invalid_argument(fuzz_cluster: Cluster) -> None:
+    pull = fuzz_cluster.channel("node").unary_unary(
+        "/actorhub.v1.Node/PullObject", request_serializer=node_pb2.PullObjectRequest.SerializeToString,
+        response_deserializer=common_pb2.Empty.FromString,
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        pull(node_pb2.PullObjectRequest(object_id="nowhere.p1", source=""), timeout=CHECK_DEADLINE_S)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_an_object_gone_from_the_store_reads_as_lost_not_as_a_server_error(fuzz_cluster: Cluster) -> None:
+    ref = actorhub.put(np.ones(400_000, dtype=np.uint8))
+    store_id = current().objects.store_id_of(ref.hex())
+    assert store_id
+    fuzz_cluster.channel("node").unary_unary(
+        "/actorhub.v1.Node/DeleteObjects", request_serializer=node_pb2.DeleteObjectsRequest.SerializeToString,
+        response_deserializer=common_pb2.Empty.FromString,
+    )(node_pb2.DeleteObjectsRequest(object_ids=[store_id]), timeout=CHECK_DEADLINE_S)
+    # A reader with no node gets the value inline, read from the store by the owner: gone.
+    reply = fuzz_cluster.channel("driver").unary_unary(
+        "/actorhub.v1.Worker/GetObject", request_serializer=worker_pb2.GetObjectRequest.SerializeToString,
+        response_deserializer=worker_pb2.GetObjectReply.FromString,
+    )(worker_pb2.GetObjectRequest(object_id=ref.hex(), timeout_s=1), timeout=CHECK_DEADLINE_S)
+    assert reply.ready and reply.error.kind == common_pb2.ERROR_KIND_OBJECT_LOST, reply
+    del ref
+
+
+def test_a_node_that_registers_and_never_opens_its_lease_is_taken_as_dead(fuzz_cluster: Cluster) -> None:
+    hub = fuzz_cluster.channel("hub")
+    hub.unary_unary(
+        "/actorhub.v1.Hub/RegisterNode", request_serializer=hub_pb2.RegisterNodeRequest.SerializeToString,
+        response_deserializer=hub_pb2.RegisterNodeReply.FromString,
+    )(hub_pb2.RegisterNodeRequest(node_id="ghost-node", address="127.0.0.1:9", num_cpus=1, pid=1),
+      timeout=CHECK_DEADLINE_S)
+    status = hub.unary_unary(
+        "/actorhub.v1.Hub/GetClusterStatus", **_EMPTY_IN, response_deserializer=hub_pb2.ClusterStatus.FromString
+    )
+
+    def ghost_alive() -> bool:
+        return any(n.alive for n in status(common_pb2.Empty(), timeout=CHECK_DEADLINE_S).nodes
+                   if n.node_id == "ghost-node")
+
+    assert ghost_alive()
+    deadline = time.monotonic() + 30  # it gets 10 s to open its lease, as a driver does
+    while ghost_alive():
+        assert time.monotonic() < deadline, "a node that never opened its lease stayed alive"
+        time.sleep(0.5)
 
 
 def test_the_cluster_still_works_after_the_fuzzing(fuzz_cluster: Cluster) -> None:

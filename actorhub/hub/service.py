@@ -40,6 +40,7 @@ from actorhub.hub.records import (
     exit_cause,
 )
 from actorhub.wire.node import AsyncNodeClient
+from actorhub.wire.server import abort
 from actorhub.wire.transport import AsyncChannelPool
 
 log = logging.getLogger("actorhub.hub")
@@ -114,6 +115,7 @@ class HubServicer(hub_pb2_grpc.HubServicer):
         self._tasks: set[asyncio.Task[None]] = set()
         self._leases: set[_Lease] = set()
         self._leased_jobs: set[str] = set()
+        self._leased_nodes: set[tuple[str, int]] = set()
         self._shutdown = asyncio.Event()
         self._node_clients: dict[str, AsyncNodeClient] = {}
         self._retry_at = float("inf")
@@ -126,7 +128,17 @@ class HubServicer(hub_pb2_grpc.HubServicer):
                  request.node_id, request.address, request.num_cpus, request.pid)
         self._carry_out(self._table.register_node(
             request.node_id, request.address, request.num_cpus, request.pid))
+        # As for jobs: a node agent that registered and never opened its lease (killed in
+        # between, or not a node agent at all) would stay "alive" and be sent actors.
+        generation = self._table.lease_node(request.node_id)
+        self._loop.call_later(_LEASE_ARRIVAL_S, self._end_node_without_lease, request.node_id, generation)
         return hub_pb2.RegisterNodeReply()
+
+    def _end_node_without_lease(self, node_id: str, generation: int) -> None:
+        if (node_id, generation) in self._leased_nodes:
+            return
+        log.warning("node %s never opened its lease: taking it as dead", node_id)
+        self._carry_out(self._table.node_died(node_id, generation))
 
     async def NodeLease(self, request: hub_pb2.LeaseRequest, context: Context) -> AsyncIterator[hub_pb2.LeaseEvent]:
         try:
@@ -134,6 +146,7 @@ class HubServicer(hub_pb2_grpc.HubServicer):
         except UnknownNode as err:
             await self._abort(context, err)
         node_id = request.id
+        self._leased_nodes.add((node_id, generation))
 
         def broken() -> None:
             log.warning("node %s lost its lease: taking it as dead", node_id)
@@ -268,7 +281,7 @@ class HubServicer(hub_pb2_grpc.HubServicer):
     async def GetNamedActor(self, request: hub_pb2.GetNamedActorRequest, context: Context) -> common_pb2.ActorInfo:
         info = self._table.named_actor(request.name, request.namespace)
         if info is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND,
+            await abort(context, grpc.StatusCode.NOT_FOUND,
                                 f"no actor named '{request.name}' in namespace '{request.namespace}'")
         return info
 
@@ -442,4 +455,4 @@ class HubServicer(hub_pb2_grpc.HubServicer):
 
     @staticmethod
     async def _abort(context: Context, err: Exception) -> NoReturn:
-        await context.abort(_STATUS.get(type(err), grpc.StatusCode.INTERNAL), str(err))
+        await abort(context, _STATUS.get(type(err), grpc.StatusCode.INTERNAL), str(err))

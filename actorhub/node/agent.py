@@ -47,7 +47,7 @@ from actorhub.object_store.service import NodeObjects
 from actorhub.wire.errors import ErrorKind, system_error_info
 from actorhub.wire.hub import HubClient
 from actorhub.wire.rpc import GONE_CODES
-from actorhub.wire.server import ServerLoop
+from actorhub.wire.server import ServerLoop, abort
 from actorhub.wire.transport import AsyncChannelPool, ChannelPool
 from actorhub.wire.worker import AsyncWorkerClient
 
@@ -314,7 +314,7 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
 
     async def RegisterWorker(self, request: node_pb2.RegisterWorkerRequest, context: Context) -> common_pb2.Empty:
         if not self._agent.pool.register(request.worker_id, request.address, request.pid):
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION,
                                 f"worker {request.worker_id} is not expected by node {self._agent.node_id}")
         return common_pb2.Empty()
 

@@ -33,6 +33,7 @@ from actorhub._proto.v1 import common_pb2, node_pb2
 from actorhub.config import RpcDeadlines
 from actorhub.exceptions import RpcFailedError
 from actorhub.wire.rpc import GONE_CODES
+from actorhub.wire.server import abort
 from actorhub.wire.transport import ChannelPool
 from actorhub.wire.worker import WorkerClient
 
@@ -208,7 +209,7 @@ class NodeObjects:
         try:
             return await self._on(self._store_io, self._reserve, request)
         except ValueError as e:
-            await context.abort(
+            await abort(context,
                 grpc.StatusCode.ALREADY_EXISTS if "already" in str(e) else grpc.StatusCode.INVALID_ARGUMENT, str(e),
             )
             raise  # not reached: abort raises
@@ -225,7 +226,7 @@ class NodeObjects:
         try:
             return self._location(self.store.seal(request.object_id))
         except Exception as e:  # freed before sealing, or sealed twice: the writer is told why
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
             raise  # not reached: abort raises
 
     async def open(self, request: node_pb2.OpenObjectRequest, context: Context) -> node_pb2.ObjectLocation:
@@ -239,13 +240,13 @@ class NodeObjects:
                 location = await self._on(self._store_io, self.store.open, request.object_id, request.reader, 0.0)
                 return self._location(location)
             except ObjectNotInStoreError as e:
-                await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+                await abort(context, grpc.StatusCode.NOT_FOUND, str(e))
                 raise  # not reached: abort raises
             except TimeoutError:
                 pass
             remaining = context.time_remaining()
             if remaining is not None and remaining <= poll_s:
-                await context.abort(
+                await abort(context,
                     grpc.StatusCode.DEADLINE_EXCEEDED, f"object {request.object_id} was not sealed in time",
                 )
             await asyncio.sleep(poll_s)
@@ -266,12 +267,16 @@ class NodeObjects:
 
         if request.object_id in self.store:
             return common_pb2.Empty()  # here already, or being pulled: readers' opens wait for the seal
+        if not request.source:
+            await abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, f"PullObject of {request.object_id} names no source node"
+            )
         try:
             await self._on(self._pulls, self.transfer.pull, request.object_id, request.source, request.owner)
         except PullError as e:
-            await context.abort(e.code, str(e))
+            await abort(context, e.code, str(e))
         except OSError as e:  # no room on /dev/shm or the spill disk
-            await context.abort(
+            await abort(context,
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"cannot store a copy of {request.object_id}: {e}",
             )
         return common_pb2.Empty()
@@ -294,9 +299,9 @@ class NodeObjects:
                 total_size, offset, data = chunk
                 yield node_pb2.ObjectChunk(total_size=total_size, offset=offset, data=data)
         except ObjectNotInStoreError as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(e))
         except OSError as e:
-            await context.abort(grpc.StatusCode.DATA_LOSS, f"cannot read object {request.object_id}: {e}")
+            await abort(context, grpc.StatusCode.DATA_LOSS, f"cannot read object {request.object_id}: {e}")
         finally:
             # Closed with this stream, as `yield from` would: a cancelled pull unpins at once.
             # A read still running on its thread closes the chunks itself once it is done.

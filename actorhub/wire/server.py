@@ -18,7 +18,7 @@ import hmac
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent import futures
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -26,6 +26,24 @@ from actorhub.config import DEFAULT_MAX_MESSAGE_BYTES
 from actorhub.wire.transport import TOKEN_METADATA_KEY
 
 T = TypeVar("T")
+
+
+# gRPC clients refuse trailers over 16 KiB, and would then report RESOURCE_EXHAUSTED instead
+# of the real code; error details quote ids and names a caller sent, so they are cut short.
+MAX_DETAILS_CHARS = 2048
+
+
+def bounded_details(details: str) -> str:
+    if len(details) <= MAX_DETAILS_CHARS:
+        return details
+    cut = len(details) - MAX_DETAILS_CHARS
+    return f"{details[:MAX_DETAILS_CHARS]}... ({cut:,} more characters cut)"
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, details: str) -> NoReturn:
+    """End the call with `code`; details quoting what the caller sent stay within gRPC's limits."""
+    await context.abort(code, bounded_details(details))
+    raise AssertionError("unreachable: context.abort raises")
 
 
 def server_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import grpc
 
 from actorhub._proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from actorhub.exceptions import RpcFailedError
+from actorhub.exceptions import ObjectLostError, RpcFailedError
 from actorhub.runtime import serialization as _serialization
 from actorhub.runtime.endpoint import Endpoint
 from actorhub.runtime.identity import Identity
@@ -31,9 +31,9 @@ from actorhub.runtime.ids import split_store_id
 from actorhub.runtime.object_ref import capturing_refs
 from actorhub.runtime.object_table import ObjectTable
 from actorhub.runtime.runtime import Runtime, set_current
-from actorhub.wire.errors import error_to_proto, to_error_info
+from actorhub.wire.errors import ErrorKind, error_to_proto, system_error_info, to_error_info
 from actorhub.wire.node import NodeClient
-from actorhub.wire.server import ServerLoop
+from actorhub.wire.server import ServerLoop, abort
 from actorhub.wire.transport import STREAM_TAKEN
 from actorhub.wire.worker import add_contained
 from actorhub.worker.mailbox import ActorInstance, ActorThread, Mailbox, make_mailbox
@@ -73,7 +73,7 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         spec = request.spec
         boot = self._boot
         if self._starting or self._runtime is not None or boot is None:
-            await context.abort(
+            await abort(context,
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "this process hosts no more actors: "
                 + (f"it hosts {self._runtime.actor_id}" if self._runtime is not None else
@@ -130,7 +130,7 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             or first.actor_id != runtime.actor_id
             or first.incarnation != runtime.incarnation
         ):
-            await context.abort(
+            await abort(context,
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"this worker does not host actor {first.actor_id} incarnation {first.incarnation}",
             )
@@ -186,8 +186,11 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
                 reply.store_node_address = node_address or runtime.node_address
                 return reply
             # A reader with no node of its own (no store to map from): the value travels inline.
-            with capturing_refs():  # the refs inside were lent above
-                data = _serialization.dumps(runtime.value_of(object_id))
+            try:
+                with capturing_refs():  # the refs inside were lent above
+                    data = _serialization.dumps(runtime.value_of(object_id))
+            except ObjectLostError as e:  # its copy left the node's store: the reader learns why
+                return worker_pb2.GetObjectReply(ready=True, error=system_error_info(str(e), ErrorKind.OBJECT_LOST))
         if data:
             reply.value = data
         return reply
