@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck unit protos bench clean
+.PHONY: run test lint typecheck unit protos bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ protos: $(STAMP_TEST)
 # Not part of `make test`: rewrites BENCHMARKS.md from a run of ../shared/bench/vs-ray.
 bench: $(STAMP_TEST)
 	$(BIN)/python tests/perf/write_benchmarks.py
+
+# Not part of `make test`: sync-call latency under 100 loading callers, and the 10-minute soak
+# with each process's memory at start and end (issue 8); see tests/perf/README.md.
+soak: $(STAMP_TEST)
+	$(BIN)/python tests/perf/load_latency.py
+	$(BIN)/python tests/perf/soak.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -147,6 +147,9 @@ class Runtime:
             if self._connections.get(conn.actor_id) is conn:
                 del self._connections[conn.actor_id]
         self._unsent_on.discard(conn)
+        # A worker hosts one actor in its life: its channels (~10 KiB each) would only pile up.
+        for address in conn.addresses:
+            self.channels.discard(address)
 
     def connection_count(self) -> int:
         return len(self._connections)

@@ -97,6 +97,8 @@ class ActorConnection:
         self._bell_rung = False
         self._origins: dict[str, ErrorOrigin] = {}
         self._warned_infeasible = False
+        # Where this actor's processes were: their channels go when the actor is forgotten.
+        self.addresses: set[str] = set()
 
     # -- submitting ------------------------------------------------------------------------
     def submit(
@@ -231,6 +233,7 @@ class ActorConnection:
     def _pump(self, connect: Connect) -> tuple[bool, str, str]:
         """Run one stream until it ends: (taken by the worker, error code name or "", details)."""
         stream = _Stream(connect.incarnation)
+        self.addresses.add(connect.address)
         channel = self._host.channels.get(connect.address)
         call = channel.stream_stream(
             _CALL_STREAM,

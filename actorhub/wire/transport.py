@@ -159,6 +159,9 @@ class ChannelPool:
         if channel is not None:
             channel.close()
 
+    def __len__(self) -> int:
+        return len(self._channels)
+
     def close(self) -> None:
         with self._lock:
             channels, self._channels = list(self._channels.values()), {}
