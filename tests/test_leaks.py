@@ -113,7 +113,7 @@ def test_shutdown_ends_actor_and_task_children(cluster: actorhub.ClusterContext,
 def test_drivers_forget_connections_to_dead_actors(cluster: actorhub.ClusterContext) -> None:
     runtime = runtime_module.current()
     before = runtime.connection_count()
-    channels_before = len(runtime.channels)
+    channels_before = runtime.channels.count()
     killed: list[actorhub.ActorHandle[Echo]] = []
     for _ in range(10):
         batch = [Echo.remote() for _ in range(20)]
@@ -126,7 +126,7 @@ def test_drivers_forget_connections_to_dead_actors(cluster: actorhub.ClusterCont
         time.sleep(0.05)
     assert runtime.connection_count() <= before + 5
     # Nor a channel to each dead actor's worker (a soak found ~10 KiB left per actor).
-    assert len(runtime.channels) <= channels_before + 5
+    assert runtime.channels.count() <= channels_before + 5
     # A handle to a killed actor still fails its calls as before, and leaves nothing behind.
     for actor in (killed[0], killed[-1]):
         with pytest.raises(ActorDiedError):

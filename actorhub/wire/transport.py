@@ -159,7 +159,8 @@ class ChannelPool:
         if channel is not None:
             channel.close()
 
-    def __len__(self) -> int:
+    def count(self) -> int:
+        """How many channels are open (not __len__: an empty pool must still be truthy)."""
         return len(self._channels)
 
     def close(self) -> None:
