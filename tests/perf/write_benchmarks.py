@@ -2,24 +2,31 @@
 microbenchmarks, one after the other on this machine).
 
     python tests/perf/write_benchmarks.py [--filter TEXT] [--from-output FILE]
+        [--own-metrics [--own-metrics-rounds N] | --own-metrics-from FILE]
 
-`--from-output` builds the page from vs-ray output saved earlier instead of running it. Not
-part of `make test`: a run takes many minutes and wants a quiet machine.
+`--from-output` builds the page from vs-ray output saved earlier instead of running it.
+`--own-metrics` also runs tests/perf/own_metrics_vs_ray.py after vs-ray and adds a second table,
+"actorhub's own metrics vs Ray" (the three metrics `ray microbenchmark` lacks, against issue 8's
+targets); `--own-metrics-from` takes its `--json` output saved earlier instead. Not part of
+`make test`: a run takes many minutes and wants a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 VS_RAY = ROOT.parent / "shared" / "bench" / "vs-ray"
+OWN_METRICS = ROOT / "tests" / "perf" / "own_metrics_vs_ray.py"
 # One row of vs-ray's table: metric, Ray's rate, ours, the ratio.
 _ROW = re.compile(r"^(?P<metric>.+?)\s+(?P<ray>[\d.]+)\s+(?P<ours>[\d.]+)\s+(?P<ratio>[\d.]+)x\s*$")
 
@@ -91,14 +98,74 @@ def render(output: str, filter_text: str, note: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_own_metrics(rounds: int) -> dict[str, Any]:
+    """own_metrics_vs_ray.py's JSON report; its exit code 1 (a target missed) still makes a table."""
+    done = subprocess.run(
+        [sys.executable, str(OWN_METRICS), "--json", f"--rounds={rounds}"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"own_metrics_vs_ray.py failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def _num(x: float) -> str:
+    return f"{x:.3f}" if abs(x) < 100 else f"{x:.1f}"
+
+
+def render_own(report: dict[str, Any]) -> str:
+    """The second table: actorhub's own metrics vs Ray, from own_metrics_vs_ray.py's report."""
+    load_before, load_after = report["load_before"], report["load_after"]
+    lines = [
+        "",
+        "## actorhub's own metrics vs Ray",
+        "",
+        "Three metrics `actorhub microbenchmark` prints and `ray microbenchmark` lacks, measured on Ray by",
+        "`tests/perf/ray_own_metrics.py` the same way (same sizes, warm-up and trials) and compared by",
+        "`tests/perf/own_metrics_vs_ray.py`, one side after the other per metric. \"better by\" is above 1",
+        "when actorhub is better: actorhub/Ray for the rate, Ray/actorhub for the times. Targets from issue 8.",
+        "",
+        f"- Ray: {report['ray_version']}; rounds: {report['rounds']} (each side's median)",
+        f"- load average: {load_before[0]:.2f} before, {load_after[0]:.2f} after",
+        "",
+        "| metric | Ray | actorhub | better by | target | |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for r in report["metrics"]:
+        lines.append(
+            f"| {r['name']} | {_num(r['ray']['mean'])} | {_num(r['actorhub']['mean'])} | {r['ratio']:.2f}x "
+            f"| {r['target_text']} | {'PASS' if r['pass'] else 'FAIL'} |"
+        )
+    info = report.get("import_before_init")
+    if info:
+        lines += [
+            "",
+            "The init metric starts its clock after the import, on both sides; the import and the actor class's",
+            f"definition before it took {info['ray']['mean']:.3f} s for Ray and {info['actorhub']['mean']:.3f} s"
+            " for actorhub.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--filter", default="", help="only metrics whose name contains TEXT (vs-ray's pattern)")
     parser.add_argument("--from-output", type=Path, help="vs-ray output saved earlier, instead of a new run")
     parser.add_argument("--note", default="", help="how the numbers were taken, when not by one plain run")
+    parser.add_argument("--own-metrics", action="store_true", help="add the table of actorhub's own metrics vs Ray")
+    parser.add_argument("--own-metrics-rounds", type=int, default=1, metavar="N", help="own_metrics_vs_ray.py --rounds")
+    parser.add_argument(
+        "--own-metrics-from", type=Path, metavar="FILE", help="own_metrics_vs_ray.py --json output saved earlier"
+    )
     args = parser.parse_args(argv)
     output = args.from_output.read_text() if args.from_output else run_vs_ray(args.filter)
-    (ROOT / "BENCHMARKS.md").write_text(render(output, args.filter, args.note))
+    page = render(output, args.filter, args.note)
+    if args.own_metrics_from:
+        page += render_own(json.loads(args.own_metrics_from.read_text()))
+    elif args.own_metrics:
+        page += render_own(run_own_metrics(args.own_metrics_rounds))
+    (ROOT / "BENCHMARKS.md").write_text(page)
     print(f"wrote {ROOT / 'BENCHMARKS.md'}", file=sys.stderr)
     return 0
 
