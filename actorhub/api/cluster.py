@@ -1,4 +1,10 @@
-"""The public functions: init, shutdown, get, put, wait, kill (get_actor: namespaces/lookup.py)."""
+"""The public functions: init, shutdown, get, put, wait, kill (get_actor: namespaces/lookup.py).
+
+Importing this module is cheap (no gRPC, no runtime): `init()` starts the cluster's processes
+first and imports the kernel (gRPC, the runtime, the worker service) while they boot, so the
+driver's imports overlap theirs. The kernel's names used here (ObjectRef, ActorHandle) are
+bound by `_load_kernel()`, which every entry point that needs them runs first.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +15,31 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
-from actorhub.api.actor_handle import ActorHandle
-from actorhub.cluster.launcher import ClusterProcesses, remove_segments, request_shutdown, start_head, stop_processes
+from actorhub.cluster.launcher import (
+    ClusterProcesses,
+    abort_start,
+    remove_segments,
+    request_shutdown,
+    start_head,
+    stop_processes,
+    wait_for_head,
+)
 from actorhub.cluster.session import Session, latest_session, session_for_address
 from actorhub.config import Config, ConfigError
 from actorhub.exceptions import ActorHubSystemError, OptionsError
-from actorhub.runtime import runtime as _runtime
-from actorhub.runtime.endpoint import Endpoint
-from actorhub.runtime.identity import Identity
-from actorhub.runtime.object_ref import ObjectRef
-from actorhub.runtime.runtime import Runtime
-from actorhub.wire.hub import JobRegistration
-from actorhub.worker.service import WorkerService
+from actorhub.runtime import current as _current
+
+if TYPE_CHECKING:
+    from actorhub.api.actor_handle import ActorHandle
+    from actorhub.runtime.endpoint import Endpoint
+    from actorhub.runtime.object_ref import ObjectRef
+    from actorhub.runtime.runtime import Runtime
+    from actorhub.wire.hub import JobRegistration
+    from actorhub.worker.service import WorkerService
+else:
+    ActorHandle = ObjectRef = None  # bound by _load_kernel(), with the rest of the kernel
 
 T = TypeVar("T")
 log = logging.getLogger("actorhub")
@@ -65,10 +82,21 @@ class _Driver:
 
 _driver: _Driver | None = None
 _init_lock = threading.RLock()
+_kernel_loaded = False
 
 
 def is_initialized() -> bool:
     return _driver is not None
+
+
+def _load_kernel() -> None:
+    """Import the kernel (gRPC, the runtime) and bind the names this module takes from it."""
+    from actorhub.api.actor_handle import ActorHandle
+    from actorhub.runtime.object_ref import ObjectRef
+
+    global _kernel_loaded
+    globals().update(ActorHandle=ActorHandle, ObjectRef=ObjectRef)
+    _kernel_loaded = True
 
 
 def connected_runtime() -> Runtime:
@@ -80,13 +108,19 @@ def connected_runtime() -> Runtime:
     cannot start a stray cluster during shutdown. After shutdown(), as in Ray, the next public
     call starts a new cluster; handles of the old one refuse (actor_handle.py).
     """
-    runtime = _runtime.current_or_none()
-    if runtime is not None:
-        return runtime
-    with _init_lock:
-        if _runtime.current_or_none() is None:
-            init()
-    return _runtime.current()
+    runtime = _current.runtime_or_none()
+    if runtime is None or not _kernel_loaded:
+        with _init_lock:
+            if _current.runtime_or_none() is None:
+                init()
+            _load_kernel()  # a worker's runtime came without init()
+        runtime = _current.runtime_or_none()
+        if runtime is None:  # shut down meanwhile, on another thread
+            from actorhub.runtime.runtime import current
+
+            return current()  # raises NoRuntimeError
+    # Only set_current() writes the slot, always with a Runtime.
+    return cast("Runtime", runtime)
 
 
 def init(
@@ -119,7 +153,8 @@ def init(
         address = address or os.environ.get("ACTORHUB_ADDRESS") or None
         cluster: ClusterProcesses | None = None
         if address is None:
-            cluster = start_head(config)
+            # Returns once the processes are spawned: the kernel's imports below overlap their boot.
+            cluster = start_head(config, wait=False)
             session: Session | None = cluster.session
             hub_address, token = cluster.hub_address, cluster.session.token
         elif address == "auto":
@@ -134,9 +169,24 @@ def init(
                     f"no token for the cluster at {address}: this machine has no session for it; "
                     "set ACTORHUB_TOKEN to the token in that cluster's session directory"
                 )
+        try:
+            _load_kernel()
+            # The driver's own server starts while the hub may still be booting.
+            endpoint, service = _open_endpoint(config, hub_address, token)
+        except BaseException:
+            if cluster is not None:
+                abort_start(cluster)
+            raise
+        if cluster is not None:
+            try:
+                wait_for_head(cluster, config)
+            except BaseException:
+                endpoint.close()
+                abort_start(cluster)
+                raise
         runtime: Runtime | None = None
         try:
-            runtime, context = _connect(config, hub_address, token, namespace, session, owns=cluster is not None)
+            runtime, context = _connect(endpoint, service, namespace, session, config, owns=cluster is not None)
             driver = _Driver(runtime, context, cluster)
             driver.lease = runtime.job_lease(config.connect_timeout_s)
         except BaseException:
@@ -146,7 +196,7 @@ def init(
                 request_shutdown(cluster.hub_address, token, 2.0)
                 stop_processes(cluster.processes, 5.0)
             raise
-        _runtime.set_current(runtime)
+        _current.set_runtime(runtime)
         _driver = driver
         atexit.register(shutdown)
         return context
@@ -164,25 +214,38 @@ def _check_namespace(namespace: object) -> None:
         raise OptionsError(f"init(): namespace={shown[:60]}: {e}") from None
 
 
-def _connect(
-    config: Config, hub_address: str, token: str, namespace: str | None, session: Session | None, owns: bool
-) -> tuple[Runtime, ClusterContext]:
-    # The job registers with this process's address, so the endpoint (server, channels, hub)
-    # comes first; the runtime is built once the hub has said who the job is, and never changes.
+def _open_endpoint(config: Config, hub_address: str, token: str) -> tuple[Endpoint, WorkerService]:
+    """This process's server, channels and hub client, serving (the job registers with its address)."""
+    from actorhub.runtime.endpoint import Endpoint
+    from actorhub.worker.service import WorkerService
+
     endpoint = Endpoint(
         token=token, hub_address=hub_address, bind_host=config.bind_host, deadlines=config.deadlines,
         max_message_bytes=config.max_message_bytes,
     )
     service = WorkerService(endpoint)
     endpoint.serve(service, service.close)
+    return endpoint, service
+
+
+def _connect(
+    endpoint: Endpoint, service: WorkerService, namespace: str | None, session: Session | None, config: Config,
+    owns: bool,
+) -> tuple[Runtime, ClusterContext]:
+    """Register the job on the serving `endpoint` and build the runtime on it (closed on failure)."""
+    from actorhub.runtime.identity import Identity
+    from actorhub.runtime.runtime import Runtime
+
+    # The job registers with this process's address, so the endpoint (server, channels, hub)
+    # comes first; the runtime is built once the hub has said who the job is, and never changes.
     try:
         reply = _register_job(endpoint, namespace, owns, config.connect_timeout_s)
-        node_id = reply.node_id or _wait_for_node(endpoint, config.connect_timeout_s)
+        node_id, node_address = _wait_for_node(endpoint, reply.node_id, config.connect_timeout_s)
         identity = Identity(
             job_id=reply.job_id,
             namespace=reply.namespace,
             node_id=node_id,
-            node_address=_node_address(endpoint, node_id),
+            node_address=node_address,
         )
     except BaseException:
         endpoint.close()
@@ -190,7 +253,7 @@ def _connect(
     runtime = Runtime(identity, endpoint)
     service.bind(runtime)
     context = ClusterContext(
-        address=hub_address,
+        address=endpoint.hub_address,
         session_dir=str(session.path) if session is not None else "",
         namespace=runtime.namespace,
         job_id=runtime.job_id,
@@ -206,21 +269,25 @@ def _register_job(endpoint: Endpoint, namespace: str | None, owns: bool, timeout
     return endpoint.hub.register_job(namespace or "", os.getpid(), endpoint.address, owns, timeout)
 
 
-def _wait_for_node(endpoint: Endpoint, timeout: float) -> str:
-    """A cluster can run an actor once a node agent has registered."""
+def _wait_for_node(endpoint: Endpoint, node_id: str, timeout: float) -> tuple[str, str]:
+    """The node to run on and its address: `node_id` (the hub named the driver's node), else
+    the first alive node, once one has registered (a cluster can run an actor from then on).
+    One status call when the node is there already; polls with a short backoff if it is not."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    pause = 0.001
+    while True:
         status = endpoint.hub.cluster_status()
-        alive = [n for n in status.nodes if n.alive]
-        if alive:
-            return alive[0].node_id
-        time.sleep(0.005)
-    raise ActorHubSystemError(f"no node agent registered with the hub at {endpoint.hub_address} within {timeout} s")
-
-
-def _node_address(endpoint: Endpoint, node_id: str) -> str:
-    status = endpoint.hub.cluster_status()
-    return next((n.address for n in status.nodes if n.node_id == node_id), "")
+        for node in status.nodes:
+            if node.node_id == node_id or (not node_id and node.alive):
+                return node.node_id, node.address
+        if node_id:
+            return node_id, ""  # named by the hub, but not listed: as before, no address
+        if time.monotonic() >= deadline:
+            raise ActorHubSystemError(
+                f"no node agent registered with the hub at {endpoint.hub_address} within {timeout} s"
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
 
 
 def shutdown() -> None:
@@ -231,7 +298,7 @@ def shutdown() -> None:
         if driver is None:
             return
         _driver = None
-        _runtime.set_current(None)
+        _current.set_runtime(None)
         atexit.unregister(shutdown)
         cluster = driver.cluster
         if cluster is not None:
@@ -271,6 +338,8 @@ def wait(
     fetch_local: bool = True,
 ) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
     """Split refs into (ready, not ready) once num_returns are ready or the timeout passes."""
+    if not _kernel_loaded:
+        _load_kernel()
     if isinstance(refs, ObjectRef) or not isinstance(refs, list | tuple):
         raise TypeError(f"wait() takes a list of ObjectRefs, not {type(refs).__name__}")
     # Type and id sets, not per-ref Python calls: wait() is called in loops over long lists.
@@ -286,6 +355,8 @@ def wait(
 def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
     """Kill the actor's process; returns once it is gone. With no_restart=False it may restart."""
     # TypeError, as get(), wait() and cancel() raise for arguments of the wrong type.
+    if not _kernel_loaded:
+        _load_kernel()
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() takes an actor handle, not {type(actor).__name__}")
     if not isinstance(no_restart, bool):
@@ -298,6 +369,8 @@ def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
 def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> None:
     """Cancel the task that makes `ref`: a queued task never runs, a running one is interrupted
     (force=True kills its worker). get() of its results raises TaskCancelledError."""
+    if not _kernel_loaded:
+        _load_kernel()
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, not {type(ref).__name__}")
     from actorhub.tasks.submitters import submitter_for  # tasks build on the kernel: imported on use

@@ -4,12 +4,19 @@ Processes start each other by module path (`python -m ...`), never by import, so
 does not depend on the hub's code. Each runs in its own session (process group) so a Ctrl-C
 aimed at the driver does not reach them; the hub ends a cluster owned by a driver when that
 driver's job lease breaks, which covers a driver killed by SIGKILL.
+
+Starting is on the path of every `init()`, so this module imports no gRPC (that waits for
+`request_shutdown`) and spawns before it waits: the node agent first (it spawns the zygote,
+the longest boot, at once), then the hub, which the node agent retries until it answers.
+`start_head(wait=False)` returns as soon as both are spawned, so that the driver can import
+its own kernel while they boot, and `wait_for_head` waits for the hub afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,9 +29,8 @@ from pathlib import Path
 from actorhub.cluster.session import ADDRESS_FILE, Session, check_private, create_session, make_latest
 from actorhub.config import Config, RpcDeadlines
 from actorhub.exceptions import ActorHubSystemError
+from actorhub.object_store import shm as _shm
 from actorhub.runtime.ids import new_id
-from actorhub.wire.hub import HubClient
-from actorhub.wire.transport import ChannelPool
 
 
 class ClusterStartError(ActorHubSystemError):
@@ -36,13 +42,36 @@ class ClusterProcesses:
     session: Session
     hub_address: str
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    node_id: str = ""  # of the node agent started with the hub
 
 
 def _free_port(host: str) -> int:
+    """A port free now, for the hub to bind soon after, outside the kernel's ephemeral range
+    when there is room: a port-0 bind or an outgoing connection (of any process here, the
+    cluster's own starting at the same time) can take an ephemeral one in between."""
+    low, high = _ephemeral_range()
+    ranges = [r for r in ((high + 1, 65535), (10000, low - 1)) if r[0] <= r[1]]
+    for _ in range(32 if ranges else 0):
+        start, end = random.choice(ranges)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, random.randint(start, end)))
+            except OSError:
+                continue
+            port: int = s.getsockname()[1]
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        port: int = s.getsockname()[1]
+        port = s.getsockname()[1]
         return port
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+    return low, high
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -64,8 +93,9 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def start_head(config: Config) -> ClusterProcesses:
-    """A new session with a hub and one node agent; returns once the hub is serving."""
+def start_head(config: Config, *, wait: bool = True) -> ClusterProcesses:
+    """A new session with a hub and one node agent; returns once the hub is serving, or with
+    `wait=False` once both are spawned (then `wait_for_head` before using the hub)."""
     session = create_session(config.session_root)
     node_id = new_id(8)
     # Before any process starts, so that a refusal leaves nothing behind.
@@ -73,31 +103,51 @@ def start_head(config: Config) -> ClusterProcesses:
     host = config.bind_host
     port = config.hub_port or _free_port(host)
     hub_address = f"{host}:{port}"
-    hub_log = session.logs / "hub.out"
-    hub = _spawn(
-        ["-m", "actorhub.hub", "--session-dir", str(session.path), "--port", str(port), "--bind-host", host],
-        hub_log,
-    )
-    # Started together: the node agent retries until the hub answers, so their boots overlap.
+    # The node agent first: its zygote's boot (interpreter, gRPC, the worker module) is the
+    # longest on the way to a first actor. It retries until the hub answers.
+    node = start_node(config, session, hub_address, node_id)
     try:
-        node = start_node(config, session, hub_address, node_id)
+        hub = _spawn(
+            ["-m", "actorhub.hub", "--session-dir", str(session.path), "--port", str(port), "--bind-host", host],
+            session.logs / "hub.out",
+        )
     except BaseException:
-        hub.kill()
-        hub.wait()
+        node.kill()
+        node.wait()
         raise
-    cluster = ClusterProcesses(session, hub_address, [hub, node])
+    cluster = ClusterProcesses(session, hub_address, [hub, node], node_id)
+    if wait:
+        wait_for_head(cluster, config)
+    return cluster
+
+
+def wait_for_head(cluster: ClusterProcesses, config: Config) -> None:
+    """Return once the hub of a cluster from `start_head` serves; on failure stop the cluster
+    and raise ClusterStartError with the end of the failed process's log."""
+    session = cluster.session
+    hub_log, node_log = session.logs / "hub.out", session.logs / f"node-{cluster.node_id}.out"
+    hub, node = cluster.processes
     deadline = time.monotonic() + config.connect_timeout_s
+    pause = 0.001  # the hub is usually up by the time a driver asks: look often, then less
     while not (session.path / ADDRESS_FILE).exists():
-        for proc, name, log in ((hub, "hub", hub_log), (node, "node agent", session.logs / f"node-{node_id}.out")):
+        for proc, name, log in ((hub, "hub", hub_log), (node, "node agent", node_log)):
             if proc.poll() is not None:
                 _abort(cluster)
                 raise ClusterStartError(f"the {name} exited with code {proc.returncode}:\n{_tail(log)}")
         if time.monotonic() > deadline:
             _abort(cluster)
             raise ClusterStartError(f"the hub did not start within {config.connect_timeout_s} s:\n{_tail(hub_log)}")
-        time.sleep(0.005)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
     make_latest(session)
-    return cluster
+
+
+def abort_start(cluster: ClusterProcesses) -> None:
+    """Stop a cluster whose start was given up (the driver failed before using it)."""
+    for proc in cluster.processes:
+        if proc.poll() is None:
+            proc.kill()
+    _abort(cluster)
 
 
 def _abort(cluster: ClusterProcesses) -> None:
@@ -113,11 +163,8 @@ def check_segment_dir(session: Session, node_id: str) -> None:
     start fail at once with that error, rather than a driver waiting for a node that never
     registers.
     """
-    from actorhub.object_store import shm as _shm
-    from actorhub.object_store.service import _segments_name  # the node agent's naming rule
-
     with contextlib.suppress(FileNotFoundError):
-        check_private(_shm.segment_root() / f"actorhub-{_segments_name(session.path, node_id)}",
+        check_private(_shm.segment_root() / f"actorhub-{_shm.segments_name(session.path, node_id)}",
                       "shared-memory directory")
 
 
@@ -144,6 +191,9 @@ def start_node(
 
 def request_shutdown(hub_address: str, token: str, timeout: float = 10.0) -> bool:
     """Ask the hub to stop the cluster; False when it did not answer."""
+    from actorhub.wire.hub import HubClient
+    from actorhub.wire.transport import ChannelPool
+
     channels = ChannelPool(token)
     try:
         return HubClient(channels, hub_address, RpcDeadlines()).shutdown_cluster(timeout)
@@ -163,10 +213,7 @@ def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float) -> 
 
 def leftovers(session: Session) -> bool:
     """Whether the session has /dev/shm directories or spill files (cheap: two globs)."""
-    from actorhub.object_store import shm as _shm
-    from actorhub.object_store.service import _segments_name
-
-    shm_dirs = _shm.segment_root().glob(f"actorhub-{_segments_name(session.path, '*')}")
+    shm_dirs = _shm.segment_root().glob(f"actorhub-{_shm.segments_name(session.path, '*')}")
     return any(shm_dirs) or any(session.path.glob("spill-*/*"))
 
 

@@ -15,6 +15,12 @@ the worker ends for any reason, before reaping the worker, so an actor's childre
 
 This module's top level imports only the standard library: the node agent imports it to
 spawn the zygote before it imports grpc itself, so that both interpreters boot in parallel.
+
+numpy (if installed) is preloaded once the first workers are forked and no command waits: a
+first actor call does not wait for it (35 ms of CPU or more), and those workers import it if
+they use it. A node agent may `fork()` its first zygote after importing the preload itself
+(it needs most of it): no second interpreter boot and imports, a fifth of a cluster's start-up
+CPU on two cores. Replacements are spawned: by then the node agent has gRPC threads.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from actorhub._proto.v1 import node_pb2
@@ -89,25 +95,48 @@ class FrameReader:
 
 
 @dataclass
+class ForkedProcess:
+    """A child this process forked, with what a node agent uses of Popen: pid, poll, wait, kill."""
+
+    pid: int
+    returncode: int | None = None
+
+    def poll(self) -> int | None:
+        try:
+            if self.returncode is None and (found := os.waitpid(self.pid, os.WNOHANG))[0]:
+                self.returncode = os.waitstatus_to_exitcode(found[1])
+        except ChildProcessError:  # reaped elsewhere: its status is lost
+            self.returncode = -signal.SIGKILL
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
+        while (code := self.poll()) is None:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"zygote {self.pid}", timeout or 0.0)
+            time.sleep(0.005)
+        return code
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+@dataclass
 class ZygoteProcess:
     """The node agent's end of a zygote: the process and the two pipe ends it keeps."""
 
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | ForkedProcess
     cmd_fd: int  # write end: ZygoteCommand frames
     event_fd: int  # read end: ZygoteEvent frames
     started_at: float
 
 
 def spawn(
-    *,
-    session_dir: Path,
-    hub_address: str,
-    bind_host: str | None,
-    log_path: Path,
-    python: str = sys.executable,
+    *, session_dir: Path, hub_address: str, bind_host: str | None, log_path: Path, python: str = sys.executable,
 ) -> ZygoteProcess:
-    cmd_r, cmd_w = os.pipe()
-    event_r, event_w = os.pipe()
+    (cmd_r, cmd_w), (event_r, event_w) = os.pipe(), os.pipe()
     argv = [
         python, "-m", "actorhub.node.zygote",
         "--session-dir", str(session_dir),
@@ -121,13 +150,8 @@ def spawn(
         argv += ["--bind-host", bind_host]
     try:
         with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                argv,
-                pass_fds=(cmd_r, event_w),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
+            process = subprocess.Popen(argv, pass_fds=(cmd_r, event_w), stdin=subprocess.DEVNULL,
+                                       stdout=log, stderr=log)
     except BaseException:
         for fd in (cmd_w, event_r):
             os.close(fd)
@@ -137,6 +161,36 @@ def spawn(
         os.close(cmd_r)
         os.close(event_w)
     return ZygoteProcess(process, cmd_w, event_r, time.monotonic())
+
+
+def fork(*, session_dir: Path, hub_address: str, bind_host: str | None, log_path: Path) -> ZygoteProcess:
+    """Fork a zygote from this process after importing the preload here (module docstring); call
+    it before this process starts a thread, gRPC channel or server. Output goes to `log_path`."""
+    from actorhub.config import Config
+    entry_spec = os.environ.get(CHILD_ENTRY_ENV) or DEFAULT_CHILD_ENTRY
+    entry = _preload(entry_spec)
+    boot = _Boot(session_dir, hub_address, Config.load(bind_host=bind_host).bind_host, entry_spec)
+    (cmd_r, cmd_w), (event_r, event_w) = os.pipe(), os.pipe()
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    parent = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()  # a failure ends the node agent's start, these descriptors with it
+    if pid:
+        for fd in (cmd_r, event_w, log):
+            os.close(fd)
+        return ZygoteProcess(ForkedProcess(pid), cmd_w, event_r, time.monotonic())
+    try:  # the zygote: what a spawned one's main() does after its imports
+        for fd in (1, 2):
+            os.dup2(log, fd)
+        low, high = sorted((cmd_r, event_w))  # only the pipes stay open: workers inherit the rest
+        for start, end in ((3, low), (low + 1, high), (high + 1, os.sysconf("SC_OPEN_MAX"))):
+            os.closerange(start, end)
+        set_parent_death_signal(signal.SIGKILL)  # 1: the node agent died before it was armed
+        _flush_and_exit(_serve(cmd_r, event_w, boot, entry) if os.getppid() == parent else 1)
+    except BaseException:
+        traceback.print_exc()
+    _flush_and_exit(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,26 +238,10 @@ def _resolve_entry(spec: str) -> tuple[Callable[[Any], object], type]:
 
 
 def _preload(entry_spec: str) -> tuple[Callable[[Any], object], type] | None:
-    """Import what every worker needs, once, so that forked workers start warm."""
-    import cloudpickle  # noqa: F401
-    import google.protobuf  # noqa: F401
-    import grpc  # noqa: F401
-    import pydantic  # noqa: F401
-
-    from actorhub._proto.v1 import (  # noqa: F401
-        common_pb2,
-        hub_pb2,
-        hub_pb2_grpc,
-        node_pb2,
-        node_pb2_grpc,
-        worker_pb2,
-        worker_pb2_grpc,
-    )
-
-    with contextlib.suppress(ImportError):
-        # numpy's BLAS may start a native thread pool here; OpenBLAS and MKL reset it in
-        # the child through pthread_atfork, as they must for multiprocessing's fork.
-        import numpy  # noqa: F401
+    """Import what every worker needs, once, so that forked workers start warm (numpy later)."""
+    protos = ("common_pb2", "hub_pb2", "hub_pb2_grpc", "node_pb2", "node_pb2_grpc", "worker_pb2", "worker_pb2_grpc")
+    for module in ("cloudpickle", "google.protobuf", "grpc", "pydantic", *(f"actorhub._proto.v1.{p}" for p in protos)):
+        importlib.import_module(module)
     try:
         return _resolve_entry(entry_spec)
     except Exception:
@@ -211,6 +249,15 @@ def _preload(entry_spec: str) -> tuple[Callable[[Any], object], type] | None:
         # which is where a user looks when an actor does not start.
         _log(f"cannot import the worker entry {entry_spec!r}:\n{traceback.format_exc()}")
         return None
+
+
+def _preload_later() -> None:
+    """The rest of the preload, once the first workers are forked (see the module's docstring)."""
+    with contextlib.suppress(ImportError):
+        # numpy's BLAS may start a native thread pool here; OpenBLAS and MKL reset it in
+        # the child through pthread_atfork, as they must for multiprocessing's fork.
+        import numpy  # noqa: F401
+    gc.freeze()  # as after the first preload: out of the workers' collections
 
 
 @dataclass(frozen=True)
@@ -225,8 +272,8 @@ class _Boot:
 
 class Zygote:
     def __init__(
-        self, cmd_fd: int, event_fd: int, boot: _Boot,
-        entry: tuple[Callable[[Any], object], type] | None,
+        self, cmd_fd: int, event_fd: int, boot: _Boot, entry: tuple[Callable[[Any], object], type] | None,
+        deferred: Callable[[], None] | None = None,
     ) -> None:
         from actorhub._proto.v1 import node_pb2
 
@@ -243,6 +290,8 @@ class Zygote:
         os.set_blocking(self._wake_w, False)
         self._stop = False
         self._events_broken = False
+        self._deferred = deferred  # run once a worker is forked and no command waits
+        self._forked = False
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -256,7 +305,11 @@ class Zygote:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         try:
             while not self._stop:
-                readable, _, _ = select.select([self._cmd_fd, self._wake_r], [], [])
+                idle = 0.0 if self._deferred is not None and self._forked else None
+                readable, _, _ = select.select([self._cmd_fd, self._wake_r], [], [], idle)
+                if not readable and self._deferred is not None:
+                    deferred, self._deferred = self._deferred, None
+                    deferred()
                 if self._wake_r in readable:
                     self._on_signals()
                 if self._cmd_fd in readable and not self._stop:
@@ -325,6 +378,7 @@ class Zygote:
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
         self._children[pid] = request.worker_id
+        self._forked = True
         self._emit(self._pb.ZygoteEvent(forked=self._pb.WorkerForked(worker_id=request.worker_id, pid=pid)))
 
     # -- children ---------------------------------------------------------------------------
@@ -402,10 +456,14 @@ class Zygote:
             traceback.print_exc()
             code = 1
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
-            os._exit(code)
+            _flush_and_exit(code)
+
+
+def _flush_and_exit(code: int) -> NoReturn:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _ignore_signal(signum: int, frame: object) -> None:
@@ -471,15 +529,18 @@ def main(argv: list[str] | None = None) -> int:
     # The only environment read below the process edge, and only tests set it.
     entry_spec = os.environ.get(CHILD_ENTRY_ENV) or DEFAULT_CHILD_ENTRY
     entry = _preload(entry_spec)
+    return _serve(args.cmd_fd, args.event_fd, _Boot(args.session_dir, args.hub_address, bind_host, entry_spec), entry)
+
+
+def _serve(cmd_fd: int, event_fd: int, boot: _Boot, entry: tuple[Callable[[Any], object], type] | None) -> int:
     # Everything imported so far lives as long as the process: move it out of the collector's
     # reach, so workers neither scan it on every full collection nor touch (and so copy) its
     # pages after the fork.
     gc.freeze()
     threads = _thread_count()
-    if threads > 2:  # numpy's BLAS pool may account for one
+    if threads > 1:
         _log(f"warning: {threads} threads exist before the first fork; an import started them")
-    boot = _Boot(args.session_dir, args.hub_address, bind_host, entry_spec)
-    return Zygote(args.cmd_fd, args.event_fd, boot, entry).serve()
+    return Zygote(cmd_fd, event_fd, boot, entry, deferred=_preload_later).serve()
 
 
 if __name__ == "__main__":

@@ -109,7 +109,8 @@ class NodeObjects:
             capacity or default_capacity(shm_dir.parent), shm_dir, session_dir / f"spill-{node_id}"
         )
         self._deadlines = deadlines or RpcDeadlines()
-        self.transfer: Any = ObjectTransfer(self.store, channels if channels is not None else ChannelPool(""), self._deadlines)
+        pool = channels if channels is not None else ChannelPool("")
+        self.transfer: Any = ObjectTransfer(self.store, pool, self._deadlines)
         self._closed = threading.Event()
         # Results a callee stored for its caller, until the callee is found dead: store id ->
         # (writer, owner). If the callee died before its reply reached the caller, the caller

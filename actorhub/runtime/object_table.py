@@ -315,6 +315,12 @@ class ObjectTable:
             held = {split_store_id(e.store_id)[0] for e in self._entries.values() if e.store_id}
         return [i for i in store_ids if i in held]
 
+    def is_own_put(self, store_id: str) -> bool:
+        """Whether this process stored the value under this id itself: an object it owns and
+        keeps in the store under its own id, as `put` does (a callee's result has another)."""
+        entry = self._entries.get(store_id)
+        return entry is not None and entry.owned and entry.store_id == store_id
+
     def store_id_of(self, object_id: str) -> str:
         """The object's id in the node's store, "" when its value is not there."""
         entry = self._entries.get(object_id)
