@@ -42,7 +42,12 @@ def main(argv: list[str] | None = None) -> int:
             log_path=logs / f"zygote-{node_id}.log",
         )
 
-    zygote = spawn_zygote()
+    # The first zygote is forked from here once its preload is imported (this process needs
+    # most of it too): no second interpreter boot and imports. Replacements are spawned.
+    zygote = _zygote.fork(
+        session_dir=args.session_dir, hub_address=args.hub_address, bind_host=args.bind_host,
+        log_path=logs / f"zygote-{node_id}.log",
+    )
 
     from actorhub.config import Config
     from actorhub.node.agent import NodeOptions, run_node

@@ -8,21 +8,18 @@ The pin is kept while any mapping of it lives here and one flush period more, so
 again and again costs one OpenObject, not one per read; then it is released. Deletes of freed
 objects and pin releases go to the store in batches, off the caller's thread.
 
-A process that reads back what it put (`x = get(put(v))`) pays an OpenObject per object, an RPC
-that costs more than the rest of a get. Once a read of one of its own puts had to open it, each
-later put opens its object on a background thread as soon as it is sealed, so a get that comes
-later finds the pin here and makes no RPC, and one that comes sooner waits for that open rather
-than making another. The first object opened ahead that is freed (or idle) unread stops this
-until a read needs an open again: processes that do not read their own puts (producers, staged
-call arguments, put-and-drop loops) pay for one open at most.
+A process that reads back what it put (`x = get(put(v))`) would pay an OpenObject per object,
+an RPC that costs more than the rest of a get. Once a read of one of its own puts had to open
+it, each later put asks the seal to pin the region for this process too, so a get of it makes
+no RPC. The first such pin freed (or idle) unread stops this until a read needs an open again:
+processes that do not read their own puts (producers, staged call arguments, put-and-drop
+loops) are not pinned.
 """
 
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import threading
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -44,22 +41,17 @@ _FLUSH_S = 0.2
 
 
 class _Pin:
-    """One pin this process holds on a region: where it is and how many mappings use it.
+    """One pin this process holds on a region: where it is and how many mappings use it."""
 
-    A pin being opened ahead of any read (after a put) has no location yet; `opened` is set
-    once the store has answered, whichever way.
-    """
+    __slots__ = ("cached", "idle", "location", "mappings", "object_id", "unread")
 
-    __slots__ = ("cached", "idle", "location", "mappings", "object_id", "opened", "unread")
-
-    def __init__(self, object_id: str, location: StoreLocation | None, mappings: int = 1) -> None:
+    def __init__(self, object_id: str, location: StoreLocation, mappings: int = 1, unread: bool = False) -> None:
         self.object_id = object_id
         self.location = location
         self.mappings = mappings
         self.cached = False  # the pin reads of this object reuse; else released when unmapped
         self.idle = False  # unmapped at the last flush: released at the next if still so
-        self.opened: threading.Event | None = None if location is not None else threading.Event()
-        self.unread = self.opened is not None  # opened ahead, and no read has used it yet
+        self.unread = unread  # taken by a seal, and no read has used it yet
 
 
 class StoreHost(Protocol):
@@ -84,10 +76,9 @@ class StoreClient:
         # section of the thread that collects, so they never take the lock themselves.
         self._unmapped: collections.deque[_Pin] = collections.deque()
         self._releasing: list[_Pin] = []
-        # Set once this process read back an object it put: from then on its puts are opened
-        # ahead (see the module's docstring), on these threads (made on first use).
+        # Set once a read of an object this process put had to open it: from then on its
+        # seals pin (see the module's docstring).
         self._open_ahead = False
-        self._openers: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = threading.Event()
         threading.Thread(target=self._free_loop, name="actorhub-store-free", daemon=True).start()
 
@@ -115,48 +106,14 @@ class StoreClient:
             # Nobody else can have it yet: give the room back at once.
             self._send(partial(self._node.delete, [object_id]), [object_id])
             raise
-        self._node.seal(object_id)
-        if self._open_ahead and location.arena and not owner:
-            self._open_ahead_of_read(object_id)
+        pin_here = self._open_ahead and location.arena and not owner
+        sealed = self._node.seal(object_id, self._rt.address if pin_here else "")
+        if pin_here and sealed.arena:
+            pin = _Pin(object_id, sealed, mappings=0, unread=True)  # the seal pinned it for us
+            with self._lock:
+                pin.cached = True
+                self._pins[object_id] = pin
         return None
-
-    def _open_ahead_of_read(self, object_id: str) -> None:
-        """Open (pin) an object this process just sealed, on another thread. A read meanwhile
-        waits for the answer instead of opening again."""
-        pin = _Pin(object_id, None, mappings=0)
-        with self._lock:
-            if self._closed.is_set() or object_id in self._pins:
-                return
-            pin.cached = True
-            self._pins[object_id] = pin
-            openers = self._openers
-            if openers is None:
-                openers = self._openers = concurrent.futures.ThreadPoolExecutor(
-                    2, thread_name_prefix="actorhub-store-open"
-                )
-        try:
-            openers.submit(self._opened_ahead, pin)
-        except RuntimeError:  # closing: no more threads
-            self._opened_ahead(pin, skip=True)
-
-    def _opened_ahead(self, pin: _Pin, skip: bool = False) -> None:
-        location: StoreLocation | None = None
-        if not skip:
-            try:
-                location = self._node.open(pin.object_id, self._rt.address)
-            except RpcFailedError:
-                pass  # freed meanwhile, or the node is slow or gone: a read opens it itself
-        with self._lock:
-            if location is not None and location.arena:
-                pin.location = location
-                if not pin.cached:  # freed while being opened: nobody will read it
-                    self._releasing.append(pin)
-            elif self._pins.get(pin.object_id) is pin:
-                # No pin to keep (a spill file needs none): reads open it themselves.
-                del self._pins[pin.object_id]
-                pin.cached = False
-        assert pin.opened is not None
-        pin.opened.set()
 
     def pull(self, object_id: str, source: str, owner: str) -> None:
         """Have this node copy `object_id` from the store of the node at `source` (once)."""
@@ -172,20 +129,14 @@ class StoreClient:
     def read(self, object_id: str, pull_from: str = "") -> Any:
         """Map the object from this node's store; `pull_from`, another node's address, is where
         to copy it from when it is not here (never pulled, or a copy dropped since)."""
-        while True:
-            with self._lock:
-                self._drain_unmapped()
-                pin = self._pins.get(object_id)
-                ready = pin is not None and pin.location is not None
-                if pin is not None and ready:
-                    pin.mappings += 1
-                    pin.idle = pin.unread = False
-            if pin is None:
-                break
-            if ready:
-                return self._map(pin)
-            assert pin.opened is not None
-            pin.opened.wait()  # being opened ahead, after the put: its answer is on the way
+        with self._lock:
+            self._drain_unmapped()
+            pin = self._pins.get(object_id)
+            if pin is not None:
+                pin.mappings += 1
+                pin.idle = pin.unread = False
+        if pin is not None:
+            return self._map(pin)
         if not self._open_ahead and self._rt.objects.is_own_put(object_id):
             self._open_ahead = True  # this process reads what it puts (again)
         can_pull = bool(pull_from) and pull_from != self._node_address
@@ -227,7 +178,6 @@ class StoreClient:
                 self._unmapped.append(pin)
 
         location = pin.location
-        assert location is not None
         try:
             return self._arena_at(location.path).read_shared(location.offset, location.length, unmapped)
         except BaseException:
@@ -277,7 +227,7 @@ class StoreClient:
         with self._lock:
             self._drain_unmapped()
             for pin in list(self._pins.values()):
-                if not pin.mappings and pin.location is not None:
+                if not pin.mappings:
                     if pin.idle or release_all:
                         self._uncache(pin)
                     else:
@@ -297,17 +247,16 @@ class StoreClient:
         with self._lock:
             self._drain_unmapped()
             releasing, self._releasing = self._releasing, []
-        pins = [(p.object_id, p.location.offset) for p in releasing if p.location is not None]
+        pins = [(p.object_id, p.location.offset) for p in releasing]
         self._send(partial(self._node.release, self._rt.address, pins), releasing)
 
     def _uncache(self, pin: _Pin | None) -> None:
         if pin is not None and pin.cached:
             del self._pins[pin.object_id]
             pin.cached = False
-            if pin.unread:  # freed or idle before any read: stop opening ahead until one needs it
+            if pin.unread:  # freed or idle before any read: stop pinning ahead until one needs it
                 self._open_ahead = False
-            # One still being opened is released when its answer comes (_opened_ahead).
-            if not pin.mappings and pin.location is not None:
+            if not pin.mappings:
                 self._releasing.append(pin)
 
     @staticmethod
@@ -324,16 +273,6 @@ class StoreClient:
     def close(self) -> None:
         # Pins still mapped stay: the node drops them once this process is gone.
         self._closed.set()
-        with self._lock:
-            openers, self._openers = self._openers, None
-            opening = [pin.opened for pin in self._pins.values() if pin.opened is not None]
-        if openers is not None:
-            openers.shutdown(wait=False)
-            # Briefly, so their pins are released below with the rest: a node that does not
-            # answer must not hold the shutdown, and drops a gone process's pins by itself.
-            deadline = time.monotonic() + 1.0
-            for opened in opening:
-                opened.wait(max(0.0, deadline - time.monotonic()))
         self.flush(release_all=True)
         with self._lock:
             arena, self._arena = self._arena, None

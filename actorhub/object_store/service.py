@@ -109,8 +109,8 @@ class NodeObjects:
             capacity or default_capacity(shm_dir.parent), shm_dir, session_dir / f"spill-{node_id}"
         )
         self._deadlines = deadlines or RpcDeadlines()
-        pool = channels if channels is not None else ChannelPool("")
-        self.transfer: Any = ObjectTransfer(self.store, pool, self._deadlines)
+        transfer_channels = channels if channels is not None else ChannelPool("")
+        self.transfer: Any = ObjectTransfer(self.store, transfer_channels, self._deadlines)
         self._closed = threading.Event()
         # Results a callee stored for its caller, until the callee is found dead: store id ->
         # (writer, owner). If the callee died before its reply reached the caller, the caller
@@ -225,7 +225,7 @@ class NodeObjects:
     async def seal(self, request: node_pb2.ObjectIdRequest, context: Context) -> node_pb2.ObjectLocation:
         # Under the store's lock for a moment (it reads the segment's header): on the loop.
         try:
-            return self._location(self.store.seal(request.object_id))
+            return self._location(self.store.seal(request.object_id, request.reader))
         except Exception as e:  # freed before sealing, or sealed twice: the writer is told why
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
             raise  # not reached: abort raises

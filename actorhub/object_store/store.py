@@ -185,8 +185,12 @@ class NodeObjectStore:
                 self._set_spill_path(entry, self._new_spill_path(object_id))
             return self._location(entry)
 
-    def seal(self, object_id: str) -> Location:
-        """Mark a reserved object written; its size is the one its segment's header declares."""
+    def seal(self, object_id: str, reader: str = "") -> Location:
+        """Mark a reserved object written; its size is the one its segment's header declares.
+
+        With `reader` (a writer that reads its own puts), the region is also pinned for it, as
+        `open` would: its reads then need no OpenObject.
+        """
         with self._lock:
             entry = self._entries.get(object_id)
             if entry is None:
@@ -208,6 +212,8 @@ class NodeObjectStore:
                 if entry.region is not None:
                     entry.state = _State.RESIDENT
                     self._resident[object_id] = entry
+                    if reader:
+                        self._regions.pin(entry.region, reader)
                 else:
                     entry.state = _State.SPILLED
                 self._settled.notify_all()

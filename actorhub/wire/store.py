@@ -64,9 +64,11 @@ class NodeStoreClient(Client[node_pb2_grpc.NodeStub]):
         reply = unary(self.peer, "ReserveObject", self._stub().ReserveObject, request, self.deadlines.store_s)
         return _location(reply)
 
-    def seal(self, object_id: str) -> None:
-        request = node_pb2.ObjectIdRequest(object_id=object_id)
-        unary(self.peer, "SealObject", self._stub().SealObject, request, self.deadlines.store_s)
+    def seal(self, object_id: str, reader: str = "") -> StoreLocation:
+        """With `reader`, the store also pins the region for it, as `open` does (release it so)."""
+        request = node_pb2.ObjectIdRequest(object_id=object_id, reader=reader)
+        reply = unary(self.peer, "SealObject", self._stub().SealObject, request, self.deadlines.store_s)
+        return _location(reply)
 
     def open(self, object_id: str, reader: str) -> StoreLocation:
         """Pins the object's region for `reader`; NOT_FOUND when the store does not have it."""

@@ -51,10 +51,12 @@ class ReserveObjectRequest(_message.Message):
     def __init__(self, object_id: _Optional[str] = ..., size: _Optional[int] = ..., owner: _Optional[str] = ..., delete_first: _Optional[_Iterable[str]] = ..., writer: _Optional[str] = ...) -> None: ...
 
 class ObjectIdRequest(_message.Message):
-    __slots__ = ("object_id",)
+    __slots__ = ("object_id", "reader")
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    READER_FIELD_NUMBER: _ClassVar[int]
     object_id: str
-    def __init__(self, object_id: _Optional[str] = ...) -> None: ...
+    reader: str
+    def __init__(self, object_id: _Optional[str] = ..., reader: _Optional[str] = ...) -> None: ...
 
 class OpenObjectRequest(_message.Message):
     __slots__ = ("object_id", "reader")
