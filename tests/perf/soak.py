@@ -536,9 +536,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    "actors is full before the first sample (default 1100)")
     p.add_argument("--max-growth", type=float, default=10.0,
                    help="percent of RSS growth a long-lived process may show (default 10)")
-    p.add_argument("--metric", choices=("rss", "anon"), default="rss",
-                   help="what --max-growth applies to: VmRSS (default), or RssAnon, which leaves out file pages "
-                   "(shared libraries, evicted and faulted back under memory pressure) and the store's arena")
+    # RssAnon by default: VmRSS also counts the pages of the node's shared arena a process has
+    # touched, which grow to the store's high-water mark (reported on the arena line, bounded
+    # by object_store_memory) however much the process itself keeps; both are printed.
+    p.add_argument("--metric", choices=("rss", "anon"), default="anon",
+                   help="what --max-growth applies to: RssAnon (default), the process's own memory, or VmRSS, "
+                   "which also counts file pages (shared libraries) and the store's shared arena")
     p.add_argument("--workloads", type=workloads, default=WORKLOADS,
                    help=f"comma-separated, of {','.join(WORKLOADS)} (default all), to find which one grows")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
