@@ -65,12 +65,11 @@ class _TokenCall:
         return self._inner.future(request, timeout=timeout, metadata=self._metadata(metadata), **kwargs)
 
 
-class _TokenChannel(grpc.Channel):
-    """A channel whose every call carries the cluster token in its metadata."""
+class _TokenMethods:
+    """The multi-callables of a wrapped channel (sync or asyncio), each sending the token."""
 
-    def __init__(self, channel: grpc.Channel, token: str) -> None:
-        self._channel = channel
-        self._token = (TOKEN_METADATA_KEY, token)
+    _channel: Any
+    _token: tuple[str, str]
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return _TokenCall(self._channel.unary_unary(method, *args, **kwargs), self._token)
@@ -83,6 +82,14 @@ class _TokenChannel(grpc.Channel):
 
     def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return _TokenCall(self._channel.stream_stream(method, *args, **kwargs), self._token)
+
+
+class _TokenChannel(_TokenMethods, grpc.Channel):
+    """A channel whose every call carries the cluster token in its metadata."""
+
+    def __init__(self, channel: grpc.Channel, token: str) -> None:
+        self._channel = channel
+        self._token = (TOKEN_METADATA_KEY, token)
 
     def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
         self._channel.subscribe(callback, try_to_connect)
@@ -111,24 +118,12 @@ def open_async_channel(
     return AsyncTokenChannel(grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes)), token)
 
 
-class AsyncTokenChannel:
+class AsyncTokenChannel(_TokenMethods):
     """An asyncio channel whose every call carries the cluster token; generated stubs take it."""
 
     def __init__(self, channel: grpc.aio.Channel, token: str) -> None:
         self._channel = channel
         self._token = (TOKEN_METADATA_KEY, token)
-
-    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return _TokenCall(self._channel.unary_unary(method, *args, **kwargs), self._token)
-
-    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return _TokenCall(self._channel.unary_stream(method, *args, **kwargs), self._token)
-
-    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return _TokenCall(self._channel.stream_unary(method, *args, **kwargs), self._token)
-
-    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return _TokenCall(self._channel.stream_stream(method, *args, **kwargs), self._token)
 
     async def close(self) -> None:
         await self._channel.close()
