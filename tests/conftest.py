@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _procs import parents
 
 import actorhub
 
@@ -55,14 +56,7 @@ _basetemp: list[bytes] = []
 
 
 def _all_parents() -> dict[int, int]:
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    return parents
+    return parents()
 
 
 def _ours(pid: int) -> bool:

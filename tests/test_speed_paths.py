@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _procs import children
 
 import actorhub
 from actorhub.cluster import launcher
@@ -89,27 +90,14 @@ def test_importing_the_entry_points_imports_no_grpc() -> None:
     assert out.stdout.strip() == "[]", out.stderr
 
 
-def _children(parent: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                found.add(int(entry))
-    return found
-
-
 def test_init_starts_the_hub_a_node_agent_its_zygote_and_workers(cluster: actorhub.ClusterContext) -> None:
     session = Path(cluster.session_dir)
     assert (session.parent / LATEST).resolve() == session.resolve()
     hub = int((session / "hub.pid").read_text())
     (node_pid_file,) = session.glob("node-*.pid")
     node = int(node_pid_file.read_text())
-    assert _children(os.getpid()) >= {hub, node}
-    (zygote,) = _children(node)
+    assert children(os.getpid()) >= {hub, node}
+    (zygote,) = children(node)
 
     @actorhub.remote
     class Where:
@@ -119,8 +107,8 @@ def test_init_starts_the_hub_a_node_agent_its_zygote_and_workers(cluster: actorh
     pid, parent = actorhub.get(Where.remote().pid.remote())
     assert parent == zygote
     # The node keeps idle workers forked besides the one now hosting the actor.
-    _settle(lambda: len(_children(zygote)) >= 1 + Config.load().prestart_workers, what="prestarted workers")
-    assert pid in _children(zygote)
+    _settle(lambda: len(children(zygote)) >= 1 + Config.load().prestart_workers, what="prestarted workers")
+    assert pid in children(zygote)
 
 
 def test_start_head_can_spawn_first_and_wait_later(session_root: Path) -> None:

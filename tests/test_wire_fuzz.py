@@ -39,6 +39,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from _procs import children
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
@@ -208,19 +209,6 @@ def _process_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
 @pytest.fixture(scope="module")
 def fuzz_cluster(shared_cluster: actorhub.ClusterContext) -> Iterator[Cluster]:
     context = shared_cluster
@@ -253,7 +241,7 @@ def fuzz_cluster(shared_cluster: actorhub.ClusterContext) -> Iterator[Cluster]:
     pids = {"hub": hub_pid, "node agent": node.pid, "actor's worker": info.pid}
     # The node agent's one child is its zygote (forked, so it has the agent's command line);
     # workers are the zygote's children.
-    for child in _children(node.pid):
+    for child in sorted(children(node.pid)):
         pids[f"zygote {child}"] = child
     assert any(name.startswith("zygote") for name in pids), "the node agent's zygote was not found"
     cluster = Cluster(

@@ -346,7 +346,6 @@ class SerialMailbox:
     def __init__(self, actor: ActorInstance, thread: ActorThread) -> None:
         thread.actor = actor
         self._thread = thread
-        self.submit = thread.submit  # type: ignore[method-assign]
 
     def submit(self, calls: Sequence[worker_pb2.Call], stream: ReplyStream) -> None:
         self._thread.submit(calls, stream)
