@@ -16,11 +16,12 @@ the worker ends for any reason, before reaping the worker, so an actor's childre
 This module's top level imports only the standard library: the node agent imports it to
 spawn the zygote before it imports grpc itself, so that both interpreters boot in parallel.
 
-numpy (if installed) is preloaded once the first workers are forked and no command waits: a
-first actor call does not wait for it (35 ms of CPU or more), and those workers import it if
-they use it. A node agent may `fork()` its first zygote after importing the preload itself
-(it needs most of it): no second interpreter boot and imports, a fifth of a cluster's start-up
-CPU on two cores. Replacements are spawned: by then the node agent has gRPC threads.
+actorhub's public API and numpy (if installed) are preloaded once the first workers are
+forked and no command waits: a first actor call does not wait for them (75 ms of CPU or more),
+and those workers import them if they use them. A node agent may `fork()` its first zygote
+after importing the preload itself (it needs most of it): no second interpreter boot and
+imports, a fifth of a cluster's start-up CPU on two cores. Replacements are spawned: by then
+the node agent has gRPC threads.
 """
 
 from __future__ import annotations
@@ -242,6 +243,8 @@ def _preload(entry_spec: str) -> tuple[Callable[[Any], object], type] | None:
     protos = ("common_pb2", "hub_pb2", "hub_pb2_grpc", "node_pb2", "node_pb2_grpc", "worker_pb2", "worker_pb2_grpc")
     for module in ("cloudpickle", "google.protobuf", "grpc", "pydantic", *(f"actorhub._proto.v1.{p}" for p in protos)):
         importlib.import_module(module)
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: F401  (every worker's server loop runs on it: 8 ms each otherwise)
     try:
         return _resolve_entry(entry_spec)
     except Exception:
@@ -253,10 +256,19 @@ def _preload(entry_spec: str) -> tuple[Callable[[Any], object], type] | None:
 
 def _preload_later() -> None:
     """The rest of the preload, once the first workers are forked (see the module's docstring)."""
+    # A user's module imports actorhub's public API (and a worker unpickling its classes imports
+    # that module): 40 ms or more of CPU that every later worker would pay again. Importing the
+    # API has no side effects (no threads, channels or handlers until init()).
+    import actorhub
+
+    for name in (*dict.fromkeys(actorhub._EXPORTS.values()), "actorhub.exceptions", "actorhub.util", "grpc._channel",
+                 "grpc.experimental"):
+        importlib.import_module(name)
     with contextlib.suppress(ImportError):
         # numpy's BLAS may start a native thread pool here; OpenBLAS and MKL reset it in
         # the child through pthread_atfork, as they must for multiprocessing's fork.
-        import numpy  # noqa: F401
+        # numpy 2 imports numpy.random on first use, which every worker's reseed is (~12 ms).
+        import numpy.random  # noqa: F401
     gc.freeze()  # as after the first preload: out of the workers' collections
 
 
