@@ -104,6 +104,13 @@ class Config(BaseModel):
     """The largest gRPC message a process sends or accepts. A call whose arguments or result
     are larger fails at the side that would send it with `MessageTooLargeError`; values that
     large should travel as objects (`put`), which have no such limit."""
+    hub_store_path: Path | None = None
+    """The hub's durable store (SQLite); None: control.sqlite3 in the session directory. Put it
+    on a persistent volume to keep a cluster's actors and names across a whole restart."""
+    hub_reconnect_timeout_s: float = Field(default=60.0, gt=0)
+    """How long node agents, workers and drivers keep going without the hub (it crashed and its
+    supervisor restarts it) while they reconnect; a node agent that has not reached it by then
+    stops. Operations that need the hub wait for it within their own deadlines meanwhile."""
     deadlines: RpcDeadlines = Field(default_factory=RpcDeadlines)
     """Deadlines of RPCs, by class (ACTORHUB_DEADLINES_<FIELD>, e.g. ACTORHUB_DEADLINES_KILL_S)."""
 

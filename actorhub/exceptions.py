@@ -17,6 +17,8 @@ __all__ = [
     "ActorHubError",
     "ActorHubSystemError",
     "ActorUnavailableError",
+    "ControlPlaneDeadlineError",
+    "ControlPlaneUnavailableError",
     "GetTimeoutError",
     "NoRuntimeError",
     "ObjectLostError",
@@ -82,6 +84,18 @@ class PeerUnavailableError(RpcFailedError):
 
 class RpcDeadlineExceededError(RpcFailedError, TimeoutError):
     """The peer did not answer within the call's deadline (stopped, hung or overloaded)."""
+
+
+class ControlPlaneUnavailableError(PeerUnavailableError):
+    """The hub (the control plane) did not answer within the operation's deadline: it is down,
+    or restarting and recovering its state. Calls between actors go on meanwhile; what needs
+    the hub (creating, looking up or killing actors, new task leases) can be tried again."""
+
+
+class ControlPlaneDeadlineError(ControlPlaneUnavailableError, RpcDeadlineExceededError):
+    """The hub took a call in and did not answer within its deadline (stopped, hung, or busy
+    recovering): an outage that is also a deadline, so `except TimeoutError` and
+    `except ControlPlaneUnavailableError` both catch it."""
 
 
 class MessageTooLargeError(RpcFailedError):

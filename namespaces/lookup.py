@@ -22,9 +22,9 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
     """The live actor named `name` in `namespace` (default: this job's namespace).
 
     Raises OptionsError (a ValueError) for a name or namespace that is not a usable str, or
-    the reserved system namespace; ValueError when there is no such actor; RpcFailedError when
-    the hub does not answer (RpcDeadlineExceededError within the control deadline,
-    PeerUnavailableError if it is gone).
+    the reserved system namespace; ValueError when there is no such actor;
+    ControlPlaneUnavailableError when the hub is away (down, or restarting and recovering its
+    state) for the whole control deadline: the lookup may be tried again.
     """
     from actorhub.api.cluster import connected_runtime  # a public entry point: may start a cluster
 

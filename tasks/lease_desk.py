@@ -52,6 +52,13 @@ class LeaseDesk:
         self._apply_actor_share(self._report(0.0))
 
     def _new_executor(self) -> Any:
+        handle = self._create_executor()
+        self._handles[handle.actor_id] = handle
+        return handle
+
+    def _create_executor(self) -> Any:
+        """A new executor on this node (CreateActor: the hub must be there); off the loop once
+        the desk serves, where a hub that is away must not stall every lease and release."""
         from actorhub.api.actor_class import ActorClass, create_actor
         from actorhub.api.options import ActorOptions
         from actorhub.tasks.executor import TaskExecutor
@@ -68,9 +75,7 @@ class LeaseDesk:
         )
         from actorhub.runtime.runtime import current
 
-        handle = create_actor(current(), executor_class, desk_name(self._node_id), SYSTEM_NAMESPACE)
-        self._handles[handle.actor_id] = handle
-        return handle
+        return create_actor(current(), executor_class, desk_name(self._node_id), SYSTEM_NAMESPACE)
 
     async def lease(self, num_cpus: float, holder: str) -> Any:
         if num_cpus > self._total:
@@ -84,7 +89,17 @@ class LeaseDesk:
             await granted
         else:
             self._free -= num_cpus
-        executor = self._idle.pop() if self._idle else self._new_executor()
+        if self._idle:
+            executor = self._idle.pop()
+        else:
+            try:
+                executor = await asyncio.get_running_loop().run_in_executor(None, self._create_executor)
+            except BaseException:
+                # No executor (the hub is away, say): the CPUs go back, the caller gets the error.
+                self._free += num_cpus
+                self._grant()
+                raise
+            self._handles[executor.actor_id] = executor
         self._leased[executor.actor_id] = (num_cpus, holder)
         self._lent_changed()
         return executor

@@ -57,6 +57,10 @@ class TaskSubmitter:
         name = options.name or function.__qualname__
         # Fails here, at the caller, if an argument does not serialize.
         args_blob, held = rt.call_arguments(args, kwargs, name, stage=options.num_returns > 0)
+        if not state.nodes or (options.node_id and options.node_id not in state.nodes):
+            # The first task, or a node that may have joined since. Before anything is queued:
+            # a hub that stays away raises ControlPlaneUnavailableError here, leaving nothing.
+            self._refresh_nodes()
         seq = next(self._seq)
         n = options.num_returns
         object_ids = [f"{rt.caller_id}.t{seq:x}.{i}" for i in range(n)]
@@ -67,8 +71,6 @@ class TaskSubmitter:
         task = Task(seq, name, function.code(), args_blob, options, object_ids)
         with self._lock:
             state.submitted(task)
-        if not state.nodes or (options.node_id and options.node_id not in state.nodes):
-            self._refresh_nodes()  # the first task, or a node that may have joined since
         deps = [a for a in (*args, *kwargs.values()) if type(a) is ObjectRef]
         if options.node_id and options.node_id not in state.nodes:
             self._finish(task, error=system_error(
@@ -132,24 +134,34 @@ class TaskSubmitter:
             return
         with self._lock:
             node = self._state.lease_requested(pool)
-        ref = self._desk_handle(node).lease.remote(pool[1], self._rt.address)
+        try:
+            desk = self._desk_handle(node)
+        except RpcFailedError as e:
+            # A node's first desk needs the hub (CreateActor); it stayed away. Refused, as a
+            # desk that cannot lend is: another node's desk may, else these tasks fail with it.
+            self._lease_refused(pool, node, e)
+            return
+        ref = desk.lease.remote(pool[1], self._rt.address)
         self._rt.objects.add_callback(ref.hex(), partial(self._on_lease, ref, pool, node))
 
     def _on_lease(self, ref: ObjectRef[Any], pool: Pool, node: str) -> None:
         try:
             lease = Lease(self._rt.value_of(ref.hex()), pool, node)
         except Exception as e:  # e.g. more CPUs than the node has: those tasks cannot run
-            with self._lock:
-                again, doomed = self._state.lease_refused(pool, node)
-            if again:
-                self._request_lease(pool)
-            for t in doomed:
-                self._finish(t, error=describe(e))
+            self._lease_refused(pool, node, e)
             return
         with self._lock:
             taken = self._state.lease_granted(lease)
         for task in taken:
             self._dispatch(lease, task)
+
+    def _lease_refused(self, pool: Pool, node: str, error: Exception) -> None:
+        with self._lock:
+            again, doomed = self._state.lease_refused(pool, node)
+        if again:
+            self._request_lease(pool)
+        for t in doomed:
+            self._finish(t, error=describe(error))
 
     def _dispatch(self, lease: Lease, task: Task) -> None:
         if self._rt.closed:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 
@@ -20,3 +22,28 @@ def parents() -> dict[int, int]:
 
 def children(pid: int) -> set[int]:
     return {child for child, parent in parents().items() if parent == pid}
+
+
+def gone(pid: int) -> bool:
+    """Dead, or a zombie its parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def stop(pid: int) -> None:
+    """SIGSTOP `pid` and wait until every thread of it has stopped.
+
+    kill() only queues the signal: on a loaded machine a thread of the target can still run
+    for a moment, and answer a call sent right after. A stopped thread reads "T" in its stat.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while not all(
+        task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    ):
+        assert time.monotonic() < deadline, f"process {pid} did not stop"
+        time.sleep(0.005)

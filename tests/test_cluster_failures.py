@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _procs import gone
 
 import actorhub
 from actorhub.cluster.launcher import start_node
@@ -29,14 +30,6 @@ class Where:
 
 def _status() -> ClusterStatus:
     return current().hub.cluster_status()
-
-
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def _wait_for(predicate: object, timeout: float = 15.0) -> None:
@@ -61,7 +54,7 @@ def test_sigkilled_node_agent_takes_its_workers_and_actors_restart_on_another_no
         assert node_pid == second.pid
         os.kill(node_pid, signal.SIGKILL)
         second.wait(10)
-        _wait_for(lambda: _gone(victim_pid))  # its worker died with it
+        _wait_for(lambda: gone(victim_pid))  # its worker died with it
         _wait_for(lambda: not next(n for n in _status().nodes if n.pid == node_pid).alive)
         # the actor restarts on the node that is left
         deadline = time.monotonic() + 30
@@ -77,18 +70,31 @@ def test_sigkilled_node_agent_takes_its_workers_and_actors_restart_on_another_no
             second.wait()
 
 
-def test_sigkilled_hub_fails_calls_with_a_typed_error_and_leaves_nothing(
-    cluster: actorhub.ClusterContext,
+def test_a_hub_gone_for_good_ends_the_nodes_after_the_reconnect_timeout_and_leaves_nothing(
+    session_root: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    a = Where.remote()
-    assert actorhub.get(a.node.remote()) == cluster.node_id
-    worker_pid = actorhub.get(a.pid.remote())
-    hub_pid = int((Path(cluster.session_dir) / "hub.pid").read_text())
-    os.kill(hub_pid, signal.SIGKILL)
-    # node agents see their lease break and stop; their workers go with them
-    _wait_for(lambda: _gone(worker_pid))
-    start = time.monotonic()
-    with pytest.raises((ActorUnavailableError, ActorDiedError)):
-        actorhub.get(a.node.remote(), timeout=60)
-    assert time.monotonic() - start < 30
-    # shutdown() still returns, and the leak check sees nothing left
+    # A killed hub is restarted by its supervisor; killing the supervisor (its hub dies with it)
+    # is the control plane gone for good. Node agents ride it out for hub_reconnect_timeout_s,
+    # then stop and take their workers with them.
+    monkeypatch.setenv("ACTORHUB_HUB_RECONNECT_TIMEOUT_S", "3")
+    monkeypatch.setenv("ACTORHUB_DEADLINES_CONTROL_S", "2")
+    cluster = actorhub.init(num_cpus=2)
+    try:
+        a = Where.remote()
+        assert actorhub.get(a.node.remote()) == cluster.node_id
+        worker_pid = actorhub.get(a.pid.remote())
+        session = Path(cluster.session_dir)
+        supervisor_pid = int((session / "hub-supervisor.pid").read_text())
+        hub_pid = int((session / "hub.pid").read_text())
+        os.kill(supervisor_pid, signal.SIGKILL)
+        _wait_for(lambda: gone(hub_pid))
+        # The actor still answers while its node waits for the hub.
+        assert actorhub.get(a.node.remote(), timeout=10) == cluster.node_id
+        _wait_for(lambda: gone(worker_pid), timeout=30)
+        start = time.monotonic()
+        with pytest.raises((ActorUnavailableError, ActorDiedError)):
+            actorhub.get(a.node.remote(), timeout=60)
+        assert time.monotonic() - start < 30
+    finally:
+        # shutdown() still returns, and the leak check sees nothing left
+        actorhub.shutdown()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _procs import stop
 
 import actorhub
 from actorhub.exceptions import ActorHubSystemError, RpcDeadlineExceededError
@@ -40,22 +41,6 @@ def short_cluster(session_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
         actorhub.shutdown()
 
 
-def _stop(pid: int) -> None:
-    """SIGSTOP `pid` and wait until every thread of it has stopped.
-
-    kill() only queues the signal: on a loaded machine a thread of the target can still run
-    for a moment, and answer a call sent right after. A stopped thread reads "T" in its stat.
-    """
-    os.kill(pid, signal.SIGSTOP)
-    deadline = time.monotonic() + 10
-    while not all(
-        task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
-        for task in Path(f"/proc/{pid}/task").iterdir()
-    ):
-        assert time.monotonic() < deadline, f"process {pid} did not stop"
-        time.sleep(0.005)
-
-
 def _raises_in_time(call: object) -> RpcDeadlineExceededError:
     start = time.monotonic()
     with pytest.raises(RpcDeadlineExceededError) as caught:
@@ -71,7 +56,7 @@ def test_a_stopped_hub_fails_lookups_creation_and_kill_within_their_deadlines(
     a = Echo.remote()
     assert actorhub.get(a.echo.remote(1), timeout=60) == 1
     hub_pid = int((Path(short_cluster.session_dir) / "hub.pid").read_text())
-    _stop(hub_pid)
+    stop(hub_pid)
     try:
         err = _raises_in_time(lambda: actorhub.get_actor("nobody"))
         assert err.operation == "GetNamedActor" and "hub at" in err.peer
@@ -89,7 +74,7 @@ def test_a_stopped_node_fails_put_and_get_of_stored_objects_within_their_deadlin
 ) -> None:
     stored = actorhub.put(np.ones(1 << 20, dtype=np.uint8))  # in the store, never read here
     node = next(n for n in current().hub.cluster_status().nodes if n.node_id == short_cluster.node_id)
-    _stop(node.pid)
+    stop(node.pid)
     try:
         err = _raises_in_time(lambda: actorhub.put(np.zeros(1 << 20, dtype=np.uint8)))
         assert err.operation == "ReserveObject" and node.address in err.peer

@@ -3,6 +3,7 @@ against a fake node agent (no subprocesses)."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -15,7 +16,15 @@ import pytest
 
 from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, node_pb2, node_pb2_grpc
 from actorhub.hub.actor_table import ActorTable
-from actorhub.hub.control_store import ActorRow, SQLiteControlStore, StoreWriter
+from actorhub.hub.control_store import (
+    JOB_COUNTER,
+    ActorRow,
+    SQLiteControlStore,
+    StoreBatch,
+    StoreRefusedError,
+    StoreWriter,
+    open_store,
+)
 from actorhub.hub.records import (
     ALIVE,
     DEAD,
@@ -23,6 +32,7 @@ from actorhub.hub.records import (
     RESTARTING,
     Decisions,
     DuplicateActorId,
+    HostedActor,
     HubShuttingDown,
     InvalidSpec,
     NameTaken,
@@ -122,9 +132,14 @@ def test_create_validates_and_refuses_duplicates(table: ActorTable) -> None:
         table.create_actor(make_spec(num_cpus=-1), False)
     with pytest.raises(InvalidSpec, match="max_restarts"):
         table.create_actor(make_spec(max_restarts=-2), False)
-    create(table, make_spec("a1"))
+    [placement] = create(table, make_spec("a1", name="x")).placements
+    # The same request again (a caller retrying after losing the reply) is the same actor,
+    # placed once; another actor under that id is refused.
+    info, existed, again = table.create_actor(make_spec("a1", name="x"), False)
+    assert (info.actor_id, existed, again.placements) == ("a1", False, [])
     with pytest.raises(DuplicateActorId, match="a1"):
-        table.create_actor(make_spec("a1"), False)
+        table.create_actor(make_spec("a1", name="y"), False)
+    assert placement.actor_id == "a1"
 
 
 def test_name_directory(table: ActorTable) -> None:
@@ -566,25 +581,30 @@ def test_store_round_trip_and_version_guard(table: ActorTable, tmp_path: Path) -
     store = SQLiteControlStore.in_session(tmp_path)
     create_alive(table, make_spec(name="p"))
     table.register_job("ns", 1, "d", False)
-    actors, jobs = table.take_dirty()
-    store.save_actors(actors)
-    store.save_jobs(jobs)
-    assert table.take_dirty() == ([], [])
-    [row] = store.load_actors()
-    assert (row.actor_id, row.state, row.spec.name, row.version) == ("a1", ALIVE, "p", actors[0].version)
+    batch = table.take_dirty()
+    store.save(batch)
+    assert not table.take_dirty()
+    [row] = store.load().actors
+    assert (row.actor_id, row.state, row.spec.name, row.version) == ("a1", ALIVE, "p", batch.actors[0].version)
     stale = ActorRow("a1", row.spec, DEAD, 0, 0, "", "", None, row.version - 1)
-    store.save_actors([stale])
-    assert store.load_actors()[0].state == ALIVE
+    store.save(StoreBatch(actors=[stale]))
+    assert store.load().actors[0].state == ALIVE
     table.request_kill("a1", True)
     table.worker_exited("a1", 0, "x")
-    store.save_actors(table.take_dirty()[0])
-    [row] = store.load_actors()
+    store.save(table.take_dirty())
+    snapshot = store.load()
+    [row] = snapshot.actors
     assert row.state == DEAD and row.death_cause is not None and "kill()" in row.death_cause.message
-    assert [(j.job_id, j.alive) for j in store.load_jobs()] == [("00000001", True)]
+    # Dead: the class and arguments are gone from the disk too.
+    assert not row.spec.pickled_class and not row.spec.init_args
+    assert [(j.job_id, j.alive) for j in snapshot.jobs] == [("00000001", True)]
+    assert snapshot.counters[JOB_COUNTER] == 1 and [n.node_id for n in snapshot.nodes] == ["n1"]
     store.close()
 
 
-def test_store_writer_writes_behind_and_keeps_the_newest(table: ActorTable, tmp_path: Path) -> None:
+def test_store_writer_writes_behind_keeps_the_newest_and_tells_when_written(
+    table: ActorTable, tmp_path: Path
+) -> None:
     store = SQLiteControlStore.in_session(tmp_path)
     writer = StoreWriter(store)
     create_alive(table, make_spec(name="p", max_restarts=1))
@@ -592,22 +612,56 @@ def test_store_writer_writes_behind_and_keeps_the_newest(table: ActorTable, tmp_
     first = table.take_dirty()
     table.worker_exited("a1", 0, "crash")
     second = table.take_dirty()
-    writer.save(*second)
-    writer.save(*first)  # late, older: the newer version queued or written stays
-    writer.save([], [])
-    assert writer.flush(5)
-    [row] = store.load_actors()
-    assert (row.state, row.incarnation, row.version) == (RESTARTING, 1, second[0][0].version)
-    assert [j.job_id for j in store.load_jobs()] == ["00000001"]
+    writer.save(second)
+    ticket = writer.save(first)  # late, older: the newer version queued or written stays
+    assert writer.save(StoreBatch()) == ticket
+    written = threading.Event()
+    writer.when_written(ticket, written.set)
+    assert written.wait(5) and writer.flush(5)
+    [row] = store.load().actors
+    assert (row.state, row.incarnation, row.version) == (RESTARTING, 1, second.actors[0].version)
+    assert [j.job_id for j in store.load().jobs] == ["00000001"]
     table.request_kill("a1", True)
-    writer.save(*table.take_dirty())
+    writer.save(table.take_dirty())
     writer.close()  # writes what is queued first
-    assert store.load_actors()[0].state == DEAD
+    assert store.load().actors[0].state == DEAD
+    late = threading.Event()
+    writer.when_written(1, late.set)  # already written: at once
+    assert late.is_set()
     store.close()
 
 
+def test_store_refuses_missing_corrupt_and_foreign_files(tmp_path: Path) -> None:
+    missing = tmp_path / "gone.sqlite3"
+    with pytest.raises(StoreRefusedError, match="does not exist"):
+        open_store(missing, must_exist=True)
+    fresh = open_store(missing, must_exist=False)
+    assert fresh.load().actors == [] and (missing.stat().st_mode & 0o777) == 0o600
+    fresh.close()
+    garbage = tmp_path / "garbage.sqlite3"
+    garbage.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreRefusedError, match="not a readable SQLite database"):
+        open_store(garbage, must_exist=True)
+    foreign = tmp_path / "foreign.sqlite3"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreRefusedError, match="no actorhub schema"):
+        open_store(foreign, must_exist=True)
+    broken = tmp_path / "broken.sqlite3"
+    store = open_store(broken, must_exist=False)
+    store.close()
+    con = sqlite3.connect(broken)
+    con.execute("INSERT INTO actors VALUES ('a9', x'ffff', 1, 0, 0, '', '', NULL, 1, '', 0, 0, '')")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreRefusedError, match="actor a9 does not parse"):
+        open_store(broken, must_exist=True).load()
+
+
 def test_store_kv(tmp_path: Path) -> None:
-    store = SQLiteControlStore(tmp_path / "kv.sqlite3")
+    store = SQLiteControlStore.in_session(tmp_path)
     store.kv_put("a/1", b"x")
     store.kv_put("a/2", b"y")
     store.kv_put("a%", b"z")
@@ -618,6 +672,107 @@ def test_store_kv(tmp_path: Path) -> None:
     assert store.kv_delete("a/1") and not store.kv_delete("a/1")
     assert store.kv_list() == ["a%", "a/2", "b/1"]
     store.close()
+
+
+# ---- a restarted hub: restore from the store, then reconcile with the nodes ------------
+
+def restored(table: ActorTable, clock: FakeClock, tmp_path: Path) -> tuple[ActorTable, Decisions]:
+    """A new table from what `table` wrote to a store, as a restarted hub has it."""
+    store = SQLiteControlStore.in_session(tmp_path)
+    store.save(table.take_dirty())
+    snapshot = store.load()
+    store.close()
+    fresh = ActorTable(clock=clock, placement_timeout_s=30.0, avoid_node_s=1.0, poll_s=0.05)
+    return fresh, fresh.restore(snapshot)
+
+
+def test_restore_keeps_names_restart_counts_job_ids_and_cpu_reservations(
+    table: ActorTable, clock: FakeClock, tmp_path: Path
+) -> None:
+    table.register_job("ns", 1, "d", False)
+    create_alive(table, make_spec("a1", name="svc", detached=True, max_restarts=3, num_cpus=1))
+    table.worker_exited("a1", 0, "crash")
+    [p] = table.schedule_pending().placements or [Placement("a1", 1, make_spec("a1"), "n1", "node1:1")]
+    table.start_finished(p, ok_reply(p))
+    create(table, make_spec("a2", name="gone"))
+    table.request_kill("a2", True)
+    fresh, decisions = restored(table, clock, tmp_path)
+    assert not decisions
+    info = fresh.named_actor("svc", "ns")
+    assert info is not None and (info.actor_id, info.state, info.num_restarts, info.incarnation) == ("a1", ALIVE, 1, 1)
+    assert fresh.named_actor("gone", "ns") is None and fresh.get_actor("a2").state == DEAD
+    assert fresh.register_job("ns", 2, "d2", False).job_id == "00000002"
+    assert fresh.unconfirmed() == ([("n1", 1)], ["00000001", "00000002"])
+    # The CPU a1 holds stays held: a 4-CPU actor does not fit beside it.
+    assert create(fresh, make_spec("a3", num_cpus=4)).placements == []
+
+
+def test_reconcile_keeps_reported_actors_restarts_missing_ones_and_kills_orphans(
+    table: ActorTable, clock: FakeClock, tmp_path: Path
+) -> None:
+    create_alive(table, make_spec("kept", max_restarts=1))
+    create_alive(table, make_spec("lost", max_restarts=1))
+    create_alive(table, make_spec("doomed"))
+    fresh, _ = restored(table, clock, tmp_path)
+    hosted = [HostedActor("kept", 0, "w-kept-0", "wk0", 4242), HostedActor("stranger", 5, "w-x", "wk9", 99)]
+    out = fresh.register_node("n1", "node1:1", 4.0, 11, hosted)
+    assert fresh.get_actor("kept").state == ALIVE and fresh.get_actor("kept").address == "w-kept-0"
+    lost = fresh.get_actor("lost")
+    assert (lost.state, lost.incarnation, lost.num_restarts) == (RESTARTING, 1, 1)
+    doomed = fresh.get_actor("doomed")
+    assert doomed.state == DEAD and "ended while the hub was away" in doomed.death_cause.message
+    assert [(p.actor_id, p.incarnation) for p in out.placements] == [("lost", 1)]
+    assert [(k.actor_id, k.incarnation) for k in out.kills] == [("stranger", 5)]
+
+
+def test_an_actor_being_started_when_the_hub_died_ends_up_alive_once(
+    table: ActorTable, clock: FakeClock, tmp_path: Path
+) -> None:
+    create(table, make_spec("done"))
+    create(table, make_spec("busy"))
+    create(table, make_spec("never"))
+    fresh, decisions = restored(table, clock, tmp_path)
+    assert not decisions.placements  # each waits for its node's report
+    hosted = [HostedActor("done", 0, "w-done", "wk1", 1), HostedActor("busy", 0, starting=True)]
+    out = fresh.register_node("n1", "node1:1", 4.0, 11, hosted)
+    assert fresh.get_actor("done").state == ALIVE and fresh.get_actor("done").address == "w-done"
+    # Sent again: the node joins the start under way ("busy") or makes the first ("never").
+    assert sorted(p.actor_id for p in out.placements) == ["busy", "never"] and not out.kills
+    for p in out.placements:
+        fresh.start_finished(p, ok_reply(p))
+    assert {fresh.get_actor(a).state for a in ("busy", "never")} == {ALIVE}
+
+
+def test_a_kill_in_progress_survives_the_restart(table: ActorTable, clock: FakeClock, tmp_path: Path) -> None:
+    create_alive(table, make_spec("a1", max_restarts=5))
+    plan = table.request_kill("a1", True)
+    assert plan.target is not None
+    fresh, _ = restored(table, clock, tmp_path)
+    fresh.worker_exited("a1", 0, "killed")
+    assert fresh.get_actor("a1").state == DEAD  # not restarted
+
+
+def test_a_retried_kill_of_an_incarnation_spares_its_successor(table: ActorTable) -> None:
+    create_alive(table, make_spec("a1", max_restarts=5))
+    assert table.request_kill("a1", False, incarnation=1).target is None  # not born yet: nothing
+    plan = table.request_kill("a1", False, incarnation=0)
+    assert plan.target is not None
+    [p] = table.worker_exited("a1", 0, plan.cause).placements
+    table.start_finished(p, ok_reply(p))
+    assert table.request_kill("a1", False, incarnation=0).target is None
+    assert table.get_actor("a1").incarnation == 1 and table.get_actor("a1").state == ALIVE
+
+
+def test_nodes_and_actors_of_a_node_gone_before_the_restart(clock: FakeClock, tmp_path: Path) -> None:
+    table = ActorTable(clock=clock)
+    table.register_node("n1", "node1:1", 4.0, 11)
+    table.register_node("n2", "node2:1", 4.0, 12)
+    create_alive(table, make_spec("a1", max_restarts=1))
+    node = table.get_actor("a1").node_id
+    fresh, _ = restored(table, clock, tmp_path)
+    # Its node never reconnects: taken as dead, as a broken lease is; a1 restarts elsewhere.
+    out = fresh.node_died(node, 1)
+    assert [p.node_id for p in out.placements] != [node] and fresh.get_actor("a1").state == RESTARTING
 
 
 # ---- the service, in-process against a fake node agent ---------------------------------

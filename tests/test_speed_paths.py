@@ -90,13 +90,15 @@ def test_importing_the_entry_points_imports_no_grpc() -> None:
     assert out.stdout.strip() == "[]", out.stderr
 
 
-def test_init_starts_the_hub_a_node_agent_its_zygote_and_workers(cluster: actorhub.ClusterContext) -> None:
+def test_init_starts_the_hub_supervisor_a_node_agent_its_zygote_and_workers(cluster: actorhub.ClusterContext) -> None:
     session = Path(cluster.session_dir)
     assert (session.parent / LATEST).resolve() == session.resolve()
+    supervisor = int((session / "hub-supervisor.pid").read_text())
     hub = int((session / "hub.pid").read_text())
     (node_pid_file,) = session.glob("node-*.pid")
     node = int(node_pid_file.read_text())
-    assert children(os.getpid()) >= {hub, node}
+    assert children(os.getpid()) >= {supervisor, node}
+    assert hub in children(supervisor)
     (zygote,) = children(node)
 
     @actorhub.remote

@@ -399,9 +399,11 @@ def test_node_agent_runs_kills_and_reports_actors(session: Session, fake_hub: tu
 
 @pytest.mark.parametrize("how", ["lease-shutdown", "lease-broken", "sigterm"])
 def test_node_agent_stops_without_leftovers(
-    session: Session, fake_hub: tuple[FakeHub, str], how: str,
+    session: Session, fake_hub: tuple[FakeHub, str], how: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     hub, hub_address = fake_hub
+    # A broken lease is a hub that may come back: the node waits this long for it, then stops.
+    monkeypatch.setenv("ACTORHUB_HUB_RECONNECT_TIMEOUT_S", "2")
     node = RunningNode(session, hub, hub_address, "node-b")
     try:
         assert session.pid_file("node-node-b").read_text().strip() == str(node.process.pid)

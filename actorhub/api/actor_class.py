@@ -104,8 +104,9 @@ class ActorClass(Generic[T]):
             hub_address=runtime.hub_address,
             node_id=options.node_id,
         )
-        # A taken name raises ValueError; a hub that fails or does not answer within the
-        # create_actor deadline raises RpcFailedError (an ActorHubSystemError).
+        # A taken name raises ValueError; a hub that is away (down, or restarting) is waited for
+        # within the create_actor deadline, then raises ControlPlaneUnavailableError. Repeating
+        # the call is safe: the hub knows the actor by its id.
         info = runtime.hub.create_actor(spec, options.get_if_exists)
         return ActorHandle(HandleState.from_info(info), runtime)
 

@@ -221,7 +221,7 @@ def _open_endpoint(config: Config, hub_address: str, token: str) -> tuple[Endpoi
 
     endpoint = Endpoint(
         token=token, hub_address=hub_address, bind_host=config.bind_host, deadlines=config.deadlines,
-        max_message_bytes=config.max_message_bytes,
+        max_message_bytes=config.max_message_bytes, hub_reconnect_s=config.hub_reconnect_timeout_s,
     )
     service = WorkerService(endpoint)
     endpoint.serve(service, service.close)
@@ -361,8 +361,8 @@ def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
         raise TypeError(f"kill() takes an actor handle, not {type(actor).__name__}")
     if not isinstance(no_restart, bool):
         raise TypeError(f"kill(): no_restart must be a bool, not {type(no_restart).__name__}")
-    # Raises ValueError for an actor the hub does not know; RpcFailedError when the hub fails
-    # or does not answer within the kill deadline (RpcDeadlineExceededError).
+    # Raises ValueError for an actor the hub does not know; ControlPlaneUnavailableError when
+    # the hub is away (down, or restarting) for the whole kill deadline.
     connected_runtime().hub.kill_actor(actor.actor_id, no_restart)
 
 

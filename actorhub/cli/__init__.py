@@ -1,6 +1,8 @@
 """The actorhub command line.
 
-    actorhub start --head [--port N] [--num-cpus N]     a hub and a node agent that outlive the command
+    actorhub start --head [--port N] [--num-cpus N] [--store PATH]
+                                                        a hub (supervised) and a node agent that outlive
+                                                        the command; the hub's state lives in PATH
     actorhub start --address HOST:PORT [--num-cpus N]   one more node agent for a hub on this machine
     actorhub stop                                       stop every cluster under the session root
     actorhub status [--address HOST:PORT]               nodes, live actors and jobs
@@ -16,6 +18,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from actorhub.exceptions import ActorHubError
 
@@ -34,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     role.add_argument("--address", metavar="HOST:PORT", help="add a node agent to the hub at HOST:PORT")
     start.add_argument("--port", type=int, default=None, help="the hub's port (--head only; default: a free one)")
     start.add_argument("--num-cpus", type=float, default=None, help="CPUs the node offers (default: all)")
+    start.add_argument("--store", type=Path, metavar="PATH", default=None,
+                       help="the hub's durable store, e.g. on a persistent volume (--head only; default: "
+                            "control.sqlite3 in the session directory)")
 
     commands.add_parser("stop", help="stop every cluster started on this machine")
 
@@ -70,9 +76,11 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from actorhub.cli.cluster import start_head_command, start_node_command
 
         if args.head:
-            return start_head_command(args.port, args.num_cpus)
+            return start_head_command(args.port, args.num_cpus, args.store)
         if args.port is not None:
             parser.error("--port applies to --head only")
+        if args.store is not None:
+            parser.error("--store applies to --head only")
         return start_node_command(args.address, args.num_cpus)
     if args.command == "stop":
         from actorhub.cli.cluster import stop_command

@@ -19,8 +19,8 @@ from actorhub.wire.records import NodeStatus
 _POLL_S = 0.02
 
 
-def start_head_command(port: int | None, num_cpus: float | None) -> int:
-    config = Config.load(hub_port=port, num_cpus=num_cpus)
+def start_head_command(port: int | None, num_cpus: float | None, store: Path | None = None) -> int:
+    config = Config.load(hub_port=port, num_cpus=num_cpus, hub_store_path=store)
     cluster = start_head(config)
     target = Target(cluster.hub_address, cluster.session.token, cluster.session)
     try:
@@ -32,6 +32,8 @@ def start_head_command(port: int | None, num_cpus: float | None) -> int:
     print(f"Started an actorhub cluster (hub and one node with {cpu_count_words(node.num_cpus)}).")
     print(f"  hub address:  {address}")
     print(f"  session dir:  {cluster.session.path}")
+    if config.hub_store_path is not None:
+        print(f"  hub store:    {config.hub_store_path}")
     print(f"  node id:      {node.node_id}")
     print()
     print("To connect a program on this machine, call one of:")
@@ -44,7 +46,7 @@ def start_head_command(port: int | None, num_cpus: float | None) -> int:
     print("To stop it:")
     print("  actorhub stop")
     # The processes are left running on purpose: they are in their own session and the hub
-    # owns their lifetime from here on.
+    # (restarted by its supervisor if it crashes) owns their lifetime from here on.
     return 0
 
 

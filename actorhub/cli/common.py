@@ -26,6 +26,11 @@ from actorhub.wire.transport import ChannelPool
 
 # A hub on this machine answers in milliseconds; longer means it is wedged or gone.
 RPC_TIMEOUT_S = 5.0
+# How long a command waits for an unreachable hub: its supervisor brings a crashed one back
+# within about a second, and longer means it is gone.
+HUB_RECONNECT_S = 2.0
+# The pid files of a running hub: the hub's own, and its supervisor's (which outlives a crash).
+HUB_ROLES = ("hub", "hub-supervisor")
 
 
 class CliError(Exception):
@@ -70,7 +75,9 @@ def _latest_running_session(root: Path) -> Session | None:
     # `latest` names the newest session even when its start failed or a benchmark's cluster has
     # come and gone since; a cluster started before it may still be running.
     for session in reversed(sessions(root)):
-        if (session.path / ADDRESS_FILE).exists() and session.pid_file("hub") in _live_pid_files(session):
+        # A hub being restarted has no live pid for a moment; its supervisor's stands for it.
+        live = _live_pid_files(session)
+        if (session.path / ADDRESS_FILE).exists() and any(session.pid_file(r) in live for r in HUB_ROLES):
             return session
     return None
 
@@ -123,9 +130,11 @@ class HubClient:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.channels = ChannelPool(target.token)
-        # The CLI answers at once: a short deadline, and no retrying an unreachable hub.
+        # The CLI answers at once: a short deadline, and no retrying an unreachable node or
+        # worker (`memory` asks each). Only the hub is waited for, briefly: it may be restarting.
         self.deadlines = RpcDeadlines(control_s=RPC_TIMEOUT_S, store_s=10.0, owner_s=10.0, unavailable_retry_s=0.0)
-        self._hub = WireHubClient(self.channels, target.address, self.deadlines)
+        hub_deadlines = self.deadlines.model_copy(update={"unavailable_retry_s": HUB_RECONNECT_S})
+        self._hub = WireHubClient(self.channels, target.address, hub_deadlines, reconnect_s=HUB_RECONNECT_S)
 
     def __enter__(self) -> HubClient:
         return self
@@ -150,9 +159,19 @@ class HubClient:
         except RpcFailedError as err:
             raise self._error(err) from None
 
+    def _live_supervisor(self) -> int | None:
+        if self.target.session is None:
+            return None
+        return _live_pid_files(self.target.session).get(self.target.session.pid_file("hub-supervisor"))
+
     def _error(self, err: RpcFailedError) -> CliError:
         where = f" (session {self.target.session.path})" if self.target.session is not None else ""
         if isinstance(err, PeerUnavailableError | RpcDeadlineExceededError):
+            supervisor = self._live_supervisor()
+            if supervisor is not None and self.target.session is not None:
+                return CliError(f"the hub at {self.target.address} does not answer, but its supervisor (pid "
+                                f"{supervisor}) runs: the hub may be restarting; try again, or see "
+                                f"{self.target.session.logs / 'hub-supervisor.log'}")
             return CliError(f"no cluster answers at {self.target.address}{where}; is it still running?")
         if err.code == grpc.StatusCode.UNAUTHENTICATED:
             return CliError(f"the hub at {self.target.address} refused the token{where}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -20,6 +21,9 @@ def status_command(address: str | None) -> int:
         status = hub.status()
     where = f" (session {target.session.path})" if target.session is not None else ""
     print(f"Cluster at {target.address}{where}")
+    hub_line = _hub_line(status, time.time())
+    if hub_line:
+        print(hub_line)
     print()
     rows = [
         [n.node_id, n.address, f"{cpus(n.available_cpus)}/{cpus(n.num_cpus)}", "alive" if n.alive else "dead"]
@@ -44,6 +48,28 @@ def status_command(address: str | None) -> int:
         for line, count in demands:
             print(f"  {count} x {line}")
     return 0
+
+
+def _hub_line(status: ClusterStatus, now: float) -> str:
+    """The hub's uptime, restarts and store; "" from a hub that does not report them."""
+    started_at, restarts, store = status.hub_started_at, status.hub_restarts, status.store_path
+    if not started_at:
+        return ""
+    times = "time" if restarts == 1 else "times"
+    line = f"Hub: up {_duration(now - started_at)}, restarted {restarts} {times}"
+    return line + (f", store {store}" if store else "")
+
+
+def _duration(seconds: float) -> str:
+    """"3d 4h", "2h 0m", "5m 12s", "12s": the largest unit and the next one."""
+    left = max(0, int(seconds))
+    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    first = next(i for i, (_, size) in enumerate(units) if left >= size or size == 1)
+    parts = []
+    for unit, size in units[first:first + 2]:
+        parts.append(f"{left // size}{unit}")
+        left %= size
+    return " ".join(parts)
 
 
 def _pending_demands(actors: Sequence[ActorInfo]) -> list[tuple[str, int]]:

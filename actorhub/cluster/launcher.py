@@ -1,13 +1,18 @@
-"""Starting and stopping cluster processes: the hub and node agents.
+"""Starting and stopping cluster processes: the hub (under its supervisor) and node agents.
 
 Processes start each other by module path (`python -m ...`), never by import, so the kernel
 does not depend on the hub's code. Each runs in its own session (process group) so a Ctrl-C
 aimed at the driver does not reach them; the hub ends a cluster owned by a driver when that
 driver's job lease breaks, which covers a driver killed by SIGKILL.
 
+The launcher starts the hub's supervisor (`actorhub.hub.supervisor`), which starts the hub in
+the supervisor's process group and restarts it when it crashes; the hub dies with it. So the
+process the launcher holds for the hub is the supervisor, and killing its group stops both.
+
 Starting is on the path of every `init()`, so this module imports no gRPC (that waits for
 `request_shutdown`) and spawns before it waits: the node agent first (it spawns the zygote,
-the longest boot, at once), then the hub, which the node agent retries until it answers.
+the longest boot, at once), then the hub's supervisor, which starts the hub; the node agent
+retries until the hub answers.
 `start_head(wait=False)` returns as soon as both are spawned, so that the driver can import
 its own kernel while they boot, and `wait_for_head` waits for the hub afterwards.
 """
@@ -37,11 +42,18 @@ class ClusterStartError(ActorHubSystemError):
     """A cluster process failed to start; the message carries the end of its log."""
 
 
+SUPERVISOR_MODULE = "actorhub.hub.supervisor"
+SUPERVISOR_LOG = "hub-supervisor.log"
+HUB_OUT = "hub.out"
+SUPERVISOR_ROLE = "hub-supervisor"  # its pid file: hub-supervisor.pid
+
+
 @dataclass
 class ClusterProcesses:
     session: Session
     hub_address: str
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    """[hub supervisor, node agent]"""
     node_id: str = ""  # of the node agent started with the hub
 
 
@@ -106,16 +118,19 @@ def start_head(config: Config, *, wait: bool = True) -> ClusterProcesses:
     # The node agent first: its zygote's boot (interpreter, gRPC, the worker module) is the
     # longest on the way to a first actor. It retries until the hub answers.
     node = start_node(config, session, hub_address, node_id)
+    store = ["--store", str(config.hub_store_path)] if config.hub_store_path is not None else []
     try:
-        hub = _spawn(
-            ["-m", "actorhub.hub", "--session-dir", str(session.path), "--port", str(port), "--bind-host", host],
-            session.logs / "hub.out",
+        # Its own output (a traceback, a refused flag) goes to the log it writes its lines to.
+        supervisor = _spawn(
+            ["-m", SUPERVISOR_MODULE, "--session-dir", str(session.path), "--port", str(port), "--bind-host", host,
+             *store],
+            session.logs / SUPERVISOR_LOG,
         )
     except BaseException:
         node.kill()
         node.wait()
         raise
-    cluster = ClusterProcesses(session, hub_address, [hub, node], node_id)
+    cluster = ClusterProcesses(session, hub_address, [supervisor, node], node_id)
     if wait:
         wait_for_head(cluster, config)
     return cluster
@@ -125,28 +140,37 @@ def wait_for_head(cluster: ClusterProcesses, config: Config) -> None:
     """Return once the hub of a cluster from `start_head` serves; on failure stop the cluster
     and raise ClusterStartError with the end of the failed process's log."""
     session = cluster.session
-    hub_log, node_log = session.logs / "hub.out", session.logs / f"node-{cluster.node_id}.out"
-    hub, node = cluster.processes
+    node_log = session.logs / f"node-{cluster.node_id}.out"
+    supervisor, node = cluster.processes
     deadline = time.monotonic() + config.connect_timeout_s
     pause = 0.001  # the hub is usually up by the time a driver asks: look often, then less
     while not (session.path / ADDRESS_FILE).exists():
-        for proc, name, log in ((hub, "hub", hub_log), (node, "node agent", node_log)):
-            if proc.poll() is not None:
-                _abort(cluster)
-                raise ClusterStartError(f"the {name} exited with code {proc.returncode}:\n{_tail(log)}")
+        if supervisor.poll() is not None:
+            _abort(cluster)
+            raise ClusterStartError(f"the hub supervisor exited with code {supervisor.returncode}:\n"
+                                    f"{_hub_logs(session)}")
+        if node.poll() is not None:
+            _abort(cluster)
+            raise ClusterStartError(f"the node agent exited with code {node.returncode}:\n{_tail(node_log)}")
         if time.monotonic() > deadline:
             _abort(cluster)
-            raise ClusterStartError(f"the hub did not start within {config.connect_timeout_s} s:\n{_tail(hub_log)}")
+            raise ClusterStartError(f"the hub did not start within {config.connect_timeout_s} s:\n{_hub_logs(session)}")
         time.sleep(pause)
         pause = min(pause * 2, 0.01)
     make_latest(session)
+
+
+def _hub_logs(session: Session) -> str:
+    """The ends of the supervisor's log (why it gave up) and of the hub's output (why it failed)."""
+    return (f"{session.logs / SUPERVISOR_LOG}:\n{_tail(session.logs / SUPERVISOR_LOG, 10)}\n"
+            f"{session.logs / HUB_OUT}:\n{_tail(session.logs / HUB_OUT)}")
 
 
 def abort_start(cluster: ClusterProcesses) -> None:
     """Stop a cluster whose start was given up (the driver failed before using it)."""
     for proc in cluster.processes:
         if proc.poll() is None:
-            proc.kill()
+            _kill_group(proc)
     _abort(cluster)
 
 
@@ -202,13 +226,25 @@ def request_shutdown(hub_address: str, token: str, timeout: float = 10.0) -> boo
 
 
 def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    """Wait for processes this process started to exit; kill what is left at the deadline."""
     deadline = time.monotonic() + timeout
     for proc in processes:
         try:
             proc.wait(max(0.01, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _kill_group(proc)
             proc.wait()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process we started and its process group: the hub supervisor's holds the hub,
+    a node agent's its zygote. Only while it is unreaped, so its pid is still its own."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        proc.kill()
 
 
 def leftovers(session: Session) -> bool:
@@ -238,13 +274,15 @@ def remove_segments(session: Session) -> tuple[list[Path], int]:
 
 
 def session_pids(session: Session) -> list[int]:
-    pids = []
-    for pid_file in session.path.glob("*.pid"):
-        try:
-            pids.append(int(pid_file.read_text().strip()))
-        except (OSError, ValueError):
-            continue
-    return pids
+    """The pids in the session's pid files (hub, hub supervisor, node agents)."""
+    return [pid for pid_file in session.path.glob("*.pid") if (pid := _pid_in(pid_file)) is not None]
+
+
+def _pid_in(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _is_ours(pid: int) -> bool:
@@ -255,19 +293,31 @@ def _is_ours(pid: int) -> bool:
 
 
 def stop_session(session: Session, timeout: float = 10.0) -> None:
-    """Stop a cluster we did not start in this process: ask the hub, then kill what remains."""
+    """Stop a cluster we did not start in this process: ask the hub, then kill what remains.
+
+    The hub stops the cluster and exits 0, and then its supervisor does. When the hub does not
+    answer (it is restarting, or it is gone) every process is asked to stop with SIGTERM, the
+    supervisor first, so that it does not bring the hub back meanwhile.
+    """
+    # Read first: each process removes its pid file as it exits.
+    supervisor = _pid_in(session.pid_file(SUPERVISOR_ROLE))
+    pids = sorted((p for p in session_pids(session) if _is_ours(p)), key=lambda p: p != supervisor)
     try:
-        request_shutdown(session.hub_address, session.token, timeout)
+        answered = request_shutdown(session.hub_address, session.token, timeout)
     except OSError:
-        pass
-    pids = [p for p in session_pids(session) if _is_ours(p)]
+        answered = False
+    if not answered:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while pids and time.monotonic() < deadline:
         pids = [p for p in pids if _is_ours(p)]
         time.sleep(0.05)
     for pid in pids:
         try:
-            # The node agent's process group holds its zygote; workers die with the zygote.
+            # A node agent's process group holds its zygote (workers die with the zygote), the
+            # hub supervisor's holds the hub.
             os.killpg(pid, signal.SIGKILL)
         except OSError:
             try:

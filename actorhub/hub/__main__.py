@@ -1,29 +1,41 @@
-"""`python -m actorhub.hub --session-dir DIR [--port N] [--bind-host HOST]`: the hub.
+"""`python -m actorhub.hub --session-dir DIR [--port N] [--bind-host HOST] [--store PATH] [--recover]`:
+the hub.
 
-The launcher waits for the session's address file, so it is written only once the server
-serves. The server is gRPC's asyncio one on its own loop thread (`ServerLoop`); the main thread
-only waits for the stop. The process exits 0 after the Shutdown RPC or SIGTERM (the same path).
+Before it serves, the hub opens its store (`control_store`) and rebuilds its tables from it: a
+hub restarted by its supervisor (`hub/supervisor.py`, which passes --recover) carries on where
+the crashed one stopped. The launcher waits for the session's address file, so it is written
+only once the server serves; a supervisor learns it from one byte on --ready-fd. The server is
+gRPC's asyncio one on its own loop thread (`ServerLoop`); the main thread only waits for the
+stop.
+
+Exit status: 0 after the Shutdown RPC or SIGTERM (the same path); 1 when it cannot bind; 3
+when it refuses its store (missing with --recover, corrupt, another version), with the reason
+on stderr and in hub.log.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from actorhub._proto.v1 import hub_pb2_grpc
+from actorhub.cluster.lifetime import set_parent_death_signal
 from actorhub.cluster.session import ADDRESS_FILE, Session
 from actorhub.config import Config, ConfigError
 from actorhub.hub.actor_table import ActorTable
-from actorhub.hub.control_store import SQLiteControlStore, StoreWriter
+from actorhub.hub.control_store import HUB_STARTS, STORE_FILE, StoreBatch, StoreRefusedError, StoreWriter, open_store
+from actorhub.hub.records import HubInfo
 from actorhub.hub.service import HubServicer
 from actorhub.wire.server import ServerLoop
 from actorhub.wire.transport import AsyncChannelPool
@@ -32,6 +44,7 @@ log = logging.getLogger("actorhub.hub")
 
 _STOP_GRACE_S = 1.0
 _STOP_TIMEOUT_S = 5.0
+EXIT_STORE_REFUSED = 3
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -39,6 +52,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--session-dir", required=True, type=Path)
     parser.add_argument("--port", type=int, default=None, help="0 or absent: a free port")
     parser.add_argument("--bind-host", default=None, help="default: ACTORHUB_BIND_HOST or 127.0.0.1")
+    parser.add_argument("--store", type=Path, default=None,
+                        help=f"the durable store (default: ACTORHUB_HUB_STORE_PATH, else {STORE_FILE} in the session)")
+    parser.add_argument("--recover", action="store_true",
+                        help="a restart: the store must exist (refuse to start empty)")
+    parser.add_argument("--supervisor-pid", type=int, default=None,
+                        help="die with this parent process (the hub's supervisor)")
+    parser.add_argument("--ready-fd", type=int, default=None, help="write one byte here once serving")
+    parser.add_argument("--standby-fd", type=int, default=None,
+                        help="a standby: wait, imports done, until a byte arrives here (EOF: exit 0)")
     return parser.parse_args(argv)
 
 
@@ -56,8 +78,15 @@ def _setup_logging(session: Session, level_name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if args.supervisor_pid is not None:
+        # Dies with its supervisor: `actorhub stop` or a kill of the supervisor ends both.
+        set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != args.supervisor_pid:
+            return 1
+    if args.standby_fd is not None and not _wait_for_promotion(args.standby_fd):
+        return 0
     try:
-        config = Config.load(bind_host=args.bind_host, hub_port=args.port)
+        config = Config.load(bind_host=args.bind_host, hub_port=args.port, hub_store_path=args.store)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
@@ -65,14 +94,31 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(session, config.logging_level)
     session.pid_file("hub").write_text(f"{os.getpid()}\n")
 
+    store_path = config.hub_store_path or session.path / STORE_FILE
+    try:
+        store = open_store(store_path, must_exist=args.recover)
+        snapshot = store.load()
+    except StoreRefusedError as err:
+        log.error("cannot start the hub: %s", err)
+        print(f"actorhub hub: {err}", file=sys.stderr)
+        return EXIT_STORE_REFUSED
+    starts = snapshot.counters.get(HUB_STARTS, 0) + 1
+    store.save(StoreBatch(counters={HUB_STARTS: starts}))
+    table = ActorTable()
+    recovered = table.restore(snapshot)
+    unconfirmed_nodes, unconfirmed_jobs = table.unconfirmed()
+    if starts > 1:
+        log.info("hub start %d on %s: %d actors, %d nodes and %d jobs restored", starts, store_path,
+                 len(snapshot.actors), len(unconfirmed_nodes), len(unconfirmed_jobs))
+
     stop = threading.Event()
-    store = SQLiteControlStore.in_session(session.path)
     writer = StoreWriter(store)
     # One event loop serves every RPC: leases, long polls and actor starts are coroutines.
     server = ServerLoop(session.token, name="hub-loop", max_message_bytes=config.max_message_bytes)
     servicer = HubServicer(
-        ActorTable(), writer, AsyncChannelPool(session.token, config.max_message_bytes), server.loop,
+        table, writer, AsyncChannelPool(session.token, config.max_message_bytes), server.loop,
         on_stop=stop.set, deadlines=config.deadlines,
+        info=HubInfo(started_at=time.time(), restarts=starts - 1, store_path=str(store_path)),
     )
     hub_pb2_grpc.add_HubServicer_to_server(servicer, server.server)
     try:
@@ -85,8 +131,15 @@ def main(argv: list[str] | None = None) -> int:
         store.close()
         return 1
     server.start()
+    server.call_soon(servicer.recover, recovered, unconfirmed_nodes, unconfirmed_jobs)
     session.write_hub_address(address)
     log.info("hub serving at %s (pid %d)", address, os.getpid())
+    if args.ready_fd is not None:
+        try:
+            os.write(args.ready_fd, b"1")
+            os.close(args.ready_fd)
+        except OSError as err:  # the supervisor died: PDEATHSIG ends this process too
+            log.warning("could not tell the supervisor the hub serves: %s", err)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         servicer.request_shutdown()  # only schedules it on the loop
@@ -106,6 +159,19 @@ def main(argv: list[str] | None = None) -> int:
     _remove_own_files(session, address)
     log.info("hub stopped")
     return 0
+
+
+def _wait_for_promotion(fd: int) -> bool:
+    """A standby hub (hub/supervisor.py): everything imported, wait to take over. False: the
+    supervisor ended the standby instead."""
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: F401  (the server loop's, imported lazily by a cold start)
+    try:
+        promoted = os.read(fd, 1) != b""
+    except OSError:
+        promoted = False
+    os.close(fd)
+    return promoted
 
 
 def _on_loop(server: ServerLoop, coro: Coroutine[Any, Any, None], what: str) -> None:

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2
-from actorhub.hub.control_store import ActorRow, JobRow
 from actorhub.hub.records import (
     ALIVE,
     DEAD,
     ActorRecord,
     Decisions,
     DuplicateActorId,
+    HostedActor,
     HubShuttingDown,
     InvalidSpec,
     JobRecord,
@@ -39,7 +39,7 @@ from actorhub.hub.records import (
     died,
     killed_message,
 )
-from actorhub.hub.transitions import TableState
+from actorhub.hub.recovery import RecoverableState
 from actorhub.namespaces.rules import anonymous_namespace
 
 __all__ = ["ActorRecord", "ActorTable", "Decisions", "KillPlan", "Placement", "Watch", "WorkerKill"]
@@ -53,13 +53,16 @@ class Watch:
     key: int
 
 
-class ActorTable(TableState):
+class ActorTable(RecoverableState):
     """Thread-safe: every public method takes the one lock; none blocks on I/O under it, so the
     hub calls them inline on its event loop. Waiting for a record to change is `watch_actor`."""
 
     # ---- nodes -------------------------------------------------------------------------
 
-    def register_node(self, node_id: str, address: str, num_cpus: float, pid: int) -> Decisions:
+    def register_node(
+        self, node_id: str, address: str, num_cpus: float, pid: int, hosted: Sequence[HostedActor] | None = None,
+    ) -> Decisions:
+        """`hosted`: the node registers again after losing the hub, and runs these actors."""
         out = Decisions()
         with self._lock:
             old = self._nodes.get(node_id)
@@ -74,7 +77,7 @@ class ActorTable(TableState):
                 generation = 1
             else:
                 generation = old.generation if same_agent else old.generation + 1
-            self._nodes[node_id] = NodeRecord(
+            node = self._nodes[node_id] = NodeRecord(
                 node_id=node_id,
                 address=address,
                 num_cpus=num_cpus,
@@ -84,6 +87,10 @@ class ActorTable(TableState):
                 generation=generation,
                 actors=len(held),
             )
+            self._dirty_nodes[node_id] = node
+            self._counters_dirty = True
+            if hosted is not None:
+                self._reconcile_locked(node, hosted, out)
             self._schedule_pending_locked(out)
         return out
 
@@ -123,6 +130,7 @@ class ActorTable(TableState):
             )
             self._jobs[job.job_id] = job
             self._dirty_jobs[job.job_id] = job
+            self._counters_dirty = True
             alive = [n for n in self._nodes.values() if n.alive]
             node_id = min(alive, key=lambda n: n.order).node_id if alive else ""
             return JobRegistration(job.job_id, job.namespace, node_id)
@@ -165,6 +173,13 @@ class ActorTable(TableState):
         with self._lock:
             if self._shutting_down:
                 raise HubShuttingDown("the hub is shutting down")
+            existing = self._actors.get(spec.actor_id)
+            if existing is not None:
+                if _same_request(existing.spec, spec):
+                    # A retry of a request that reached the hub before the caller lost the reply
+                    # (the hub restarted): the caller's actor, made once.
+                    return actor_info(existing), False, out
+                raise DuplicateActorId(f"an actor with id {spec.actor_id} already exists")
             if spec.name:
                 holder = self._names.holder(spec.namespace, spec.name)
                 if holder is not None:
@@ -173,8 +188,6 @@ class ActorTable(TableState):
                     raise NameTaken(
                         f"an actor named '{spec.name}' already exists in namespace '{spec.namespace}'"
                     )
-            if spec.actor_id in self._actors:
-                raise DuplicateActorId(f"an actor with id {spec.actor_id} already exists")
             own = common_pb2.ActorSpec()
             own.CopyFrom(spec)
             rec = ActorRecord(spec=own)
@@ -262,13 +275,16 @@ class ActorTable(TableState):
             self._schedule_pending_locked(out)
         return out
 
-    def request_kill(self, actor_id: str, no_restart: bool) -> KillPlan:
+    def request_kill(self, actor_id: str, no_restart: bool, incarnation: int | None = None) -> KillPlan:
+        """`incarnation` (with no_restart=False; None: the current one): a request retried after
+        that incarnation was replaced must not kill its successor."""
         out = Decisions()
         with self._lock:
             rec = self._get(actor_id)
             target: WorkerKill | None = None
             cause = ""
-            if rec.state != DEAD:
+            stale = not no_restart and incarnation is not None and incarnation != rec.incarnation
+            if rec.state != DEAD and not stale:
                 if no_restart:
                     target = self._kill_locked(rec, killed_message(rec), out)
                 elif rec.state == ALIVE:
@@ -407,14 +423,8 @@ class ActorTable(TableState):
             self._wake_all()
             return [n.address for n in self._nodes.values() if n.alive]
 
-    def take_dirty(self) -> tuple[list[ActorRow], list[JobRow]]:
-        """Snapshots of what changed since the last call, for the store."""
-        with self._lock:
-            actors, self._dirty_actors = self._dirty_actors, {}
-            jobs, self._dirty_jobs = self._dirty_jobs, {}
-            return (
-                [ActorRow(r.actor_id, r.spec, r.state, r.incarnation, r.num_restarts, r.node_id,
-                          r.address, r.death_cause, r.version) for r in actors.values()],
-                [JobRow(j.job_id, j.namespace, j.driver_pid, j.driver_address, j.owns_cluster, j.alive)
-                 for j in jobs.values()],
-            )
+
+def _same_request(existing: common_pb2.ActorSpec, spec: common_pb2.ActorSpec) -> bool:
+    return (existing.class_name, existing.name, existing.namespace, existing.owner_job_id,
+            existing.owner_actor_id, existing.detached) == (spec.class_name, spec.name, spec.namespace,
+                                                             spec.owner_job_id, spec.owner_actor_id, spec.detached)

@@ -84,6 +84,8 @@ class ActorRecord:
     pending_reason: str = ""
     infeasible: bool = False
     version: int = 0
+    # The spec changed since the store last wrote it (a dead actor's class and arguments dropped).
+    spec_dirty: bool = False
 
     @property
     def actor_id(self) -> str:
@@ -122,6 +124,27 @@ class JobRecord:
     driver_address: str
     owns_cluster: bool
     alive: bool = True
+
+
+@dataclass(frozen=True)
+class HubInfo:
+    """This hub process, as `actorhub status` shows it."""
+
+    started_at: float = 0.0  # Unix time
+    restarts: int = 0  # hubs started on this store before this one
+    store_path: str = ""
+
+
+@dataclass(frozen=True)
+class HostedActor:
+    """An actor's worker as a node agent reports it when it registers again (a hub restart)."""
+
+    actor_id: str
+    incarnation: int
+    address: str = ""
+    worker_id: str = ""
+    pid: int = 0
+    starting: bool = False  # its constructor still runs
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,20 @@ on the loop (`AsyncNodeClient`), and what they return is fed back to the table. 
 thread while it waits: a lease is a coroutine waiting for the hub's shutdown or its RPC's end,
 a long poll (WaitActor) a future the table wakes when the actor's record changes, a StartActor
 a task that awaits the node's reply however long the constructor takes, and the timers (retry
-pending actors, a job's lease arrival) are the loop's. Changed records go to the control store
-through its writer thread (`StoreWriter`).
+pending actors, a job's lease arrival) are the loop's.
+
+Changed records go to the control store through its writer thread (`StoreWriter`), and an RPC
+that made a decision (CreateActor, KillActor, RegisterJob, RegisterNode) answers only once it
+is on disk, as StartActor and KillWorker calls to nodes go out only then: a hub restarted from
+the store never forgets what it told anyone. A restarted hub (`recover`) gives the nodes and
+drivers of its store a grace period to reconnect (`hub/recovery.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from functools import partial
 from typing import Any, NoReturn, cast
@@ -29,6 +35,8 @@ from actorhub.hub.control_store import StoreWriter
 from actorhub.hub.records import (
     Decisions,
     DuplicateActorId,
+    HostedActor,
+    HubInfo,
     HubShuttingDown,
     InvalidSpec,
     NameTaken,
@@ -65,7 +73,8 @@ _NODE_SHUTDOWN_TIMEOUT_S = 5.0
 _STOP_DELAY_S = 0.1
 # How long an owns_cluster job's end waits for its actors' kills before stopping the nodes.
 _OWNER_KILL_WAIT_S = 10.0
-# How long a registered job may take to open its lease before its driver is taken as dead.
+# How long a registered job may take to open its lease before its driver is taken as dead;
+# also how long a restarted hub waits for the nodes and drivers of its store to reconnect.
 _LEASE_ARRIVAL_S = 10.0
 
 
@@ -101,10 +110,12 @@ class HubServicer(hub_pb2_grpc.HubServicer):
         loop: asyncio.AbstractEventLoop,
         on_stop: Callable[[], None],
         deadlines: RpcDeadlines | None = None,
+        info: HubInfo | None = None,
     ) -> None:
         """Serves on `loop` (the server's); `channels` is used only there. `on_stop` is called
         once, on the loop, when the server should stop."""
         self._deadlines = deadlines or RpcDeadlines()
+        self._info = info or HubInfo(started_at=time.time())
         self._table = table
         self._store = store
         self._channels = channels
@@ -124,10 +135,13 @@ class HubServicer(hub_pb2_grpc.HubServicer):
     # ---- nodes and jobs ----------------------------------------------------------------
 
     async def RegisterNode(self, request: hub_pb2.RegisterNodeRequest, context: Context) -> hub_pb2.RegisterNodeReply:
-        log.info("node %s registered at %s with %s CPUs (pid %d)",
-                 request.node_id, request.address, request.num_cpus, request.pid)
-        self._carry_out(self._table.register_node(
-            request.node_id, request.address, request.num_cpus, request.pid))
+        hosted = [HostedActor(a.actor_id, a.incarnation, a.address, a.worker_id, a.pid, a.starting)
+                  for a in request.actors] if request.reconnect else None
+        log.info("node %s %sregistered at %s with %s CPUs (pid %d)%s", request.node_id,
+                 "re" if request.reconnect else "", request.address, request.num_cpus, request.pid,
+                 f", hosting {len(hosted)} actors" if hosted is not None else "")
+        await self._written(self._carry_out(self._table.register_node(
+            request.node_id, request.address, request.num_cpus, request.pid, hosted)))
         # As for jobs: a node agent that registered and never opened its lease (killed in
         # between, or not a node agent at all) would stay "alive" and be sent actors.
         generation = self._table.lease_node(request.node_id)
@@ -161,7 +175,7 @@ class HubServicer(hub_pb2_grpc.HubServicer):
                 request.namespace, request.driver_pid, request.driver_address, request.owns_cluster)
         except HubShuttingDown as err:
             await self._abort(context, err)
-        self._persist()
+        await self._written(self._persist())  # its id must never be handed out again
         log.info("job %s registered in namespace %s (driver pid %d)",
                  job.job_id, job.namespace, request.driver_pid)
         # A driver killed between RegisterJob and its lease reaching us would hold its job
@@ -246,7 +260,7 @@ class HubServicer(hub_pb2_grpc.HubServicer):
             info, existed, decisions = self._table.create_actor(request.spec, request.get_if_exists)
         except _TABLE_ERRORS as err:
             await self._abort(context, err)
-        self._carry_out(decisions)
+        await self._written(self._carry_out(decisions))
         return hub_pb2.CreateActorReply(actor=info, existed=existed)
 
     async def WaitActor(self, request: hub_pb2.WaitActorRequest, context: Context) -> common_pb2.ActorInfo:
@@ -291,10 +305,12 @@ class HubServicer(hub_pb2_grpc.HubServicer):
 
     async def KillActor(self, request: hub_pb2.KillActorRequest, context: Context) -> common_pb2.Empty:
         try:
-            plan = self._table.request_kill(request.actor_id, request.no_restart)
+            incarnation = request.incarnation if request.HasField("incarnation") else None
+            plan = self._table.request_kill(request.actor_id, request.no_restart, incarnation)
         except UnknownActor as err:
             await self._abort(context, err)
-        self._carry_out(plan.decisions)
+        # On disk before the worker dies: a hub restarted in between must not restart it.
+        await self._written(self._carry_out(plan.decisions))
         target = plan.target
         if target is not None:
             # The node also reports this exit; whichever arrives second finds it stale. A task
@@ -311,7 +327,11 @@ class HubServicer(hub_pb2_grpc.HubServicer):
         return common_pb2.Empty()
 
     async def GetClusterStatus(self, request: common_pb2.Empty, context: Context) -> hub_pb2.ClusterStatus:
-        return self._table.cluster_status()
+        status = self._table.cluster_status()
+        status.hub_started_at = self._info.started_at
+        status.hub_restarts = self._info.restarts
+        status.store_path = self._info.store_path
+        return status
 
     async def ReportLentCpus(self, request: hub_pb2.LentCpus, context: Context) -> hub_pb2.ActorCpus:
         decisions, reserved, wanted = self._table.report_lent(request.node_id, request.lent)
@@ -368,19 +388,22 @@ class HubServicer(hub_pb2_grpc.HubServicer):
 
     # ---- carrying out decisions --------------------------------------------------------
 
-    def _carry_out(self, decisions: Decisions) -> None:
-        """On the loop: persist, then start what the decisions ask for as tasks."""
-        self._persist()
+    def _carry_out(self, decisions: Decisions) -> int:
+        """On the loop: persist, then start what the decisions ask for as tasks, each once the
+        store has the decision. The store's ticket, for an RPC to answer once it is written."""
+        ticket = self._persist()
         for placement in decisions.placements:
-            self._spawn(partial(self._start_actor, placement), placement)
+            self._spawn(partial(self._start_actor, placement, ticket), placement)
         for kill in decisions.kills:
-            self._spawn(partial(self._kill_and_report, kill, "its worker process was killed"), kill)
+            self._spawn(partial(self._kill_and_report, kill, "its worker process was killed", ticket), kill)
         if decisions.retry_after is not None:
             self._retry_later(decisions.retry_after)
         if decisions.shutdown_cluster:
             self._spawn(self.shutdown_cluster, "shutdown")
+        return ticket
 
-    async def _start_actor(self, placement: Placement) -> None:
+    async def _start_actor(self, placement: Placement, ticket: int = 0) -> None:
+        await self._written(ticket)
         try:
             # The constructor runs inside this call and may take long (actor_start_s).
             reply = await self._node(placement.node_address).start_actor(placement.spec, placement.incarnation)
@@ -403,7 +426,8 @@ class HubServicer(hub_pb2_grpc.HubServicer):
             log.warning("KillWorker(%s, incarnation %d) on node %s failed: %s",
                         kill.actor_id, kill.incarnation, kill.node_id, _describe(err))
 
-    async def _kill_and_report(self, kill: WorkerKill, cause: str) -> None:
+    async def _kill_and_report(self, kill: WorkerKill, cause: str, ticket: int = 0) -> None:
+        await self._written(ticket)
         await self._kill_worker(kill)
         # Only a record still waiting for this kill changes; for an orphan this is stale.
         self._carry_out(self._table.worker_exited(kill.actor_id, kill.incarnation, cause, kill.node_id))
@@ -437,11 +461,34 @@ class HubServicer(hub_pb2_grpc.HubServicer):
             # A bug, not a node failure (those are handled inside): keep the hub serving.
             log.error("hub background call failed: %r", what, exc_info=err)
 
-    def _persist(self) -> None:
-        """Hand what changed to the store's writer thread: the loop never waits on the disk."""
-        actors, jobs = self._table.take_dirty()
-        if self._store is not None:
-            self._store.save(actors, jobs)
+    def _persist(self) -> int:
+        """Hand what changed to the store's writer thread: the loop never waits on the disk.
+        The ticket to await (`_written`) for it to be on disk."""
+        batch = self._table.take_dirty()
+        return self._store.save(batch) if self._store is not None else 0
+
+    async def _written(self, ticket: int) -> None:
+        """Once the store has committed everything up to `ticket`."""
+        if self._store is None or ticket <= 0:
+            return
+        written: asyncio.Future[None] = self._loop.create_future()
+        self._store.when_written(ticket, partial(self._wake_soon, written))
+        await written
+
+    # ---- a restarted hub ---------------------------------------------------------------
+
+    def recover(self, decisions: Decisions, nodes: list[tuple[str, int]], jobs: list[str]) -> None:
+        """On the loop, once serving, for a hub that restored its table from the store: carry out
+        what the restore decided, and take the nodes and drivers that do not reconnect within
+        the grace period as dead (their leases never came back)."""
+        if nodes or jobs:
+            log.info("recovering: waiting up to %.0f s for %d nodes and %d drivers to reconnect",
+                     _LEASE_ARRIVAL_S, len(nodes), len(jobs))
+        for node_id, generation in nodes:
+            self._loop.call_later(_LEASE_ARRIVAL_S, self._end_node_without_lease, node_id, generation)
+        for job_id in jobs:
+            self._loop.call_later(_LEASE_ARRIVAL_S, self._end_job_without_lease, job_id)
+        self._carry_out(decisions)
 
     def _node(self, address: str) -> AsyncNodeClient:
         client = self._node_clients.get(address)

@@ -77,6 +77,9 @@ class TableState:
         self._shutting_down = False
         self._dirty_actors: dict[str, ActorRecord] = {}
         self._dirty_jobs: dict[str, JobRecord] = {}
+        self._dirty_nodes: dict[str, NodeRecord] = {}
+        self._forgotten: list[str] = []
+        self._counters_dirty = False
 
     def _get(self, actor_id: str) -> ActorRecord:
         rec = self._actors.get(actor_id)
@@ -119,6 +122,7 @@ class TableState:
         rec.kill_requested = True
         if not rec.kill_message:
             rec.kill_message = message
+        self._touch(rec)  # persisted: a hub restarted mid-kill must not restart the actor
         if rec.state == ALIVE:
             return self._worker_kill(rec)
         # No process yet; a StartActor in flight finds the record DEAD and kills what it made.
@@ -186,6 +190,7 @@ class TableState:
             slim.ClearField("pickled_class")
             slim.ClearField("init_args")
             rec.spec = slim
+            rec.spec_dirty = True
         self._touch(rec)
         self._remember_dead(rec)
         for child_id in sorted(self._children.pop(rec.actor_id, ())):
@@ -201,6 +206,8 @@ class TableState:
             oldest = next(iter(self._dead))
             del self._dead[oldest]
             self._actors.pop(oldest, None)
+            self._dirty_actors.pop(oldest, None)
+            self._forgotten.append(oldest)
 
     def _release(self, rec: ActorRecord) -> None:
         if not rec.reserved_on:
@@ -309,6 +316,7 @@ class TableState:
 
     def _node_died_locked(self, node: NodeRecord, out: Decisions) -> None:
         node.alive = False
+        self._dirty_nodes[node.node_id] = node
         cause = f"its node {node.node_id} died"
         for rec in list(self._actors.values()):
             if rec.state != DEAD and rec.node_id == node.node_id and (rec.state == ALIVE or rec.placing):

@@ -11,6 +11,12 @@ at once while registrations, store calls and node info are answered. Handlers th
 (the store's copies, transfers between nodes) run on bounded executors (object_store/service.py).
 The node's own calls to the hub (registration, the lease, exit reports) are sync, each on a
 thread of its own.
+
+The hub may crash and be restarted by its supervisor: a lease that breaks without the hub
+asking the node to stop does not stop the node. It registers again (`reconnect=True`, with
+the actors it hosts, so the restarted hub can reconcile its table) and reopens the lease,
+with a backoff, for up to `Config.hub_reconnect_timeout_s`; only then does it stop. Its
+workers, and calls between actors, go on meanwhile.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ import queue
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -53,7 +61,21 @@ from actorhub.wire.worker import AsyncWorkerClient
 
 log = logging.getLogger(__name__)
 
+# A report the hub refuses (not for being away) is dropped after this many attempts.
 _REPORT_ATTEMPTS = 5
+# Pauses between attempts to reach a hub that is away: doubled per failure, up to the last.
+_RETRY_FIRST_S = 0.05
+_RETRY_MAX_S = 1.0
+# A lease that held this long was the hub back for good: the next break starts a new backoff.
+_LEASE_STABLE_S = 1.0
+StartKey = tuple[str, int]
+
+
+@dataclass(eq=False)
+class _PendingReport:
+    report: hub_pb2.WorkerExitReport
+    attempts: int = 0
+    first_failure: float | None = None
 
 
 @dataclass(frozen=True)
@@ -78,9 +100,13 @@ class NodeAgent:
         self._channels = ChannelPool(self.session.token, self.config.max_message_bytes)
         # Used on the server's loop only: StartActor's calls to workers.
         self._worker_channels = AsyncChannelPool(self.session.token, self.config.max_message_bytes)
-        # StartActors under way, each shielded from its call's cancellation (see start_actor).
-        self._starts: set[asyncio.Task[node_pb2.NodeStartActorReply]] = set()
-        self._hub = HubClient(self._channels, options.hub_address, self.config.deadlines)
+        # StartActors under way by (actor, incarnation), each shielded from its call's
+        # cancellation (see start_actor); a repeated StartActor joins the one under way.
+        self._starts: dict[StartKey, asyncio.Task[node_pb2.NodeStartActorReply]] = {}
+        self._hub = HubClient(
+            self._channels, options.hub_address, self.config.deadlines,
+            reconnect_s=self.config.hub_reconnect_timeout_s,
+        )
         self.pool = WorkerPool(
             node_id=self.node_id,
             logs_dir=str(self.session.logs),
@@ -156,7 +182,7 @@ class NodeAgent:
         self.objects.close()
 
     async def _close_loop_side(self) -> None:
-        for task in list(self._starts):
+        for task in list(self._starts.values()):
             task.cancel()
         await self._worker_channels.close()
 
@@ -177,17 +203,77 @@ class NodeAgent:
         return False
 
     def _hold_lease(self) -> None:
-        reason = "the hub ended the node's lease"
+        """Hold the node's lease until the hub asks the node to stop, reconnecting whenever it
+        breaks, until the hub has been away for hub_reconnect_timeout_s. The hub is back once
+        a reopened lease holds: one that breaks again at once does not restart the clock."""
+        timeout = self.config.hub_reconnect_timeout_s
+        hub = self.options.hub_address
+        broken_at: float | None = None  # when the lease broke; None while it holds
+        why = ""
+        pause = _RETRY_FIRST_S
+        while not self._stop.is_set():
+            if broken_at is not None:
+                if time.monotonic() - broken_at >= timeout:
+                    reason = (f"the hub at {hub} did not come back within {timeout:g} s of the node's lease "
+                              f"breaking ({why})")
+                    log.error("node %s stops: %s", self.node_id, reason)
+                    self.request_stop(reason)
+                    return
+                if not self._register_again(broken_at + timeout):
+                    if self._stop.wait(pause):
+                        return
+                    pause = min(pause * 2, _RETRY_MAX_S)
+                    continue
+                log.warning("node %s registered again with the hub at %s, %.1f s after its lease broke; "
+                            "reopening the lease", self.node_id, hub, time.monotonic() - broken_at)
+            opened_at = time.monotonic()
+            try:
+                stop_reason = self._lease_until_end()
+            except RpcFailedError as e:
+                if self._stop.is_set():
+                    return
+                code = e.code.name if e.code is not None else "UNKNOWN"
+                why = f"{code}: {e.details}"
+                now = time.monotonic()
+                if broken_at is None or now - opened_at >= _LEASE_STABLE_S:
+                    broken_at, pause = now, _RETRY_FIRST_S
+                    log.warning("node %s's lease with the hub at %s broke (%s); reconnecting for up to %g s",
+                                self.node_id, hub, why, timeout)
+                else:
+                    log.warning("node %s's reopened lease broke at once (%s)", self.node_id, why)
+                    if self._stop.wait(pause):
+                        return
+                    pause = min(pause * 2, _RETRY_MAX_S)
+                continue
+            self.request_stop(stop_reason)
+            return
+
+    def _lease_until_end(self) -> str:
+        """Hold one lease stream; the reason to stop when the hub ends it. A break raises."""
+        lease = self._hub.node_lease(self.node_id)
+        self._lease = lease
+        if self._stop.is_set():  # shutdown began before it could cancel this stream
+            lease.cancel()
+        for event in lease:
+            if event.shutdown:
+                return "the hub asked the node to shut down"
+        return "the hub ended the node's lease"
+
+    def _register_again(self, give_up_at: float) -> bool:
+        """RegisterNode with reconnect=True and the actors hosted here; False if it failed."""
+        hosted = self.pool.hosted()
+        remaining = give_up_at - time.monotonic()
+        log.info("node %s registering again with the hub at %s (%d actor(s) hosted, %.1f s left)",
+                 self.node_id, self.options.hub_address, len(hosted), remaining)
         try:
-            self._lease = self._hub.node_lease(self.node_id)
-            for event in self._lease:
-                if event.shutdown:
-                    reason = "the hub asked the node to shut down"
-                    break
+            self._hub.register_node(
+                self.node_id, self.address, self.num_cpus, os.getpid(),
+                max(0.1, min(remaining, self.config.deadlines.control_s)), reconnect=True, actors=hosted,
+            )
         except RpcFailedError as e:
-            code = e.code.name if e.code is not None else "UNKNOWN"
-            reason = f"the node's lease broke ({code}): the hub is gone"
-        self.request_stop(reason)
+            log.info("node %s could not register again: %s", self.node_id, e)
+            return False
+        return True
 
     # -- exit reports ---------------------------------------------------------------------------
 
@@ -199,20 +285,59 @@ class NodeAgent:
         ))
 
     def _send_reports(self) -> None:
-        while (report := self._reports.get()) is not None:
-            for attempt in range(_REPORT_ATTEMPTS):
-                if self._stop.is_set():
-                    return  # the hub learns of the node's end through the lease
-                try:
-                    self._hub.report_worker_exit(
-                        report.node_id, report.actor_id, report.incarnation, report.pid, report.exit_code,
-                        report.signal,
-                    )
-                    break
-                except RpcFailedError as e:
-                    log.warning("reporting the exit of actor %s's worker failed (attempt %d): %s",
-                                report.actor_id, attempt + 1, e)
-                    time.sleep(0.2 * (attempt + 1))
+        """Send exit reports in order. While the hub is away they wait, each for up to
+        hub_reconnect_timeout_s since it first failed; one the hub refuses goes behind the others."""
+        pending: deque[_PendingReport] = deque()
+        pause = _RETRY_FIRST_S
+        while True:
+            if not pending:
+                first = self._reports.get()
+                if first is None:
+                    return
+                pending.append(_PendingReport(first))
+            while not self._reports.empty():
+                report = self._reports.get_nowait()
+                if report is None:
+                    return
+                pending.append(_PendingReport(report))
+            if self._stop.is_set():
+                return  # the hub learns of the node's end through the lease
+            if self._send_pending(pending):
+                pause = _RETRY_FIRST_S
+                continue
+            if self._stop.wait(pause):
+                return
+            pause = min(pause * 2, _RETRY_MAX_S)
+
+    def _send_pending(self, pending: deque[_PendingReport]) -> bool:
+        """Send the pending reports in order; False once one failed (it stays pending)."""
+        while pending:
+            item = pending[0]
+            r = item.report
+            try:
+                self._hub.report_worker_exit(r.node_id, r.actor_id, r.incarnation, r.pid, r.exit_code, r.signal)
+                pending.popleft()
+                continue
+            except RpcFailedError as e:
+                error = e
+            now = time.monotonic()
+            item.attempts += 1
+            if item.first_failure is None:
+                item.first_failure = now
+            away = error.code in GONE_CODES
+            if (away and now - item.first_failure >= self.config.hub_reconnect_timeout_s) or (
+                not away and item.attempts >= _REPORT_ATTEMPTS
+            ):
+                log.error("giving up reporting the exit of actor %s's worker (pid %d) after %d attempts: %s",
+                          r.actor_id, r.pid, item.attempts, error)
+                pending.popleft()
+                continue
+            log.warning("reporting the exit of actor %s's worker failed (attempt %d): %s",
+                        r.actor_id, item.attempts, error)
+            if not away:
+                pending.rotate(-1)  # the hub is there: the others need not wait for this one
+            return False
+        return True
 
     # -- Node service operations ----------------------------------------------------------------
 
@@ -220,13 +345,20 @@ class NodeAgent:
         # Shielded: a caller that gives up (its deadline, the hub's end) does not interrupt a
         # start half way, which would leave a worker in an unknown state; the start finishes,
         # as it did when it had a thread, and the hub kills what it no longer wants.
-        task = asyncio.ensure_future(self._start_actor(request))
-        self._starts.add(task)
-        task.add_done_callback(self._start_done)
+        key = (request.spec.actor_id, request.incarnation)
+        task = self._starts.get(key)
+        if task is None or task.done():
+            task = asyncio.ensure_future(self._start_actor(request))
+            self._starts[key] = task
+            task.add_done_callback(partial(self._start_done, key))
+        else:
+            # A hub that restarted while this start ran sends it again: one instance, never two.
+            log.info("StartActor for actor %s (incarnation %d) joins the start under way", *key)
         return await asyncio.shield(task)
 
-    def _start_done(self, task: asyncio.Task[node_pb2.NodeStartActorReply]) -> None:
-        self._starts.discard(task)
+    def _start_done(self, key: StartKey, task: asyncio.Task[node_pb2.NodeStartActorReply]) -> None:
+        if self._starts.get(key) is task:
+            del self._starts[key]
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("StartActor failed unexpectedly", exc_info=error)
 

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from actorhub._proto.v1 import node_pb2
 from actorhub.node.workers import Counts, PoolError, State, Waiter, Worker, wake
 from actorhub.node.zygote import FrameReader, ZygoteProcess, encode_frame, write_all
+from actorhub.wire.records import HostedActor
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +242,22 @@ class WorkerPool:
             if worker is None or worker.incarnation != incarnation or worker.exited:
                 return None
             return worker
+
+    def hosted(self) -> list[HostedActor]:
+        """The actors this node runs or is starting (a StartActor in a constructor or waiting
+        for a worker), as a node registering again after losing the hub reports them."""
+        with self._cond:
+            hosted = [
+                HostedActor(
+                    actor_id=w.actor_id, incarnation=w.incarnation,
+                    address=w.address if w.state is State.ACTOR else "",
+                    worker_id=w.worker_id, pid=w.pid, starting=w.state is not State.ACTOR,
+                )
+                for w in self._by_actor.values() if not (w.exited or w.killed)
+            ]
+            waiting = self._waiters
+            hosted += [HostedActor(actor_id=a.actor_id, incarnation=a.incarnation, starting=True) for a in waiting]
+            return hosted
 
     def kill(self, worker: Worker) -> None:
         with self._cond:

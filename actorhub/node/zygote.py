@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
+from actorhub.cluster.lifetime import set_parent_death_signal
+
 if TYPE_CHECKING:
     from actorhub._proto.v1 import node_pb2
 
@@ -52,7 +54,6 @@ DEFAULT_CHILD_ENTRY = "actorhub.worker.service:run_worker"
 _HEADER = struct.Struct(">I")
 # A command or event is a few hundred bytes; anything near this is a corrupt stream.
 MAX_FRAME = 16 * 1024 * 1024
-_PR_SET_PDEATHSIG = 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,18 +197,6 @@ def fork(*, session_dir: Path, hub_address: str, bind_host: str | None, log_path
 
 # ---------------------------------------------------------------------------------------------
 # The zygote process itself.
-
-
-def set_parent_death_signal(sig: int) -> None:
-    """Ask the kernel to send `sig` to this process when its parent exits (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
 
 
 def _log(message: str) -> None:

@@ -32,12 +32,15 @@ class Endpoint:
         bind_host: str,
         deadlines: RpcDeadlines,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        hub_reconnect_s: float = 60.0,
     ) -> None:
+        """`hub_reconnect_s` is Config.hub_reconnect_timeout_s: how long this process rides
+        out a hub that is down (restarting) before what needs it fails."""
         self.token = token
         self.hub_address = hub_address
         self.deadlines = deadlines
         self.channels = ChannelPool(token, max_message_bytes)
-        self.hub = HubClient(self.channels, hub_address, deadlines)
+        self.hub = HubClient(self.channels, hub_address, deadlines, reconnect_s=hub_reconnect_s)
         self._server = ServerLoop(token, name="actorhub-io", max_message_bytes=max_message_bytes)
         self.address = self._server.bind(bind_host)
         self._close_service: Callable[[], None] = _nothing

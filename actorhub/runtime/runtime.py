@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from actorhub.exceptions import (
-    ActorHubSystemError,
     GetTimeoutError,
     NoRuntimeError,
     ObjectLostError,
@@ -33,6 +32,7 @@ from actorhub.runtime.object_ref import ObjectRef, capturing_refs
 from actorhub.runtime.object_table import ObjectTable
 from actorhub.wire.call_stream import ActorConnection
 from actorhub.wire.errors import ErrorKind, system_error, to_exception
+from actorhub.wire.hub import JobLease
 from actorhub.wire.rpc import check_message_size
 from actorhub.wire.worker import WorkerClient
 
@@ -76,6 +76,7 @@ class Runtime:
         self.closed = False
         self._close_hooks: list[Callable[[], None]] = []
         self._store_client: Any = None
+        self._job_lease: JobLease | None = None
 
     # -- identity: read-only, fixed at construction ------------------------------------------------
     @property
@@ -391,31 +392,21 @@ class Runtime:
         return future
 
     # -- lifecycle --------------------------------------------------------------------------------
-    def job_lease(self, timeout: float) -> Any:
+    def job_lease(self, timeout: float) -> JobLease:
         """Open the job's lease; returns once the hub has acknowledged it.
 
-        From then on this process's death, however abrupt, ends the job at the hub.
+        From then on this process's death, however abrupt, ends the job at the hub. A lease
+        that breaks while this process lives (a hub restart) is reopened (wire.hub.JobLease);
+        close() ends it.
         """
-        lease = self.hub.job_lease(self.job_id)
-        ack = threading.Event()
-        failure: list[BaseException] = []
-
-        def hold() -> None:
-            try:
-                for _ in lease:
-                    ack.set()
-            except RpcFailedError as e:
-                failure.append(e)
-            finally:
-                ack.set()
-
-        threading.Thread(target=hold, name="actorhub-job-lease", daemon=True).start()
-        if not ack.wait(timeout) or failure:
-            lease.cancel()
-            raise ActorHubSystemError(f"the hub at {self.hub_address} did not accept job {self.job_id}'s lease")
+        lease = JobLease(self.hub, self.job_id)
+        lease.open(timeout)
+        self._job_lease = lease
         return lease
 
     def close(self) -> None:
+        if self._job_lease is not None:
+            self._job_lease.cancel()
         for hook in self._close_hooks:
             try:
                 hook()

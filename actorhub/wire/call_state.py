@@ -15,7 +15,9 @@ The rules, in short (ARCHITECTURE.md, "The call path"):
   ActorUnavailableError (or are retried) and the connection reconnects. Dead: everything fails.
 - A stream never taken delivered nothing: its calls go first in line again, retries untouched,
   and the hub is asked again after `RECONNECT_WAIT_S`.
-- A hub unreachable for `HUB_UNREACHABLE_S` fails every call with ActorUnavailableError.
+- A hub unreachable for `hub_unreachable_s` (at least `HUB_UNREACHABLE_S`; the connection
+  gives its process's hub reconnect timeout, as long as a restarting hub may take) fails every
+  call with ActorUnavailableError. A stream that is up never needs the hub.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ _UNAVAILABLE = ErrorKind.ACTOR_UNAVAILABLE
 
 # How long a broken stream waits for the hub to report a restart before calling it transient.
 RESTART_WAIT_S = 30.0
-# How long calls wait for an unreachable hub before failing with ActorUnavailableError.
+# How long calls wait for an unreachable hub before failing with ActorUnavailableError, at least.
 HUB_UNREACHABLE_S = 10.0
 # The longest single long poll of the hub.
 POLL_S = 2.0
@@ -125,8 +127,10 @@ class CallState:
         max_task_retries: int,
         max_pending_calls: int,
         clock: Callable[[], float] = time.monotonic,
+        hub_unreachable_s: float = HUB_UNREACHABLE_S,
     ) -> None:
         self.actor_id = actor_id
+        self._hub_unreachable_s = hub_unreachable_s
         self.class_name = class_name
         self.max_task_retries = max_task_retries
         self._max_pending = max_pending_calls
@@ -265,7 +269,7 @@ class CallState:
         if self._unreachable_since is None:
             self._unreachable_since = now
         fail: list[Completion] = []
-        if now - self._unreachable_since > HUB_UNREACHABLE_S:
+        if now - self._unreachable_since > self._hub_unreachable_s:
             fail = self._fail(self._take_all(), (
                 f"the hub is unreachable ({failure.reason}); cannot reach the {self.class_name} actor"
             ), _UNAVAILABLE)

@@ -27,6 +27,7 @@ from actorhub.exceptions import RpcFailedError
 from actorhub.runtime.borrowing import Borrowing
 from actorhub.runtime.object_table import ErrorOrigin, ObjectTable
 from actorhub.wire.call_state import (
+    HUB_UNREACHABLE_S,
     AskHub,
     CallState,
     Connect,
@@ -87,8 +88,12 @@ class ActorConnection:
         self.actor_id = actor_id
         self.class_name = class_name
         self._cond = threading.Condition()
-        # Every decision, and the queues; guarded by _cond.
-        self._state = CallState(actor_id, class_name, max_task_retries, max_pending_calls, clock)
+        # Every decision, and the queues; guarded by _cond. Calls waiting on the hub (a broken
+        # stream, a first connect) wait for it as long as a restarting hub may take.
+        self._state = CallState(
+            actor_id, class_name, max_task_retries, max_pending_calls, clock,
+            hub_unreachable_s=max(HUB_UNREACHABLE_S, host.hub.reconnect_s),
+        )
         self._thread: threading.Thread | None = None
         self._responses: Any = None  # the live stream's call object, to cancel it
         # Wakes gRPC's request thread. A C-level queue wakes a blocked thread faster than a
@@ -219,7 +224,10 @@ class ActorConnection:
         except ValueError:  # the hub has no such actor
             return HubFailure("NOT_FOUND", unknown_actor=True)
         except RpcFailedError as e:
-            return HubFailure(e.code.name if e.code is not None else "UNKNOWN", unknown_actor=False)
+            # A stream that is up needs no hub: only calls waiting to (re)connect wait for it.
+            code = e.code.name if e.code is not None else "UNKNOWN"
+            reason = f"{code}: the control plane at {self._host.hub.address} is down or recovering"
+            return HubFailure(reason, unknown_actor=False)
         if info.infeasible and not self._warned_infeasible:
             # As Ray does: a request no node can fit waits (a node may join), but not silently.
             self._warned_infeasible = True

@@ -109,6 +109,27 @@ class ClusterStatus:
     live_jobs: int
     driver_addresses: tuple[str, ...]
     """Of the live jobs: owners of objects, as actors are."""
+    hub_started_at: float = 0.0
+    """Unix time the hub process that answered started serving."""
+    hub_restarts: int = 0
+    """Times a hub started on this store after the first (crashes its supervisor recovered)."""
+    store_path: str = ""
+    """The hub's durable store (SQLite)."""
+
+
+@dataclass(frozen=True)
+class HostedActor:
+    """An actor's worker as its node agent knows it, reported when the node registers again
+    after losing the hub, so a restarted hub can reconcile its table with what really runs."""
+
+    actor_id: str
+    incarnation: int
+    address: str = ""
+    """The worker's Worker service; "" while its constructor runs."""
+    worker_id: str = ""
+    pid: int = 0
+    starting: bool = False
+    """A StartActor for it is under way (its constructor runs, or it waits for a worker)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -258,7 +258,7 @@ def run_worker(boot: WorkerBoot) -> NoReturn:
     config = Config.load()
     endpoint = Endpoint(
         token=token, hub_address=boot.hub_address, bind_host=boot.bind_host, deadlines=config.deadlines,
-        max_message_bytes=config.max_message_bytes,
+        max_message_bytes=config.max_message_bytes, hub_reconnect_s=config.hub_reconnect_timeout_s,
     )
     service = WorkerService(endpoint, boot)
     endpoint.serve(service, service.close)

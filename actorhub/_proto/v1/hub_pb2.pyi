@@ -9,16 +9,36 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterNodeRequest(_message.Message):
-    __slots__ = ("node_id", "address", "num_cpus", "pid")
+    __slots__ = ("node_id", "address", "num_cpus", "pid", "reconnect", "actors")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NUM_CPUS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
+    RECONNECT_FIELD_NUMBER: _ClassVar[int]
+    ACTORS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     num_cpus: float
     pid: int
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., num_cpus: _Optional[float] = ..., pid: _Optional[int] = ...) -> None: ...
+    reconnect: bool
+    actors: _containers.RepeatedCompositeFieldContainer[HostedActor]
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., num_cpus: _Optional[float] = ..., pid: _Optional[int] = ..., reconnect: _Optional[bool] = ..., actors: _Optional[_Iterable[_Union[HostedActor, _Mapping]]] = ...) -> None: ...
+
+class HostedActor(_message.Message):
+    __slots__ = ("actor_id", "incarnation", "address", "worker_id", "pid", "starting")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    STARTING_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    incarnation: int
+    address: str
+    worker_id: str
+    pid: int
+    starting: bool
+    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., address: _Optional[str] = ..., worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., starting: _Optional[bool] = ...) -> None: ...
 
 class RegisterNodeReply(_message.Message):
     __slots__ = ()
@@ -111,12 +131,14 @@ class ListActorsReply(_message.Message):
     def __init__(self, actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ...) -> None: ...
 
 class KillActorRequest(_message.Message):
-    __slots__ = ("actor_id", "no_restart")
+    __slots__ = ("actor_id", "no_restart", "incarnation")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     NO_RESTART_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     no_restart: bool
-    def __init__(self, actor_id: _Optional[str] = ..., no_restart: _Optional[bool] = ...) -> None: ...
+    incarnation: int
+    def __init__(self, actor_id: _Optional[str] = ..., no_restart: _Optional[bool] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class WorkerExitReport(_message.Message):
     __slots__ = ("node_id", "actor_id", "incarnation", "pid", "exit_code", "signal")
@@ -167,13 +189,19 @@ class ActorCpus(_message.Message):
     def __init__(self, reserved: _Optional[float] = ..., wanted: _Optional[float] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("nodes", "actors", "live_jobs", "driver_addresses")
+    __slots__ = ("nodes", "actors", "live_jobs", "driver_addresses", "hub_started_at", "hub_restarts", "store_path")
     NODES_FIELD_NUMBER: _ClassVar[int]
     ACTORS_FIELD_NUMBER: _ClassVar[int]
     LIVE_JOBS_FIELD_NUMBER: _ClassVar[int]
     DRIVER_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    HUB_STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    HUB_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    STORE_PATH_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
     actors: _containers.RepeatedCompositeFieldContainer[_common_pb2.ActorInfo]
     live_jobs: int
     driver_addresses: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ..., live_jobs: _Optional[int] = ..., driver_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+    hub_started_at: float
+    hub_restarts: int
+    store_path: str
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ..., live_jobs: _Optional[int] = ..., driver_addresses: _Optional[_Iterable[str]] = ..., hub_started_at: _Optional[float] = ..., hub_restarts: _Optional[int] = ..., store_path: _Optional[str] = ...) -> None: ...
