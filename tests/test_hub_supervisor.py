@@ -277,13 +277,10 @@ def _cli(*args: str) -> str:
     return result.stdout
 
 
-def test_actorhub_start_survives_a_killed_hub_and_stop_ends_it(
-    session_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_actorhub_start_survives_a_killed_hub_and_stop_ends_it(session_root: Path, tmp_path: Path) -> None:
     store = tmp_path / "elsewhere" / "hub.sqlite3"
     store.parent.mkdir()
-    monkeypatch.setenv("ACTORHUB_HUB_STORE_PATH", str(store))
-    out = _cli("start", "--head", "--num-cpus", "1")
+    out = _cli("start", "--head", "--num-cpus", "1", "--store", str(store))
     try:
         assert f"hub store:    {store}" in out
         session = latest_session(session_root)
