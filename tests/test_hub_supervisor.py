@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from _hub_fakes import alive, fake_starts, hub_pid_of_connection, start_supervisor, supervisor_env, wait_for
-from _procs import parents
+from _procs import children, parents
 
 import actorhub
 from actorhub.cluster import launcher
@@ -110,6 +110,33 @@ def test_a_killed_hub_is_back_on_the_same_port_within_a_second(session: Path, po
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
         assert not alive(second)
+    finally:
+        _end(proc)
+
+
+def test_a_standby_hub_takes_over_at_once(session: Path, port: int) -> None:
+    proc = start_supervisor(session, port, "serve", "--standby-delay-s", "0.2")
+    try:
+        first = _serving_pid(port)
+        # The standby is the supervisor's second child; it counts as a start only once promoted.
+        wait_for(lambda: len(children(proc.pid)) == 2, timeout=15, what="the standby hub")
+        (standby,) = children(proc.pid) - {first}
+        os.kill(first, signal.SIGKILL)
+        killed_at = time.monotonic()
+        second = _serving_pid(port, other_than=first)
+        back_after = time.monotonic() - killed_at
+        assert second == standby
+        # 0.1 s of backoff (it had served under 10 s) and no interpreter to boot.
+        assert back_after < 1.0, f"the hub was back after {back_after:.2f} s"
+        assert f"standby hub pid {standby} takes over" in _log(session)
+        (_, second_argv) = fake_starts(session)[1]
+        assert "--recover" in second_argv and "--standby-fd" in second_argv
+        # A new standby follows, and SIGTERM ends it with the hub.
+        wait_for(lambda: len(children(proc.pid)) == 2, timeout=15, what="the next standby hub")
+        family = children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        wait_for(lambda: not any(alive(p) for p in family), timeout=10, what="the hub and its standby to end")
     finally:
         _end(proc)
 

@@ -14,8 +14,8 @@ SIGTERM/SIGINT, which it forwards to the hub.
 - A standby hub waits beside the serving one (`--standby-fd`): a second hub process that has
   done its imports (most of a hub's start) and blocks until told to go. A restart promotes it:
   it then only loads the store and binds, so the cluster's control plane is back in tens of
-  milliseconds rather than the half second or more of a cold start. It is spawned a while
-  after the hub serves, so that it does not compete with a cluster's start for the CPU.
+  milliseconds rather than the half second or more of a cold start. It is spawned 10 s after
+  the hub serves, so that it does not compete with a cluster's start for the CPU.
 - The hub runs in this process's group and kills itself when this process dies
   (`--supervisor-pid`, PR_SET_PDEATHSIG), so killing the group or this process stops both.
 
@@ -53,8 +53,9 @@ MAX_BACKOFF_S = 10.0
 STOP_TIMEOUT_S = 10.0
 # select() wakes on every event through the pipes; this bound only guards against a missed one.
 _BACKSTOP_S = 1.0
-# How long after a hub serves its standby is spawned.
-STANDBY_DELAY_S = 2.0
+# How long after a hub serves its standby is spawned: after a cluster's start, whose CPU it
+# would otherwise share (a hub that dies sooner is in a crash loop, restarted cold anyway).
+STANDBY_DELAY_S = 10.0
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -68,6 +69,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     # Tests run a stand-in hub that honours the same flags.
     parser.add_argument("--hub-module", default="actorhub.hub", help=argparse.SUPPRESS)
     parser.add_argument("--no-standby", action="store_true", help="keep no standby hub (restarts boot a new one)")
+    parser.add_argument("--standby-delay-s", type=float, default=STANDBY_DELAY_S, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -131,6 +133,7 @@ class Supervisor:
         self.store: Path | None = args.store
         self.hub_module: str = args.hub_module
         self.use_standby = not args.no_standby
+        self.standby_delay_s: float = args.standby_delay_s
         self.standby: _Hub | None = None
         self.log = _Log(self.logs / LOG_NAME)
         self.stop_signal: int | None = None
@@ -264,7 +267,7 @@ class Supervisor:
 
     def _watch(self, hub: _Hub) -> None:
         """Return once the hub has exited (reaped) or a stop signal came; keep a standby alive
-        meanwhile (spawned STANDBY_DELAY_S after the hub serves, again if it dies)."""
+        meanwhile (spawned standby_delay_s after the hub serves, again if it dies)."""
         while hub.proc.poll() is None and self.stop_signal is None:
             fds = [hub.ready_r] if hub.ready_r is not None else []
             timeout = None
@@ -273,7 +276,7 @@ class Supervisor:
                     self.log(f"standby hub pid {self.standby.proc.pid} {describe_exit(self.standby.proc.returncode)}")
                     self._end_standby()
                 if self.standby is None:
-                    timeout = hub.ready_at + STANDBY_DELAY_S - time.monotonic()
+                    timeout = hub.ready_at + self.standby_delay_s - time.monotonic()
                     if timeout <= 0:
                         self._start_standby()
                         timeout = None

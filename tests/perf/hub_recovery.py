@@ -15,8 +15,9 @@ named actor. Each round SIGKILLs the real hub process (`<session>/hub.pid`) and 
   are counted. Before the first round the same thread measures the rate with the hub up.
 
 Between kills the script waits until the hub has served for `--spacing` s (default: the
-supervisor's healthy uptime and a margin), since the supervisor restarts a hub that dies sooner
-with a backoff (a crash loop), which would be measured instead.
+supervisor's healthy uptime and its standby's delay, plus a margin), since the supervisor
+restarts a hub that dies sooner with a backoff (a crash loop) and boots it cold before its
+standby exists, which would be measured instead.
 
 The caller thread and the lookups share one interpreter (the GIL), so the rates are those of a
 driver that is doing both; a quiet machine gives steadier figures.
@@ -45,7 +46,7 @@ import actorhub
 from actorhub.cluster.session import Session
 from actorhub.config import RpcDeadlines
 from actorhub.exceptions import ActorHubSystemError, RpcFailedError
-from actorhub.hub.supervisor import HEALTHY_UPTIME_S
+from actorhub.hub.supervisor import HEALTHY_UPTIME_S, STANDBY_DELAY_S
 from actorhub.wire.hub import HubClient
 from actorhub.wire.records import ClusterStatus
 from actorhub.wire.transport import ChannelPool
@@ -233,8 +234,8 @@ def lines(report: Report) -> list[str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=10, help="hub kills (default 10)")
-    parser.add_argument("--spacing", type=float, default=HEALTHY_UPTIME_S + 0.5,
-                        help="seconds the hub serves before each kill (default: the supervisor's healthy uptime + 0.5)")
+    parser.add_argument("--spacing", type=float, default=max(HEALTHY_UPTIME_S, STANDBY_DELAY_S) + 2.0,
+                        help="seconds the hub serves before each kill (default: 12, see above)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a round may take to recover")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
