@@ -29,6 +29,7 @@ from actorhub._proto.v1 import (
     node_pb2_grpc,
     worker_pb2_grpc,
 )
+from actorhub.cluster.launcher import remove_segments
 from actorhub.cluster.session import Session, create_session
 from actorhub.node import zygote as _zygote
 from actorhub.wire.server import bind, make_server
@@ -289,6 +290,7 @@ class FakeHub(hub_pb2_grpc.HubServicer):
 class RunningNode:
     def __init__(self, session: Session, hub: FakeHub, hub_address: str, node_id: str) -> None:
         self.hub = hub
+        self.session = session
         self.process = subprocess.Popen([
             sys.executable, "-m", "actorhub.node", "--session-dir", str(session.path),
             "--hub-address", hub_address, "--node-id", node_id, "--prestart", "1", "--num-cpus", "4",
@@ -313,6 +315,8 @@ class RunningNode:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        # A killed node agent leaves its /dev/shm arena: remove it, as `actorhub stop` would.
+        remove_segments(self.session)
 
 
 @pytest.fixture
