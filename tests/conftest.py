@@ -1,12 +1,14 @@
 """Fixtures that run real clusters (hub, node agent, workers) on loopback.
 
-Every test is checked for leaked processes: anything with "actorhub" in its command line
-that appeared during the test and is not part of a still-running module cluster fails it.
+Every test is checked for leaks: a process with "actorhub" in its command line, or a node
+arena's directory in /dev/shm, that appeared during the test and is not part of a
+still-running module cluster fails it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ import pytest
 from _procs import parents
 
 import actorhub
+from actorhub.object_store import shm as _shm
 
 
 def actorhub_processes() -> dict[int, int]:
@@ -106,11 +109,30 @@ def assert_no_leaks(before: set[int], what: str, wait_s: float = 10.0) -> None:
             pytest.fail(f"{what} left processes behind:\n" + "\n".join(described))
 
 
+def _arenas() -> set[Path]:
+    """The node arenas' directories in shared memory (each node agent removes its own)."""
+    return set(_shm.segment_root().glob("actorhub-*"))
+
+
+def assert_no_leaked_arenas(before: set[Path], what: str, wait_s: float = 10.0) -> None:
+    deadline = time.monotonic() + wait_s
+    left = _arenas() - before
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = _arenas() - before
+    for path in left:
+        shutil.rmtree(path, ignore_errors=True)
+    if left:
+        pytest.fail(f"{what} left shared memory behind: " + ", ".join(sorted(str(p) for p in left)))
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_processes(request: pytest.FixtureRequest) -> Iterator[None]:
     before = set(actorhub_processes())
+    arenas = _arenas()
     yield
     assert_no_leaks(before, request.node.nodeid)
+    assert_no_leaked_arenas(arenas, request.node.nodeid)
 
 
 @pytest.fixture(autouse=True)
