@@ -31,3 +31,19 @@ def run_driver(body: str, timeout: float = 60.0, **env: str) -> subprocess.Compl
     if result.returncode != 0:
         pytest.fail(f"driver failed ({result.returncode}):\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
+
+
+# A driver-defined Counter for scripts that need one actor class with state and a pid.
+COUNTER = """
+import os, actorhub
+
+@actorhub.remote
+class Counter:
+    def __init__(self):
+        self.n = 0
+    def incr(self):
+        self.n += 1
+        return self.n
+    def pid(self):
+        return os.getpid()
+"""

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import pytest
-from _drivers import REPO, driver_script, run_driver
+from _drivers import COUNTER, REPO, driver_script, run_driver
 from _procs import gone
 
 import actorhub
@@ -281,19 +281,6 @@ def last_json(stdout: str) -> Any:
 
 
 # -- a detached service across kills ------------------------------------------------------------
-COUNTER = """
-import os, actorhub
-
-@actorhub.remote
-class Counter:
-    def __init__(self):
-        self.n = 0
-    def incr(self):
-        self.n += 1
-        return self.n
-    def pid(self):
-        return os.getpid()
-"""
 
 
 def test_a_detached_service_keeps_its_state_and_name_across_three_hub_kills(head: Head) -> None:

@@ -9,23 +9,10 @@ import sys
 import time
 
 import pytest
-from _drivers import driver_script, run_driver
+from _drivers import COUNTER, driver_script, run_driver
 
 import actorhub
 from actorhub.exceptions import ActorDiedError
-
-COUNTER = """
-import os, actorhub
-@actorhub.remote
-class Counter:
-    def __init__(self):
-        self.n = 0
-    def incr(self):
-        self.n += 1
-        return self.n
-    def pid(self):
-        return os.getpid()
-"""
 
 
 @actorhub.remote

@@ -366,7 +366,6 @@ class StoreWriter:
         self._queued_ticket = 0
         self._written_ticket = 0
         self._waiters: list[tuple[int, Callable[[], None]]] = []
-        self._writing = False
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="hub-store", daemon=True)
         self._thread.start()
@@ -427,7 +426,6 @@ class StoreWriter:
                 self._queued = StoreBatch()
                 self._actors, self._jobs, self._nodes = {}, {}, {}
                 ticket = self._queued_ticket
-                self._writing = True
             failed = False
             try:
                 self._store.save(batch)
@@ -440,7 +438,6 @@ class StoreWriter:
             with self._cond:
                 if failed:
                     self._requeue(batch)
-                self._writing = False
                 self._written_ticket = ticket
                 due = [done for t, done in self._waiters if t <= ticket]
                 self._waiters = [(t, done) for t, done in self._waiters if t > ticket]
