@@ -12,6 +12,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from actorhub._grpc_engine import prefer_poller
+
+# Before anything imports grpc (see _grpc_engine for why).
+prefer_poller()
+
 if TYPE_CHECKING:
     from actorhub import exceptions, util
     from actorhub.api.actor_class import ActorClass

@@ -696,8 +696,14 @@ def test_names_restart_counts_and_job_ids_continue_across_the_kill(
 
     status = restart_hub(head.session)
     assert status.hub_restarts == restarts_before + 1
-    info = actor_named(head.session, "w")
-    assert info is not None and (info.actor_id, info.state, info.num_restarts) == (named.actor_id, "ALIVE", 1), info
+    # The ALIVE that status showed may not have been stored when the hub died: the actor is then
+    # RESTARTING (placing) until its node registers again and reports it.
+    def alive_again() -> ActorInfo | None:
+        found = actor_named(head.session, "w")
+        return found if found is not None and found.state == "ALIVE" else None
+
+    info = wait_for(alive_again, 10, "the actor to be ALIVE again")
+    assert (info.actor_id, info.num_restarts) == (named.actor_id, 1), info
     second_pid = actorhub.get(actorhub.get_actor("w", namespace="cont").pid.remote(), timeout=60)
     assert second_pid == info.pid
     # The count goes on from 1, and the budget with it.
