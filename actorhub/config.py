@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from actorhub.exceptions import ActorHubError
 
@@ -99,7 +99,19 @@ class Config(BaseModel):
     tracing_startup_hook: str | None = None
     """"module:function" run at the start of every worker to set OpenTelemetry tracing up."""
     token: str | None = None
-    """The cluster token, for joining a hub by HOST:PORT from a machine without its session."""
+    """The cluster token (ACTORHUB_TOKEN): a head given one uses it instead of generating one;
+    nodes and drivers on other hosts join with it."""
+    token_file: Path | None = None
+    """A file holding the cluster token, instead of ACTORHUB_TOKEN (`--token-file`)."""
+    node_ip_address: str | None = None
+    """The address this host's servers bind and advertise to the other hosts (`--node-ip-address`);
+    None: 127.0.0.1 for a local cluster, the address that routes to the hub for a joining one."""
+    tls_cert: Path | None = None
+    """This process's certificate (PEM) for mutual TLS on every channel; with tls_key and tls_ca."""
+    tls_key: Path | None = None
+    """The private key (PEM) of tls_cert."""
+    tls_ca: Path | None = None
+    """The CA (PEM) every peer's certificate is verified against."""
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=64 * 1024, le=MAX_MESSAGE_BYTES_LIMIT)
     """The largest gRPC message a process sends or accepts. A call whose arguments or result
     are larger fails at the side that would send it with `MessageTooLargeError`; values that
@@ -113,6 +125,14 @@ class Config(BaseModel):
     stops. Operations that need the hub wait for it within their own deadlines meanwhile."""
     deadlines: RpcDeadlines = Field(default_factory=RpcDeadlines)
     """Deadlines of RPCs, by class (ACTORHUB_DEADLINES_<FIELD>, e.g. ACTORHUB_DEADLINES_KILL_S)."""
+
+    @model_validator(mode="after")
+    def _tls_all_or_none(self) -> Config:
+        given = [name for name in ("tls_cert", "tls_key", "tls_ca") if getattr(self, name) is not None]
+        if given and len(given) != 3:
+            missing = sorted({"tls_cert", "tls_key", "tls_ca"} - set(given))
+            raise ValueError(f"TLS needs tls_cert, tls_key and tls_ca together; {', '.join(missing)} not given")
+        return self
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:
