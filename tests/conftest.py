@@ -1,8 +1,8 @@
 """Fixtures that run real clusters (hub, node agent, workers) on loopback.
 
-Every test is checked for leaks: a process with "actorhub" in its command line, or a node
-arena's directory in /dev/shm, that appeared during the test and is not part of a
-still-running module cluster fails it.
+Every test is checked for leaks: a process with "actorhub" in its command line, a node
+arena's directory in /dev/shm, or a simulated host's network namespace (tests/_hosts.py),
+that appeared during the test and is not part of a still-running module cluster fails it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _hosts import live_namespaces, remove_namespace
 from _procs import parents
 
 import actorhub
@@ -126,13 +127,32 @@ def assert_no_leaked_arenas(before: set[Path], what: str, wait_s: float = 10.0) 
         pytest.fail(f"{what} left shared memory behind: " + ", ".join(sorted(str(p) for p in left)))
 
 
+def assert_no_leaked_namespaces(before: set[str], what: str) -> None:
+    """Simulated hosts (tests/_hosts.py) are network namespaces, with their veths and bridge
+    inside them, so a namespace left behind is the whole of such a leak."""
+    left = live_namespaces() - before
+    for name in left:
+        remove_namespace(name)
+    if left:
+        pytest.fail(f"{what} left network namespaces behind: " + ", ".join(sorted(left)))
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_processes(request: pytest.FixtureRequest) -> Iterator[None]:
     before = set(actorhub_processes())
     arenas = _arenas()
+    namespaces = live_namespaces()
     yield
     assert_no_leaks(before, request.node.nodeid)
     assert_no_leaked_arenas(arenas, request.node.nodeid)
+    assert_no_leaked_namespaces(namespaces, request.node.nodeid)
+
+
+@pytest.fixture(scope="session")
+def allowed_process_roots() -> set[int]:
+    """For a module-scoped cluster made outside `shared_cluster`: add its processes while it
+    runs (and remove them after), so the workers they start are not taken for leaks."""
+    return _allowed_roots
 
 
 @pytest.fixture(autouse=True)

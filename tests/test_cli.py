@@ -47,7 +47,7 @@ def one_line_error(*args: str) -> str:
 
 
 def node_rows(status: str) -> list[str]:
-    row = re.compile(r"\s*\w+\s+\S+:\d+\s+[\d.]+/[\d.]+\s+(alive|dead)")
+    row = re.compile(r"\s*\w+\s+\S+:\d+\s+.*?[\d.]+/[\d.]+\s+(alive|dead)")
     return [line.strip() for line in status.splitlines() if row.fullmatch(line)]
 
 

@@ -8,6 +8,8 @@
   without waiting and wait afterwards, and a hub that fails to start leaves nothing behind.
 - The zygote defers numpy until its first workers are forked, and can be forked rather than
   spawned by a node agent that imported its preload already.
+- gRPC runs on its poller in every actorhub process (no EventEngine threads), unless the user
+  chose otherwise in GRPC_EXPERIMENTS.
 """
 
 from __future__ import annotations
@@ -355,3 +357,31 @@ def test_an_actor_reads_a_drivers_put_zero_copy(shared_cluster: actorhub.Cluster
     ref = actorhub.put(np.arange(MIB // 8))
     writeable, seventh, apart = actorhub.get(Reader.remote().look.remote([ref]))
     assert (writeable, seventh, apart) == (False, 7, 0)
+
+
+# -- gRPC's engine ------------------------------------------------------------------------------
+_ENGINE_PROBE = textwrap.dedent("""
+    import json, os, actorhub
+    ctx = actorhub.init(num_cpus=1)
+
+    @actorhub.remote
+    class Probe:
+        def engine(self):
+            return os.environ.get("GRPC_EXPERIMENTS")
+
+    print(json.dumps([os.environ.get("GRPC_EXPERIMENTS"), actorhub.get(Probe.remote().engine.remote(), timeout=60)]))
+    actorhub.shutdown()
+""")
+
+
+@pytest.mark.parametrize("user_value", [None, "", "-event_engine_dns"])
+def test_grpc_runs_on_its_poller_unless_the_user_chose(user_value: str | None) -> None:
+    # The EventEngine adds a thread hop per message; a user's own GRPC_EXPERIMENTS still wins,
+    # and what the driver runs with is what its cluster's processes (workers here) run with.
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
+    if user_value is not None:
+        env["GRPC_EXPERIMENTS"] = user_value
+    out = subprocess.run([sys.executable, "-c", _ENGINE_PROBE], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    expected = "-event_engine_client,-event_engine_listener" if user_value is None else user_value
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [expected, expected]

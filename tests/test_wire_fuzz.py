@@ -415,7 +415,7 @@ def _build(cls: type[Message], values: dict[str, Any]) -> Message:
 
 # Fuzzed without the driver's object ids: deleting its stored object is legitimate, and would
 # leave nothing for the reads aimed at it in later tests (_AIMS).
-KEEP_OBJECTS = {"actorhub.v1.Node.DeleteObjects", "actorhub.v1.Node.ReserveObject"}
+KEEP_OBJECTS = {"actorhub.v1.Node.DeleteObjects", "actorhub.v1.Node.ReserveObject", "actorhub.v1.Node.WriteObject"}
 
 
 def _pool(cluster: Cluster, method: MethodDescriptor) -> tuple[str, ...]:

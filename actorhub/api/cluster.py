@@ -11,12 +11,15 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
+from actorhub.cluster import addresses, discovery
+from actorhub.cluster.credentials import TokenRefusedError
 from actorhub.cluster.launcher import (
     ClusterProcesses,
     abort_start,
@@ -26,9 +29,9 @@ from actorhub.cluster.launcher import (
     stop_processes,
     wait_for_head,
 )
-from actorhub.cluster.session import Session, latest_session, session_for_address
-from actorhub.config import Config, ConfigError
-from actorhub.exceptions import ActorHubSystemError, OptionsError
+from actorhub.cluster.session import Session
+from actorhub.config import Config
+from actorhub.exceptions import ActorHubSystemError, OptionsError, RpcFailedError
 from actorhub.runtime import current as _current
 
 if TYPE_CHECKING:
@@ -133,11 +136,14 @@ def init(
     include_dashboard: bool | None = None,
     object_store_memory: int | None = None,
 ) -> ClusterContext:
-    """Connect this program to a cluster, starting a local one when no address is given.
+    """Connect this program to a cluster, starting a local one only when there is none to join.
 
-    address: None starts a local cluster (hub, node agent, workers) owned by this program;
-    "auto" joins the cluster that this machine's latest init() or `actorhub start --head`
-    started; "HOST:PORT" joins that hub. `include_dashboard` is accepted; there is no dashboard.
+    address, in Ray's order (`cluster/discovery.py`): None joins ACTORHUB_ADDRESS (or
+    RAY_ADDRESS) when set, else the newest cluster started on this host with `actorhub start`,
+    else starts a local cluster (hub, node agent, workers) owned by this program; "auto" joins
+    an existing cluster on this host or raises NoClusterError; "local" always starts a new one;
+    "HOST:PORT" joins that hub, from any host, with ACTORHUB_TOKEN (or ACTORHUB_TOKEN_FILE)
+    when this host has no session for it. `include_dashboard` is accepted; there is no dashboard.
     """
     global _driver
     if namespace is not None:
@@ -150,25 +156,17 @@ def init(
         level = logging.getLevelName(logging_level) if isinstance(logging_level, int) else logging_level
         config = Config.load(num_cpus=num_cpus, logging_level=level, object_store_memory=object_store_memory)
         logging.getLogger("actorhub").setLevel(config.logging_level.upper())
-        address = address or os.environ.get("ACTORHUB_ADDRESS") or None
+        found = discovery.find(config, address or None, os.environ)
         cluster: ClusterProcesses | None = None
-        if address is None:
+        if found is None:
             # Returns once the processes are spawned: the kernel's imports below overlap their boot.
             cluster = start_head(config, wait=False)
             session: Session | None = cluster.session
             hub_address, token = cluster.hub_address, cluster.session.token
-        elif address == "auto":
-            session = latest_session(config.session_root)
-            hub_address, token = session.hub_address, session.token
+            _announce(f"Started a local actorhub cluster (session {cluster.session.path}).")
         else:
-            session = session_for_address(config.session_root, address)
-            hub_address = address
-            token = session.token if session is not None else (config.token or "")
-            if not token:
-                raise ConfigError(
-                    f"no token for the cluster at {address}: this machine has no session for it; "
-                    "set ACTORHUB_TOKEN to the token in that cluster's session directory"
-                )
+            session, hub_address, token = found.session, found.hub_address, found.token
+            _announce(f"Connecting to existing actorhub cluster at address: {hub_address} (found through {found.how})")
         try:
             _load_kernel()
             # The driver's own server starts while the hub may still be booting.
@@ -193,13 +191,20 @@ def init(
             if runtime is not None:
                 runtime.close()
             if cluster is not None:
-                request_shutdown(cluster.hub_address, token, 2.0)
+                request_shutdown(cluster.hub_address, token, 2.0, tls=endpoint.channels.tls)
                 stop_processes(cluster.processes, 5.0)
             raise
         _current.set_runtime(runtime)
         _driver = driver
         atexit.register(shutdown)
         return context
+
+
+def _announce(line: str) -> None:
+    """Which cluster init() chose: logged, and printed as Ray prints it (to stderr, so that a
+    program's own output stays its own)."""
+    log.info("%s", line)
+    print(line, file=sys.stderr, flush=True)
 
 
 def _check_namespace(namespace: object) -> None:
@@ -215,13 +220,20 @@ def _check_namespace(namespace: object) -> None:
 
 
 def _open_endpoint(config: Config, hub_address: str, token: str) -> tuple[Endpoint, WorkerService]:
-    """This process's server, channels and hub client, serving (the job registers with its address)."""
+    """This process's server, channels and hub client, serving (the job registers with its address).
+
+    The server binds and advertises the address the hub's host reaches this one at: loopback
+    for a hub on loopback, else the local address that routes to it (`addresses.node_host`).
+    """
     from actorhub.runtime.endpoint import Endpoint
+    from actorhub.wire.tls import load_tls
     from actorhub.worker.service import WorkerService
 
+    host = addresses.node_host(config, addresses.parse_address(hub_address, "the hub's address")[0])
     endpoint = Endpoint(
-        token=token, hub_address=hub_address, bind_host=config.bind_host, deadlines=config.deadlines,
+        token=token, hub_address=hub_address, bind_host=host, deadlines=config.deadlines,
         max_message_bytes=config.max_message_bytes, hub_reconnect_s=config.hub_reconnect_timeout_s,
+        tls=load_tls(config),
     )
     service = WorkerService(endpoint)
     endpoint.serve(service, service.close)
@@ -239,7 +251,14 @@ def _connect(
     # The job registers with this process's address, so the endpoint (server, channels, hub)
     # comes first; the runtime is built once the hub has said who the job is, and never changes.
     try:
-        reply = _register_job(endpoint, namespace, owns, config.connect_timeout_s)
+        try:
+            reply = _register_job(endpoint, namespace, owns, config.connect_timeout_s)
+        except RpcFailedError as err:
+            if err.code is None or err.code.name != "UNAUTHENTICATED":
+                raise
+            where = f"session {session.path}" if session is not None else "ACTORHUB_TOKEN or ACTORHUB_TOKEN_FILE"
+            raise TokenRefusedError(f"the hub at {endpoint.hub_address} refused this driver's token (from {where}): "
+                                    "it is not that cluster's token") from None
         node_id, node_address = _wait_for_node(endpoint, reply.node_id, config.connect_timeout_s)
         identity = Identity(
             job_id=reply.job_id,
@@ -302,7 +321,7 @@ def shutdown() -> None:
         atexit.unregister(shutdown)
         cluster = driver.cluster
         if cluster is not None:
-            request_shutdown(cluster.hub_address, driver.runtime.token)
+            request_shutdown(cluster.hub_address, driver.runtime.token, tls=driver.runtime.channels.tls)
         if driver.lease is not None:
             driver.lease.cancel()
         driver.runtime.close()

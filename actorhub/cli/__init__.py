@@ -1,10 +1,12 @@
 """The actorhub command line.
 
-    actorhub start --head [--port N] [--num-cpus N] [--store PATH]
+    actorhub start --head [--port N] [--node-ip-address IP] [--num-cpus N] [--store PATH] [--block]
                                                         a hub (supervised) and a node agent that outlive
                                                         the command; the hub's state lives in PATH
-    actorhub start --address HOST:PORT [--num-cpus N]   one more node agent for a hub on this machine
-    actorhub stop                                       stop every cluster under the session root
+    actorhub start --address HOST:PORT [--node-ip-address IP] [--num-cpus N] [--block]
+                                                        one more node agent, from this or another machine
+        both also take --token-file FILE (or ACTORHUB_TOKEN) and --tls-cert/--tls-key/--tls-ca
+    actorhub stop                                       stop every cluster (or joined node) on this machine
     actorhub status [--address HOST:PORT]               nodes, live actors and jobs
     actorhub list actors [--namespace NS | --all-namespaces] [--address HOST:PORT]
     actorhub microbenchmark [--filter TEXT] [--scale X] Ray's actor-call microbenchmarks
@@ -34,12 +36,25 @@ def _parser() -> argparse.ArgumentParser:
     start = commands.add_parser("start", help="start a cluster (--head) or add a node to one (--address)")
     role = start.add_mutually_exclusive_group(required=True)
     role.add_argument("--head", action="store_true", help="start a hub and a node agent on this machine")
-    role.add_argument("--address", metavar="HOST:PORT", help="add a node agent to the hub at HOST:PORT")
+    role.add_argument("--address", metavar="HOST:PORT",
+                      help="add a node agent to the hub at HOST:PORT, on this machine or another one")
     start.add_argument("--port", type=int, default=None, help="the hub's port (--head only; default: a free one)")
+    start.add_argument("--node-ip-address", metavar="IP", default=None,
+                       help="the address of this machine that every server here binds and advertises to the "
+                            "others (default: 127.0.0.1 for --head, else the address that routes to the hub; "
+                            "0.0.0.0 is refused: give a concrete address)")
     start.add_argument("--num-cpus", type=float, default=None, help="CPUs the node offers (default: all)")
+    start.add_argument("--token-file", type=Path, metavar="FILE", default=None,
+                       help="the cluster token (default: $ACTORHUB_TOKEN; --head without either makes one)")
+    start.add_argument("--tls-cert", type=Path, metavar="PEM", default=None, help="this host's TLS certificate")
+    start.add_argument("--tls-key", type=Path, metavar="PEM", default=None, help="the certificate's private key")
+    start.add_argument("--tls-ca", type=Path, metavar="PEM", default=None,
+                       help="the CA every peer's certificate is verified against")
     start.add_argument("--store", type=Path, metavar="PATH", default=None,
                        help="the hub's durable store, e.g. on a persistent volume (--head only; default: "
                             "control.sqlite3 in the session directory)")
+    start.add_argument("--block", action="store_true",
+                       help="stay in the foreground while the processes run; SIGTERM or SIGINT stops them")
 
     commands.add_parser("stop", help="stop every cluster started on this machine")
 
@@ -67,21 +82,30 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--scale", type=float, default=1.0, metavar="X", help="multiply every timed duration by X (0.1: a smoke run)"
     )
+    from actorhub.cli.health import add_parser as add_health_check
+
+    add_health_check(commands)
     return parser
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.command == "health-check":
+        from actorhub.cli.health import health_check_command
+
+        return health_check_command(args.address, args.node, args.timeout, args.node_ip_address)
     # Imported per command so that `actorhub --help` and each command load only what they use.
     if args.command == "start":
-        from actorhub.cli.cluster import start_head_command, start_node_command
+        from actorhub.cli.cluster import StartFlags, start_head_command, start_node_command
 
+        flags = StartFlags(num_cpus=args.num_cpus, node_ip_address=args.node_ip_address, token_file=args.token_file,
+                           tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, block=args.block)
         if args.head:
-            return start_head_command(args.port, args.num_cpus, args.store)
+            return start_head_command(args.port, args.store, flags)
         if args.port is not None:
             parser.error("--port applies to --head only")
         if args.store is not None:
             parser.error("--store applies to --head only")
-        return start_node_command(args.address, args.num_cpus)
+        return start_node_command(args.address, flags)
     if args.command == "stop":
         from actorhub.cli.cluster import stop_command
 

@@ -10,6 +10,8 @@ from types import TracebackType
 
 import grpc
 
+from actorhub.cluster import addresses
+from actorhub.cluster.credentials import given_token
 from actorhub.cluster.session import (
     ADDRESS_FILE,
     NoClusterError,
@@ -22,6 +24,7 @@ from actorhub.config import Config, RpcDeadlines
 from actorhub.exceptions import PeerUnavailableError, RpcDeadlineExceededError, RpcFailedError
 from actorhub.wire.hub import HubClient as WireHubClient
 from actorhub.wire.records import ActorInfo, ClusterStatus
+from actorhub.wire.tls import TlsCredentials, load_tls
 from actorhub.wire.transport import ChannelPool
 
 # A hub on this machine answers in milliseconds; longer means it is wedged or gone.
@@ -37,6 +40,10 @@ class CliError(Exception):
     """A failure the user can act on: main() prints the message as one line and exits 1."""
 
 
+class HubUnreachableError(CliError):
+    """No hub answers at the address (gone, not started yet, or restarting)."""
+
+
 @dataclass(frozen=True)
 class Target:
     """A cluster to talk to: its hub's address, the token it wants, and its local session."""
@@ -44,6 +51,9 @@ class Target:
     address: str
     token: str
     session: Session | None
+    tls: TlsCredentials | None = None  # the TLS_* settings of this command, when the cluster uses TLS
+    token_source: str = ""
+    """Where the token came from when not from `session` ("ACTORHUB_TOKEN", "the token file F")."""
 
 
 def find_cluster(config: Config, address: str | None) -> Target:
@@ -54,16 +64,18 @@ def find_cluster(config: Config, address: str | None) -> Target:
             raise CliError(
                 f"no running cluster under {config.session_root}; start one with `actorhub start --head`"
             )
-        return Target(session.hub_address, session.token, session)
+        return Target(session.hub_address, session.token, session, load_tls(config))
+    addresses.parse_address(address, "--address")
     found = session_for_address(config.session_root, address)
     if found is not None:
-        return Target(address, found.token, found)
-    if config.token:
-        # A hub on another machine: only its token, given as ACTORHUB_TOKEN, lets us in.
-        return Target(address, config.token, None)
+        return Target(address, found.token, found, load_tls(config))
+    given = given_token(config)
+    if given is not None:
+        # A hub on another machine: only its token, given as ACTORHUB_TOKEN or a file, lets us in.
+        return Target(address, given.token, None, load_tls(config), given.source)
     raise CliError(
-        f"no local session for {address}; to reach a hub on another machine set ACTORHUB_TOKEN "
-        "to the token in its session directory"
+        f"no local session for {address}; to reach a hub on another machine set ACTORHUB_TOKEN (or "
+        "ACTORHUB_TOKEN_FILE) to its token"
     )
 
 
@@ -75,9 +87,11 @@ def _latest_running_session(root: Path) -> Session | None:
     # `latest` names the newest session even when its start failed or a benchmark's cluster has
     # come and gone since; a cluster started before it may still be running.
     for session in reversed(sessions(root)):
-        # A hub being restarted has no live pid for a moment; its supervisor's stands for it.
+        # A hub being restarted has no live pid for a moment; its supervisor's stands for it. A
+        # node that joined a hub elsewhere stands for that hub.
         live = _live_pid_files(session)
-        if (session.path / ADDRESS_FILE).exists() and any(session.pid_file(r) in live for r in HUB_ROLES):
+        roles = HUB_ROLES if not session.joined else tuple(f.stem for f in live if f.stem.startswith("node-"))
+        if (session.path / ADDRESS_FILE).exists() and any(session.pid_file(r) in live for r in roles):
             return session
     return None
 
@@ -129,7 +143,7 @@ class HubClient:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.channels = ChannelPool(target.token)
+        self.channels = ChannelPool(target.token, tls=target.tls)
         # The CLI answers at once: a short deadline, and no retrying an unreachable node or
         # worker (`memory` asks each). Only the hub is waited for, briefly: it may be restarting.
         self.deadlines = RpcDeadlines(control_s=RPC_TIMEOUT_S, store_s=10.0, owner_s=10.0, unavailable_retry_s=0.0)
@@ -172,9 +186,11 @@ class HubClient:
                 return CliError(f"the hub at {self.target.address} does not answer, but its supervisor (pid "
                                 f"{supervisor}) runs: the hub may be restarting; try again, or see "
                                 f"{self.target.session.logs / 'hub-supervisor.log'}")
-            return CliError(f"no cluster answers at {self.target.address}{where}; is it still running?")
+            return HubUnreachableError(f"no cluster answers at {self.target.address}{where}; is it still running?")
         if err.code == grpc.StatusCode.UNAUTHENTICATED:
-            return CliError(f"the hub at {self.target.address} refused the token{where}")
+            source = f" from {self.target.token_source}" if self.target.token_source else ""
+            return CliError(f"the hub at {self.target.address} refused the token{source}{where}: it is not that "
+                            "cluster's token")
         name = err.code.name if err.code is not None else "error"
         return CliError(f"the hub at {self.target.address} failed: {name}: {err.details}")
 

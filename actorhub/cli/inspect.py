@@ -25,14 +25,17 @@ def status_command(address: str | None) -> int:
     if hub_line:
         print(hub_line)
     print()
+    now = time.time()
     rows = [
-        [n.node_id, n.address, f"{cpus(n.available_cpus)}/{cpus(n.num_cpus)}", "alive" if n.alive else "dead"]
+        [n.node_id, n.address, _heartbeat(n.last_heartbeat, now), f"{cpus(n.available_cpus)}/{cpus(n.num_cpus)}",
+         "alive" if n.alive else "dead"]
         for n in status.nodes
     ]
     alive = sum(1 for n in status.nodes if n.alive)
     print(f"Nodes: {alive} alive, {len(status.nodes) - alive} dead")
     if rows:
-        print(_indent(format_table(["NODE ID", "ADDRESS", "CPUS (AVAILABLE/TOTAL)", "STATE"], rows)))
+        headers = ["NODE ID", "ADDRESS", "LAST HEARTBEAT", "CPUS (AVAILABLE/TOTAL)", "STATE"]
+        print(_indent(format_table(headers, rows)))
     print()
     # The hub leaves dead actors out of the status, so these are the live ones.
     by_state = Counter(a.state for a in status.actors)
@@ -58,6 +61,14 @@ def _hub_line(status: ClusterStatus, now: float) -> str:
     times = "time" if restarts == 1 else "times"
     line = f"Hub: up {_duration(now - started_at)}, restarted {restarts} {times}"
     return line + (f", store {store}" if store else "")
+
+
+def _heartbeat(at: float, now: float) -> str:
+    """When a node last answered the hub's health check: "17:50:03 (2s ago)", or "never"."""
+    if not at:
+        return "never"
+    shape = "%H:%M:%S" if now - at < 86400 else "%Y-%m-%d %H:%M:%S"
+    return f"{time.strftime(shape, time.localtime(at))} ({_duration(now - at)} ago)"
 
 
 def _duration(seconds: float) -> str:

@@ -15,6 +15,12 @@ the longest boot, at once), then the hub's supervisor, which starts the hub; the
 retries until the hub answers.
 `start_head(wait=False)` returns as soon as both are spawned, so that the driver can import
 its own kernel while they boot, and `wait_for_head` waits for the hub afterwards.
+
+Every process of a host binds and advertises one address (`addresses.node_host`), passed to
+each as --bind-host and ACTORHUB_NODE_IP_ADDRESS. A node joining a hub on another host
+(`join_cluster`) gets a session directory of its own holding the token it was given and the
+hub's address; nothing else is shared between hosts. Children get the TLS files as absolute
+ACTORHUB_TLS_* paths, and the token through the session's token file only.
 """
 
 from __future__ import annotations
@@ -30,12 +36,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from actorhub.cluster.session import ADDRESS_FILE, Session, check_private, create_session, make_latest
+from actorhub.cluster import addresses
+from actorhub.cluster.credentials import given_token
+from actorhub.cluster.session import ADDRESS_FILE, TOKEN_FILE, Session, check_private, create_session, make_latest
 from actorhub.config import Config, RpcDeadlines
 from actorhub.exceptions import ActorHubSystemError
 from actorhub.object_store import shm as _shm
 from actorhub.runtime.ids import new_id
+
+if TYPE_CHECKING:
+    from actorhub.wire.tls import TlsCredentials  # imports gRPC, which starting must not wait for
 
 
 class ClusterStartError(ActorHubSystemError):
@@ -86,7 +98,22 @@ def _ephemeral_range() -> tuple[int, int]:
     return low, high
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def child_env(config: Config, session: Session, host: str) -> dict[str, str]:
+    """The environment of a cluster process: ours, with this host's address, the TLS files as
+    absolute paths (a child's working directory need not be ours) and the token as the
+    session's file, not its value (every process of the session reads it from there)."""
+    env = dict(os.environ)
+    env.pop("ACTORHUB_TOKEN", None)
+    env["ACTORHUB_TOKEN_FILE"] = str(session.path / TOKEN_FILE)
+    env["ACTORHUB_NODE_IP_ADDRESS"] = host
+    for name in ("tls_cert", "tls_key", "tls_ca"):
+        path = getattr(config, name)
+        if path is not None:
+            env[f"ACTORHUB_{name.upper()}"] = os.path.abspath(Path(path).expanduser())
+    return env
+
+
+def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, *args],
@@ -95,6 +122,7 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            env=env,
         )
 
 
@@ -105,19 +133,31 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def start_head(config: Config, *, wait: bool = True) -> ClusterProcesses:
+def start_head(config: Config, *, wait: bool = True, started_by: str | None = None) -> ClusterProcesses:
     """A new session with a hub and one node agent; returns once the hub is serving, or with
-    `wait=False` once both are spawned (then `wait_for_head` before using the hub)."""
-    session = create_session(config.session_root)
+    `wait=False` once both are spawned (then `wait_for_head` before using the hub).
+
+    The session holds ACTORHUB_TOKEN or the token file's token when one is given, else a new
+    one. `started_by="head"` marks a cluster of `actorhub start`, which `init()` looks for.
+    """
+    # Before anything is made: a bad address or token file leaves nothing behind.
+    host = addresses.node_host(config)
+    given = given_token(config)
+    if given is None:
+        session = create_session(config.session_root)
+    else:
+        session = create_session(config.session_root, given.token)
+    if started_by is not None:
+        session.mark_started(started_by)
     node_id = new_id(8)
     # Before any process starts, so that a refusal leaves nothing behind.
     check_segment_dir(session, node_id)
-    host = config.bind_host
     port = config.hub_port or _free_port(host)
     hub_address = f"{host}:{port}"
+    env = child_env(config, session, host)
     # The node agent first: its zygote's boot (interpreter, gRPC, the worker module) is the
     # longest on the way to a first actor. It retries until the hub answers.
-    node = start_node(config, session, hub_address, node_id)
+    node = start_node(config, session, hub_address, node_id, host=host)
     store = ["--store", str(config.hub_store_path)] if config.hub_store_path is not None else []
     try:
         # Its own output (a traceback, a refused flag) goes to the log it writes its lines to.
@@ -125,6 +165,7 @@ def start_head(config: Config, *, wait: bool = True) -> ClusterProcesses:
             ["-m", SUPERVISOR_MODULE, "--session-dir", str(session.path), "--port", str(port), "--bind-host", host,
              *store],
             session.logs / SUPERVISOR_LOG,
+            env,
         )
     except BaseException:
         node.kill()
@@ -193,8 +234,12 @@ def check_segment_dir(session: Session, node_id: str) -> None:
 
 
 def start_node(
-    config: Config, session: Session, hub_address: str, node_id: str | None = None
+    config: Config, session: Session, hub_address: str, node_id: str | None = None, *, host: str | None = None
 ) -> subprocess.Popen[bytes]:
+    """A node agent in `session` for the hub at `hub_address`, serving at `host` (default: the
+    address `addresses.node_host` picks for a node joining that hub)."""
+    if host is None:
+        host = addresses.node_host(config, addresses.parse_address(hub_address, "the hub's address")[0])
     node_id = node_id or new_id(8)
     check_segment_dir(session, node_id)
     num_cpus = config.num_cpus if config.num_cpus is not None else float(os.cpu_count() or 1)
@@ -206,19 +251,37 @@ def start_node(
             "--node-id", node_id,
             "--num-cpus", str(num_cpus),
             "--prestart", str(config.prestart_workers),
-            "--bind-host", config.bind_host,
+            "--bind-host", host,
             *(["--object-store-memory", str(config.object_store_memory)] if config.object_store_memory else []),
         ],
         session.logs / f"node-{node_id}.out",
+        child_env(config, session, host),
     )
 
 
-def request_shutdown(hub_address: str, token: str, timeout: float = 10.0) -> bool:
-    """Ask the hub to stop the cluster; False when it did not answer."""
+def join_cluster(config: Config, hub_address: str, token: str) -> tuple[Session, subprocess.Popen[bytes]]:
+    """A node agent for the hub at `hub_address` on another host, in a session of its own.
+
+    The session holds `token` and the hub's address (so `init()`, `actorhub status` and
+    `actorhub stop` on this host find it) and is marked as a joined node: stopping it stops
+    only this host's processes. The caller waits for the node to register, then makes it
+    `latest`.
+    """
+    hub_host, _ = addresses.parse_address(hub_address, "--address")
+    host = addresses.node_host(config, addresses.resolve(hub_host, f"--address {hub_address}"))
+    session = create_session(config.session_root, token)
+    session.mark_started("node")
+    session.write_hub_address(hub_address)
+    return session, start_node(config, session, hub_address, host=host)
+
+
+def request_shutdown(hub_address: str, token: str, timeout: float = 10.0, tls: TlsCredentials | None = None) -> bool:
+    """Ask the hub to stop the cluster; False when it did not answer. `tls`: the caller's
+    credentials when the cluster uses TLS (wire/tls.py)."""
     from actorhub.wire.hub import HubClient
     from actorhub.wire.transport import ChannelPool
 
-    channels = ChannelPool(token)
+    channels = ChannelPool(token, tls=tls)
     try:
         return HubClient(channels, hub_address, RpcDeadlines()).shutdown_cluster(timeout)
     finally:
@@ -278,6 +341,12 @@ def session_pids(session: Session) -> list[int]:
     return [pid for pid_file in session.path.glob("*.pid") if (pid := _pid_in(pid_file)) is not None]
 
 
+def live_roles(session: Session) -> set[str]:
+    """The roles ("hub", "hub-supervisor", "node-<id>") whose pid file names a live process of
+    ours (a pid file outlives a killed process, whose pid may since be another program's)."""
+    return {f.stem for f in session.path.glob("*.pid") if (pid := _pid_in(f)) is not None and _is_ours(pid)}
+
+
 def _pid_in(pid_file: Path) -> int | None:
     try:
         return int(pid_file.read_text().strip())
@@ -292,20 +361,28 @@ def _is_ours(pid: int) -> bool:
         return False
 
 
-def stop_session(session: Session, timeout: float = 10.0) -> None:
+def stop_session(session: Session, timeout: float = 10.0, tls: TlsCredentials | None = None) -> None:
     """Stop a cluster we did not start in this process: ask the hub, then kill what remains.
 
     The hub stops the cluster and exits 0, and then its supervisor does. When the hub does not
     answer (it is restarting, or it is gone) every process is asked to stop with SIGTERM, the
     supervisor first, so that it does not bring the hub back meanwhile.
+
+    A joined node's session (its hub is on another host) stops only this host's processes:
+    SIGTERM, so the node agent leaves the cluster as a node does, and its hub address goes,
+    so that `init()` here no longer finds the cluster through it.
     """
     # Read first: each process removes its pid file as it exits.
     supervisor = _pid_in(session.pid_file(SUPERVISOR_ROLE))
     pids = sorted((p for p in session_pids(session) if _is_ours(p)), key=lambda p: p != supervisor)
-    try:
-        answered = request_shutdown(session.hub_address, session.token, timeout)
-    except OSError:
+    if session.joined:
         answered = False
+        (session.path / ADDRESS_FILE).unlink(missing_ok=True)
+    else:
+        try:
+            answered = request_shutdown(session.hub_address, session.token, timeout, tls)
+        except OSError:
+            answered = False
     if not answered:
         for pid in pids:
             with contextlib.suppress(OSError):

@@ -1,7 +1,10 @@
 """The session directory: logs, the cluster token (mode 0600) and the hub's address.
 
-`<session_root>/latest` points at the newest session, which is how `init(address="auto")`
-finds the cluster that this machine's latest `init()` or `actorhub start --head` started.
+`<session_root>/latest` points at the newest session whose hub serves (started by `init()` or
+`actorhub start`). A session made by `actorhub start` also holds `started_by` ("head", or "node"
+for a node that joined a hub on another host: its session holds that hub's address and the
+token it was given), which is how `init()` finds the cluster started on this host
+(`cluster/discovery.py`) and not one embedded in another program.
 
 The session root (`$TMPDIR/actorhub-<uid>`) and /dev/shm are places every local user can
 create names in. Another user who made our directory first, open to all, could swap in their
@@ -24,12 +27,14 @@ from actorhub.exceptions import ActorHubError, UnsafeDirectoryError
 
 TOKEN_FILE = "token"
 ADDRESS_FILE = "hub_address"
+STARTED_FILE = "started_by"
 LATEST = "latest"
 SESSION_PREFIX = "session_"
 
 
 class NoClusterError(ActorHubError, ConnectionError):
-    """address="auto" found no running cluster on this machine."""
+    """No running cluster where one was required: address="auto" found none on this machine,
+    or the one found (an address file left by a cluster that is gone) does not answer."""
 
 
 def _refuse(path: Path, what: str, problem: str, fix: str) -> UnsafeDirectoryError:
@@ -112,9 +117,27 @@ class Session:
     def pid_file(self, role: str) -> Path:
         return self.path / f"{role}.pid"
 
+    @property
+    def started_by(self) -> str | None:
+        """"head" or "node" for a session made by `actorhub start`; None for one of `init()`."""
+        try:
+            return (self.path / STARTED_FILE).read_text().strip() or None
+        except OSError:
+            return None
 
-def create_session(root: Path) -> Session:
-    """A fresh session directory with a new token, in a root that is ours and private."""
+    @property
+    def joined(self) -> bool:
+        """A node that joined a hub elsewhere: the hub address is not this session's own."""
+        return self.started_by == "node"
+
+    def mark_started(self, role: str) -> None:
+        """Record that `actorhub start` made this session ("head" or "node")."""
+        (self.path / STARTED_FILE).write_text(role + "\n")
+
+
+def create_session(root: Path, token: str | None = None) -> Session:
+    """A fresh session directory, in a root that is ours and private, holding `token` (a new
+    random one when None)."""
     try:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
     except FileExistsError:
@@ -127,7 +150,7 @@ def create_session(root: Path) -> Session:
     (path / "logs").mkdir()
     fd = os.open(path / TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32))
+        f.write(token if token is not None else secrets.token_hex(32))
     return Session(path)
 
 
@@ -179,6 +202,23 @@ def session_for_address(root: Path, address: str) -> Session | None:
         check_private(path, "session directory")
         return Session(path)
     return None
+
+
+def started_sessions(root: Path) -> list[Session]:
+    """Sessions made by `actorhub start` that have a hub address, newest start first.
+
+    Only the check of the root raises; a session that fails its own check is left out here
+    and refused by name when it is used.
+    """
+    found: list[tuple[int, Session]] = []
+    for session in list_sessions(root)[0]:
+        try:
+            started_ns = (session.path / STARTED_FILE).stat().st_mtime_ns
+        except OSError:
+            continue
+        if (session.path / ADDRESS_FILE).exists():
+            found.append((started_ns, session))
+    return [session for _, session in sorted(found, key=lambda pair: pair[0], reverse=True)]
 
 
 def list_sessions(root: Path) -> tuple[list[Session], list[UnsafeDirectoryError]]:

@@ -38,6 +38,7 @@ from actorhub.hub.control_store import HUB_STARTS, STORE_FILE, StoreBatch, Store
 from actorhub.hub.records import HubInfo
 from actorhub.hub.service import HubServicer
 from actorhub.wire.server import ServerLoop
+from actorhub.wire.tls import load_tls
 from actorhub.wire.transport import AsyncChannelPool
 
 log = logging.getLogger("actorhub.hub")
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         config = Config.load(bind_host=args.bind_host, hub_port=args.port, hub_store_path=args.store)
+        tls = load_tls(config)  # a bad file stops the hub here, named, before anything listens
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
@@ -114,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     writer = StoreWriter(store)
     # One event loop serves every RPC: leases, long polls and actor starts are coroutines.
-    server = ServerLoop(session.token, name="hub-loop", max_message_bytes=config.max_message_bytes)
+    server = ServerLoop(session.token, name="hub-loop", max_message_bytes=config.max_message_bytes, tls=tls)
     servicer = HubServicer(
-        table, writer, AsyncChannelPool(session.token, config.max_message_bytes), server.loop,
+        table, writer, AsyncChannelPool(session.token, config.max_message_bytes, tls), server.loop,
         on_stop=stop.set, deadlines=config.deadlines,
         info=HubInfo(started_at=time.time(), restarts=starts - 1, store_path=str(store_path)),
     )
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     server.start()
     server.call_soon(servicer.recover, recovered, unconfirmed_nodes, unconfirmed_jobs)
+    server.call_soon(servicer.start_health_checks)
     session.write_hub_address(address)
     log.info("hub serving at %s (pid %d)", address, os.getpid())
     if args.ready_fd is not None:

@@ -132,6 +132,10 @@ class ActorTable(RecoverableState):
             self._dirty_jobs[job.job_id] = job
             self._counters_dirty = True
             alive = [n for n in self._nodes.values() if n.alive]
+            # The driver's node is one on its host when there is one (its store is the one the
+            # driver can map), else the oldest.
+            host = driver_address.rpartition(":")[0]
+            alive = [n for n in alive if n.address.rpartition(":")[0] == host] or alive
             node_id = min(alive, key=lambda n: n.order).node_id if alive else ""
             return JobRegistration(job.job_id, job.namespace, node_id)
 
@@ -394,6 +398,11 @@ class ActorTable(RecoverableState):
                 and (not named_only or rec.spec.name)
                 and (include_dead or rec.state != DEAD)
             ]
+
+    def alive_nodes(self) -> list[tuple[str, str]]:
+        """(node id, address) of every alive node."""
+        with self._lock:
+            return [(n.node_id, n.address) for n in self._nodes.values() if n.alive]
 
     def cluster_status(self) -> hub_pb2.ClusterStatus:
         with self._lock:

@@ -32,6 +32,7 @@ from actorhub.config import RpcDeadlines
 from actorhub.exceptions import RpcFailedError
 from actorhub.hub.actor_table import ActorTable
 from actorhub.hub.control_store import StoreWriter
+from actorhub.hub.health import NodeHealth
 from actorhub.hub.records import (
     Decisions,
     DuplicateActorId,
@@ -131,6 +132,11 @@ class HubServicer(hub_pb2_grpc.HubServicer):
         self._node_clients: dict[str, AsyncNodeClient] = {}
         self._retry_at = float("inf")
         self._stop_requested = False
+        self.health = NodeHealth(table.alive_nodes, self._node, self._deadlines.ping_s)
+
+    def start_health_checks(self) -> None:
+        """On the loop, once serving: the nodes' heartbeats (`hub/health.py`)."""
+        self._spawn(self.health.run, "node health checks")
 
     # ---- nodes and jobs ----------------------------------------------------------------
 
@@ -142,6 +148,7 @@ class HubServicer(hub_pb2_grpc.HubServicer):
                  f", hosting {len(hosted)} actors" if hosted is not None else "")
         await self._written(self._carry_out(self._table.register_node(
             request.node_id, request.address, request.num_cpus, request.pid, hosted)))
+        self.health.beat(request.node_id)
         # As for jobs: a node agent that registered and never opened its lease (killed in
         # between, or not a node agent at all) would stay "alive" and be sent actors.
         generation = self._table.lease_node(request.node_id)
@@ -328,6 +335,7 @@ class HubServicer(hub_pb2_grpc.HubServicer):
 
     async def GetClusterStatus(self, request: common_pb2.Empty, context: Context) -> hub_pb2.ClusterStatus:
         status = self._table.cluster_status()
+        self.health.stamp(status)
         status.hub_started_at = self._info.started_at
         status.hub_restarts = self._info.restarts
         status.store_path = self._info.store_path

@@ -56,6 +56,7 @@ from actorhub.wire.errors import ErrorKind, system_error_info
 from actorhub.wire.hub import HubClient
 from actorhub.wire.rpc import GONE_CODES
 from actorhub.wire.server import ServerLoop, abort
+from actorhub.wire.tls import load_tls
 from actorhub.wire.transport import AsyncChannelPool, ChannelPool
 from actorhub.wire.worker import AsyncWorkerClient
 
@@ -97,9 +98,10 @@ class NodeAgent:
         configured = self.config.num_cpus
         self.num_cpus = float(configured if configured is not None else os.cpu_count() or 1)
         self.address = ""
-        self._channels = ChannelPool(self.session.token, self.config.max_message_bytes)
+        self.tls = load_tls(self.config)  # a bad file stops the node here, named
+        self._channels = ChannelPool(self.session.token, self.config.max_message_bytes, self.tls)
         # Used on the server's loop only: StartActor's calls to workers.
-        self._worker_channels = AsyncChannelPool(self.session.token, self.config.max_message_bytes)
+        self._worker_channels = AsyncChannelPool(self.session.token, self.config.max_message_bytes, self.tls)
         # StartActors under way by (actor, incarnation), each shielded from its call's
         # cancellation (see start_actor); a repeated StartActor joins the one under way.
         self._starts: dict[StartKey, asyncio.Task[node_pb2.NodeStartActorReply]] = {}
@@ -131,7 +133,9 @@ class NodeAgent:
         """Serve until the hub, a Shutdown call or SIGTERM ends the node; the exit status."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        server = ServerLoop(self.session.token, name="node-io", max_message_bytes=self.config.max_message_bytes)
+        server = ServerLoop(
+            self.session.token, name="node-io", max_message_bytes=self.config.max_message_bytes, tls=self.tls
+        )
         node_pb2_grpc.add_NodeServicer_to_server(NodeServicer(self), server.server)
         self.address = server.bind(self.config.bind_host, 0)
         self.objects.serving_at(self.address)
@@ -490,6 +494,14 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
         async with contextlib.aclosing(self._agent.objects.read(request, context)) as chunks:
             async for chunk in chunks:
                 yield chunk
+
+    async def DescribeStore(self, request: common_pb2.Empty, context: Context) -> node_pb2.StoreInfo:
+        return self._agent.objects.describe()
+
+    async def WriteObject(
+        self, requests: AsyncIterator[node_pb2.ObjectWrite], context: Context,
+    ) -> node_pb2.ObjectLocation:
+        return await self._agent.objects.write(requests, context)
 
     async def Shutdown(self, request: common_pb2.Empty, context: Context) -> common_pb2.Empty:
         # The main thread does the work once this reply is on its way.

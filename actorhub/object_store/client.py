@@ -14,11 +14,16 @@ it, each later put asks the seal to pin the region for this process too, so a ge
 no RPC. The first such pin freed (or idle) unread stops this until a read needs an open again:
 processes that do not read their own puts (producers, staged call arguments, put-and-drop
 loops) are not pinned.
+
+A process that cannot see its node's arena (a driver on another host) learns so at its first
+put or read, and from then on streams values to and from the nodes' stores (remote.py): no
+mapping, pins or pulls. Everything else here (ids, owners, frees) is the same.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -38,6 +43,8 @@ if TYPE_CHECKING:
 
 INLINE_LIMIT = 100 * 1024
 _FLUSH_S = 0.2
+
+log = logging.getLogger(__name__)
 
 
 class _Pin:
@@ -79,6 +86,7 @@ class StoreClient:
         # Set once a read of an object this process put had to open it: from then on its
         # seals pin (see the module's docstring).
         self._open_ahead = False
+        self._remote: bool | None = None  # decided at the first put or read (see `remote`)
         self._closed = threading.Event()
         threading.Thread(target=self._free_loop, name="actorhub-store-free", daemon=True).start()
 
@@ -90,6 +98,12 @@ class StoreClient:
         serialized = _shm.serialize(value)
         if serialized.total_size < INLINE_LIMIT:
             return serialized
+        if self.remote:
+            from actorhub.object_store import remote as _remote
+
+            writer = self._rt.address if owner and owner != self._rt.address else ""
+            _remote.write(self._node, object_id, serialized, owner or self._rt.address, self._take_freed(), writer)
+            return None
         location = self._node.reserve(
             object_id,
             serialized.total_size,
@@ -115,8 +129,34 @@ class StoreClient:
                 self._pins[object_id] = pin
         return None
 
+    @property
+    def remote(self) -> bool:
+        """Whether this process cannot map its node's arena (another host, another /dev/shm),
+        so streams objects; asked of the node once, at the first put or read."""
+        remote = self._remote
+        if remote is None:
+            from actorhub.object_store import remote as _remote
+
+            info = self._node.describe()
+            remote = not _remote.arena_visible(info)
+            with self._lock:
+                if self._remote is None:
+                    self._remote = remote
+                    if remote:
+                        log.info(
+                            "the object store of node %s (%s) is not visible here: objects are streamed to "
+                            "and from it", self._node_address, info.arena_path,
+                        )
+        return remote
+
     def pull(self, object_id: str, source: str, owner: str) -> None:
-        """Have this node copy `object_id` from the store of the node at `source` (once)."""
+        """Have this node copy `object_id` from the store of the node at `source` (once).
+
+        Not in remote mode: a read there streams from `source` itself, a copy at this node
+        would only be read over the network again.
+        """
+        if self._remote_or_lost(object_id):
+            return
         try:
             self._node.pull(object_id, source, owner)
         except RpcFailedError as e:
@@ -128,7 +168,8 @@ class StoreClient:
 
     def read(self, object_id: str, pull_from: str = "") -> Any:
         """Map the object from this node's store; `pull_from`, another node's address, is where
-        to copy it from when it is not here (never pulled, or a copy dropped since)."""
+        to copy it from when it is not here (never pulled, or a copy dropped since). In remote
+        mode, stream it from `pull_from` (or this node) instead."""
         with self._lock:
             self._drain_unmapped()
             pin = self._pins.get(object_id)
@@ -137,6 +178,8 @@ class StoreClient:
                 pin.idle = pin.unread = False
         if pin is not None:
             return self._map(pin)
+        if self._remote_or_lost(object_id):
+            return self._read_remote(object_id, pull_from or self._node_address)
         if not self._open_ahead and self._rt.objects.is_own_put(object_id):
             self._open_ahead = True  # this process reads what it puts (again)
         can_pull = bool(pull_from) and pull_from != self._node_address
@@ -167,6 +210,32 @@ class StoreClient:
             except FileNotFoundError:
                 continue  # a spill file restored or freed between open and mapping: ask again
         raise ObjectLostError(f"object {object_id} kept moving while being read", object_id=object_id)
+
+    def _remote_or_lost(self, object_id: str) -> bool:
+        """`remote`, for a read: a node that cannot say loses the object (a stopped one that
+        does not answer in time raises RpcDeadlineExceededError: that is no loss)."""
+        try:
+            return self.remote
+        except RpcDeadlineExceededError:
+            raise
+        except RpcFailedError as e:
+            raise _lost(object_id, f"its node {self._node_address} did not answer", e) from None
+
+    def _read_remote(self, object_id: str, source: str) -> Any:
+        """Stream the object from the store of the node at `source` into this process."""
+        from actorhub.object_store import remote as _remote
+
+        node = self._node if source == self._node_address else NodeStoreClient(
+            self._rt.channels, source, self._rt.deadlines
+        )
+        try:
+            return _remote.read(node, object_id, self._rt.address)
+        except RpcDeadlineExceededError:
+            raise  # the node is there but did not answer in time (stopped, hung): not a loss
+        except RpcFailedError as e:
+            raise _lost(object_id, f"it could not be read from node {source}", e) from None
+        except _remote.ChunkStreamError as e:
+            raise ObjectLostError(str(e), object_id=object_id) from None
 
     def _map(self, pin: _Pin) -> Any:
         done = False
@@ -278,3 +347,8 @@ class StoreClient:
             arena, self._arena = self._arena, None
         if arena is not None:
             arena.close()
+
+
+def _lost(object_id: str, why: str, e: RpcFailedError) -> ObjectLostError:
+    code = e.code.name if e.code is not None else "UNKNOWN"
+    return ObjectLostError(f"object {object_id} is lost: {why} ({code}: {e.details})", object_id=object_id)

@@ -12,7 +12,9 @@ bytes or wait runs on bounded executors, so the loop stays responsive while it d
 - PullObject: a whole transfer from another node (`_pulls`); its own pulls block on nothing
   of this node's loop, so two nodes pulling from each other cannot deadlock;
 - ReadObject: each chunk's read (`_reads`), the stream's writes on the loop, so a slow
-  puller holds no thread.
+  puller holds no thread;
+- WriteObject (a process whose node's arena is not visible to it): the reserve on
+  `_store_io`, each chunk's write on `_reads`, the stream's reads on the loop.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import secrets
 import shutil
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,7 +34,7 @@ import grpc
 
 from actorhub._proto.v1 import common_pb2, node_pb2
 from actorhub.config import RpcDeadlines
-from actorhub.exceptions import RpcFailedError
+from actorhub.exceptions import ObjectLostError, RpcFailedError
 from actorhub.wire.rpc import GONE_CODES
 from actorhub.wire.server import abort
 from actorhub.wire.transport import ChannelPool
@@ -89,6 +92,25 @@ def remove_session_segments(session_dir: Path) -> list[Path]:
     return removed
 
 
+def _abandon_begun(begun: concurrent.futures.Future[Any]) -> None:
+    if not begun.cancelled() and begun.exception() is None:
+        begun.result().abandon()
+
+
+def _write_arena_id(path: Path) -> str:
+    arena_id = secrets.token_hex(16)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, arena_id.encode())
+    finally:
+        os.close(fd)
+    return arena_id
+
+
 class NodeObjects:
     def __init__(
         self,
@@ -100,6 +122,7 @@ class NodeObjects:
         deadlines: RpcDeadlines | None = None,
     ) -> None:
         from actorhub.object_store import shm as _shm
+        from actorhub.object_store.remote import ARENA_ID_FILE
         from actorhub.object_store.store import NodeObjectStore
         from actorhub.object_store.transfer import ObjectTransfer
 
@@ -108,6 +131,9 @@ class NodeObjects:
         self.store: Any = NodeObjectStore(
             capacity or default_capacity(shm_dir.parent), shm_dir, session_dir / f"spill-{node_id}"
         )
+        # Beside the arena, the id DescribeStore reports: a process that reads the same id there
+        # sees this arena (the node's host and /dev/shm), any other streams objects instead.
+        self._arena_id = _write_arena_id(shm_dir / ARENA_ID_FILE)
         self._deadlines = deadlines or RpcDeadlines()
         transfer_channels = channels if channels is not None else ChannelPool("")
         self.transfer: Any = ObjectTransfer(self.store, transfer_channels, self._deadlines)
@@ -288,7 +314,7 @@ class NodeObjects:
         """The object's segment in chunks; each read on `_reads`, the writes on the loop."""
         from actorhub.object_store.store import ObjectNotInStoreError
 
-        chunks = self.transfer.serve(request.object_id, request.puller)
+        chunks = self.transfer.serve(request.object_id, request.puller, copy=not request.into_process)
         pending: concurrent.futures.Future[Any] | None = None
         try:
             while True:
@@ -310,6 +336,58 @@ class NodeObjects:
                 pending.add_done_callback(lambda _: chunks.close())
             else:
                 chunks.close()
+
+    def describe(self) -> node_pb2.StoreInfo:
+        return node_pb2.StoreInfo(arena_path=str(self.store.arena_path), arena_id=self._arena_id)
+
+    async def write(
+        self, requests: AsyncIterator[node_pb2.ObjectWrite], context: Context,
+    ) -> node_pb2.ObjectLocation:
+        """A segment sent in chunks by a process that cannot map the arena; sealed at the end."""
+        from actorhub.object_store.store import ObjectExistsError
+        from actorhub.object_store.transfer import BadChunkError
+
+        incoming: Any = None
+        try:
+            async for message in requests:
+                if incoming is None:
+                    begun = self._store_io.submit(self._begin_write, message.reserve)
+                    try:
+                        incoming = await asyncio.wrap_future(begun)
+                    except asyncio.CancelledError:
+                        begun.add_done_callback(_abandon_begun)  # reserved all the same: give it back
+                        raise
+                await self._on(self._reads, incoming.write, message.offset, message.data)
+            if incoming is None:
+                await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "WriteObject sent no chunk")
+            return self._location(await self._on(self._store_io, incoming.finish))
+        except ObjectExistsError as e:
+            await abort(context, grpc.StatusCode.ALREADY_EXISTS, str(e))
+        except (BadChunkError, ValueError) as e:  # an unusable id or size, chunks out of order
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except ObjectLostError as e:  # freed (its owner found dead) before it was sealed
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        except OSError as e:  # no room on /dev/shm or the spill disk
+            await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, f"cannot store the object: {e}")
+        finally:
+            if incoming is not None:
+                # A write of this stream may still run on its thread (the call was cancelled):
+                # the abandon waits for it there, not on the loop. Nothing once sealed.
+                try:
+                    self._store_io.submit(incoming.abandon)
+                except RuntimeError:  # closing: the store goes with the node anyway
+                    pass
+
+    def _begin_write(self, request: node_pb2.ReserveObjectRequest) -> Any:
+        from actorhub.object_store.transfer import Incoming
+
+        if not request.size:
+            raise ValueError(f"WriteObject of {request.object_id!r} names no size")
+        self._delete(request.delete_first)
+        if request.writer:
+            with self._lock:
+                self._written_for[request.object_id] = (request.writer, request.owner)
+        return Incoming(self.store, request.object_id, request.size, request.owner)
 
     def list(self) -> node_pb2.ListObjectsReply:
         stats = self.store.stats()

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from actorhub.config import DEFAULT_MAX_MESSAGE_BYTES, RpcDeadlines
 from actorhub.wire.hub import HubClient
 from actorhub.wire.server import ServerLoop
+from actorhub.wire.tls import TlsCredentials
 from actorhub.wire.transport import ChannelPool
 
 
@@ -33,15 +34,17 @@ class Endpoint:
         deadlines: RpcDeadlines,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         hub_reconnect_s: float = 60.0,
+        tls: TlsCredentials | None = None,
     ) -> None:
         """`hub_reconnect_s` is Config.hub_reconnect_timeout_s: how long this process rides
-        out a hub that is down (restarting) before what needs it fails."""
+        out a hub that is down (restarting) before what needs it fails. `tls`: serve and dial
+        with mutual TLS (wire/tls.py), None for plain channels."""
         self.token = token
         self.hub_address = hub_address
         self.deadlines = deadlines
-        self.channels = ChannelPool(token, max_message_bytes)
+        self.channels = ChannelPool(token, max_message_bytes, tls)
         self.hub = HubClient(self.channels, hub_address, deadlines, reconnect_s=hub_reconnect_s)
-        self._server = ServerLoop(token, name="actorhub-io", max_message_bytes=max_message_bytes)
+        self._server = ServerLoop(token, name="actorhub-io", max_message_bytes=max_message_bytes, tls=tls)
         self.address = self._server.bind(bind_host)
         self._close_service: Callable[[], None] = _nothing
 

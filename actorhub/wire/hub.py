@@ -182,7 +182,8 @@ class HubClient(Client[hub_pb2_grpc.HubStub]):
         return ClusterStatus(
             nodes=tuple(
                 NodeStatus(node_id=n.node_id, address=n.address, num_cpus=n.num_cpus,
-                           available_cpus=n.available_cpus, alive=n.alive, pid=n.pid)
+                           available_cpus=n.available_cpus, alive=n.alive, pid=n.pid,
+                           last_heartbeat=n.last_heartbeat)
                 for n in reply.nodes
             ),
             actors=tuple(_actor_info(a) for a in reply.actors),

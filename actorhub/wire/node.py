@@ -9,6 +9,7 @@ import grpc
 
 from actorhub._proto.v1 import common_pb2, node_pb2, node_pb2_grpc
 from actorhub.config import RpcDeadlines
+from actorhub.wire.records import NodeStatus
 from actorhub.wire.rpc import AsyncClient, Client, Peer, async_unary, unary
 from actorhub.wire.transport import AsyncChannelPool, AsyncTokenChannel, ChannelPool
 
@@ -41,6 +42,14 @@ class NodeClient(Client[node_pb2_grpc.NodeStub]):
     def shutdown(self, timeout: float) -> None:
         unary(self.peer, "Shutdown", self._stub().Shutdown, common_pb2.Empty(), timeout)
 
+    def info(self, timeout: float) -> NodeStatus:
+        """The agent's own view of itself (`actorhub health-check --node` asks it directly)."""
+        reply: node_pb2.NodeInfo = unary(
+            self.peer, "GetNodeInfo", self._stub().GetNodeInfo, common_pb2.Empty(), timeout
+        )
+        return NodeStatus(node_id=reply.node_id, address=reply.address, num_cpus=reply.num_cpus,
+                          available_cpus=reply.available_cpus, alive=True, pid=reply.pid)
+
 
 def _async_stub(channel: AsyncTokenChannel) -> NodeAsyncStub:
     # The generated stub only calls the channel's multi-callable factories, which the token
@@ -68,6 +77,13 @@ class AsyncNodeClient(AsyncClient["NodeAsyncStub"]):
         """Returns once the node reaped the worker; the caller bounds that wait."""
         request = node_pb2.KillWorkerRequest(actor_id=actor_id, incarnation=incarnation)
         await async_unary(self.peer, "KillWorker", self._stub().KillWorker, request, timeout)
+
+    async def ping(self, timeout: float) -> str:
+        """The node's id, as it answers GetNodeInfo: the hub's health check."""
+        reply: node_pb2.NodeInfo = await async_unary(
+            self.peer, "GetNodeInfo", self._stub().GetNodeInfo, common_pb2.Empty(), timeout
+        )
+        return reply.node_id
 
     async def shutdown(self, timeout: float) -> None:
         await async_unary(self.peer, "Shutdown", self._stub().Shutdown, common_pb2.Empty(), timeout)

@@ -98,6 +98,8 @@ class NodeStatus:
     """The CPUs actors placed on the node do not reserve (tasks' leases are not counted)."""
     alive: bool
     pid: int
+    last_heartbeat: float = 0.0
+    """Unix time the node last answered the hub's health check; 0: not since the hub started."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,9 @@ started cost no server threads. Handlers that do real work hand it to their own 
 The token is checked from the call's metadata, before any of its body is read: a caller
 without it is refused by a handler that reads nothing, so idle or huge unauthenticated calls
 hold no thread and make the server read no bytes.
+
+With TLS configured (tls.py) a server's port is opened with TLS and requires a client
+certificate signed by the cluster's CA; the token is still checked on top.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hmac
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent import futures
@@ -23,9 +27,11 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from actorhub.config import DEFAULT_MAX_MESSAGE_BYTES
+from actorhub.wire.tls import TlsCredentials
 from actorhub.wire.transport import TOKEN_METADATA_KEY
 
 T = TypeVar("T")
+log = logging.getLogger("actorhub")
 
 
 # gRPC clients refuse trailers over 16 KiB, and would then report RESOURCE_EXHAUSTED instead
@@ -131,11 +137,23 @@ def make_server(
     )
 
 
-def bind(server: grpc.Server | grpc.aio.Server, host: str, port: int = 0) -> str:
-    bound = server.add_insecure_port(f"{host}:{port}")
+def bind(server: grpc.Server | grpc.aio.Server, host: str, port: int = 0, tls: TlsCredentials | None = None) -> str:
+    """Listen on host:port (0: any free port), with mutual TLS when `tls` is given; the address."""
+    if tls is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        if tls.names is not None and host not in _ANY_HOST and not tls.covers(host):
+            # Not fatal: peers may dial this process by another name that the certificate has.
+            log.warning("the certificate %s names none of %s (its names: %s); peers dialling %s will refuse it",
+                        tls.cert_path, host, ", ".join(v for _, v in tls.names) or "none", host)
+        bound = server.add_secure_port(f"{host}:{port}", tls.server_credentials())
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     return f"{host}:{bound}"
+
+
+# Wildcard binds: what peers dial there is another address, not known here.
+_ANY_HOST = frozenset({"0.0.0.0", "::", "[::]", ""})
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -155,7 +173,11 @@ class ServerLoop:
     `submit` runs a coroutine there from any thread, `call_soon` a plain callback.
     """
 
-    def __init__(self, token: str, *, name: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self, token: str, *, name: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: TlsCredentials | None = None,
+    ) -> None:
+        self.tls = tls
         self.loop = new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -185,7 +207,7 @@ class ServerLoop:
         return threading.current_thread() is self._thread
 
     def bind(self, host: str, port: int = 0) -> str:
-        return bind(self.server, host, port)
+        return bind(self.server, host, port, self.tls)
 
     def start(self) -> None:
         self.submit(self.server.start()).result()

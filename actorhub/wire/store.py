@@ -1,12 +1,14 @@
-"""The client of a node's object store RPCs: reserve, seal, open, release, delete, list, pull, read.
+"""The client of a node's object store RPCs: reserve, seal, open, release, delete, list, pull, read,
+and describe and write for processes that cannot map the node's arena.
 
-Values never travel here, only where they are (an arena region or a file) and chunks of
-segments between nodes.
+Values travel here only as chunks of segments: between nodes, and to and from a process whose
+node's arena is not visible to it (another host). Otherwise only where they are (an arena
+region or a file) crosses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from actorhub._proto.v1 import common_pb2, node_pb2, node_pb2_grpc
@@ -42,6 +44,15 @@ class StoreListing:
     """Of the arena, in whole pages; regions readers still map included."""
     spilled: int
     """Bytes on disk."""
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """The node's arena, and the id written beside it (a process that reads the same id there
+    maps the arena; else it streams objects)."""
+
+    arena_path: str
+    arena_id: str
 
 
 def _location(reply: node_pb2.ObjectLocation) -> StoreLocation:
@@ -110,9 +121,36 @@ class NodeStoreClient(Client[node_pb2_grpc.NodeStub]):
             retry_unavailable_s=self._retry_s,
         )
 
-    def read(self, object_id: str, puller: str) -> ServerStream[node_pb2.ObjectChunk]:
-        """Stream the object's segment in chunks (node to node; the store keeps the chunks)."""
-        request = node_pb2.ReadObjectRequest(object_id=object_id, puller=puller)
+    def read(self, object_id: str, puller: str, into_process: bool = False) -> ServerStream[node_pb2.ObjectChunk]:
+        """Stream the object's segment in chunks: node to node (the puller keeps a copy, which
+        this node deletes with the object), or `into_process` (the reader keeps nothing)."""
+        request = node_pb2.ReadObjectRequest(object_id=object_id, puller=puller, into_process=into_process)
         timeout = self.deadlines.fetch_s
         call = self._stub().ReadObject(request, timeout=timeout)
         return ServerStream(self.peer, "ReadObject", call, timeout)
+
+    def describe(self) -> StoreInfo:
+        reply: node_pb2.StoreInfo = unary(
+            self.peer, "DescribeStore", self._stub().DescribeStore, common_pb2.Empty(), self.deadlines.store_s,
+            retry_unavailable_s=self._retry_s,
+        )
+        return StoreInfo(arena_path=reply.arena_path, arena_id=reply.arena_id)
+
+    def write(
+        self, object_id: str, size: int, owner: str, delete_first: Iterable[str], writer: str,
+        chunks: Iterable[tuple[int, bytes]],
+    ) -> StoreLocation:
+        """Store a segment of `size` bytes sent as (offset, bytes) chunks, in order; sealed when
+        this returns. Not retried: the chunks are consumed, and a stream that broke left nothing."""
+        reserve = node_pb2.ReserveObjectRequest(
+            object_id=object_id, size=size, owner=owner, delete_first=delete_first, writer=writer
+        )
+
+        def messages() -> Iterator[node_pb2.ObjectWrite]:
+            first = True
+            for offset, data in chunks:
+                yield node_pb2.ObjectWrite(reserve=reserve if first else None, offset=offset, data=data)
+                first = False
+
+        reply = unary(self.peer, "WriteObject", self._stub().WriteObject, messages(), self.deadlines.fetch_s)
+        return _location(reply)

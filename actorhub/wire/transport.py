@@ -2,7 +2,8 @@
 it are in server.py).
 
 The token travels as call metadata and is checked once per RPC, so a long-lived call stream
-pays for it once, not per actor call.
+pays for it once, not per actor call. With TLS configured (tls.py) a channel is opened secure
+instead of plain; that is decided once, when it is opened, and the calls on it are the same.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import grpc
 
 from actorhub.config import DEFAULT_MAX_MESSAGE_BYTES
+from actorhub.wire.tls import TlsCredentials
 
 TOKEN_METADATA_KEY = "actorhub-token"
 # The initial metadata a worker sends once it has taken a call stream, before running any of
@@ -107,15 +109,25 @@ class _TokenChannel(_TokenMethods, grpc.Channel):
         self._channel.close()
 
 
-def open_channel(address: str, token: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.Channel:
-    return _TokenChannel(grpc.insecure_channel(address, options=channel_options(max_message_bytes)), token)
+def open_channel(
+    address: str, token: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, tls: TlsCredentials | None = None
+) -> grpc.Channel:
+    """A channel whose calls carry the token; with `tls`, mutual TLS to a server whose
+    certificate verifies against the CA and names `address`'s host."""
+    options = channel_options(max_message_bytes)
+    if tls is None:
+        return _TokenChannel(grpc.insecure_channel(address, options=options), token)
+    return _TokenChannel(grpc.secure_channel(address, tls.channel_credentials(), options=options), token)
 
 
 def open_async_channel(
-    address: str, token: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    address: str, token: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, tls: TlsCredentials | None = None
 ) -> AsyncTokenChannel:
-    """An asyncio channel whose calls carry the token; use it only on the loop it was made on."""
-    return AsyncTokenChannel(grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes)), token)
+    """open_channel for asyncio callers; use the channel only on the loop it was made on."""
+    options = channel_options(max_message_bytes)
+    if tls is None:
+        return AsyncTokenChannel(grpc.aio.insecure_channel(address, options=options), token)
+    return AsyncTokenChannel(grpc.aio.secure_channel(address, tls.channel_credentials(), options=options), token)
 
 
 class AsyncTokenChannel(_TokenMethods):
@@ -132,9 +144,12 @@ class AsyncTokenChannel(_TokenMethods):
 class ChannelPool:
     """One channel per peer address, reused by every stub in the process."""
 
-    def __init__(self, token: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self, token: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, tls: TlsCredentials | None = None
+    ) -> None:
         self._token = token
         self.max_message_bytes = max_message_bytes
+        self.tls = tls
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
 
@@ -144,7 +159,7 @@ class ChannelPool:
             with self._lock:
                 channel = self._channels.get(address)
                 if channel is None:
-                    channel = open_channel(address, self._token, self.max_message_bytes)
+                    channel = open_channel(address, self._token, self.max_message_bytes, self.tls)
                     self._channels[address] = channel
         return channel
 
@@ -168,15 +183,20 @@ class ChannelPool:
 class AsyncChannelPool:
     """ChannelPool for asyncio callers: one channel per peer, used only on its loop."""
 
-    def __init__(self, token: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self, token: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, tls: TlsCredentials | None = None
+    ) -> None:
         self._token = token
         self.max_message_bytes = max_message_bytes
+        self.tls = tls
         self._channels: dict[str, AsyncTokenChannel] = {}
 
     def get(self, address: str) -> AsyncTokenChannel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = open_async_channel(address, self._token, self.max_message_bytes)
+            channel = self._channels[address] = open_async_channel(
+                address, self._token, self.max_message_bytes, self.tls
+            )
         return channel
 
     async def discard(self, address: str) -> None:

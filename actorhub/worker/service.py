@@ -252,6 +252,7 @@ def run_worker(boot: WorkerBoot) -> NoReturn:
     """Entry of a forked worker: serve until the node agent kills this process."""
     from actorhub.cluster.session import Session
     from actorhub.config import Config
+    from actorhub.wire.tls import load_tls
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     token = Session(boot.session_dir).token
@@ -259,6 +260,7 @@ def run_worker(boot: WorkerBoot) -> NoReturn:
     endpoint = Endpoint(
         token=token, hub_address=boot.hub_address, bind_host=boot.bind_host, deadlines=config.deadlines,
         max_message_bytes=config.max_message_bytes, hub_reconnect_s=config.hub_reconnect_timeout_s,
+        tls=load_tls(config, check=False),  # checked by the node agent, whose environment this is
     )
     service = WorkerService(endpoint, boot)
     endpoint.serve(service, service.close)

@@ -157,20 +157,22 @@ class WorkerExitReport(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "address", "num_cpus", "available_cpus", "alive", "pid")
+    __slots__ = ("node_id", "address", "num_cpus", "available_cpus", "alive", "pid", "last_heartbeat")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NUM_CPUS_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_CPUS_FIELD_NUMBER: _ClassVar[int]
     ALIVE_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     num_cpus: float
     available_cpus: float
     alive: bool
     pid: int
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., num_cpus: _Optional[float] = ..., available_cpus: _Optional[float] = ..., alive: _Optional[bool] = ..., pid: _Optional[int] = ...) -> None: ...
+    last_heartbeat: float
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., num_cpus: _Optional[float] = ..., available_cpus: _Optional[float] = ..., alive: _Optional[bool] = ..., pid: _Optional[int] = ..., last_heartbeat: _Optional[float] = ...) -> None: ...
 
 class LentCpus(_message.Message):
     __slots__ = ("node_id", "lent")

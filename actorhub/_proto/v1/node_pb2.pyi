@@ -8,6 +8,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class StoreInfo(_message.Message):
+    __slots__ = ("arena_path", "arena_id")
+    ARENA_PATH_FIELD_NUMBER: _ClassVar[int]
+    ARENA_ID_FIELD_NUMBER: _ClassVar[int]
+    arena_path: str
+    arena_id: str
+    def __init__(self, arena_path: _Optional[str] = ..., arena_id: _Optional[str] = ...) -> None: ...
+
+class ObjectWrite(_message.Message):
+    __slots__ = ("reserve", "offset", "data")
+    RESERVE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    reserve: ReserveObjectRequest
+    offset: int
+    data: bytes
+    def __init__(self, reserve: _Optional[_Union[ReserveObjectRequest, _Mapping]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class PullObjectRequest(_message.Message):
     __slots__ = ("object_id", "source", "owner")
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -19,12 +37,14 @@ class PullObjectRequest(_message.Message):
     def __init__(self, object_id: _Optional[str] = ..., source: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class ReadObjectRequest(_message.Message):
-    __slots__ = ("object_id", "puller")
+    __slots__ = ("object_id", "puller", "into_process")
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     PULLER_FIELD_NUMBER: _ClassVar[int]
+    INTO_PROCESS_FIELD_NUMBER: _ClassVar[int]
     object_id: str
     puller: str
-    def __init__(self, object_id: _Optional[str] = ..., puller: _Optional[str] = ...) -> None: ...
+    into_process: bool
+    def __init__(self, object_id: _Optional[str] = ..., puller: _Optional[str] = ..., into_process: _Optional[bool] = ...) -> None: ...
 
 class ObjectChunk(_message.Message):
     __slots__ = ("total_size", "offset", "data")

@@ -102,6 +102,16 @@ class NodeStub:
                 request_serializer=actorhub_dot_v1_dot_node__pb2.ReadObjectRequest.SerializeToString,
                 response_deserializer=actorhub_dot_v1_dot_node__pb2.ObjectChunk.FromString,
                 _registered_method=True)
+        self.DescribeStore = channel.unary_unary(
+                '/actorhub.v1.Node/DescribeStore',
+                request_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_node__pb2.StoreInfo.FromString,
+                _registered_method=True)
+        self.WriteObject = channel.stream_unary(
+                '/actorhub.v1.Node/WriteObject',
+                request_serializer=actorhub_dot_v1_dot_node__pb2.ObjectWrite.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_node__pb2.ObjectLocation.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -199,6 +209,25 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeStore(self, request, context):
+        """For a process whose node's arena is not visible to it (another host, or a private
+        /dev/shm): DescribeStore names the arena and an id written beside it (`arena.id` in the
+        arena's directory); a process that cannot read the same id there streams objects instead
+        of mapping them. WriteObject stores a value in chunks: the first message carries what
+        ReserveObject takes, every message the next chunk of the segment, in order; the store seals
+        it once all of it came, and deletes it if the stream breaks first. Such a process reads
+        with ReadObject (`into_process`), from whichever node holds the object.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteObject(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +295,16 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.ReadObject,
                     request_deserializer=actorhub_dot_v1_dot_node__pb2.ReadObjectRequest.FromString,
                     response_serializer=actorhub_dot_v1_dot_node__pb2.ObjectChunk.SerializeToString,
+            ),
+            'DescribeStore': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeStore,
+                    request_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+                    response_serializer=actorhub_dot_v1_dot_node__pb2.StoreInfo.SerializeToString,
+            ),
+            'WriteObject': grpc.stream_unary_rpc_method_handler(
+                    servicer.WriteObject,
+                    request_deserializer=actorhub_dot_v1_dot_node__pb2.ObjectWrite.FromString,
+                    response_serializer=actorhub_dot_v1_dot_node__pb2.ObjectLocation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -620,6 +659,60 @@ class Node:
             '/actorhub.v1.Node/ReadObject',
             actorhub_dot_v1_dot_node__pb2.ReadObjectRequest.SerializeToString,
             actorhub_dot_v1_dot_node__pb2.ObjectChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeStore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Node/DescribeStore',
+            actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            actorhub_dot_v1_dot_node__pb2.StoreInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteObject(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/actorhub.v1.Node/WriteObject',
+            actorhub_dot_v1_dot_node__pb2.ObjectWrite.SerializeToString,
+            actorhub_dot_v1_dot_node__pb2.ObjectLocation.FromString,
             options,
             channel_credentials,
             insecure,

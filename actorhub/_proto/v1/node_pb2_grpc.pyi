@@ -63,6 +63,16 @@ class NodeStub:
     remembers which nodes took copies and deletes them when it deletes the object.
     """
     ReadObject: _grpc.UnaryStreamMultiCallable[_node_pb2.ReadObjectRequest, _node_pb2.ObjectChunk]
+    DescribeStore: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _node_pb2.StoreInfo]
+    """For a process whose node's arena is not visible to it (another host, or a private
+    /dev/shm): DescribeStore names the arena and an id written beside it (`arena.id` in the
+    arena's directory); a process that cannot read the same id there streams objects instead
+    of mapping them. WriteObject stores a value in chunks: the first message carries what
+    ReserveObject takes, every message the next chunk of the segment, in order; the store seals
+    it once all of it came, and deletes it if the stream breaks first. Such a process reads
+    with ReadObject (`into_process`), from whichever node holds the object.
+    """
+    WriteObject: _grpc.StreamUnaryMultiCallable[_node_pb2.ObjectWrite, _node_pb2.ObjectLocation]
 
 @_typing.type_check_only
 class NodeAsyncStub(NodeStub):
@@ -97,6 +107,16 @@ class NodeAsyncStub(NodeStub):
     remembers which nodes took copies and deletes them when it deletes the object.
     """
     ReadObject: _aio.UnaryStreamMultiCallable[_node_pb2.ReadObjectRequest, _node_pb2.ObjectChunk]  # type: ignore[assignment]
+    DescribeStore: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _node_pb2.StoreInfo]  # type: ignore[assignment]
+    """For a process whose node's arena is not visible to it (another host, or a private
+    /dev/shm): DescribeStore names the arena and an id written beside it (`arena.id` in the
+    arena's directory); a process that cannot read the same id there streams objects instead
+    of mapping them. WriteObject stores a value in chunks: the first message carries what
+    ReserveObject takes, every message the next chunk of the segment, in order; the store seals
+    it once all of it came, and deletes it if the stream breaks first. Such a process reads
+    with ReadObject (`into_process`), from whichever node holds the object.
+    """
+    WriteObject: _aio.StreamUnaryMultiCallable[_node_pb2.ObjectWrite, _node_pb2.ObjectLocation]  # type: ignore[assignment]
 
 class NodeServicer(metaclass=_abc_1.ABCMeta):
     """Served by the node agent, one per machine."""
@@ -206,5 +226,27 @@ class NodeServicer(metaclass=_abc_1.ABCMeta):
         request: _node_pb2.ReadObjectRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_node_pb2.ObjectChunk], _abc.AsyncIterator[_node_pb2.ObjectChunk]]: ...
+
+    @_abc_1.abstractmethod
+    def DescribeStore(
+        self,
+        request: _common_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.StoreInfo, _abc.Awaitable[_node_pb2.StoreInfo]]:
+        """For a process whose node's arena is not visible to it (another host, or a private
+        /dev/shm): DescribeStore names the arena and an id written beside it (`arena.id` in the
+        arena's directory); a process that cannot read the same id there streams objects instead
+        of mapping them. WriteObject stores a value in chunks: the first message carries what
+        ReserveObject takes, every message the next chunk of the segment, in order; the store seals
+        it once all of it came, and deletes it if the stream breaks first. Such a process reads
+        with ReadObject (`into_process`), from whichever node holds the object.
+        """
+
+    @_abc_1.abstractmethod
+    def WriteObject(
+        self,
+        request_iterator: _MaybeAsyncIterator[_node_pb2.ObjectWrite],
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ObjectLocation, _abc.Awaitable[_node_pb2.ObjectLocation]]: ...
 
 def add_NodeServicer_to_server(servicer: NodeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
