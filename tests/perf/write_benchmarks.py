@@ -7,8 +7,9 @@ microbenchmarks, one after the other on this machine).
 `--from-output` builds the page from vs-ray output saved earlier instead of running it.
 `--own-metrics` also runs tests/perf/own_metrics_vs_ray.py after vs-ray and adds a second table,
 "actorhub's own metrics vs Ray" (the three metrics `ray microbenchmark` lacks, against issue 8's
-targets); `--own-metrics-from` takes its `--json` output saved earlier instead. Not part of
-`make test`: a run takes many minutes and wants a quiet machine.
+targets); `--own-metrics-from` takes its `--json` output saved earlier instead. `--cross-node`
+adds the node-to-node transfer figures of tests/perf/cross_node_transfer.py (issue 10). Not part
+of `make test`: a run takes many minutes and wants a quiet machine.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 VS_RAY = ROOT.parent / "shared" / "bench" / "vs-ray"
 OWN_METRICS = ROOT / "tests" / "perf" / "own_metrics_vs_ray.py"
+CROSS_NODE = ROOT / "tests" / "perf" / "cross_node_transfer.py"
 # One row of vs-ray's table: metric, Ray's rate, ours, the ratio.
 _ROW = re.compile(r"^(?P<metric>.+?)\s+(?P<ray>[\d.]+)\s+(?P<ours>[\d.]+)\s+(?P<ratio>[\d.]+)x\s*$")
 
@@ -148,6 +150,25 @@ def render_own(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_cross_node() -> str:
+    """A third section: cross_node_transfer.py's lines, as it printed them."""
+    done = subprocess.run([sys.executable, str(CROSS_NODE)], cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"cross_node_transfer.py failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    lines = [
+        "",
+        "## Objects between nodes",
+        "",
+        "`tests/perf/cross_node_transfer.py`: a driver gets an array that an actor on another node made;",
+        "its node pulls it from the other node's store in 8 MiB chunks, then maps it. Median +- stdev.",
+        "",
+        "```",
+        *[line for line in done.stdout.splitlines() if line.strip()],
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--filter", default="", help="only metrics whose name contains TEXT (vs-ray's pattern)")
@@ -158,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--own-metrics-from", type=Path, metavar="FILE", help="own_metrics_vs_ray.py --json output saved earlier"
     )
+    parser.add_argument("--cross-node", action="store_true", help="add cross_node_transfer.py's figures")
     args = parser.parse_args(argv)
     output = args.from_output.read_text() if args.from_output else run_vs_ray(args.filter)
     page = render(output, args.filter, args.note)
@@ -165,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         page += render_own(json.loads(args.own_metrics_from.read_text()))
     elif args.own_metrics:
         page += render_own(run_own_metrics(args.own_metrics_rounds))
+    if args.cross_node:
+        page += run_cross_node()
     (ROOT / "BENCHMARKS.md").write_text(page)
     print(f"wrote {ROOT / 'BENCHMARKS.md'}", file=sys.stderr)
     return 0
