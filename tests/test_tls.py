@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from actorhub.cluster.session import latest_session
 from actorhub.config import Config, ConfigError
 from actorhub.wire.server import bind, make_server
 from actorhub.wire.tls import TlsCredentials, load_tls, read_tls
+from actorhub.wire.tls_probe import TlsMismatchError, check_tls
 from actorhub.wire.transport import AsyncChannelPool, ChannelPool, open_channel
 
 LOOPBACK = "127.0.0.1"
@@ -412,3 +415,59 @@ def test_a_bad_certificate_path_fails_init_and_the_hub_at_start(
                          capture_output=True, text=True, timeout=60, cwd=REPO)
     assert hub.returncode == 2, hub.stderr
     assert str(missing) in hub.stderr and "tls_cert" in hub.stderr
+
+
+# ---- a TLS disagreement is named before the first call --------------------------------------
+
+
+def test_a_tls_disagreement_is_named_by_a_probe_of_its_own(pki: Pki) -> None:
+    # gRPC would report each of these as UNAVAILABLE, and a call waiting for readiness would
+    # wait out its deadline: check_tls names the disagreement instead.
+    token = "t" * 64
+    plain, secure, misnamed = (make_server(token, max_workers=2) for _ in range(3))
+    try:
+        plain_port = int(bind(plain, LOOPBACK, 0).rsplit(":", 1)[1])
+        secure_port = int(bind(secure, LOOPBACK, 0, read_tls(pki.node.cert, pki.node.key, pki.ca)).rsplit(":", 1)[1])
+        misnamed_port = int(
+            bind(misnamed, LOOPBACK, 0, read_tls(pki.elsewhere.cert, pki.elsewhere.key, pki.ca)).rsplit(":", 1)[1])
+        for server in (plain, secure, misnamed):
+            server.start()
+
+        def problem(port: int, tls: TlsCredentials | None) -> str:
+            try:
+                check_tls(LOOPBACK, port, tls)
+            except TlsMismatchError as e:
+                return str(e)
+            return ""
+
+        assert problem(plain_port, None) == ""
+        assert problem(secure_port, pki.credentials()) == ""
+        assert "it serves TLS and this process has no TLS settings" in problem(secure_port, None)
+        assert "it does not serve TLS" in problem(plain_port, pki.credentials())
+        assert "does not verify against tls_ca" in problem(secure_port, pki.credentials(pki.stranger, ca=pki.other_ca))
+        assert "does not verify against tls_ca" in problem(misnamed_port, pki.credentials())
+        refused = problem(secure_port, pki.credentials(pki.stranger, ca=pki.ca))
+        assert "refused this process's certificate" in refused and str(pki.stranger.cert) in refused
+    finally:
+        for server in (plain, secure, misnamed):
+            server.stop(None)
+    # Nothing listens: not a TLS question, left to the caller's own checks.
+    assert problem(plain_port, None) == "" and problem(secure_port, pki.credentials()) == ""
+
+
+def test_a_plain_driver_joining_a_tls_cluster_fails_at_once_saying_why(tls_cluster: TlsCluster) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORHUB_TLS_")}
+    env["ACTORHUB_TOKEN"] = tls_cluster.token
+    program = (
+        "import actorhub\n"
+        "from actorhub.wire.tls_probe import TlsMismatchError\n"
+        "try:\n"
+        f"    actorhub.init(address={tls_cluster.servers['hub']!r})\n"
+        "except TlsMismatchError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "refused:" in done.stdout and "it serves TLS" in done.stdout, done.stdout
+    assert time.monotonic() - started < 10  # not after a 30 s deadline

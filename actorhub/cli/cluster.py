@@ -45,6 +45,7 @@ from actorhub.cluster.session import ADDRESS_FILE, TOKEN_FILE, Session, list_ses
 from actorhub.config import Config
 from actorhub.wire.records import ClusterStatus, NodeStatus
 from actorhub.wire.tls import load_tls
+from actorhub.wire.tls_probe import check_tls
 
 _POLL_S = 0.02
 _HUB_RETRY_S = 0.5
@@ -137,7 +138,8 @@ def start_node_command(address: str, flags: StartFlags) -> int:
         raise CliError(f"no local session for {address} and no token: to join a hub on another machine, pass "
                        "--token-file FILE or set ACTORHUB_TOKEN to the cluster's token")
     target = Target(address, token, None, tls, source)
-    # Before anything starts here: the hub must answer and take the token.
+    # Before anything starts here: the hub must agree on TLS, answer and take the token.
+    check_tls(host, port, tls)
     known = {n.node_id for n in _wait_for_hub(target, config.connect_timeout_s).nodes}
     session, node_process = join_cluster(config, address, token)
     target = Target(address, token, session, tls, source)

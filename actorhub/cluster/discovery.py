@@ -32,6 +32,8 @@ from actorhub.cluster.session import (
     started_sessions,
 )
 from actorhub.config import Config
+from actorhub.wire.tls import load_tls
+from actorhub.wire.tls_probe import check_tls
 
 ADDRESS_VARIABLES = ("ACTORHUB_ADDRESS", "RAY_ADDRESS")
 
@@ -49,7 +51,17 @@ class Found:
 
 
 def find(config: Config, address: str | None, environ: Mapping[str, str]) -> Found | None:
-    """The existing cluster `init(address)` connects to, or None for a new local cluster."""
+    """The existing cluster `init(address)` connects to, or None for a new local cluster.
+
+    A cluster whose hub and this process disagree on TLS raises TlsMismatchError, naming how."""
+    found = _find(config, address, environ)
+    if found is not None:
+        host, port = addresses.parse_address(found.hub_address, "the hub's address")
+        check_tls(host, port, load_tls(config, check=False))
+    return found
+
+
+def _find(config: Config, address: str | None, environ: Mapping[str, str]) -> Found | None:
     via = ""
     if address is None:
         for name in ADDRESS_VARIABLES:
