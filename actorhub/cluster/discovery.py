@@ -32,8 +32,6 @@ from actorhub.cluster.session import (
     started_sessions,
 )
 from actorhub.config import Config
-from actorhub.wire.tls import load_tls
-from actorhub.wire.tls_probe import check_tls
 
 ADDRESS_VARIABLES = ("ACTORHUB_ADDRESS", "RAY_ADDRESS")
 
@@ -56,6 +54,10 @@ def find(config: Config, address: str | None, environ: Mapping[str, str]) -> Fou
     A cluster whose hub and this process disagree on TLS raises TlsMismatchError, naming how."""
     found = _find(config, address, environ)
     if found is not None:
+        # Here, not at the top: they import grpc, which the entry points importing this must not.
+        from actorhub.wire.tls import load_tls
+        from actorhub.wire.tls_probe import check_tls
+
         host, port = addresses.parse_address(found.hub_address, "the hub's address")
         check_tls(host, port, load_tls(config, check=False))
     return found
