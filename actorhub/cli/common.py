@@ -12,8 +12,8 @@ import grpc
 
 from actorhub.cluster import addresses
 from actorhub.cluster.credentials import given_token
+from actorhub.cluster.discovery import newest_running
 from actorhub.cluster.session import (
-    ADDRESS_FILE,
     NoClusterError,
     Session,
     latest_session,
@@ -32,8 +32,6 @@ RPC_TIMEOUT_S = 5.0
 # How long a command waits for an unreachable hub: its supervisor brings a crashed one back
 # within about a second, and longer means it is gone.
 HUB_RECONNECT_S = 2.0
-# The pid files of a running hub: the hub's own, and its supervisor's (which outlives a crash).
-HUB_ROLES = ("hub", "hub-supervisor")
 
 
 class CliError(Exception):
@@ -86,14 +84,7 @@ def _latest_running_session(root: Path) -> Session | None:
         pass
     # `latest` names the newest session even when its start failed or a benchmark's cluster has
     # come and gone since; a cluster started before it may still be running.
-    for session in reversed(sessions(root)):
-        # A hub being restarted has no live pid for a moment; its supervisor's stands for it. A
-        # node that joined a hub elsewhere stands for that hub.
-        live = _live_pid_files(session)
-        roles = HUB_ROLES if not session.joined else tuple(f.stem for f in live if f.stem.startswith("node-"))
-        if (session.path / ADDRESS_FILE).exists() and any(session.pid_file(r) in live for r in roles):
-            return session
-    return None
+    return newest_running(root)
 
 
 def sessions(root: Path) -> list[Session]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from actorhub.cluster import addresses
 from actorhub.cluster.credentials import TokenError, given_token
@@ -106,7 +107,7 @@ def _latest(config: Config) -> Found | None:
     except NoClusterError:
         # `latest` names the newest session even when its cluster has come and gone since (a
         # program's own, ended with it); one started before it may still run.
-        found = _newest_running(config)
+        found = newest_running(config.session_root)
         if found is None:
             return None
         session = found
@@ -116,8 +117,10 @@ def _latest(config: Config) -> Found | None:
     return Found(hub_address, token, session, f"the newest cluster on this host (session {session.path})")
 
 
-def _newest_running(config: Config) -> Session | None:
-    for session in reversed(list_sessions(config.session_root)[0]):
+def newest_running(root: Path) -> Session | None:
+    """The newest session under `root` whose cluster runs: its hub (or, while a crashed hub is
+    restarted, its supervisor) is alive, or, for a node that joined a hub elsewhere, that node."""
+    for session in reversed(list_sessions(root)[0]):
         if not (session.path / ADDRESS_FILE).exists():
             continue
         live = live_roles(session)
