@@ -18,12 +18,12 @@ from actorhub._grpc_engine import prefer_poller
 prefer_poller()
 
 if TYPE_CHECKING:
-    from actorhub import exceptions, util
+    from actorhub import actor, exceptions, util
     from actorhub.api.actor_class import ActorClass
     from actorhub.api.actor_handle import ActorHandle, ActorMethod
+    from actorhub.api.cancel import cancel
     from actorhub.api.cluster import (
         ClusterContext,
-        cancel,
         get,
         init,
         is_initialized,
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from actorhub.api.remote import method, remote
     from actorhub.api.runtime_context import RuntimeContext, get_runtime_context
     from actorhub.runtime.object_ref import ObjectRef
+    from actorhub.runtime.object_ref_generator import DynamicObjectRefGenerator, ObjectRefGenerator
 
 __version__ = "0.1.0"
 
@@ -47,8 +48,10 @@ _EXPORTS: dict[str, str] = {
     "available_resources": "actorhub.api.cluster_info",
     "cluster_resources": "actorhub.api.cluster_info",
     "nodes": "actorhub.api.cluster_info",
-    "cancel": "actorhub.api.cluster",
+    "cancel": "actorhub.api.cancel",
     "ObjectRef": "actorhub.runtime.object_ref",
+    "ObjectRefGenerator": "actorhub.runtime.object_ref_generator",
+    "DynamicObjectRefGenerator": "actorhub.runtime.object_ref_generator",
     "RuntimeContext": "actorhub.api.runtime_context",
     "get": "actorhub.api.cluster",
     "get_actor": "actorhub.namespaces.lookup",
@@ -62,16 +65,19 @@ _EXPORTS: dict[str, str] = {
     "shutdown": "actorhub.api.cluster",
     "wait": "actorhub.api.cluster",
 }
-_SUBMODULES = {"exceptions", "util"}
+_SUBMODULES = {"actor", "exceptions", "job_config", "util"}
 
 __all__ = [
     "ActorClass",
     "ActorHandle",
     "ActorMethod",
     "ClusterContext",
+    "DynamicObjectRefGenerator",
     "ObjectRef",
+    "ObjectRefGenerator",
     "RuntimeContext",
     "__version__",
+    "actor",
     "available_resources",
     "cancel",
     "cluster_resources",

@@ -7,11 +7,12 @@ the defaults below. Nothing deeper in the code reads the environment.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from actorhub.exceptions import ActorHubError
 
@@ -125,6 +126,30 @@ class Config(BaseModel):
     stops. Operations that need the hub wait for it within their own deadlines meanwhile."""
     deadlines: RpcDeadlines = Field(default_factory=RpcDeadlines)
     """Deadlines of RPCs, by class (ACTORHUB_DEADLINES_<FIELD>, e.g. ACTORHUB_DEADLINES_KILL_S)."""
+    log_to_driver: bool = True
+    """A driver prints the output (stdout, stderr) of its job's actors and tasks (`init(log_to_driver=)`)."""
+    dedup_logs: bool = True
+    """Ray's log deduplication at the driver (RAY_DEDUP_LOGS): a line that other workers repeat within
+    `dedup_logs_agg_window_s` prints once, then with `[repeated Nx across cluster]`; ACTORHUB_DEDUP_LOGS=0: off."""
+    dedup_logs_agg_window_s: float = Field(default=5.0, gt=0)
+    """How long repeats of a line are counted before the count is printed."""
+    dedup_logs_allow_regex: str | None = None
+    """Lines that match this regular expression are never deduplicated."""
+    dedup_logs_skip_regex: str | None = None
+    """Lines that match this regular expression are not printed at the driver at all."""
+    job_runtime_env: dict[str, Any] | None = None
+    """The job's default runtime_env (`init(runtime_env=)`, or the JobConfig's); tasks and actors
+    that set none of their own use it."""
+
+    @field_validator("dedup_logs_allow_regex", "dedup_logs_skip_regex")
+    @classmethod
+    def _a_regex(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                re.compile(value)
+            except re.error as e:
+                raise ValueError(f"not a regular expression: {e}") from None
+        return value
 
     @model_validator(mode="after")
     def _tls_all_or_none(self) -> Config:

@@ -16,28 +16,58 @@ __all__ = [
     "ActorError",
     "ActorHubError",
     "ActorHubSystemError",
+    "ActorPlacementGroupRemoved",
     "ActorUnavailableError",
+    "ActorUnschedulableError",
+    "AsyncioActorExit",
+    "AuthenticationError",
     "ControlPlaneDeadlineError",
     "ControlPlaneUnavailableError",
+    "CrossLanguageError",
     "GetTimeoutError",
+    "LocalRayletDiedError",
+    "MessageTooLargeError",
     "NoRuntimeError",
+    "NodeDiedError",
+    "ObjectFetchTimedOutError",
+    "ObjectFreedError",
     "ObjectLostError",
+    "ObjectReconstructionFailedError",
+    "ObjectReconstructionFailedLineageEvictedError",
+    "ObjectReconstructionFailedMaxAttemptsExceededError",
+    "ObjectRefStreamEndOfStreamError",
+    "ObjectStoreFullError",
     "OptionsError",
+    "OufOfBandObjectRefSerializationException",
+    "OutOfDiskError",
+    "OutOfMemoryError",
     "OwnerDiedError",
     "PeerUnavailableError",
+    "PendingCallsLimitExceeded",
     "PendingCallsLimitExceededError",
+    "PlasmaObjectNotAvailable",
     "RayActorError",
+    "RayCgraphCapacityExceeded",
+    "RayChannelError",
+    "RayChannelTimeoutError",
+    "RayDirectTransportError",
     "RayError",
     "RaySystemError",
     "RayTaskError",
+    "ReferenceCountingAssertionError",
     "RpcDeadlineExceededError",
+    "RpcError",
     "RpcFailedError",
+    "RuntimeEnvSetupError",
     "RuntimeShutDownError",
     "SerializationError",
     "TaskCancelledError",
     "TaskError",
+    "TaskPlacementGroupRemoved",
     "TaskUnschedulableError",
     "UnsafeDirectoryError",
+    "UnserializableException",
+    "UserCodeException",
     "WorkerCrashedError",
 ]
 
@@ -297,7 +327,117 @@ class UnsafeDirectoryError(ActorHubError, PermissionError):
         self.path = path
 
 
+class ActorUnschedulableError(ActorHubError):
+    """No node can ever run the actor: the node its scheduling strategy names is not alive."""
+
+
+class TaskPlacementGroupRemoved(ActorHubError):
+    """The placement group the task was scheduled in was removed."""
+
+
+class ActorPlacementGroupRemoved(ActorHubError):
+    """The placement group the actor was scheduled in was removed."""
+
+
+class AsyncioActorExit(ActorHubError):
+    """An async actor ends itself (``exit_actor()`` inside a coroutine method)."""
+
+
+class LocalRayletDiedError(ActorHubSystemError):
+    """The node agent of this process's node died, so the process cannot go on."""
+
+
+class NodeDiedError(ActorHubSystemError):
+    """The node that ran the task or held the object died."""
+
+
+class CrossLanguageError(ActorHubError):
+    """An error raised by code in another language (actorhub runs Python only; kept for Ray programs)."""
+
+
+class UserCodeException(ActorHubError):
+    """User code raised while actorhub ran it outside a task (a serializer, a tracing hook)."""
+
+
+class RuntimeEnvSetupError(ActorHubError):
+    """A task's or actor's runtime environment could not be set up; the message says why."""
+
+
+class ObjectStoreFullError(ActorHubError):
+    """The object store had no room for an object even after spilling."""
+
+
+class OutOfDiskError(ActorHubError):
+    """The disk that spilled objects go to is full."""
+
+
+class OutOfMemoryError(ActorHubError):
+    """The node ran low on memory and killed the worker running the task."""
+
+
+class PlasmaObjectNotAvailable(ActorHubError):
+    """The object was not available within the given time."""
+
+
+class ObjectFetchTimedOutError(ObjectLostError):
+    """No copy of the object could be found to fetch."""
+
+
+class ObjectFreedError(ObjectLostError):
+    """The object was freed explicitly while a reference to it still existed."""
+
+
+class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
+    """The object was deleted while a reference to it still existed (a bug in reference counting)."""
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    """The object is lost and cannot be made again: a put, an actor's result, or borrowed."""
+
+
+class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectLostError):
+    """The object is lost and its task has no retries left to make it again."""
+
+
+class ObjectReconstructionFailedLineageEvictedError(ObjectLostError):
+    """The object is lost and how to make it again was not kept."""
+
+
+class ObjectRefStreamEndOfStreamError(ActorHubError):
+    """A streaming generator has no more refs to give."""
+
+
+class OufOfBandObjectRefSerializationException(ActorHubError):
+    """A ref was pickled outside a call where that was not allowed (Ray's spelling kept)."""
+
+
+class UnserializableException(ActorHubError):
+    """A remote exception could not be unpickled; the message carries its text and traceback."""
+
+
+class AuthenticationError(ActorHubError):
+    """The cluster refused this process's token, or it had none."""
+
+
+class RayChannelError(ActorHubSystemError):
+    """A compiled-graph channel failed (actorhub has no compiled graphs; kept for Ray programs)."""
+
+
+class RayChannelTimeoutError(RayChannelError, TimeoutError):
+    """A compiled-graph channel operation timed out."""
+
+
+class RayCgraphCapacityExceeded(ActorHubSystemError):
+    """A compiled graph had more executions in flight than its capacity."""
+
+
+class RayDirectTransportError(ActorHubSystemError):
+    """A direct (device to device) transfer failed."""
+
+
 RayError = ActorHubError
 RayActorError = ActorError
 RayTaskError = TaskError
 RaySystemError = ActorHubSystemError
+PendingCallsLimitExceeded = PendingCallsLimitExceededError
+RpcError = RpcFailedError

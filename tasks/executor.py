@@ -7,16 +7,21 @@ keeps tasks themselves to one at a time, because a lease is one task's worth of 
 from __future__ import annotations
 
 import ctypes
+import inspect
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from typing import Any
 
 from actorhub.exceptions import TaskCancelledError
+from actorhub.runtime import log_markers, task_context
 from actorhub.runtime import serialization as _serialization
-from actorhub.runtime.runtime import current, set_blocking_hooks
+from actorhub.runtime.runtime import Runtime, current, set_blocking_hooks
 from actorhub.worker.mailbox import resolve_arguments
+from actorhub.worker.proc_title import set_title
 
 
 class TaskExecutor:
@@ -26,8 +31,13 @@ class TaskExecutor:
         self._desk: Any = None
         self._lock = threading.Lock()
         self._functions: dict[str, Callable[..., Any]] = {}
-        self._running: dict[int, int] = {}  # task seq -> thread ident
-        self._cancelled: set[int] = set()
+        # By task id: task seqs are per submitter, and an executor serves many submitters in turn.
+        self._running: dict[str, int] = {}  # task id -> thread ident
+        self._cancelled: set[str] = set()
+        self._child_marks: dict[str, int] = {}  # running task id -> its process's submitter's mark at its start
+        self._cancelled_recursively: set[str] = set()
+        # Guards the three above: held for moments only, unlike _lock, which a running task holds.
+        self._cancel_lock = threading.Lock()
         # The worker's runtime, built at StartActor before this constructor ran.
         self._runtime = current()
         # While a task runs here, a get() that must wait lends its CPU back (see _blocked).
@@ -35,33 +45,83 @@ class TaskExecutor:
         self._waits_lock = threading.Lock()  # also orders the block/unblock calls sent
         set_blocking_hooks((self._blocked, self._unblocked))
 
-    def execute(self, fn_id: str, fn_blob: bytes, task_seq: int, args_blob: bytes) -> Any:
+    def execute(
+        self, fn_id: str, fn_blob: bytes, task_seq: int, args_blob: bytes, job_id: str = "", task_name: str = "",
+        task_id: str = "", num_cpus: float = 0.0,
+    ) -> Any:
+        """Run one task. `job_id` and `task_name` attribute its output (and its process title)."""
         function = self._functions.get(fn_id)
         if function is None:
             function = self._functions[fn_id] = _serialization.loads(fn_blob)
         # The submitter waited for the refs among them before sending the task: reading is quick.
         args, kwargs = resolve_arguments(args_blob, self._runtime.get_value)
+        name = task_name or getattr(function, "__name__", "task")
+        task = partial(self._task_running, task_seq, job_id, name, task_id, num_cpus)
+        with task():
+            result = function(*args, **kwargs)
+        if inspect.isgenerator(result):
+            # A generator task's body runs as its items are taken (worker/streaming.py): each
+            # step runs as a task here, as the call did.
+            return _stepped(result, task)
+        return result
+
+    @contextmanager
+    def _task_running(self, task_seq: int, job_id: str, name: str, task_id: str, num_cpus: float) -> Iterator[None]:
+        """The task (or a step of a generator task) runs inside: one at a time, cancellable."""
+        key = task_id or str(task_seq)
         with self._lock:
-            if task_seq in self._cancelled:
-                raise TaskCancelledError(f"task {task_seq} was cancelled before it started")
-            self._running[task_seq] = threading.get_ident()
+            # Tasks this process submits from now on are the task's children, for a recursive cancel.
+            mark = _submitted_mark(self._runtime)
+            # Checked and registered in one step under the cancel lock: a cancel arriving meanwhile
+            # either finds the task running or leaves a note it sees here.
+            with self._cancel_lock:
+                if key in self._cancelled:
+                    raise TaskCancelledError(f"task {name} was cancelled before it started")
+                self._running[key] = threading.get_ident()
+                self._child_marks[key] = mark
+            # Its output goes to its job's driver (runtime/log_markers.py).
+            log_markers.mark_task(job_id or self._runtime.job_id, name)
+            set_title(name)
+            # get_runtime_context() in the task (and the threads it starts) names it.
+            running = task_context.enter(task_context.RunningTask(task_id, name, num_cpus))
             try:
-                return function(*args, **kwargs)
+                yield
             except SystemExit as e:
                 # As in Ray, sys.exit() in a task ends its worker: a crash the caller may retry.
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(e.code if isinstance(e.code, int) else 1)
             finally:
-                del self._running[task_seq]
+                task_context.leave(running)
+                with self._cancel_lock:
+                    del self._running[key]
+                    mark = self._child_marks.pop(key)
+                    sweep = key in self._cancelled_recursively
+                    self._cancelled_recursively.discard(key)
+                if sweep:
+                    # Children it submitted between the cancel and its interruption.
+                    _cancel_children(self._runtime, mark, force=False)
+                set_title("")
 
-    def cancel(self, task_seq: int) -> bool:
-        """Interrupt the task if it runs here (at its next Python instruction); True if it did."""
-        ident = self._running.get(task_seq)
-        if ident is None:
-            self._cancelled.add(task_seq)
-            return False
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(TaskCancelledError))
+    def cancel(self, task_id: str, recursive: bool = True, force: bool = False) -> bool:
+        """Interrupt the task if it runs here (at its next Python instruction); True if it did.
+
+        `recursive`: also cancel the tasks it submitted that have not finished (a task blocked
+        in get() on one of them sees the interrupt only once that one ends). `force`: its
+        submitter kills this executor next, so only the children are cancelled here (forcibly too)."""
+        with self._cancel_lock:
+            ident = self._running.get(task_id)
+            mark = self._child_marks.get(task_id)
+            if ident is None or mark is None:
+                self._cancelled.add(task_id)
+                return False
+            if recursive:
+                self._cancelled_recursively.add(task_id)
+        if not force:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(TaskCancelledError))
+        if recursive:
+            # After the interrupt is set: a task blocked in get() on a child sees it once the child ends.
+            _cancel_children(self._runtime, mark, force)
         return True
 
     def _desk_handle(self) -> Any:
@@ -97,3 +157,29 @@ class TaskExecutor:
             getattr(self._desk_handle(), what).remote(self._runtime.actor_id)  # bound to self._runtime
         except Exception as e:
             print(f"actorhub: could not tell the lease desk '{what}': {e}", file=sys.stderr)
+
+
+def _stepped(items: Iterator[Any], task: Callable[[], AbstractContextManager[None]]) -> Iterator[Any]:
+    """The items of a generator task, each step of its body run inside `task()`."""
+    while True:
+        with task():
+            try:
+                value = next(items)
+            except StopIteration:
+                return
+        yield value
+
+
+def _submitted_mark(runtime: Runtime) -> int:
+    from actorhub.tasks.submitters import existing_submitter  # the submitter imports the executor's module
+
+    submitter = existing_submitter(runtime)
+    return submitter.mark if submitter is not None else 0
+
+
+def _cancel_children(runtime: Runtime, mark: int, force: bool) -> None:
+    from actorhub.tasks.submitters import existing_submitter
+
+    submitter = existing_submitter(runtime)
+    if submitter is not None:
+        submitter.cancel_submitted_after(mark, force)

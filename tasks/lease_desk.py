@@ -10,6 +10,12 @@ two-way report: whenever what the desk lends changes (and every second), it tell
 which places such actors only in what is left; the reply says what actors reserve on the node
 and what pending actors wait for there, and the desk lends neither. So an actor that waits for
 the node's tasks to end gets their CPUs as they do, instead of new tasks taking them.
+
+Executors run in a runtime_env: a lease names the resolved env of its tasks ("" for none),
+and only an executor created with that env serves it, so tasks of different envs never share a
+process. Idle executors are kept per env; those of envs other than none are made on first use,
+and once more than the node's CPUs' worth of them idle, the surplus is retired (killed), those
+of the envs the desk saw first going first.
 """
 
 from __future__ import annotations
@@ -40,27 +46,30 @@ class LeaseDesk:
         self._wanted = 0.0
         self._reporting = False  # a report to the hub is on its way
         self._report_again = False  # and what it reports changed since it left
-        self._idle: list[Any] = []
+        self._idle: dict[str, list[Any]] = {"": []}  # by the executors' runtime_env
         self._handles: dict[str, Any] = {}
+        self._env_of: dict[str, str] = {}  # executor id -> its runtime_env
         self._leased: dict[str, tuple[float, str]] = {}  # executor id -> (cpus, holder address)
         self._blocked: set[str] = set()
         self._waiters: deque[tuple[float, asyncio.Future[None]]] = deque()
         self._queued = 0  # lease requests that had to wait, since the desk started
         self._watcher: asyncio.Task[None] | None = None
         for _ in range(max(1, math.ceil(num_cpus))):
-            self._idle.append(self._new_executor())
+            self._idle[""].append(self._new_executor())
         self._apply_actor_share(self._report(0.0))
 
     def _new_executor(self) -> Any:
         handle = self._create_executor()
         self._handles[handle.actor_id] = handle
+        self._env_of[handle.actor_id] = ""
         return handle
 
-    def _create_executor(self) -> Any:
+    def _create_executor(self, runtime_env: str = "") -> Any:
         """A new executor on this node (CreateActor: the hub must be there); off the loop once
         the desk serves, where a hub that is away must not stall every lease and release."""
         from actorhub.api.actor_class import ActorClass, create_actor
         from actorhub.api.options import ActorOptions
+        from actorhub.runtime_env.spec import RuntimeEnvSpec
         from actorhub.tasks.executor import TaskExecutor
 
         executor_class = ActorClass(
@@ -71,13 +80,14 @@ class LeaseDesk:
                 max_restarts=-1,  # a task that kills its worker gets a fresh one on the same lease
                 max_concurrency=4,  # room for cancel() while a task runs
                 scheduling_strategy=NodeAffinitySchedulingStrategy(self._node_id),
+                runtime_env=RuntimeEnvSpec.from_json(runtime_env),  # resolved by the submitter
             ),
         )
         from actorhub.runtime.runtime import current
 
         return create_actor(current(), executor_class, desk_name(self._node_id), SYSTEM_NAMESPACE)
 
-    async def lease(self, num_cpus: float, holder: str) -> Any:
+    async def lease(self, num_cpus: float, holder: str, runtime_env: str = "") -> Any:
         if num_cpus > self._total:
             raise ValueError(f"a task needs {num_cpus} CPUs but node {self._node_id} has {self._total}")
         if self._watcher is None:
@@ -89,25 +99,30 @@ class LeaseDesk:
             await granted
         else:
             self._free -= num_cpus
-        if self._idle:
-            executor = self._idle.pop()
+        idle = self._idle.get(runtime_env)
+        if idle:
+            executor = idle.pop()
         else:
+            loop = asyncio.get_running_loop()
             try:
-                executor = await asyncio.get_running_loop().run_in_executor(None, self._create_executor)
+                executor = await loop.run_in_executor(None, self._create_executor, runtime_env)
             except BaseException:
                 # No executor (the hub is away, say): the CPUs go back, the caller gets the error.
                 self._free += num_cpus
                 self._grant()
                 raise
             self._handles[executor.actor_id] = executor
+            self._env_of[executor.actor_id] = runtime_env
         self._leased[executor.actor_id] = (num_cpus, holder)
         self._lent_changed()
         return executor
 
-    async def release(self, executor_id: str) -> None:
-        self._give_back(executor_id)
+    async def release(self, executor_id: str, broken: bool = False) -> None:
+        self._give_back(executor_id, broken)
 
-    def _give_back(self, executor_id: str) -> None:
+    def _give_back(self, executor_id: str, broken: bool = False) -> None:
+        """`broken`: its runtime_env failed to set up, so the executor died; it is forgotten, and
+        the next lease of that env makes a new one, which tries the setup again."""
         lease = self._leased.pop(executor_id, None)
         if lease is None:
             return
@@ -115,7 +130,12 @@ class LeaseDesk:
             self._blocked.discard(executor_id)  # its CPU was already given back
         else:
             self._free += lease[0]
-        self._idle.append(self._handles[executor_id])
+        if broken:
+            del self._handles[executor_id], self._env_of[executor_id]
+        else:
+            self._idle.setdefault(self._env_of[executor_id], []).append(self._handles[executor_id])
+            if self._env_of[executor_id]:
+                self._retire_surplus()
         self._grant()
         self._lent_changed()
 
@@ -137,10 +157,32 @@ class LeaseDesk:
 
     async def stats(self) -> dict[str, float]:
         return {
-            "total": self._total, "free": self._free, "leased": len(self._leased), "idle": len(self._idle),
+            "total": self._total, "free": self._free, "leased": len(self._leased),
+            "idle": sum(len(idle) for idle in self._idle.values()),
             "reserved_by_actors": self._reserved, "wanted_by_actors": self._wanted,
             "waiting": len(self._waiters), "queued_total": self._queued,
         }
+
+    def _retire_surplus(self) -> None:
+        """Kill idle executors of runtime_envs beyond the node's CPUs' worth: each env used once
+        would otherwise keep its processes for the desk's whole life."""
+        keep = max(1, math.ceil(self._total))
+        idle_with_env = [(env, handle) for env, idle in self._idle.items() if env for handle in idle]
+        for env, handle in idle_with_env[: max(0, len(idle_with_env) - keep)]:
+            self._idle[env].remove(handle)
+            if not self._idle[env]:
+                del self._idle[env]
+            del self._handles[handle.actor_id], self._env_of[handle.actor_id]
+            asyncio.get_running_loop().run_in_executor(None, self._kill_executor, handle.actor_id)
+
+    @staticmethod
+    def _kill_executor(actor_id: str) -> None:
+        from actorhub.runtime.runtime import current
+
+        try:
+            current().hub.kill_actor(actor_id, no_restart=True)
+        except Exception:
+            pass  # gone already, or the hub is away: it ends with the cluster
 
     def _lent(self) -> float:
         return sum(cpus for executor_id, (cpus, _) in self._leased.items() if executor_id not in self._blocked)

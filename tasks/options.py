@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import field_validator
 
-from actorhub.api.options import Cpus, Int32Limit, NoGpus, NumReturns, _PlacedOptions, checked_name
+from actorhub.api.options import Cpus, Int32Limit, NoGpus, NumReturnsOption, _PlacedOptions, checked_name
 
 
 class TaskOptions(_PlacedOptions):
@@ -15,11 +15,10 @@ class TaskOptions(_PlacedOptions):
     # and gets the int32 bound of an actor's max_task_retries.
     num_cpus: Cpus = 1.0
     num_gpus: NoGpus = 0.0
-    num_returns: NumReturns = 1
+    num_returns: NumReturnsOption = 1
     max_retries: Int32Limit = 3
     retry_exceptions: bool | list[type[BaseException]] = False
     name: str | None = None
-    runtime_env: None = None
 
     @field_validator("name")
     @classmethod

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 from typing import Any, Generic, ParamSpec, TypeVar
 
+from actorhub.api import arg_checks
 from actorhub.api.cluster import connected_runtime
+from actorhub.exceptions import OptionsError
 from actorhub.runtime import serialization as _serialization
 from actorhub.tasks.options import TaskOptions
 
@@ -18,8 +21,9 @@ class RemoteFunction(Generic[P, R]):
 
     def __init__(self, function: Any, options: TaskOptions, _code: list[tuple[str, bytes]] | None = None) -> None:
         self._function = function
-        self._options = options
+        self._options = _generator_options(function, options)
         _serialization.ship_module_of(function)
+        self._check = arg_checks.for_function(function, getattr(function, "__qualname__", "task"))
         # Shared with the copies .options() makes: the function is pickled once.
         self._code: list[tuple[str, bytes]] = _code if _code is not None else []
         self.__name__ = getattr(function, "__name__", "task")
@@ -44,6 +48,9 @@ class RemoteFunction(Generic[P, R]):
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         from actorhub.tasks.submitters import submitter_for  # imports this module
 
+        check = self._check
+        if check is not None:
+            check(args, kwargs)  # TypeError here, before anything is sent
         return submitter_for(connected_runtime()).submit(self, self._options, args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -53,3 +60,19 @@ class RemoteFunction(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"RemoteFunction({self.__qualname__})"
+
+
+def _generator_options(function: Any, options: TaskOptions) -> TaskOptions:
+    """A generator function streams its items unless its num_returns says otherwise (as in
+    Ray); num_returns="streaming" or "dynamic" needs a generator function."""
+    inner = inspect.unwrap(function)
+    is_generator = inspect.isgeneratorfunction(inner)
+    name = getattr(function, "__qualname__", repr(function))
+    if "num_returns" not in options.model_fields_set:
+        return options.merged(f"@remote on {name}", num_returns="streaming") if is_generator else options
+    if isinstance(options.num_returns, str) and inspect.isfunction(inner) and not is_generator:
+        raise OptionsError(
+            f"invalid options for {name}: num_returns={options.num_returns!r} needs a generator function "
+            "(one that yields)"
+        )
+    return options

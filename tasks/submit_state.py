@@ -30,6 +30,7 @@ from typing import Any
 import cloudpickle
 
 from actorhub.exceptions import TaskCancelledError
+from actorhub.runtime.item_stream import ItemStream
 from actorhub.runtime.object_table import ErrorOrigin
 from actorhub.tasks.options import TaskOptions
 from actorhub.wire.errors import ErrorKind, RemoteError
@@ -51,9 +52,10 @@ ZERO_CPU_LEASES = 64
 
 _WORKER_GONE = (ErrorKind.ACTOR_DIED, ErrorKind.ACTOR_UNAVAILABLE)
 
-# A lease pool: (the node its tasks must run on, or "" for any; CPUs per task). A lease serves
-# the tasks of its own pool only.
-Pool = tuple[str, float]
+# A lease pool: (the node its tasks must run on, or "" for any; CPUs per task; the tasks'
+# resolved runtime_env as wire JSON, "" for none). A lease serves the tasks of its own pool only:
+# its executor runs in that env.
+Pool = tuple[str, float, str]
 
 
 class Task:
@@ -72,19 +74,21 @@ class Task:
         "pool",
         "retries_left",
         "seq",
+        "stream",
     )
 
     def __init__(self, seq: int, name: str, code: tuple[str, bytes], args_blob: bytes,
-                 options: TaskOptions, object_ids: list[str]) -> None:
+                 options: TaskOptions, object_ids: list[str], runtime_env: str = "") -> None:
         self.seq = seq
         self.name = name
         self.dispatched_at = 0.0
         self.fn_id, self.fn_blob = code
         self.args_blob = args_blob
         self.options = options
-        self.pool: Pool = (options.node_id, options.num_cpus)
+        self.pool: Pool = (options.node_id, options.num_cpus, runtime_env)
         self.object_ids = object_ids
         self.retries_left = options.max_retries  # -1: without limit
+        self.stream: ItemStream | None = None  # a generator task's items (runtime/item_stream.py)
         self.cancelled = False
         self.deps_left = 0
         self.dep_error: tuple[RemoteError, ErrorOrigin | None] | None = None
@@ -92,7 +96,7 @@ class Task:
 
 
 class Lease:
-    __slots__ = ("executor", "idle_since", "inflight", "lost", "node", "pool")
+    __slots__ = ("broken", "executor", "idle_since", "inflight", "lost", "node", "pool")
 
     def __init__(self, executor: Any, pool: Pool, node: str) -> None:
         self.executor = executor  # the leased executor's handle; opaque here
@@ -101,6 +105,9 @@ class Lease:
         self.idle_since = 0.0
         self.inflight = 0
         self.lost = False  # its node died: it takes no more tasks
+        # Its executor's runtime_env failed to set up: the tasks it takes meanwhile fail alike, and
+        # it goes back to its desk as broken, so a later lease of that env tries the setup again.
+        self.broken = False
 
 
 class Outcome(enum.Enum):
@@ -310,7 +317,7 @@ class SubmitState:
 
     def max_leases(self, pool: Pool) -> int:
         """How many leases of `pool` the cluster can lend at once."""
-        node, cpus = pool
+        node, cpus = pool[0], pool[1]
         if cpus <= 0:
             return ZERO_CPU_LEASES
         sizes = [self.nodes.get(node, 1.0)] if node else list(self.nodes.values())

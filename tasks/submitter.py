@@ -26,8 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from actorhub.exceptions import RpcFailedError
 from actorhub.namespaces import SYSTEM_NAMESPACE
+from actorhub.runtime import log_markers
+from actorhub.runtime.item_stream import ItemStream
 from actorhub.runtime.object_ref import ObjectRef
+from actorhub.runtime.object_ref_generator import streaming_result
 from actorhub.runtime.object_table import ErrorOrigin
+from actorhub.runtime_env import context as runtime_env_context
 from actorhub.tasks.lease_desk import LeaseDesk, desk_name
 from actorhub.tasks.options import TaskOptions
 from actorhub.tasks.submit_state import LINGER_S, Lease, Outcome, Pool, SubmitState, Task
@@ -38,6 +42,11 @@ if TYPE_CHECKING:
     from actorhub.tasks.remote_function import RemoteFunction
 
 
+# How long a forced recursive cancel waits for the executor to pass the cancel on to the
+# task's children before it kills the executor.
+_CANCEL_CHILDREN_S = 5.0
+
+
 class TaskSubmitter:
     def __init__(self, runtime: Runtime, clock: Callable[[], float] = time.monotonic) -> None:
         self._rt = runtime
@@ -45,6 +54,7 @@ class TaskSubmitter:
         self._lock = threading.Lock()
         self._state = SubmitState(runtime.node_id, clock)  # guarded by _lock
         self._seq = itertools.count(1)
+        self._last_seq = 0  # the newest task's seq: a running task's children come after the mark it took
         self._desks: dict[str, Any] = {}  # by node id
         self._closed = threading.Event()
         threading.Thread(target=self._return_idle_leases, name="actorhub-task-leases", daemon=True).start()
@@ -56,19 +66,25 @@ class TaskSubmitter:
         state = self._state
         name = options.name or function.__qualname__
         # Fails here, at the caller, if an argument does not serialize.
-        args_blob, held = rt.call_arguments(args, kwargs, name, stage=options.num_returns > 0)
+        args_blob, held = rt.call_arguments(args, kwargs, name, stage=options.num_returns != 0)
+        # Its own env over this process's, resolved (packages uploaded) once per distinct env.
+        env = runtime_env_context.effective_env(rt, options.runtime_env)
         if not state.nodes or (options.node_id and options.node_id not in state.nodes):
             # The first task, or a node that may have joined since. Before anything is queued:
             # a hub that stays away raises ControlPlaneUnavailableError here, leaving nothing.
             self._refresh_nodes()
-        seq = next(self._seq)
-        n = options.num_returns
+        seq = self._last_seq = next(self._seq)
+        mode = options.num_returns if isinstance(options.num_returns, str) else ""
+        n = 1 if mode else int(options.num_returns)
         object_ids = [f"{rt.caller_id}.t{seq:x}.{i}" for i in range(n)]
         rt.objects.create_pending(object_ids, ErrorOrigin(name))
         refs = rt.refs_for(object_ids)
         if held:
             rt.hold_until_settled(object_ids, held)
-        task = Task(seq, name, function.code(), args_blob, options, object_ids)
+        task = Task(seq, name, function.code(), args_blob, options, object_ids, env)
+        if mode:
+            # A generator task: its items stream into this, from whichever run of it gets them first.
+            task.stream = ItemStream(rt.objects, rt.address, ErrorOrigin(name))
         with self._lock:
             state.submitted(task)
         deps = [a for a in (*args, *kwargs.values()) if type(a) is ObjectRef]
@@ -83,6 +99,8 @@ class TaskSubmitter:
                 rt.objects.add_callback(dep.hex(), partial(self._dep_ready, task, dep))
         else:
             self._make_ready(task)
+        if task.stream is not None:
+            return streaming_result(mode, task.stream, refs[0], rt.objects, rt.address)
         if n == 1:
             return refs[0]
         return refs if n else None
@@ -141,7 +159,7 @@ class TaskSubmitter:
             # desk that cannot lend is: another node's desk may, else these tasks fail with it.
             self._lease_refused(pool, node, e)
             return
-        ref = desk.lease.remote(pool[1], self._rt.address)
+        ref = desk.lease.remote(pool[1], self._rt.address, pool[2])
         self._rt.objects.add_callback(ref.hex(), partial(self._on_lease, ref, pool, node))
 
     def _on_lease(self, ref: ObjectRef[Any], pool: Pool, node: str) -> None:
@@ -172,13 +190,22 @@ class TaskSubmitter:
         task.lease = lease
         task.dispatched_at = self._clock()
         n = task.options.num_returns
-        method = lease.executor.execute if n <= 1 else lease.executor.execute.options(num_returns=n)
-        result = method.remote(task.fn_id, task.fn_blob, task.seq, task.args_blob)
+        # The job is the one whose work this process runs (a task's, in an executor): its driver gets the output.
+        job_id = log_markers.current_job(self._rt.job_id)
+        args = (task.fn_id, task.fn_blob, task.seq, task.args_blob, job_id, task.name,
+                self._task_id(task), task.options.num_cpus)
+        if task.stream is not None:
+            result: Any = lease.executor.execute.remote_into(task.stream, *args)
+        else:
+            method = lease.executor.execute if n == 1 else lease.executor.execute.options(num_returns=n)
+            result = method.remote(*args)
         call_refs: list[ObjectRef[Any]] = result if isinstance(result, list) else [result]
         self._rt.objects.add_callback(call_refs[-1].hex(), partial(self._on_done, task, lease, call_refs))
 
     def _on_done(self, task: Task, lease: Lease, call_refs: list[ObjectRef[Any]]) -> None:
         _, error, _ = self._rt.objects.read(call_refs[0].hex())
+        if error is not None and error.kind == ErrorKind.RUNTIME_ENV_SETUP:
+            lease.broken = True
         outcome = self._state.task_returned(task, error, lease.node)
         if outcome is Outcome.DONE:
             self._finish(task, results=call_refs)
@@ -225,22 +252,48 @@ class TaskSubmitter:
         self._finish(task, error=system_error(f"task {task.name} was cancelled",
                                               ErrorKind.TASK_CANCELLED))
 
-    def cancel(self, ref: ObjectRef[Any], force: bool) -> None:
+    def cancel(self, ref: ObjectRef[Any], force: bool, recursive: bool = True) -> None:
+        """Cancel the task that makes `ref`: queued, it never runs; running, it is interrupted
+        (force: its executor is killed). With `recursive`, the tasks it submitted and that have
+        not finished are cancelled too, and theirs, by the process that ran it."""
+        self._cancel_id(ref.hex(), force, recursive)
+
+    def _cancel_id(self, object_id: str, force: bool, recursive: bool) -> None:
         with self._lock:
-            task, queued = self._state.cancel(ref.hex())
+            task, queued = self._state.cancel(object_id)
             lease = task.lease if task is not None else None
         if task is None:
             return  # finished already (or not a task of this process): nothing to stop
         if queued:
             self._finish_cancelled(task)
         elif lease is not None:
+            done = lease.executor.cancel.remote(self._task_id(task), recursive, force)
             if force:
                 from actorhub.api.cluster import kill
 
+                if recursive:
+                    # Its children are told first: once the executor is killed, nobody knows them.
+                    self._rt.objects.wait([done.hex()], 1, _CANCEL_CHILDREN_S)
                 kill(lease.executor, no_restart=False)
-            else:
-                lease.executor.cancel.remote(task.seq)
         # else: still waiting for its arguments; _dep_ready finishes it as cancelled
+
+    def _task_id(self, task: Task) -> str:
+        """The task's id: its results' ids without their index, unique in the cluster."""
+        return f"{self._rt.caller_id}.t{task.seq:x}"
+
+    @property
+    def mark(self) -> int:
+        """The seq of the newest task submitted: tasks submitted later have greater ones."""
+        return self._last_seq
+
+    def cancel_submitted_after(self, mark: int, force: bool) -> None:
+        """Cancel, recursively, every unfinished task this process submitted after `mark`: the
+        children of a task of this process that is being cancelled."""
+        with self._lock:
+            children = {t.seq: t for t in self._state.tasks.values() if t.seq > mark}
+        for task in children.values():
+            if task.object_ids:
+                self._cancel_id(task.object_ids[0], force, True)
 
     # == I/O with the hub: the only place this module talks to it ==================================
     def _refresh_nodes(self) -> None:
@@ -271,7 +324,7 @@ class TaskSubmitter:
             for lease in old:
                 if self._rt.closed:
                     return
-                self._desk_handle(lease.node).release.remote(lease.executor.actor_id)
+                self._desk_handle(lease.node).release.remote(lease.executor.actor_id, lease.broken)
             if self._state.nodes_stale(now) and not self._rt.closed:
                 self._try_refresh_nodes()  # nodes that joined or died since
 
@@ -281,7 +334,8 @@ class TaskSubmitter:
             idle = self._state.take_idle()
         if idle:
             refs = [
-                self._desk_handle(lease.node).release.remote(lease.executor.actor_id) for lease in idle
+                self._desk_handle(lease.node).release.remote(lease.executor.actor_id, lease.broken)
+                for lease in idle
             ]
             try:
                 self._rt.get(refs, 2.0)

@@ -29,3 +29,9 @@ def submitter_for(runtime: Runtime) -> TaskSubmitter:
             runtime.add_close_hook(submitter.close)
             made = _made = (runtime, submitter)
         return made[1]
+
+
+def existing_submitter(runtime: Runtime) -> TaskSubmitter | None:
+    """The submitter of `runtime` if it made one (it has submitted or cancelled a task), else None."""
+    made = _made
+    return made[1] if made is not None and made[0] is runtime else None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 
 def parents() -> dict[int, int]:
@@ -47,3 +49,16 @@ def stop(pid: int) -> None:
     ):
         assert time.monotonic() < deadline, f"process {pid} did not stop"
         time.sleep(0.005)
+
+
+def end(process: subprocess.Popen[Any], wait_s: float = 10.0) -> None:
+    """SIGTERM `process` (a node agent a test started, say) and reap it; SIGKILL it when it
+    does not end within `wait_s`."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -3,6 +3,8 @@
 Every test is checked for leaks: a process with "actorhub" in its command line, a node
 arena's directory in /dev/shm, or a simulated host's network namespace (tests/_hosts.py),
 that appeared during the test and is not part of a still-running module cluster fails it.
+Processes and arenas count only when they belong to this test run (its temp dir), so test runs
+side by side on one machine neither fail nor clean up each other.
 """
 
 from __future__ import annotations
@@ -115,12 +117,32 @@ def _arenas() -> set[Path]:
     return set(_shm.segment_root().glob("actorhub-*"))
 
 
+def _session_suffixes() -> set[str]:
+    """The arena-name parts (`object_store.shm.segments_name`) of this run's sessions: every
+    session directory under this run's temp dir, at any depth a test puts one."""
+    suffixes: set[str] = set()
+    for base in _basetemp:
+        root = Path(base.decode())
+        for depth in range(1, 6):
+            for session in root.glob("/".join(["*"] * depth) + "/session_*"):
+                suffixes.add(session.name[-6:])
+    return suffixes
+
+
+def _our_arenas(paths: set[Path]) -> set[Path]:
+    """Only arenas of this run's clusters: another test run on the machine has its own, alive."""
+    if not paths:
+        return paths
+    suffixes = _session_suffixes()
+    return {p for p in paths if p.name.removeprefix("actorhub-")[:6] in suffixes}
+
+
 def assert_no_leaked_arenas(before: set[Path], what: str, wait_s: float = 10.0) -> None:
     deadline = time.monotonic() + wait_s
-    left = _arenas() - before
+    left = _our_arenas(_arenas() - before)
     while left and time.monotonic() < deadline:
         time.sleep(0.05)
-        left = _arenas() - before
+        left = _our_arenas(_arenas() - before)
     for path in left:
         shutil.rmtree(path, ignore_errors=True)
     if left:

@@ -18,8 +18,9 @@ from actorhub.runtime.borrowing import Borrowing
 from actorhub.runtime.object_table import ObjectTable
 from actorhub.wire.call_stream import ActorConnection
 from actorhub.wire.hub import HubClient
-from actorhub.wire.server import bind, make_server
-from actorhub.wire.transport import STREAM_TAKEN, ChannelPool
+from actorhub.wire.server import ServerLoop, bind, make_server
+from actorhub.wire.stream_loop import StreamLoop
+from actorhub.wire.transport import STREAM_TAKEN, AsyncChannelPool, ChannelPool
 
 TOKEN = "7" * 64
 
@@ -75,6 +76,15 @@ class _Host:
         self.address = "127.0.0.1:1"  # lends nothing in these tests
         self.node_id = ""
         self.borrowing = Borrowing(self.objects, self.channels, self.address, RpcDeadlines())
+        # Call streams run on a process's server loop; this one serves nothing.
+        self.loop = ServerLoop(TOKEN, name="stand-in-streams")
+        self.streams = StreamLoop(self.loop, AsyncChannelPool(TOKEN))
+
+    def close(self) -> None:
+        self.borrowing.close()
+        self.streams.close()
+        self.loop.stop()
+        self.channels.close()
 
     def note_unsent(self, conn: Any) -> None:
         pass
@@ -97,8 +107,7 @@ def stand_ins() -> Iterator[tuple[_Host, _Worker]]:
     try:
         yield host, worker
     finally:
-        host.borrowing.close()
-        host.channels.close()
+        host.close()
         for server in servers:
             server.stop(None)
 

@@ -33,18 +33,27 @@ def test_generated_code_matches_protos(tmp_path: Path) -> None:
 def test_public_api_is_pinned() -> None:
     assert sorted(actorhub.__all__) == sorted(
         [
-            "ActorClass", "ActorHandle", "ActorMethod", "ClusterContext", "ObjectRef", "RuntimeContext",
-            "__version__", "available_resources", "cancel", "cluster_resources", "exceptions", "get", "get_actor",
-            "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes", "put", "remote", "shutdown",
-            "util", "wait",
+            "ActorClass", "ActorHandle", "ActorMethod", "ClusterContext", "DynamicObjectRefGenerator", "ObjectRef",
+            "ObjectRefGenerator", "RuntimeContext",
+            "__version__", "actor", "available_resources", "cancel", "cluster_resources", "exceptions", "get",
+            "get_actor", "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes", "put", "remote",
+            "shutdown", "util", "wait",
         ]
     )
     for name in actorhub.__all__:
         assert hasattr(actorhub, name), name
     signatures = {
-        "init": "(address: 'str | None' = None, *, namespace: 'str | None' = None, num_cpus: 'float | None' = None, "
-        "ignore_reinit_error: 'bool' = False, logging_level: 'str | int | None' = None, "
-        "include_dashboard: 'bool | None' = None, object_store_memory: 'int | None' = None) -> 'ClusterContext'",
+        "init": "(address: 'str | None' = None, *, num_cpus: 'float | None' = None, num_gpus: 'float | None' = None, "
+        "resources: 'Mapping[str, float] | None' = None, labels: 'Mapping[str, str] | None' = None, "
+        "object_store_memory: 'int | None' = None, local_mode: 'bool' = False, ignore_reinit_error: 'bool' = False, "
+        "include_dashboard: 'bool | None' = None, dashboard_host: 'str | None' = None, "
+        "dashboard_port: 'int | None' = None, job_config: 'JobConfig | None' = None, configure_logging: 'bool' = True, "
+        "logging_level: 'str | int | None' = None, logging_format: 'str | None' = None, "
+        "logging_config: 'object | None' = None, log_to_driver: 'bool | None' = None, namespace: 'str | None' = None, "
+        "runtime_env: 'Mapping[str, Any] | None' = None, storage: 'str | None' = None, "
+        "enable_resource_isolation: 'bool' = False, cgroup_path: 'str | None' = None, "
+        "system_reserved_cpu: 'float | None' = None, system_reserved_memory: 'int | None' = None, "
+        "proxy_server_url: 'str | None' = None, **kwargs: 'Any') -> 'ClusterContext'",
         "wait": "(refs: 'Sequence[ObjectRef[Any]]', *, num_returns: 'int' = 1, timeout: 'float | None' = None, "
         "fetch_local: 'bool' = True) -> 'tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]'",
         "kill": "(actor: 'ActorHandle[Any]', *, no_restart: 'bool' = True) -> 'None'",

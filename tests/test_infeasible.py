@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _procs import end
 
 import actorhub
 from actorhub.cluster.launcher import start_node
@@ -91,12 +92,7 @@ def test_an_infeasible_actor_says_why_and_runs_once_a_node_fits_it(
         assert "Not placed yet" not in cli("list", "actors")
         actorhub.kill(big)
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end(process, 15)
 
 
 def test_an_actor_waiting_for_cpus_held_by_another_is_placed_when_they_are_freed(

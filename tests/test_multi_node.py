@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _drivers import REPO, driver_script
+from _procs import end
 
 import actorhub
 from actorhub._proto.v1 import common_pb2, node_pb2, node_pb2_grpc
@@ -73,13 +74,7 @@ def second_node(cluster: actorhub.ClusterContext) -> Iterator[NodeStatus]:
         _wait_for(lambda: len([n for n in _status().nodes if n.alive]) == 2)
         yield next(n for n in _status().nodes if n.node_id != cluster.node_id)
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except Exception:
-                process.kill()
-                process.wait()
+        end(process)
 
 
 def _reader_on(node: NodeStatus) -> Any:

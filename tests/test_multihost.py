@@ -360,7 +360,8 @@ for actor, _ in elsewhere:
 assert survivors, "no actor was placed on the new node"
 holder = Holder.options(scheduling_strategy=On(victim.node_id)).remote()
 lost = holder.make.remote()
-ready, _ = actorhub.wait([lost], timeout=60)
+# fetch_local=False: the only copy stays on the node about to die (wait would copy it here).
+ready, _ = actorhub.wait([lost], timeout=60, fetch_local=False)
 assert ready, "the holder's result never came"
 
 # Load: tasks on every node (one CPU each) and calls in flight on the survivors.

@@ -46,9 +46,10 @@ def test_duplicate_name_raises_value_error_naming_both(cluster: actorhub.Cluster
 
 
 def test_get_actor_and_list_named_actors(cluster: actorhub.ClusterContext) -> None:
+    # Kept in locals: as in Ray, an actor that is not detached ends with its last handle, named or not.
     a = Named.options(name="alpha").remote("a")
-    Named.options(name="beta", namespace="elsewhere").remote("b")
-    Named.remote("anonymous")
+    b = Named.options(name="beta", namespace="elsewhere").remote("b")
+    anonymous = Named.remote("anonymous")
     assert actorhub.get(actorhub.get_actor("alpha").get_tag.remote()) == "a"
     assert actorhub.get(actorhub.get_actor("beta", namespace="elsewhere").get_tag.remote()) == "b"
     with pytest.raises(ValueError, match="nobody"):
@@ -58,10 +59,11 @@ def test_get_actor_and_list_named_actors(cluster: actorhub.ClusterContext) -> No
     assert {"name": "beta", "namespace": "elsewhere"} in everything
     assert {"name": "alpha", "namespace": cluster.namespace} in everything
     assert actorhub.get_actor("alpha") == a
+    del b, anonymous
 
 
 def test_jobs_get_fresh_anonymous_namespaces(cluster: actorhub.ClusterContext) -> None:
-    Named.options(name="mine").remote()
+    mine = Named.options(name="mine").remote()
     out = run_driver(
         """
         import actorhub
@@ -75,6 +77,7 @@ def test_jobs_get_fresh_anonymous_namespaces(cluster: actorhub.ClusterContext) -
     )
     assert out.stdout.startswith("ABSENT")
     assert cluster.namespace not in out.stdout
+    del mine
 
 
 def test_two_applications_share_a_namespace(cluster: actorhub.ClusterContext) -> None:

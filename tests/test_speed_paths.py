@@ -108,7 +108,8 @@ def test_init_starts_the_hub_supervisor_a_node_agent_its_zygote_and_workers(clus
         def pid(self) -> tuple[int, int]:
             return os.getpid(), os.getppid()
 
-    pid, parent = actorhub.get(Where.remote().pid.remote())
+    where = Where.remote()  # held: an actor whose last handle goes ends
+    pid, parent = actorhub.get(where.pid.remote())
     assert parent == zygote
     # The node keeps idle workers forked besides the one now hosting the actor.
     _settle(lambda: len(children(zygote)) >= 1 + Config.load().prestart_workers, what="prestarted workers")

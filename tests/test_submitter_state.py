@@ -25,7 +25,7 @@ from actorhub.tasks.submit_state import (
 from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actorhub.wire.errors import ErrorKind, RemoteError
 
-ANY_1CPU = ("", 1.0)
+ANY_1CPU = ("", 1.0, "")
 DIED = ErrorKind.ACTOR_DIED
 APPLICATION = ErrorKind.APPLICATION
 
@@ -52,7 +52,7 @@ def make_state(clock: FakeClock, nodes: dict[str, float], local: str = "n1") -> 
     return s
 
 
-def granted(s: SubmitState, pool: tuple[str, float] = ANY_1CPU, node: str = "n1") -> tuple[Lease, list[Task]]:
+def granted(s: SubmitState, pool: tuple[str, float, str] = ANY_1CPU, node: str = "n1") -> tuple[Lease, list[Task]]:
     lease = Lease(object(), pool, node)
     return lease, s.lease_granted(lease)
 

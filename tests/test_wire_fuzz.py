@@ -102,6 +102,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "actorhub.v1.Hub": ("hub",),
     "actorhub.v1.Node": ("node",),
     "actorhub.v1.Worker": ("worker", "driver"),
+    "actorhub.v1.RuntimeEnvPackages": ("hub",),
 }
 
 # Never fuzzed with the token: any request that parses is a legitimate order to end the

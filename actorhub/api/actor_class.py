@@ -5,17 +5,22 @@ from __future__ import annotations
 import inspect
 from typing import Any, Generic, TypeVar
 
+from actorhub.api import arg_checks
 from actorhub.api.actor_handle import ActorHandle, HandleState, MethodInfo
-from actorhub.api.cluster import connected_runtime
+from actorhub.api.cluster import connected_runtime, detached_by_default
 from actorhub.api.options import UINT32_MAX, ActorOptions, OptionsError
 from actorhub.runtime import serialization as _serialization
 from actorhub.runtime.ids import new_id
+from actorhub.runtime.object_ref import ObjectRef, capturing_refs
+from actorhub.runtime.object_ref_generator import STREAMING_MODES
 from actorhub.runtime.runtime import Runtime
+from actorhub.runtime_env import context as runtime_env_context
 from actorhub.wire.records import ActorSpec
 from actorhub.wire.rpc import check_message_size
 
 T = TypeVar("T")
 NUM_RETURNS_ATTR = "__actorhub_num_returns__"
+CONCURRENCY_GROUP_ATTR = "__actorhub_concurrency_group__"
 
 
 def method_infos(cls: type) -> dict[str, MethodInfo]:
@@ -28,8 +33,30 @@ def method_infos(cls: type) -> dict[str, MethodInfo]:
         if not callable(func):
             continue
         is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
-        infos[name] = MethodInfo(name, _num_returns(cls, name, getattr(func, NUM_RETURNS_ATTR, 1)), is_async)
+        declared = getattr(func, NUM_RETURNS_ATTR, None)
+        generator = _generator_mode(cls, name, func, declared)
+        infos[name] = MethodInfo(
+            name, 1 if generator else _num_returns(cls, name, 1 if declared is None else declared), is_async,
+            getattr(func, CONCURRENCY_GROUP_ATTR, ""), generator,
+        )
     return infos
+
+
+def _generator_mode(cls: type, name: str, func: Any, declared: object) -> str:
+    """"streaming" or "dynamic" when `cls.name`'s items stream (a generator method streams
+    unless it declares a count, as in Ray); "" otherwise."""
+    inner = inspect.unwrap(func)
+    is_generator = inspect.isgeneratorfunction(inner) or inspect.isasyncgenfunction(inner)
+    if declared is None:
+        return "streaming" if is_generator else ""
+    if declared not in STREAMING_MODES:
+        return ""
+    if not is_generator:
+        raise OptionsError(
+            f"invalid options for {cls.__name__}.{name}: num_returns={declared!r} needs a generator "
+            "method (one that yields)"
+        )
+    return str(declared)
 
 
 def _num_returns(cls: type, name: str, value: object) -> int:
@@ -67,7 +94,16 @@ class ActorClass(Generic[T]):
         )
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
-        return self._create(connected_runtime(), args, kwargs)
+        # Arguments that cannot bind raise TypeError here, before the cluster is involved; the
+        # handle checks its methods' arguments the same way.
+        checks = arg_checks.for_class(self._cls)
+        check_init = checks.get(arg_checks.CONSTRUCTOR)
+        if check_init is not None:
+            check_init(args, kwargs)
+        handle = self._create(connected_runtime(), args, kwargs)
+        if handle._state.class_name == self._cls.__name__:  # get_if_exists may find another class's actor
+            handle._core._checks = checks
+        return handle
 
     def _create(self, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ActorHandle[T]:
         """Create the actor through `runtime`: see create_actor, the way in for everything but `remote`."""
@@ -78,7 +114,16 @@ class ActorClass(Generic[T]):
         if not self._pickled:
             self._pickled.append(_serialization.dumps(self._cls))
         max_concurrency = options.max_concurrency or (0 if self._is_async else 1)
-        init_args = _serialization.dumps_args(args, kwargs, f"{name}.__init__")
+        groups = options.concurrency_groups or {}
+        for info in self._methods.values():
+            if info.concurrency_group and info.concurrency_group not in groups:
+                raise OptionsError(
+                    f"invalid options for {name}: method {info.name} is in concurrency group "
+                    f"{info.concurrency_group!r}, which concurrency_groups does not define "
+                    f"(defined: {sorted(groups) or 'none'})"
+                )
+        with capturing_refs() as held:
+            init_args = _serialization.dumps_args(args, kwargs, f"{name}.__init__")
         check_message_size(
             f"the class and constructor arguments of {name}", len(init_args) + len(self._pickled[0]),
             runtime.max_message_bytes,
@@ -90,7 +135,7 @@ class ActorClass(Generic[T]):
             init_args=init_args,
             name=options.name or "",
             namespace=options.namespace if options.namespace is not None else runtime.namespace,
-            detached=options.detached,
+            detached=options.detached if options.lifetime is not None else detached_by_default(runtime),
             max_restarts=options.max_restarts,
             max_task_retries=options.max_task_retries,
             max_concurrency=max_concurrency,
@@ -103,12 +148,43 @@ class ActorClass(Generic[T]):
             is_async=self._is_async,
             hub_address=runtime.hub_address,
             node_id=options.node_id,
+            concurrency_groups=tuple(groups.items()),
+            runtime_env=self._runtime_env(runtime, options),
         )
         # A taken name raises ValueError; a hub that is away (down, or restarting) is waited for
         # within the create_actor deadline, then raises ControlPlaneUnavailableError. Repeating
         # the call is safe: the hub knows the actor by its id.
-        info = runtime.hub.create_actor(spec, options.get_if_exists)
-        return ActorHandle(HandleState.from_info(info), runtime)
+        created = runtime.hub.create_actor(spec, options.get_if_exists)
+        state = HandleState.from_info(created)
+        if held:
+            self._hold_arguments(runtime, spec, created.actor_id, held)
+        if spec.detached or created.actor_id != spec.actor_id:
+            # Weak, as in Ray: a detached actor lives until killed, and an existing actor that
+            # get_if_exists found belongs to its creator's references, not to this handle.
+            return ActorHandle(state, runtime)
+        return ActorHandle(state, runtime, runtime.owned_actors.own(created.actor_id, name))
+
+    @staticmethod
+    def _runtime_env(runtime: Runtime, options: ActorOptions) -> str:
+        """The actor's env as the wire carries it: its own over this process's, resolved (its
+        packages uploaded). actorhub's own actors inherit nothing: a task executor is given the
+        resolved env of the tasks it will run, a lease desk none."""
+        if options._system:
+            return options.runtime_env.to_json() if options.runtime_env is not None else ""
+        return runtime_env_context.effective_env(runtime, options.runtime_env)
+
+    @staticmethod
+    def _hold_arguments(runtime: Runtime, spec: ActorSpec, actor_id: str, held: list[ObjectRef[Any]]) -> None:
+        """The refs and strong handles inside a new actor's constructor arguments."""
+        if actor_id != spec.actor_id:
+            return  # get_if_exists found another actor: these arguments went nowhere
+        if spec.max_restarts != 0 or spec.max_pending_calls != -1:
+            # A restart runs the constructor again from the same bytes (and a pending-calls
+            # limit leaves no room for the readiness call): kept while this process lives.
+            for ref in held:
+                runtime.objects.mark_escaped(ref.hex())
+            return
+        runtime.hold_until_constructed(actor_id, spec.class_name, spec.max_task_retries, held)
 
     def __repr__(self) -> str:
         return f"ActorClass({self._cls.__qualname__})"

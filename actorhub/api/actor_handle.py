@@ -15,10 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from actorhub.api.options import CallOptions
+from actorhub.api.arg_checks import ArgCheck
+from actorhub.api.options import CallOptions, OptionsError
 from actorhub.exceptions import RuntimeShutDownError
 from actorhub.runtime import tracing as _tracing
+from actorhub.runtime.item_stream import ItemStream
 from actorhub.runtime.object_ref import ObjectRef
+from actorhub.runtime.object_ref_generator import streaming_result
 from actorhub.runtime.runtime import Runtime, current, current_or_none
 from actorhub.wire.records import ActorInfo, MethodInfo
 
@@ -35,6 +38,7 @@ class HandleState:
     max_task_retries: int = 0
     max_pending_calls: int = -1
     is_async: bool = False
+    concurrency_groups: tuple[str, ...] = ()
 
     @classmethod
     def from_info(cls, info: ActorInfo) -> HandleState:
@@ -45,6 +49,7 @@ class HandleState:
             max_task_retries=info.max_task_retries,
             max_pending_calls=info.max_pending_calls,
             is_async=info.is_async,
+            concurrency_groups=info.concurrency_groups,
         )
 
 
@@ -59,42 +64,80 @@ class ActorMethod:
 
     __slots__ = ("_handle", "_info", "_options")
 
-    def __init__(self, handle: ActorHandle[Any], info: MethodInfo, options: CallOptions | None = None) -> None:
+    def __init__(self, handle: HandleCore, info: MethodInfo, options: CallOptions | None = None) -> None:
+        # The handle's core, not the handle: a handle caches its methods, and a method that
+        # pointed back at it would make a cycle only the garbage collector frees, keeping the
+        # actor referenced long after the program dropped its last handle (actor_refs.py).
         self._handle = handle
         self._info = info
         self._options = options
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        runtime = self._handle._runtime
+        handle = self._handle
+        runtime = handle._runtime
         if runtime is None or runtime.closed:
-            runtime = self._handle._bind()
+            runtime = handle._bind()
+        checks = handle._checks
+        if checks is not None:
+            check = checks.get(self._info.name)
+            if check is not None:
+                check(args, kwargs)  # TypeError here, before anything is sent
         return self._call(runtime, args, kwargs)
 
-    def _call(self, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Queue the call on its actor's connection in `runtime`; returns its refs."""
+    def _call(
+        self, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any], into: ItemStream | None = None
+    ) -> Any:
+        """Queue the call on its actor's connection in `runtime`; returns its refs. With `into`,
+        a streaming call whose items go there; returns only the ref of its end."""
         handle = self._handle
         state = handle._state
         options = self._options
-        num_returns = self._info.num_returns if options is None else options.num_returns
+        info = self._info
+        num_returns = (info.generator or info.num_returns) if options is None else options.num_returns
+        # A streaming call has one result, its end; its items go to `stream` as they come.
+        stream = into or (ItemStream(runtime.objects, runtime.address) if isinstance(num_returns, str) else None)
+        count = num_returns if isinstance(num_returns, int) and stream is None else 1
         retries = None if options is None else options.max_task_retries
-        name = self._info.name
-        data, held = runtime.call_arguments(args, kwargs, f"{state.class_name}.{name}", stage=num_returns > 0)
+        name = info.name
+        data, held = runtime.call_arguments(args, kwargs, f"{state.class_name}.{name}", stage=count > 0)
         conn = runtime.connection(state.actor_id, state.class_name, state.max_task_retries, state.max_pending_calls)
         trace = _tracing.submit_context(f"{state.class_name}.{name}") if _tracing.active() else None
-        ids = conn.submit(name, data, num_returns, retries, trace)
+        group = None if options is None else options.concurrency_group
+        ids = conn.submit(name, data, count, retries, trace, group, stream)
         if held:
             runtime.hold_until_settled(ids, held)
         refs = runtime.refs_for(ids)
+        if into is not None:
+            return refs[0]
+        if stream is not None:
+            return streaming_result(str(num_returns), stream, refs[0], runtime.objects, runtime.address)
         if num_returns == 1:
             return refs[0]
         if num_returns == 0:
             return None
         return refs
 
+    def remote_into(self, stream: ItemStream, *args: Any) -> ObjectRef[None]:
+        """A streaming call whose items go to `stream` (actorhub's own: a generator task's
+        execute, whose stream outlives its retries); returns the ref of the call's end."""
+        runtime = self._handle._runtime
+        if runtime is None or runtime.closed:
+            runtime = self._handle._bind()
+        end: ObjectRef[None] = self._call(runtime, args, {}, into=stream)
+        return end
+
     def options(self, **options: Any) -> ActorMethod:
         where = f"{self._handle._state.class_name}.{self._info.name}.options()"
-        base = self._options or CallOptions(num_returns=self._info.num_returns)
-        return ActorMethod(self._handle, self._info, base.merged(where, **options))
+        base = self._options or CallOptions.parse(where, num_returns=self._info.generator or self._info.num_returns)
+        merged = base.merged(where, **options)
+        group = merged.concurrency_group
+        if group is not None and group not in self._handle._state.concurrency_groups:
+            defined = list(self._handle._state.concurrency_groups) or "none"
+            raise OptionsError(
+                f"invalid options for {where}: concurrency_group={group!r}: the actor defines no such "
+                f"concurrency group (defined: {defined})"
+            )
+        return ActorMethod(self._handle, self._info, merged)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -106,14 +149,21 @@ class ActorMethod:
         return f"ActorMethod({self._handle._state.class_name}.{self._info.name})"
 
 
-class ActorHandle(Generic[T]):
-    """A handle to an actor; `handle.method.remote(...)` calls it and returns an ObjectRef."""
+class HandleCore:
+    """What a handle and the methods taken from it share. A method keeps it, so the actor stays
+    referenced while either the handle or one of its methods lives."""
 
-    def __init__(self, state: HandleState, runtime: Runtime | None) -> None:
+    __slots__ = ("_checks", "_ref", "_runtime", "_state")
+
+    def __init__(self, state: HandleState, runtime: Runtime | None, ref: ObjectRef[Any] | None) -> None:
         self._state = state
+        # Argument checks of the actor's methods, by name (api/arg_checks.py): set on the handle
+        # its creator got, where the class is at hand; other handles leave the check to the actor.
+        self._checks: dict[str, ArgCheck] | None = None
         # The runtime its calls go through; None only when unpickled in a process with none.
         self._runtime = runtime
-        self._method_cache: dict[str, ActorMethod] = {}
+        # A strong handle's reference to its actor (runtime/actor_refs.py); None: a weak handle.
+        self._ref = ref
 
     def _bind(self) -> Runtime:
         """Off the fast path: the handle has no runtime, or its runtime was shut down."""
@@ -127,6 +177,22 @@ class ActorHandle(Generic[T]):
         self._runtime = current()
         return self._runtime
 
+    def __repr__(self) -> str:
+        return f"Actor({self._state.class_name}, {self._state.actor_id})"
+
+
+class ActorHandle(Generic[T]):
+    """A handle to an actor; `handle.method.remote(...)` calls it and returns an ObjectRef.
+
+    A strong handle (`ref` set: made by the actor's creator, or unpickled from one) keeps a
+    non-detached actor alive; a weak one (get_actor, current_actor, detached actors) does not.
+    """
+
+    def __init__(self, state: HandleState, runtime: Runtime | None, ref: ObjectRef[Any] | None = None) -> None:
+        self._state = state
+        self._core = HandleCore(state, runtime, ref)
+        self._method_cache: dict[str, ActorMethod] = {}
+
     def __getattr__(self, name: str) -> ActorMethod:
         if name.startswith("_") and name not in _BUILTIN_METHODS:
             raise AttributeError(name)
@@ -136,12 +202,23 @@ class ActorHandle(Generic[T]):
         info = self._state.methods.get(name) or _BUILTIN_METHODS.get(name)
         if info is None:
             raise AttributeError(f"the {self._state.class_name} actor has no method {name!r}")
-        method = ActorMethod(self, info)
+        method = ActorMethod(self._core, info)
         self._method_cache[name] = method
         return method
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_handle, (self._state,))
+        ref = self._core._ref
+        if ref is None:
+            return (_rebuild_handle, (self._state,))
+        # The ref pickles as refs do: its receiver becomes a borrower of the actor, or, pickled
+        # where nobody can follow, the actor is kept while its owner lives.
+        return (_rebuild_handle, (self._state, ref))
+
+    def __copy__(self) -> ActorHandle[T]:
+        return self  # immutable; and a copy through __reduce__ would count as an escaped pickle
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ActorHandle[T]:
+        return self
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ActorHandle) and other._state.actor_id == self._state.actor_id
@@ -161,10 +238,10 @@ class ActorHandle(Generic[T]):
         return self._state.class_name
 
 
-def _rebuild_handle(state: HandleState) -> ActorHandle[Any]:
+def _rebuild_handle(state: HandleState, ref: ObjectRef[Any] | None = None) -> ActorHandle[Any]:
     """An unpickled handle calls through the runtime of the process that unpickles it."""
-    return ActorHandle(state, current_or_none())
+    return ActorHandle(state, current_or_none(), ref)
 
 
 # ObjectRef is re-exported here for modules that build calls from handles.
-__all__ = ["ActorHandle", "ActorMethod", "HandleState", "MethodInfo", "ObjectRef"]
+__all__ = ["ActorHandle", "ActorMethod", "HandleCore", "HandleState", "MethodInfo", "ObjectRef"]

@@ -14,10 +14,12 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
+from actorhub.api import fetch_local as fetch_local_
+from actorhub.api import init_options
 from actorhub.cluster import addresses, discovery
 from actorhub.cluster.credentials import TokenRefusedError
 from actorhub.cluster.launcher import (
@@ -36,6 +38,7 @@ from actorhub.runtime import current as _current
 
 if TYPE_CHECKING:
     from actorhub.api.actor_handle import ActorHandle
+    from actorhub.job_config import JobConfig
     from actorhub.runtime.endpoint import Endpoint
     from actorhub.runtime.object_ref import ObjectRef
     from actorhub.runtime.runtime import Runtime
@@ -66,6 +69,20 @@ class ClusterContext:
     def dashboard_url(self) -> None:
         return None
 
+    def __getitem__(self, key: str) -> str:
+        # Ray's RayContext reads as a dict of its address info: ctx["address"], ctx["node_id"].
+        info = {**self.address_info, "namespace": self.namespace, "job_id": self.job_id}
+        try:
+            return info[key]
+        except KeyError:
+            raise KeyError(f"{key!r}: the context has {', '.join(sorted(info))}") from None
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
     def __enter__(self) -> ClusterContext:
         return self
 
@@ -76,11 +93,17 @@ class ClusterContext:
 class _Driver:
     """What init() made in this process, so shutdown() can undo exactly that."""
 
-    def __init__(self, runtime: Runtime, context: ClusterContext, cluster: ClusterProcesses | None) -> None:
+    def __init__(
+        self, runtime: Runtime, context: ClusterContext, cluster: ClusterProcesses | None, config: Config,
+        default_actor_lifetime: str,
+    ) -> None:
         self.runtime = runtime
         self.context = context
         self.cluster = cluster
+        self.config = config
+        self.detached_by_default = default_actor_lifetime == "detached"
         self.lease: Any = None
+        self.logs: Any = None  # api/driver_logs.DriverLogs, with log_to_driver
 
 
 _driver: _Driver | None = None
@@ -90,6 +113,19 @@ _kernel_loaded = False
 
 def is_initialized() -> bool:
     return _driver is not None
+
+
+def driver_config() -> Config | None:
+    """The Config this process's init() used (None outside a driver, or before init())."""
+    driver = _driver
+    return driver.config if driver is not None else None
+
+
+def detached_by_default(runtime: Runtime) -> bool:
+    """Whether actors created through `runtime` without a lifetime option are detached: the
+    driver's JobConfig(default_actor_lifetime="detached")."""
+    driver = _driver
+    return driver is not None and driver.runtime is runtime and driver.detached_by_default
 
 
 def _load_kernel() -> None:
@@ -129,12 +165,31 @@ def connected_runtime() -> Runtime:
 def init(
     address: str | None = None,
     *,
-    namespace: str | None = None,
     num_cpus: float | None = None,
-    ignore_reinit_error: bool = False,
-    logging_level: str | int | None = None,
-    include_dashboard: bool | None = None,
+    num_gpus: float | None = None,
+    resources: Mapping[str, float] | None = None,
+    labels: Mapping[str, str] | None = None,
     object_store_memory: int | None = None,
+    local_mode: bool = False,
+    ignore_reinit_error: bool = False,
+    include_dashboard: bool | None = None,
+    dashboard_host: str | None = None,
+    dashboard_port: int | None = None,
+    job_config: JobConfig | None = None,
+    configure_logging: bool = True,
+    logging_level: str | int | None = None,
+    logging_format: str | None = None,
+    logging_config: object | None = None,
+    log_to_driver: bool | None = None,
+    namespace: str | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
+    storage: str | None = None,
+    enable_resource_isolation: bool = False,
+    cgroup_path: str | None = None,
+    system_reserved_cpu: float | None = None,
+    system_reserved_memory: int | None = None,
+    proxy_server_url: str | None = None,
+    **kwargs: Any,
 ) -> ClusterContext:
     """Connect this program to a cluster, starting a local one only when there is none to join.
 
@@ -143,9 +198,26 @@ def init(
     else starts a local cluster (hub, node agent, workers) owned by this program; "auto" joins
     an existing cluster on this host or raises NoClusterError; "local" always starts a new one;
     "HOST:PORT" joins that hub, from any host, with ACTORHUB_TOKEN (or ACTORHUB_TOKEN_FILE)
-    when this host has no session for it. `include_dashboard` is accepted; there is no dashboard.
+    when this host has no session for it.
+
+    Every keyword of Ray's `ray.init` is accepted (`api/init_options.py`): actorhub honours
+    namespace, num_cpus, object_store_memory, logging_level/logging_format/configure_logging,
+    ignore_reinit_error, log_to_driver, runtime_env, job_config, `_temp_dir` (the session
+    root), `_node_ip_address` and `_tracing_startup_hook`; the others, when given a value, are
+    named in one warning line.
     """
     global _driver
+    options = init_options.resolve(
+        num_gpus=num_gpus, resources=resources, labels=labels, local_mode=local_mode,
+        include_dashboard=include_dashboard, dashboard_host=dashboard_host, dashboard_port=dashboard_port,
+        job_config=job_config, configure_logging=configure_logging, logging_format=logging_format,
+        logging_config=logging_config, log_to_driver=log_to_driver, runtime_env=runtime_env, storage=storage,
+        enable_resource_isolation=enable_resource_isolation, cgroup_path=cgroup_path,
+        system_reserved_cpu=system_reserved_cpu, system_reserved_memory=system_reserved_memory,
+        proxy_server_url=proxy_server_url, hidden=kwargs,
+    )
+    if namespace is None:
+        namespace = options.namespace
     if namespace is not None:
         _check_namespace(namespace)  # before anything starts: a bad one would fail in RegisterJob
     with _init_lock:
@@ -154,9 +226,23 @@ def init(
                 return _driver.context
             raise RuntimeError("actorhub.init() was already called; pass ignore_reinit_error=True to allow it")
         level = logging.getLevelName(logging_level) if isinstance(logging_level, int) else logging_level
-        config = Config.load(num_cpus=num_cpus, logging_level=level, object_store_memory=object_store_memory)
-        logging.getLogger("actorhub").setLevel(config.logging_level.upper())
+        config = Config.load(
+            num_cpus=num_cpus, logging_level=level, object_store_memory=object_store_memory, **options.config
+        )
+        if options.configure_logging:
+            init_options.configure_logging(log, config.logging_level, options.logging_format)
+        from actorhub.runtime_env import context as runtime_env_context
+
+        # Checked before anything starts: a bad field or a missing directory raises OptionsError.
+        job_env = runtime_env_context.checked(config.job_runtime_env, "init()")
         found = discovery.find(config, address or None, os.environ)
+        if found is not None:
+            options.ignored.extend(init_options.ignored_when_joining(
+                num_cpus=num_cpus, object_store_memory=object_store_memory,
+                tracing_startup_hook=kwargs.get("_tracing_startup_hook"),
+            ))
+        if options.ignored:
+            log.warning("%s", init_options.warning_line(options.ignored))
         cluster: ClusterProcesses | None = None
         if found is None:
             # Returns once the processes are spawned: the kernel's imports below overlap their boot.
@@ -185,8 +271,14 @@ def init(
         runtime: Runtime | None = None
         try:
             runtime, context = _connect(endpoint, service, namespace, session, config, owns=cluster is not None)
-            driver = _Driver(runtime, context, cluster)
+            driver = _Driver(runtime, context, cluster, config, options.default_actor_lifetime)
             driver.lease = runtime.job_lease(config.connect_timeout_s)
+            # The job's env, its packages uploaded: what its actors and tasks inherit.
+            runtime_env_context.start_job_env(runtime, job_env)
+            if config.log_to_driver:
+                from actorhub.api.driver_logs import DriverLogs
+
+                driver.logs = DriverLogs.start(runtime, config)
         except BaseException:
             if runtime is not None:
                 runtime.close()
@@ -320,6 +412,8 @@ def shutdown() -> None:
         _current.set_runtime(None)
         atexit.unregister(shutdown)
         cluster = driver.cluster
+        if driver.logs is not None:
+            driver.logs.stop()  # before the cluster goes: its last lines may be on their way
         if cluster is not None:
             request_shutdown(cluster.hub_address, driver.runtime.token, tls=driver.runtime.channels.tls)
         if driver.lease is not None:
@@ -363,12 +457,35 @@ def wait(
         raise TypeError(f"wait() takes a list of ObjectRefs, not {type(refs).__name__}")
     # Type and id sets, not per-ref Python calls: wait() is called in loops over long lists.
     if not set(map(type, refs)) <= {ObjectRef}:
+        from actorhub.runtime import object_ref_generator as _generators
+
+        if set(map(type, refs)) <= {ObjectRef, _generators.ObjectRefGenerator}:
+            # Streaming calls' generators: ready when next() would not block, as in Ray.
+            if not 0 <= num_returns <= len(refs):
+                raise ValueError(f"num_returns={num_returns} must be between 0 and the number of refs ({len(refs)})")
+            runtime = connected_runtime()
+            return _generators.wait_with_generators(refs, num_returns, timeout, runtime.objects, runtime.start_fetch)
         raise TypeError("wait() takes a list of ObjectRefs; the list holds something else")
+    if not refs:
+        return [], []  # as Ray: nothing to wait for, whatever num_returns says
     if len(set(map(ObjectRef.hex, refs))) != len(refs):
         raise ValueError("wait() got the same ObjectRef more than once")
     if not 0 <= num_returns <= len(refs):
         raise ValueError(f"num_returns={num_returns} must be between 0 and the number of refs ({len(refs)})")
-    return connected_runtime().wait(list(refs), num_returns, timeout)
+    runtime = connected_runtime()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ready, not_ready = runtime.wait(list(refs), num_returns, timeout)
+    if not fetch_local or not ready:
+        return ready, not_ready
+    remote = fetch_local_.elsewhere(runtime, ready)
+    if not remote:
+        return ready, not_ready
+    late = fetch_local_.pull_here(runtime, remote, deadline)
+    if not late:
+        return ready, not_ready
+    # Not here in time: not ready yet, in the caller's order.
+    waiting = late.union(not_ready)
+    return [r for r in ready if r not in late], [r for r in refs if r in waiting]
 
 
 def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
@@ -382,17 +499,8 @@ def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
         raise TypeError(f"kill(): no_restart must be a bool, not {type(no_restart).__name__}")
     # Raises ValueError for an actor the hub does not know; ControlPlaneUnavailableError when
     # the hub is away (down, or restarting) for the whole kill deadline.
-    connected_runtime().hub.kill_actor(actor.actor_id, no_restart)
-
-
-def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> None:
-    """Cancel the task that makes `ref`: a queued task never runs, a running one is interrupted
-    (force=True kills its worker). get() of its results raises TaskCancelledError."""
-    if not _kernel_loaded:
-        _load_kernel()
-    if not isinstance(ref, ObjectRef):
-        raise TypeError(f"cancel() takes an ObjectRef, not {type(ref).__name__}")
-    from actorhub.tasks.submitters import submitter_for  # tasks build on the kernel: imported on use
-
-    submitter_for(connected_runtime()).cancel(ref, force)
-
+    runtime = connected_runtime()
+    runtime.hub.kill_actor(actor.actor_id, no_restart)
+    if no_restart:
+        # Gone for good: when its handles go, there is nothing left to end (runtime/actor_refs.py).
+        runtime.owned_actors.forget(actor.actor_id)

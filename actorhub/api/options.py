@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pydantic_core import ErrorDetails
 
 from actorhub.exceptions import OptionsError
+from actorhub.runtime_env.spec import RuntimeEnvSpec
+from actorhub.runtime_env.spec import parse as parse_runtime_env
 from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "ActorOptions",
     "CallOptions",
     "OptionsError",
+    "checked_concurrency_group",
     "checked_name",
 ]
 
@@ -37,6 +40,8 @@ UINT32_MAX = 2**32 - 1
 Int32Limit = Annotated[int, Field(ge=-1, le=INT32_MAX)]
 # Call.num_returns and MethodMeta.num_returns are uint32.
 NumReturns = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+# What num_returns= takes: a count, or a generator's items streamed one by one (runtime/object_ref_generator.py).
+NumReturnsOption = NumReturns | Literal["streaming", "dynamic"]
 # CPUs are summed and compared by the hub and the lease desks: NaN or inf would never fit
 # anywhere (the actor stays PENDING forever) or would poison the sums.
 Cpus = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -64,6 +69,17 @@ def checked_name(value: Any, what: str, *, namespace: bool = False, allow_system
         return validate_name(value, what)
     except TypeError as e:
         raise ValueError(str(e)) from None
+
+
+def checked_concurrency_group(value: Any) -> str:
+    """`value` if it can name a concurrency group, else a ValueError saying why."""
+    if not isinstance(value, str) or not value or not value.strip():
+        raise ValueError(f"a concurrency group name must be a non-empty string, not {value!r}")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"a concurrency group name must encode as UTF-8: {value!r}") from None
+    return value
 
 
 def _shown(value: Any) -> str:
@@ -127,6 +143,14 @@ class _PlacedOptions(_Options):
     """Options of what runs on a node: where it may run."""
 
     scheduling_strategy: NodeAffinitySchedulingStrategy | Literal["DEFAULT", "SPREAD"] | None = None
+    # Merged over the env of the process that creates it when it is created (runtime_env/context.py).
+    runtime_env: RuntimeEnvSpec | None = None
+
+    @field_validator("runtime_env", mode="before")
+    @classmethod
+    def _parsed_runtime_env(cls, value: Any) -> RuntimeEnvSpec | None:
+        # Checked here, at the caller: local paths must exist, types must be right.
+        return parse_runtime_env(value)
 
     @field_validator("scheduling_strategy")
     @classmethod
@@ -151,11 +175,12 @@ class ActorOptions(_PlacedOptions):
     max_restarts: Int32Limit = 0
     max_task_retries: Int32Limit = 0
     max_concurrency: Annotated[int, Field(ge=1, le=UINT32_MAX)] | None = None  # ActorSpec: uint32
+    # Named groups of methods, each with its own limit (ActorSpec.concurrency_groups: uint32).
+    concurrency_groups: dict[str, Annotated[int, Field(ge=1, le=UINT32_MAX)]] | None = None
     max_pending_calls: Int32Limit = -1
     num_cpus: Cpus = 0.0
     num_gpus: NoGpus = 0.0
     resources: dict[str, float] | None = None
-    runtime_env: None = None
 
     @classmethod
     def for_system(cls, **values: Any) -> ActorOptions:
@@ -181,6 +206,13 @@ class ActorOptions(_PlacedOptions):
         system = bool(info.context and info.context.get(_SYSTEM))
         return checked_name(value, "namespace", namespace=True, allow_system=system)
 
+    @field_validator("concurrency_groups")
+    @classmethod
+    def _usable_group_names(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        for name in value or ():
+            checked_concurrency_group(name)
+        return value
+
     @field_validator("resources")
     @classmethod
     def _no_custom_resources(cls, value: dict[str, float] | None) -> dict[str, float] | None:
@@ -194,9 +226,15 @@ class ActorOptions(_PlacedOptions):
 
 
 class CallOptions(_Options):
-    num_returns: NumReturns = 1
+    num_returns: NumReturnsOption = 1
     name: str | None = None
     max_task_retries: Int32Limit | None = None
+    concurrency_group: str | None = None
+
+    @field_validator("concurrency_group")
+    @classmethod
+    def _usable_group(cls, value: str | None) -> str | None:
+        return None if value is None else checked_concurrency_group(value)
 
     @field_validator("name")
     @classmethod

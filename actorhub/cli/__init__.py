@@ -10,6 +10,7 @@
     actorhub status [--address HOST:PORT]               nodes, live actors and jobs
     actorhub list actors [--namespace NS | --all-namespaces] [--address HOST:PORT]
     actorhub microbenchmark [--filter TEXT] [--scale X] Ray's actor-call microbenchmarks
+    actorhub logs [--actor NAME|ID] [--node ID] [-f]    workers' output, from this machine's log files
 
 Failures the user can act on (no cluster, an unreachable hub) print one line to stderr and exit 1.
 """
@@ -85,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     from actorhub.cli.health import add_parser as add_health_check
 
     add_health_check(commands)
+    from actorhub.cli.logs import add_parser as add_logs
+
+    add_logs(commands)
     return parser
 
 
@@ -122,6 +126,10 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from actorhub.cli.inspect import memory_command
 
         return memory_command(args.address)
+    if args.command == "logs":
+        from actorhub.cli.logs import logs_command
+
+        return logs_command(args.actor, args.node, args.follow, args.session)
     if args.command == "microbenchmark":
         from actorhub.cli import microbenchmark as _microbenchmark
         if args.scale <= 0:

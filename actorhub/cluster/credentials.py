@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actorhub.config import Config, ConfigError
-from actorhub.exceptions import ActorHubError
+from actorhub.exceptions import AuthenticationError
 
 
 class TokenError(ConfigError):
     """The cluster token is missing, unreadable or unsafe; the message names its source and the fix."""
 
 
-class TokenRefusedError(ActorHubError, PermissionError):
+class TokenRefusedError(AuthenticationError, PermissionError):
     """A hub refused the token this process brought: it is not that cluster's token."""
 
 

@@ -110,6 +110,8 @@ def child_env(config: Config, session: Session, host: str) -> dict[str, str]:
         path = getattr(config, name)
         if path is not None:
             env[f"ACTORHUB_{name.upper()}"] = os.path.abspath(Path(path).expanduser())
+    if config.tracing_startup_hook:  # given to init() (`_tracing_startup_hook`), for every worker
+        env["ACTORHUB_TRACING_STARTUP_HOOK"] = config.tracing_startup_hook
     return env
 
 

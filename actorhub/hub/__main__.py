@@ -29,13 +29,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from actorhub._proto.v1 import hub_pb2_grpc
+from actorhub._proto.v1 import hub_pb2_grpc, runtime_env_pb2_grpc
 from actorhub.cluster.lifetime import set_parent_death_signal
 from actorhub.cluster.session import ADDRESS_FILE, Session
 from actorhub.config import Config, ConfigError
 from actorhub.hub.actor_table import ActorTable
 from actorhub.hub.control_store import HUB_STARTS, STORE_FILE, StoreBatch, StoreRefusedError, StoreWriter, open_store
 from actorhub.hub.records import HubInfo
+from actorhub.hub.runtime_env_packages import RuntimeEnvPackagesServicer
 from actorhub.hub.service import HubServicer
 from actorhub.wire.server import ServerLoop
 from actorhub.wire.tls import load_tls
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         info=HubInfo(started_at=time.time(), restarts=starts - 1, store_path=str(store_path)),
     )
     hub_pb2_grpc.add_HubServicer_to_server(servicer, server.server)
+    # Beside the store, so a restarted hub (same store) still serves every package.
+    runtime_env_pb2_grpc.add_RuntimeEnvPackagesServicer_to_server(
+        RuntimeEnvPackagesServicer(store_path.parent / "runtime_env_packages"), server.server)
     try:
         address = server.bind(config.bind_host, config.hub_port)
     except (OSError, RuntimeError) as err:

@@ -279,9 +279,12 @@ class ActorTable(RecoverableState):
             self._schedule_pending_locked(out)
         return out
 
-    def request_kill(self, actor_id: str, no_restart: bool, incarnation: int | None = None) -> KillPlan:
+    def request_kill(
+        self, actor_id: str, no_restart: bool, incarnation: int | None = None, exit_reason: str = ""
+    ) -> KillPlan:
         """`incarnation` (with no_restart=False; None: the current one): a request retried after
-        that incarnation was replaced must not kill its successor."""
+        that incarnation was replaced must not kill its successor. `exit_reason`: the actor ends
+        itself (exit_actor), which its death cause says instead of a kill."""
         out = Decisions()
         with self._lock:
             rec = self._get(actor_id)
@@ -290,7 +293,8 @@ class ActorTable(RecoverableState):
             stale = not no_restart and incarnation is not None and incarnation != rec.incarnation
             if rec.state != DEAD and not stale:
                 if no_restart:
-                    target = self._kill_locked(rec, killed_message(rec), out)
+                    message = f"The actor {rec.label} {exit_reason}" if exit_reason else killed_message(rec)
+                    target = self._kill_locked(rec, message, out)
                 elif rec.state == ALIVE:
                     target = self._worker_kill(rec)
                     cause = f"its worker process (pid {rec.pid}) was killed by kill()"

@@ -234,6 +234,10 @@ def out_of_restarts(rec: ActorRecord, cause: str) -> common_pb2.ErrorInfo:
 def constructor_failed(rec: ActorRecord, error: common_pb2.ErrorInfo) -> common_pb2.ErrorInfo:
     cause = common_pb2.ErrorInfo()
     cause.CopyFrom(error)
+    if error.kind == common_pb2.ERROR_KIND_RUNTIME_ENV_SETUP:
+        # Its callers get RuntimeEnvSetupError, as in Ray, with the node's reason (pip's output).
+        cause.message = f"The actor {rec.label} died: its runtime_env could not be set up: {error.message}"
+        return cause
     cause.kind = common_pb2.ERROR_KIND_ACTOR_DIED
     # A node that could not even start a worker sends a system error without a type name.
     if error.type_name:
@@ -265,6 +269,7 @@ def actor_info(rec: ActorRecord) -> common_pb2.ActorInfo:
         is_async=spec.is_async,
         pending_reason=rec.pending_reason,
         infeasible=rec.infeasible,
+        concurrency_groups=spec.concurrency_groups,
     )
     if rec.death_cause is not None:
         info.death_cause.CopyFrom(rec.death_cause)

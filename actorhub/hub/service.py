@@ -33,6 +33,7 @@ from actorhub.exceptions import RpcFailedError
 from actorhub.hub.actor_table import ActorTable
 from actorhub.hub.control_store import StoreWriter
 from actorhub.hub.health import NodeHealth
+from actorhub.hub.log_fanout import LogFanout
 from actorhub.hub.records import (
     Decisions,
     DuplicateActorId,
@@ -133,6 +134,7 @@ class HubServicer(hub_pb2_grpc.HubServicer):
         self._retry_at = float("inf")
         self._stop_requested = False
         self.health = NodeHealth(table.alive_nodes, self._node, self._deadlines.ping_s)
+        self._logs = LogFanout()
 
     def start_health_checks(self) -> None:
         """On the loop, once serving: the nodes' heartbeats (`hub/health.py`)."""
@@ -313,7 +315,7 @@ class HubServicer(hub_pb2_grpc.HubServicer):
     async def KillActor(self, request: hub_pb2.KillActorRequest, context: Context) -> common_pb2.Empty:
         try:
             incarnation = request.incarnation if request.HasField("incarnation") else None
-            plan = self._table.request_kill(request.actor_id, request.no_restart, incarnation)
+            plan = self._table.request_kill(request.actor_id, request.no_restart, incarnation, request.exit_reason)
         except UnknownActor as err:
             await self._abort(context, err)
         # On disk before the worker dies: a hub restarted in between must not restart it.
@@ -350,6 +352,22 @@ class HubServicer(hub_pb2_grpc.HubServicer):
     async def Shutdown(self, request: common_pb2.Empty, context: Context) -> common_pb2.Empty:
         await self.shutdown_cluster()
         return common_pb2.Empty()
+
+    # ---- workers' output (hub/log_fanout.py) -------------------------------------------
+
+    async def PublishLogs(self, request: hub_pb2.LogBatch, context: Context) -> common_pb2.Empty:
+        self._logs.publish(request)
+        return common_pb2.Empty()
+
+    async def SubscribeLogs(
+        self, request: hub_pb2.LogSubscribeRequest, context: Context,
+    ) -> AsyncIterator[hub_pb2.LogBatch]:
+        try:
+            self._table.check_job(request.job_id)  # a job the hub does not know never gets a line
+        except UnknownJob as err:
+            await self._abort(context, err)
+        async for batch in self._logs.follow(request.job_id, self._shutdown):
+            yield batch
 
     # ---- shutdown ----------------------------------------------------------------------
 

@@ -45,16 +45,20 @@ from actorhub._proto.v1 import (
     node_pb2,
     node_pb2_grpc,
 )
+from actorhub.cluster.addresses import parse_address
 from actorhub.cluster.session import Session
 from actorhub.config import Config
-from actorhub.exceptions import ActorUnavailableError, RpcFailedError
-from actorhub.node.worker_pool import WorkerPool
+from actorhub.exceptions import ActorUnavailableError, RpcFailedError, RuntimeEnvSetupError
+from actorhub.node.env_pools import NodeWorkerPools
+from actorhub.node.log_monitor import LogMonitor
 from actorhub.node.workers import PoolError, State, Worker
 from actorhub.node.zygote import ZygoteProcess
 from actorhub.object_store.service import NodeObjects
 from actorhub.wire.errors import ErrorKind, system_error_info
 from actorhub.wire.hub import HubClient
+from actorhub.wire.logs import HubLogClient
 from actorhub.wire.rpc import GONE_CODES
+from actorhub.wire.runtime_env import RuntimeEnvPackagesClient
 from actorhub.wire.server import ServerLoop, abort
 from actorhub.wire.tls import load_tls
 from actorhub.wire.transport import AsyncChannelPool, ChannelPool
@@ -109,19 +113,20 @@ class NodeAgent:
             self._channels, options.hub_address, self.config.deadlines,
             reconnect_s=self.config.hub_reconnect_timeout_s,
         )
-        self.pool = WorkerPool(
-            node_id=self.node_id,
-            logs_dir=str(self.session.logs),
-            prestart=self.config.prestart_workers,
-            connect_timeout_s=self.config.connect_timeout_s,
-            zygote=zygote,
-            spawn_zygote=spawn_zygote,
-            on_actor_exit=self._queue_report,
+        # The base pool (the node's own zygote) and one per pip runtime_env (node/env_pools.py).
+        packages = RuntimeEnvPackagesClient(
+            self._channels, options.hub_address, self.config.deadlines, self.config.max_message_bytes)
+        self.pools = NodeWorkerPools(
+            zygote, spawn_zygote, node_id=self.node_id, session_dir=self.session.path,
+            hub_address=options.hub_address, config=self.config, on_actor_exit=self._queue_report,
+            fetch_package=packages.fetch,
         )
+        self.pool = self.pools.base
         self._reports: queue.Queue[hub_pb2.WorkerExitReport | None] = queue.Queue()
         self._stop = threading.Event()
         self._stop_reason = ""
         self._lease: Any = None  # the NodeLease call, cancelled on shutdown
+        self._log_monitor: LogMonitor | None = None  # workers' output to the hub, once registered
         self.objects = NodeObjects(
             self.session.path, self.node_id, self.config.object_store_memory, self._channels,
             lost_result_grace_s=self.config.lost_result_grace_s, deadlines=self.config.deadlines,
@@ -143,12 +148,13 @@ class NodeAgent:
         pid_file = self.session.pid_file(f"node-{self.node_id}")
         pid_file.write_text(f"{os.getpid()}\n")
         # Forks start now, overlapping the hub registration.
-        self.pool.start(self.address)
+        self.pools.start(self.address)
         threading.Thread(target=self._send_reports, name="exit-reports", daemon=True).start()
         status = 0
         try:
             if self._register():
                 threading.Thread(target=self._hold_lease, name="node-lease", daemon=True).start()
+                self._start_log_monitor()
                 log.info("node %s serving at %s (pid %d)", self.node_id, self.address, os.getpid())
                 # A timed wait, so that signal handlers get to run on this thread.
                 while not self._stop.wait(0.5):
@@ -174,8 +180,10 @@ class NodeAgent:
     def _shutdown(self, server: ServerLoop) -> None:
         self._stop.set()
         # Waiting StartActors fail, and those in a constructor see their worker die.
-        self.pool.shutdown(self.config.kill_grace_s)
+        self.pools.shutdown(self.config.kill_grace_s)
         self._reports.put(None)
+        if self._log_monitor is not None:
+            self._log_monitor.stop()  # the workers are gone: their last lines go out first
         if self._lease is not None:
             self._lease.cancel()
         with contextlib.suppress(Exception):
@@ -189,6 +197,12 @@ class NodeAgent:
         for task in list(self._starts.values()):
             task.cancel()
         await self._worker_channels.close()
+
+    def _start_log_monitor(self) -> None:
+        client = HubLogClient(self._channels, self.options.hub_address, self.config.deadlines)
+        host = parse_address(self.address, "the node's address")[0]
+        self._log_monitor = LogMonitor(self.session.logs, self.node_id, partial(client.publish, self.node_id, host))
+        self._log_monitor.start()
 
     def _register(self) -> bool:
         deadline = time.monotonic() + self.config.connect_timeout_s
@@ -265,7 +279,7 @@ class NodeAgent:
 
     def _register_again(self, give_up_at: float) -> bool:
         """RegisterNode with reconnect=True and the actors hosted here; False if it failed."""
-        hosted = self.pool.hosted()
+        hosted = self.pools.hosted()
         remaining = give_up_at - time.monotonic()
         log.info("node %s registering again with the hub at %s (%d actor(s) hosted, %.1f s left)",
                  self.node_id, self.options.hub_address, len(hosted), remaining)
@@ -368,12 +382,17 @@ class NodeAgent:
 
     async def _start_actor(self, request: node_pb2.NodeStartActorRequest) -> node_pb2.NodeStartActorReply:
         spec = request.spec
-        existing = self.pool.find_actor(spec.actor_id, request.incarnation)
-        if existing is not None and existing.state is State.ACTOR:
+        existing = self.pools.find_actor(spec.actor_id, request.incarnation)
+        if existing is not None and existing[1].state is State.ACTOR:
             # A retried StartActor for an actor this node already runs.
-            return self._ok(existing)
+            return self._ok(existing[1])
         try:
-            worker = await self.pool.acquire(
+            # Its runtime_env's packages and pip environment, made ready here first.
+            pool = await self.pools.for_env(spec.runtime_env)
+        except RuntimeEnvSetupError as e:
+            return node_pb2.NodeStartActorReply(ok=False, error=system_error_info(str(e), ErrorKind.RUNTIME_ENV_SETUP))
+        try:
+            worker = await pool.acquire(
                 spec.actor_id, request.incarnation, spec.num_cpus, self.config.connect_timeout_s,
             )
         except PoolError as e:
@@ -383,8 +402,8 @@ class NodeAgent:
             # A constructor may legitimately take long (actor_start_s); KillWorker interrupts it.
             reply = await client.start_actor(spec, request.incarnation, self.node_id)
         except (RpcFailedError, ActorUnavailableError) as e:
-            self.pool.kill(worker)
-            await self.pool.wait_exit(worker, self.config.kill_grace_s)
+            pool.kill(worker)
+            await pool.wait_exit(worker, self.config.kill_grace_s)
             log.info("worker %s died in %s's constructor: %s (%s)", worker.worker_id,
                      spec.class_name, worker.describe_exit(), e)
             return _failed(
@@ -396,9 +415,9 @@ class NodeAgent:
             await self._worker_channels.discard(worker.address)
         if not reply.ok:
             # The constructor raised: the process may hold half-built state; never reuse it.
-            self.pool.kill(worker)
+            pool.kill(worker)
             return node_pb2.NodeStartActorReply(ok=False, error=reply.error)
-        if not self.pool.activate(worker):
+        if not pool.activate(worker):
             return _failed(
                 f"the worker process died right after the constructor ({worker.describe_exit()})",
                 actor_died=True,
@@ -411,16 +430,17 @@ class NodeAgent:
         )
 
     async def kill_worker(self, request: node_pb2.KillWorkerRequest) -> None:
-        worker = self.pool.find_actor(request.actor_id, request.incarnation)
-        if worker is None:
+        found = self.pools.find_actor(request.actor_id, request.incarnation)
+        if found is None:
             return  # already gone, or never here: killing is idempotent
-        self.pool.kill(worker)
-        if not await self.pool.wait_exit(worker, self.config.kill_grace_s):
+        pool, worker = found
+        pool.kill(worker)
+        if not await pool.wait_exit(worker, self.config.kill_grace_s):
             log.warning("worker %s (pid %d) of actor %s did not exit within %g s of SIGKILL",
                         worker.worker_id, worker.pid, request.actor_id, self.config.kill_grace_s)
 
     def node_info(self) -> node_pb2.NodeInfo:
-        counts = self.pool.counts()
+        counts = self.pools.counts()
         return node_pb2.NodeInfo(
             node_id=self.node_id,
             address=self.address,
@@ -449,7 +469,7 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
         self._agent = agent
 
     async def RegisterWorker(self, request: node_pb2.RegisterWorkerRequest, context: Context) -> common_pb2.Empty:
-        if not self._agent.pool.register(request.worker_id, request.address, request.pid):
+        if not self._agent.pools.register(request.worker_id, request.address, request.pid):
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION,
                                 f"worker {request.worker_id} is not expected by node {self._agent.node_id}")
         return common_pb2.Empty()

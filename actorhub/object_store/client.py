@@ -272,7 +272,12 @@ class StoreClient:
 
     def _free_loop(self) -> None:
         while not self._closed.wait(_FLUSH_S):
-            self.flush()
+            try:
+                self.flush()
+            except ValueError:  # gRPC's "closed channel": the runtime closed while this flush ran
+                if self._closed.is_set():
+                    return
+                raise
 
     def _take_freed(self) -> list[str]:
         """This process's stored objects whose last ref is gone, to delete from this node's

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from actorhub.exceptions import RpcFailedError
+from actorhub.runtime.actor_refs import is_actor_ref
 from actorhub.runtime.object_ref import ObjectRef, adoption_context
 from actorhub.wire.worker import LentRef, WorkerClient
 
@@ -40,6 +41,9 @@ _PROBE_EVERY_S = 2.0
 # A borrower counts as dead after this many probes in a row found nothing listening.
 _PROBES_TO_DEATH = 2
 
+# Called with actor pseudo-object ids (runtime/actor_refs.py), on the borrowing thread.
+ActorRefsHook = Callable[[list[str]], None]
+
 
 class Borrowing:
     def __init__(self, objects: ObjectTable, channels: ChannelPool, address: str, deadlines: RpcDeadlines) -> None:
@@ -49,7 +53,16 @@ class Borrowing:
         self._address = address
         self._closed = threading.Event()
         self._missed: dict[str, int] = {}  # borrower -> probes in a row that found it gone
+        self._end_actors: ActorRefsHook | None = None
+        self._before_actor_release: ActorRefsHook | None = None
         threading.Thread(target=self._loop, name="actorhub-borrows", daemon=True).start()
+
+    def watch_actor_refs(self, end_actors: ActorRefsHook, before_release: ActorRefsHook) -> None:
+        """`end_actors`: owned actors nothing references any more. `before_release`: borrowed
+        actors whose last handle here went, before the owner is told (so the calls made through
+        them are taken in by the actor first, ahead of the owner's end of it)."""
+        self._end_actors = end_actors
+        self._before_actor_release = before_release
 
     # -- the receiving side -----------------------------------------------------------------------
     def adopt(self, object_id: str, owner: str) -> ObjectRef[Any]:
@@ -124,9 +137,18 @@ class Borrowing:
                 next_probe = time.monotonic() + _PROBE_EVERY_S
 
     def flush(self) -> None:
+        if self._end_actors is not None and not self._closed.is_set():
+            # Closing: the job's (or owner's) end ends them instead.
+            unreferenced = self._objects.take_unreferenced_actors()
+            if unreferenced:
+                self._end_actors(unreferenced)
         releases = self._objects.take_releases()
         if not releases:
             return
+        if self._before_actor_release is not None:
+            actor_ids = [object_id for _, object_id, _ in releases if is_actor_ref(object_id)]
+            if actor_ids:
+                self._before_actor_release(actor_ids)
         by_owner: dict[str, tuple[list[str], list[int]]] = {}
         for owner, object_id, count in releases:
             ids, counts = by_owner.setdefault(owner, ([], []))

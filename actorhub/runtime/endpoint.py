@@ -14,8 +14,9 @@ from typing import Any, Protocol
 from actorhub.config import DEFAULT_MAX_MESSAGE_BYTES, RpcDeadlines
 from actorhub.wire.hub import HubClient
 from actorhub.wire.server import ServerLoop
+from actorhub.wire.stream_loop import StreamLoop
 from actorhub.wire.tls import TlsCredentials
-from actorhub.wire.transport import ChannelPool
+from actorhub.wire.transport import AsyncChannelPool, ChannelPool
 
 
 class Service(Protocol):
@@ -46,6 +47,8 @@ class Endpoint:
         self.hub = HubClient(self.channels, hub_address, deadlines, reconnect_s=hub_reconnect_s)
         self._server = ServerLoop(token, name="actorhub-io", max_message_bytes=max_message_bytes, tls=tls)
         self.address = self._server.bind(bind_host)
+        # Call streams to actors run on the server's loop (wire/stream_loop.py says why).
+        self.streams = StreamLoop(self._server, AsyncChannelPool(token, max_message_bytes, tls))
         self._close_service: Callable[[], None] = _nothing
 
     def serve(self, service: Service, close: Callable[[], None]) -> None:
@@ -56,6 +59,7 @@ class Endpoint:
 
     def stop_serving(self) -> None:
         self._close_service()
+        self.streams.close()
         self._server.stop(grace=0.5, timeout=2.0)
 
     def close(self) -> None:

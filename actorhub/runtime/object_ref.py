@@ -91,6 +91,39 @@ class ObjectRef(Generic[T]):
     def hex(self) -> str:
         return self._id
 
+    def binary(self) -> bytes:
+        """The id as bytes (ids are ASCII); `ObjectRef.from_binary` takes it back."""
+        return self._id.encode()
+
+    def task_id(self) -> str:
+        """The id of the call, task or put that made this object: the object's id without its
+        result index ("<caller>.t<seq>" for a task's results; a put is its own)."""
+        head, dot, index = self._id.rpartition(".")
+        # Ids are "<caller>.<call>" or "<caller>.<call>.<index>": only the second has an index.
+        return head if dot and head.count(".") >= 1 and index.isdigit() else self._id
+
+    def is_nil(self) -> bool:
+        return not self._id
+
+    @classmethod
+    def nil(cls) -> ObjectRef[Any]:
+        """The ref to no object (Ray's nil id): usable as a placeholder, never readable."""
+        return cls("", "", None)
+
+    @classmethod
+    def from_hex(cls, object_id: str) -> ObjectRef[Any]:
+        """A ref from an id alone. It names no owner: it compares equal to the real ref, but
+        reading it works only in the process that owns the object."""
+        if not isinstance(object_id, str):
+            raise TypeError(f"ObjectRef.from_hex() takes a str, not {type(object_id).__name__}")
+        return cls(object_id, "", None)
+
+    @classmethod
+    def from_binary(cls, binary: bytes) -> ObjectRef[Any]:
+        if not isinstance(binary, bytes | bytearray):
+            raise TypeError(f"ObjectRef.from_binary() takes bytes, not {type(binary).__name__}")
+        return cls.from_hex(bytes(binary).decode())
+
     @property
     def owner_address(self) -> str:
         return self._owner
@@ -135,6 +168,10 @@ class ObjectRef(Generic[T]):
         if runtime is None:
             raise NoRuntimeError(f"{self!r}.future() needs an actorhub runtime in this process: call init() first")
         return runtime.future_of(self)
+
+    def as_future(self) -> asyncio.Future[T]:
+        """An asyncio future of the value, on the running (or current) event loop, as Ray's."""
+        return asyncio.wrap_future(self.future())
 
     def __await__(self) -> Generator[Any, None, T]:
         return asyncio.wrap_future(self.future()).__await__()

@@ -8,7 +8,8 @@ borrower holds it, and it did not escape (a ref pickled outside any call cannot 
 so that object stays while its owner lives). A borrowed entry counts its refs here and how
 many times its owner registered this process as a borrower; when the last ref goes, the
 registrations are given back (`take_releases`). A value that contains refs pins them
-(`contained`) for as long as the value is kept.
+(`contained`) for as long as the value is kept. Actors this process created are pseudo-objects
+here too (runtime/actor_refs.py): their refs are strong handles, and their end ends the actor.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from actorhub.runtime.actor_refs import is_actor_ref
 from actorhub.runtime.ids import split_store_id
 from actorhub.wire.errors import RemoteError
 from actorhub.wire.records import OwnedObject
@@ -106,6 +108,8 @@ class ObjectTable:
         # Ids whose ObjectRef was collected; applied under the lock by the next operation.
         self._released: deque[str] = deque()
         self._releases: list[Release] = []
+        # Owned actor pseudo-objects (runtime/actor_refs.py) whose last holder went: their actors end.
+        self._unreferenced_actors: list[str] = []
 
     # -- reference counting -------------------------------------------------------------
     def add_local_ref(self, object_id: str) -> None:
@@ -158,6 +162,18 @@ class ObjectTable:
                     entry.registrations = 1
                     out.append((entry.owner, object_id))
         return out
+
+    def own_actor_ref(self, object_id: str) -> None:
+        """An owned pseudo-object standing for an actor this process created: its refs are the
+        actor's strong handles, and its end (no ref, no borrower) ends the actor."""
+        with self._lock:
+            self._entries[object_id] = _Entry(True)
+
+    def take_unreferenced_actors(self) -> list[str]:
+        with self._lock:
+            self._drain_released()
+            ended, self._unreferenced_actors = self._unreferenced_actors, []
+            return ended
 
     def take_releases(self) -> list[Release]:
         with self._lock:
@@ -233,6 +249,8 @@ class ObjectTable:
         if entry.owned:
             if entry.store_id:
                 self._freed_stored.append(entry.store_id)
+            elif is_actor_ref(object_id):
+                self._unreferenced_actors.append(object_id)
         elif entry.registrations and not entry.escaped:
             # An escaped borrowed ref may live on in bytes we cannot see: its owner keeps the
             # registration until this process exits.
@@ -394,6 +412,13 @@ class ObjectTable:
     def has(self, object_id: str) -> bool:
         return object_id in self._entries
 
+    def pending_origin(self, object_id: str) -> ErrorOrigin | None:
+        """What makes `object_id`, while it is an owned result not settled yet; else None."""
+        entry = self._entries.get(object_id)
+        if entry is None or entry.ready or not entry.owned:
+            return None
+        return entry.origin
+
     def is_ready(self, object_id: str) -> bool:
         entry = self._entries.get(object_id)
         return entry is not None and entry.ready
@@ -468,7 +493,7 @@ class ObjectTable:
                     holders[ref.hex()] = holders.get(ref.hex(), 0) + 1
             out: list[OwnedObject] = []
             for object_id, e in self._entries.items():
-                if not e.owned:
+                if not e.owned or is_actor_ref(object_id):
                     continue
                 where = "pending" if not e.ready else "error" if e.error is not None else (
                     "store" if e.store_id else "inline")

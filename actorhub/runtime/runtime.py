@@ -24,6 +24,7 @@ from actorhub.exceptions import (
 )
 from actorhub.runtime import current as _current
 from actorhub.runtime import serialization as _serialization
+from actorhub.runtime.actor_refs import OUT_OF_SCOPE_METHOD, OUT_OF_SCOPE_REASON, OwnedActors, actor_id_of
 from actorhub.runtime.borrowing import Borrowing
 from actorhub.runtime.endpoint import Endpoint
 from actorhub.runtime.identity import Identity
@@ -63,6 +64,7 @@ class Runtime:
         self.token = endpoint.token
         self.objects = ObjectTable()
         self.channels = endpoint.channels
+        self.streams = endpoint.streams
         self.deadlines = endpoint.deadlines
         self.hub = endpoint.hub
         self._connections: dict[str, ActorConnection] = {}
@@ -73,6 +75,8 @@ class Runtime:
         self._fetcher = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="actorhub-fetch")
         self.address = endpoint.address
         self.borrowing = Borrowing(self.objects, self.channels, self.address, self.deadlines)
+        self.owned_actors = OwnedActors(self.objects, self.address, self._end_actor)
+        self.borrowing.watch_actor_refs(self.owned_actors.end_unreferenced, self._settle_calls_to)
         self.closed = False
         self._close_hooks: list[Callable[[], None]] = []
         self._store_client: Any = None
@@ -151,6 +155,40 @@ class Runtime:
         # A worker hosts one actor in its life: its channels (~10 KiB each) would only pile up.
         for address in conn.addresses:
             self.channels.discard(address)
+            self.streams.discard(address)
+
+    def cancel_call(self, object_id: str) -> bool:
+        """cancel() of an actor call this process made and that has not settled: True when
+        `object_id` is such a call's result (whatever came of the cancel), else False."""
+        origin = self.objects.pending_origin(object_id)
+        if origin is None or not origin.actor_id:
+            return False
+        conn = self._connections.get(origin.actor_id)
+        return conn is not None and conn.cancel(object_id)
+
+    def _end_actor(self, actor_id: str, class_name: str) -> None:
+        """Nothing references this actor we created: it ends after the calls queued here (on
+        the same connection, so behind them), running its cleanup hooks (worker/clean_exit.py)."""
+        conn = self._connections.get(actor_id)
+        if conn is None or (not conn.addresses and conn.settled()):
+            # Never called from here: one still waiting to be placed (infeasible, say) would
+            # keep the call waiting with it, so the hub drops it; it ran no constructor to clean
+            # up. Calls queued for it (a handle dropped right after its call) keep it: they run
+            # first, as in Ray, where a submitted call holds its actor.
+            info = self.hub.actor_info(actor_id)
+            if info.state == "PENDING":
+                self.hub.kill_actor(actor_id, no_restart=True, exit_reason=OUT_OF_SCOPE_REASON)
+                return
+        self.connection(actor_id, class_name, 0, -1).submit(OUT_OF_SCOPE_METHOD, b"", 0, 0)
+
+    def _settle_calls_to(self, actor_ref_ids: list[str]) -> None:
+        """Before this process gives back its last handle to these actors: the calls it made
+        through them are taken in, so the owner's end of an actor cannot overtake them."""
+        deadline = time.monotonic() + _SEND_BEFORE_REPLY_S
+        for object_id in actor_ref_ids:
+            conn = self._connections.get(actor_id_of(object_id))
+            if conn is not None:
+                conn.wait_accepted(deadline)
 
     def connection_count(self) -> int:
         return len(self._connections)
@@ -259,6 +297,21 @@ class Runtime:
 
         return tuple(stage(a) for a in args), {k: stage(v) for k, v in kwargs.items()}
 
+    def hold_until_constructed(self, actor_id: str, class_name: str, max_task_retries: int,
+                               refs: list[ObjectRef[Any]]) -> None:
+        """Keep `refs`, found in a new actor's constructor arguments, alive until its constructor
+        ran: by then the actor told their owners which ones it keeps. Its answer to one
+        `__ray_ready__` call (sent once it is alive, or failed once it is dead) says when."""
+        conn = self.connection(actor_id, class_name, max_task_retries, -1)
+        ids = conn.submit("__ray_ready__", b"", 1, 0)
+        ready = self.refs_for(ids)  # kept by the callback, so the entry goes once it ran
+
+        def release() -> None:
+            refs.clear()
+            ready.clear()
+
+        self.objects.add_callback(ids[0], release)
+
     def hold_until_settled(self, object_ids: Sequence[str], refs: list[ObjectRef[Any]]) -> None:
         """Keep `refs` alive until the last of `object_ids` (a call's results) is settled.
 
@@ -287,6 +340,12 @@ class Runtime:
             raise ObjectLostError(f"object {lost[0]} was freed or never existed", object_id=lost[0])
 
     def _fetch(self, object_id: str, owner: str) -> None:
+        if not owner:
+            # A ref made from an id alone (ObjectRef.from_hex, nil) that this process does not own.
+            self.objects.fail_fetch(object_id, system_error(
+                f"object {object_id!r} is not owned by this process and its ref names no owner to fetch it from",
+                _OBJECT_LOST))
+            return
         client = WorkerClient(self.channels, owner, self.deadlines, role="owner")
         try:
             while True:

@@ -4,8 +4,8 @@ No gRPC, threads or sleeping here. `ActorConnection` (`call_stream`) holds its c
 it feeds this object events (a call submitted, a batch about to be sent, replies received, a
 stream that ended, what the hub said, a pause that passed) and carries out what comes back:
 calls to complete or fail (`Step.fail`, completions for the object table), the next thing its
-thread does (`AskHub`, `Connect`, `Pause`, or stop), and whether to ring the request thread's
-doorbell. Time comes from an injected clock, so the 30 s and 10 s waits are testable at once.
+thread does (`AskHub`, `Connect`, `Pause`, or stop), and whether to wake the stream's
+writer. Time comes from an injected clock, so the 30 s and 10 s waits are testable at once.
 
 The rules, in short (ARCHITECTURE.md, "The call path"):
 - Calls go in caller order: retried and untaken calls go back ahead of the unsent ones.
@@ -26,17 +26,18 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from actorhub._proto.v1 import common_pb2, worker_pb2
 from actorhub.exceptions import PendingCallsLimitExceededError
-from actorhub.runtime.object_table import Completion
+from actorhub.runtime.object_table import Completion, ErrorOrigin
 from actorhub.wire.errors import ErrorKind, RemoteError, from_error_info, system_error
 
 _ALIVE = common_pb2.ACTOR_STATE_ALIVE
 _DEAD = common_pb2.ACTOR_STATE_DEAD
 _DIED = ErrorKind.ACTOR_DIED
 _UNAVAILABLE = ErrorKind.ACTOR_UNAVAILABLE
+_CANCELLED = ErrorKind.TASK_CANCELLED
 
 # How long a broken stream waits for the hub to report a restart before calling it transient.
 RESTART_WAIT_S = 30.0
@@ -53,14 +54,26 @@ RECONNECT_WAIT_S = 0.5
 HUB_RETRY_S = 0.2
 
 
+class ItemSink(Protocol):
+    """Where a streaming call's items go (runtime/item_stream.ItemStream)."""
+
+    origin: ErrorOrigin | None
+
+    def wants(self, index: int) -> bool: ...
+
+    def deliver(self, object_id: str) -> None: ...
+
+
 class PendingCall:
-    __slots__ = ("args", "method", "num_returns", "object_ids", "retries_left", "seq", "trace")
+    __slots__ = ("args", "group", "method", "num_returns", "object_ids", "retries_left", "seq", "stream", "trace")
 
     def __init__(
         self, seq: int, method: str, args: bytes, num_returns: int, object_ids: list[str], retries: int,
-        trace: dict[str, str] | None = None,
+        trace: dict[str, str] | None = None, group: str | None = None, stream: ItemSink | None = None,
     ) -> None:
         self.trace = trace
+        self.stream = stream  # a streaming call's items go there (runtime/item_stream.py)
+        self.group = group  # `.options(concurrency_group=...)`; None: the method's own
         self.seq = seq
         self.method = method
         self.args = args
@@ -102,7 +115,7 @@ Action = AskHub | Connect | Pause | None  # None: the thread ends (closed or act
 
 class Step:
     """A decision: the next action, the calls to complete (outside the lock), and whether calls
-    were put back in the queue (the request thread's doorbell must ring)."""
+    were put back in the queue (the stream's writer must be woken)."""
 
     __slots__ = ("action", "fail", "ring")
 
@@ -158,6 +171,10 @@ class CallState:
         self._incarnation = 0
         self._after_taken: bool | None = None
         self._broken_by = ""  # how the last stream ended, for the error of the calls it took
+        # cancel(): calls in flight the caller cancelled (never retried; their reply decides) and
+        # those of them whose cancel is still to be sent on the stream.
+        self.cancelled: set[int] = set()
+        self.cancels_unsent: list[int] = []
 
     # -- the submitting threads (hot path) --------------------------------------------------------
     def submitted(self, call: PendingCall) -> RemoteError | None:
@@ -177,10 +194,10 @@ class CallState:
 
     def has_batch(self) -> bool:
         """Something to send: calls, or a sync point not sent yet."""
-        return bool(self.unsent) or self.sync_wanted > self.sync_sent
+        return bool(self.unsent) or self.sync_wanted > self.sync_sent or bool(self.cancels_unsent)
 
     def send_into(self, batch: worker_pb2.CallBatch, max_bytes: int = BATCH_BYTES) -> None:
-        """The request thread is about to send `batch`: unsent calls go into it, up to about
+        """The stream's writer is about to send `batch`: unsent calls go into it, up to about
         `max_bytes` of arguments (at least one call), and are in flight from now on, with the
         sync point if one is due and every call before it is sent."""
         unsent = self.unsent
@@ -197,24 +214,47 @@ class CallState:
             sent = add(seq=c.seq, method=c.method, args=c.args, num_returns=c.num_returns)
             if c.trace:
                 sent.trace_context.update(c.trace)
+            if c.group:
+                sent.concurrency_group = c.group
+            if c.stream is not None:
+                sent.streaming = True
+        if self.cancels_unsent:
+            batch.cancel_seqs.extend(self.cancels_unsent)
+            self.cancels_unsent.clear()
         if self.sync_wanted > self.sync_sent and (not unsent or unsent[0].seq > self.sync_wanted):
             # Every call up to sync_wanted is in this batch or an earlier one by now, so the actor
             # taking this batch in has taken them all.
             batch.sync_seq = self.sync_sent = self.sync_wanted
 
     def replies_received(
-        self, batch: worker_pb2.ReplyBatch
+        self, batch: worker_pb2.ReplyBatch, items: list[tuple[PendingCall, worker_pb2.Reply]] | None = None,
     ) -> tuple[list[Completion], list[tuple[list[str], worker_pb2.Reply]] | None]:
         """Returns the completions, and the replies that lend refs or name stored results, with
         the ids they are for ([] for a call settled already): those must be accepted before the
-        completions are applied (completing releases the call's arguments)."""
+        completions are applied (completing releases the call's arguments).
+
+        Items of streaming calls go into `items` with their calls, each once (a retried call
+        yields its items again): they are made into objects before the completions are applied,
+        so that a call's items come before its end."""
         if self.send_waiters and batch.accepted_seq > self.accepted_seq:
             self.accepted_seq = batch.accepted_seq
         completions: list[Completion] = []
         lent: list[tuple[list[str], worker_pb2.Reply]] | None = None
         inflight = self.inflight
+        cancelled = self.cancelled
         for reply in batch.replies:
+            if reply.stream_item:
+                owner = inflight.get(reply.seq)
+                if items is not None and owner is not None and owner.stream is not None and (
+                    owner.stream.wants(reply.stream_index)
+                ):
+                    items.append((owner, reply))
+                elif reply.contained or reply.store_ids:
+                    (lent := lent or []).append(([], reply))  # nobody takes it: what came with it goes back
+                continue
             call = inflight.pop(reply.seq, None)
+            if cancelled:
+                cancelled.discard(reply.seq)
             if call is None:
                 # Settled already (given up on): what came with it goes straight back.
                 if reply.contained or reply.store_ids:
@@ -230,6 +270,42 @@ class CallState:
                 completions.extend(zip(call.object_ids, reply.values, itertools.repeat(None)))
         return completions, lent
 
+    # -- cancel ---------------------------------------------------------------------------------------
+    def cancel(self, seq: int) -> tuple[list[Completion], bool]:
+        """cancel() of call `seq`: (completions, whether the stream's writer must be woken).
+
+        Unsent: it leaves the queue and fails with TaskCancelledError now. In flight: the actor is
+        told (CallBatch.cancel_seqs) and its reply settles it; it is never retried. Settled or
+        unknown: nothing to do, as Ray does for a finished call.
+        """
+        for call in self.unsent:
+            if call.seq == seq:
+                self.unsent.remove(call)
+                return self._cancelled_completions([call]), False
+        if seq in self.inflight and seq not in self.cancelled:
+            self.cancelled.add(seq)
+            self.cancels_unsent.append(seq)
+            return [], True
+        return [], False
+
+    def _cancelled_completions(self, calls: list[PendingCall]) -> list[Completion]:
+        completions: list[Completion] = []
+        for call in calls:
+            self.cancelled.discard(call.seq)
+            error = system_error(
+                f"{self.class_name}.{call.method} (call {call.object_ids[0] if call.object_ids else call.seq}) "
+                "was cancelled", _CANCELLED,
+            )
+            completions.extend((oid, None, error) for oid in call.object_ids)
+        return completions
+
+    def _without_cancelled(self, calls: list[PendingCall]) -> tuple[list[PendingCall], list[Completion]]:
+        """Split off the calls the caller cancelled: they fail as cancelled, never go again."""
+        if not self.cancelled:
+            return calls, []
+        gone = [c for c in calls if c.seq in self.cancelled]
+        return [c for c in calls if c.seq not in self.cancelled], self._cancelled_completions(gone)
+
     # -- wait_accepted ------------------------------------------------------------------------------
     def taken_in(self, target: int) -> bool:
         """Every call up to `target` was taken in: replied to, or acknowledged by a sync point."""
@@ -239,7 +315,7 @@ class CallState:
         return self.accepted_seq >= target or not self.inflight or min(self.inflight) > target
 
     def want_sync(self, target: int) -> bool:
-        """Ask for a sync point at `target`; True when the request thread must be woken for it."""
+        """Ask for a sync point at `target`; True when the stream's writer must be woken for it."""
         if self.sync_wanted < target:
             self.sync_wanted = target
             return True
@@ -288,14 +364,18 @@ class CallState:
         if code:
             self._broken_by = f" ({code}: {details})"
         ring = False
+        cancelled: list[Completion] = []
+        self.cancels_unsent.clear()  # a cancel is per stream; the calls it named are settled below
         if taken:
             self.actor_unready = True
         else:
             # None of its calls reached the actor: they go again, uncounted, once the hub says
             # where it is.
-            ring = self._put_back(sorted(self.inflight.values(), key=_by_seq))
+            again, cancelled = self._without_cancelled(sorted(self.inflight.values(), key=_by_seq))
+            ring = self._put_back(again)
         step = self._ask(incarnation + 1, RESTART_WAIT_S if taken else RECONNECT_WAIT_S, after_taken=taken)
         step.ring = step.ring or ring
+        step.fail.extend(cancelled)
         return step
 
     def close(self) -> None:
@@ -366,7 +446,8 @@ class CallState:
         """Retry the calls that were in flight where max_task_retries allows; fail the rest."""
         failed: list[PendingCall] = []
         retry: list[PendingCall] = []
-        for call in sorted(self.inflight.values(), key=_by_seq):
+        calls, cancelled = self._without_cancelled(sorted(self.inflight.values(), key=_by_seq))
+        for call in calls:
             if call.retries_left != 0:
                 if call.retries_left > 0:
                     call.retries_left -= 1
@@ -374,11 +455,11 @@ class CallState:
             else:
                 failed.append(call)
         self.inflight.clear()
-        return self._fail(failed, message, kind), self._put_back(retry)
+        return self._fail(failed, message, kind) + cancelled, self._put_back(retry)
 
     def _put_back(self, calls: list[PendingCall]) -> bool:
         """Ahead of the unsent ones, in caller order, so this caller's order holds on the next
-        stream; True when the queue is not empty (the doorbell must ring)."""
+        stream; True when the queue is not empty (the stream's writer must be woken)."""
         self.inflight.clear()
         self.unsent.extendleft(reversed(calls))
         return bool(self.unsent)

@@ -1,23 +1,26 @@
 """The caller's side of an actor: one long-lived gRPC stream per (this process, actor).
 
 Calls from every thread of this process to one actor go into one queue, so they reach the
-actor in the order they were submitted. gRPC's request thread drains the whole queue into one
-CallBatch per send, so calls made faster than the network takes them travel together. The
-connection's own thread reads replies, and when the stream breaks it asks the hub what became
-of the actor (restarted or dead) before deciding the fate of the calls that were in flight.
+actor in the order they were submitted. The stream runs on the process's stream loop
+(`stream_loop.StreamLoop`, the server's event loop): its writer drains the whole queue into one
+CallBatch per write, so calls made faster than the network takes them travel together, and its
+reader completes replies as they arrive. The connection's own thread runs the stream's life:
+when the stream breaks it asks the hub what became of the actor (restarted or dead) before
+deciding the fate of the calls that were in flight.
 
-This module is the I/O half: threads, the stream, the doorbell and the hub's long poll. What
-to do about each event is decided by `call_state.CallState`, under this connection's condition.
+This module is the I/O half: the thread, the stream, the writer's wake-up and the hub's long
+poll. What to do about each event is decided by `call_state.CallState`, under this
+connection's condition.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import grpc
@@ -32,11 +35,14 @@ from actorhub.wire.call_state import (
     CallState,
     Connect,
     HubFailure,
+    ItemSink,
     Pause,
     PendingCall,
     Step,
 )
+from actorhub.wire.errors import RemoteError, from_error_info
 from actorhub.wire.hub import HubClient
+from actorhub.wire.stream_loop import StreamLoop
 from actorhub.wire.transport import STREAM_TAKEN, ChannelPool
 from actorhub.wire.worker import lent_refs
 
@@ -52,6 +58,7 @@ class ConnectionHost(Protocol):
 
     objects: ObjectTable
     channels: ChannelPool
+    streams: StreamLoop
     hub: HubClient
     caller_id: str
     address: str
@@ -96,9 +103,9 @@ class ActorConnection:
         )
         self._thread: threading.Thread | None = None
         self._responses: Any = None  # the live stream's call object, to cancel it
-        # Wakes gRPC's request thread. A C-level queue wakes a blocked thread faster than a
-        # Condition; `_bell_rung` keeps it to one pending token however many calls queue up.
-        self._doorbell: queue.SimpleQueue[None] = queue.SimpleQueue()
+        # Wakes the live stream's writer, on the stream loop; `_bell_rung` keeps it to one
+        # pending wake-up however many calls queue up.
+        self._wake: asyncio.Event | None = None
         self._bell_rung = False
         self._origins: dict[str, ErrorOrigin] = {}
         self._warned_infeasible = False
@@ -108,15 +115,18 @@ class ActorConnection:
     # -- submitting ------------------------------------------------------------------------
     def submit(
         self, method: str, args: bytes, num_returns: int, max_task_retries: int | None,
-        trace: dict[str, str] | None = None,
+        trace: dict[str, str] | None = None, group: str | None = None, stream: ItemSink | None = None,
     ) -> list[str]:
-        """Queue a call; returns the ids of its results (owned by this process)."""
+        """Queue a call; returns the ids of its results (owned by this process).
+
+        With `stream`, a streaming call: its items are delivered there as they come, each as
+        `<its result's id>.<index>`, and its one result completes when it ends."""
         seq = next(_call_numbers)
         prefix = f"{self._host.caller_id}.{seq:x}"
         object_ids = [f"{prefix}.{i}" for i in range(num_returns)] if num_returns != 1 else [prefix]
         state = self._state
         retries = state.max_task_retries if max_task_retries is None else max_task_retries
-        call = PendingCall(seq, method, args, num_returns, object_ids, retries, trace)
+        call = PendingCall(seq, method, args, num_returns, object_ids, retries, trace, group, stream)
         origin = self._origins.get(method)
         if origin is None:
             origin = self._origins[method] = ErrorOrigin(f"{self.class_name}.{method}", self.actor_id, self.class_name)
@@ -135,6 +145,25 @@ class ActorConnection:
         if dead is not None:
             self._host.objects.complete_many([(oid, None, dead) for oid in object_ids])
         return object_ids
+
+    def cancel(self, object_id: str) -> bool:
+        """cancel() of the call that makes `object_id` (one of this connection's: see submit);
+        False when the id is not a call result of this process."""
+        prefix, _, rest = object_id.partition(".")
+        seq_text = rest.partition(".")[0]
+        if prefix != self._host.caller_id or not seq_text:
+            return False
+        try:
+            seq = int(seq_text, 16)
+        except ValueError:
+            return False
+        with self._cond:
+            completions, ring = self._state.cancel(seq)
+            if ring:
+                self._ring_locked()
+        if completions:
+            self._host.objects.complete_many(completions)
+        return True
 
     def wait_accepted(self, deadline: float) -> None:
         """Block until the actor has taken in every call queued here so far (it replied, or
@@ -172,9 +201,8 @@ class ActorConnection:
             self._state.close()
             self._cond.notify_all()
             responses = self._responses
-        self._doorbell.put(None)
         if responses is not None:
-            responses.cancel()
+            self._host.streams.call_soon(responses.cancel)
 
     # -- the connection's thread --------------------------------------------------------------
     def _run(self) -> None:
@@ -239,67 +267,91 @@ class ActorConnection:
 
     # == I/O with the actor: one stream ========================================================
     def _pump(self, connect: Connect) -> tuple[bool, str, str]:
-        """Run one stream until it ends: (taken by the worker, error code name or "", details)."""
+        """Run one stream until it ends: (taken by the worker, error code name or "", details).
+
+        The stream itself runs on the process's stream loop (wire/stream_loop.py); this thread
+        waits for its end, and decides what comes next under the condition."""
         stream = _Stream(connect.incarnation)
         self.addresses.add(connect.address)
-        channel = self._host.channels.get(connect.address)
-        call = channel.stream_stream(
+        return self._host.streams.submit(self._run_stream(stream, connect.address)).result()
+
+    async def _run_stream(self, stream: _Stream, address: str) -> tuple[bool, str, str]:
+        call = self._host.streams.channel(address).stream_stream(
             _CALL_STREAM,
             request_serializer=worker_pb2.CallBatch.SerializeToString,
             response_deserializer=worker_pb2.ReplyBatch.FromString,
-        )
-        responses = call(self._requests(stream))
+        )(None)  # no request iterator: _write() writes each batch
+        wake = asyncio.Event()
         with self._cond:
-            self._responses = responses
+            self._responses = call
+            self._wake = wake
+            self._bell_rung = False
             if self._state.closed:
-                responses.cancel()
+                call.cancel()
+        writer = asyncio.ensure_future(self._write(call, stream, wake))
         taken, code, details = False, "", ""
         try:
             # The worker sends this header once it took the stream, before running any call.
-            taken = STREAM_TAKEN in (responses.initial_metadata() or ())
-            for batch in responses:
+            metadata = await call.initial_metadata()
+            taken = metadata is not None and STREAM_TAKEN[1] in metadata.get_all(STREAM_TAKEN[0])
+            while True:
+                batch = await call.read()
+                if batch is grpc.aio.EOF:
+                    break
                 self._on_replies(batch)
+            # A stream the worker ended without an error status still ended: its status says how.
+            status = await call.code()
+            if status != grpc.StatusCode.OK and not self._state.closed:
+                code, details = status.name, (await call.details()) or ""
+        except asyncio.CancelledError:
+            pass  # closed by us: close() cancelled the call
         except grpc.RpcError as e:
             if not self._state.closed:
-                log.debug("stream to %s (%s) ended: %s", self.actor_id, connect.address, e)
+                log.debug("stream to %s (%s) ended: %s", self.actor_id, address, e)
                 code, details = e.code().name, e.details() or ""
         finally:
+            writer.cancel()
+            call.cancel()
             with self._cond:
                 stream.closed = True
                 self._responses = None
+                self._wake = None
                 self._cond.notify_all()
-            self._doorbell.put(None)  # lets the request generator see the stream closed
         return taken, code, details
 
-    def _requests(self, stream: _Stream) -> Iterator[worker_pb2.CallBatch]:
-        # Runs on gRPC's request thread. The first batch names the actor, even if empty, so the
-        # worker can refuse a stream meant for another incarnation before any call is lost.
+    async def _write(self, call: Any, stream: _Stream, wake: asyncio.Event) -> None:
+        # The first batch names the actor, even if empty, so the worker can refuse a stream
+        # meant for another incarnation before any call is lost.
         batch: worker_pb2.CallBatch | None = worker_pb2.CallBatch(
             actor_id=self.actor_id, incarnation=stream.incarnation, caller_id=self._host.caller_id,
             caller_address=self._host.address, caller_node_id=self._host.node_id,
         )
         cond = self._cond
         state = self._state
-        ring = self._doorbell.get
-        while True:
-            if batch is None:
-                ring()
-            with cond:
-                if stream.closed or state.closed:
-                    return
-                self._bell_rung = False
+        try:
+            while True:
                 if batch is None:
-                    if not state.has_batch():
-                        continue  # a stale token from an earlier stream
-                    batch = worker_pb2.CallBatch()
-                state.send_into(batch)
-            yield batch
-            batch = None
+                    await wake.wait()
+                    wake.clear()
+                with cond:
+                    if stream.closed or state.closed:
+                        return
+                    self._bell_rung = False
+                    if batch is None:
+                        if not state.has_batch():
+                            continue  # rung for calls another write already took
+                        batch = worker_pb2.CallBatch()
+                    state.send_into(batch)
+                await call.write(batch)
+                batch = None
+        except (asyncio.CancelledError, grpc.RpcError, grpc.aio.UsageError):
+            return  # the stream ended: the reading side reports how
 
     def _on_replies(self, batch: worker_pb2.ReplyBatch) -> None:
+        items: list[tuple[PendingCall, worker_pb2.Reply]] = []
         with self._cond:
             state = self._state
-            completions, lent = state.replies_received(batch)
+            completions, lent = state.replies_received(batch, items)
             if state.send_waiters:
                 self._cond.notify_all()  # a reply also means its call was taken in
             if lent is not None:
@@ -309,10 +361,35 @@ class ActorConnection:
                         self._host.borrowing.accept_lent(object_ids, lent_refs(reply.contained))
                     if reply.store_ids:
                         self._host.objects.store_results(object_ids, reply.store_ids)
+        if items:
+            self._deliver_items(items)  # before the completions: a call's items come before its end
         self._host.objects.complete_many(completions)
 
+    def _deliver_items(self, items: list[tuple[PendingCall, worker_pb2.Reply]]) -> None:
+        """Streamed items, each wanted by its call's stream: made objects of this process, then
+        handed to the stream (runtime/item_stream.py)."""
+        objects = self._host.objects
+        done: list[tuple[str, bytes | None, RemoteError | None]] = []
+        for call, reply in items:
+            object_id = f"{call.object_ids[0]}.{reply.stream_index}"
+            origin = call.stream.origin if call.stream is not None else None
+            objects.create_pending([object_id], origin or self._origins[call.method])
+            if reply.HasField("error"):
+                done.append((object_id, None, from_error_info(reply.error)))
+                continue
+            if reply.contained:
+                self._host.borrowing.accept_lent([object_id], lent_refs(reply.contained))
+            if reply.store_ids:
+                objects.store_results([object_id], reply.store_ids)
+            done.append((object_id, reply.values[0], None))  # one value per item (b"" when stored)
+        objects.complete_many(done)
+        for (call, _), (object_id, _, _) in zip(items, done, strict=True):
+            if call.stream is not None:
+                call.stream.deliver(object_id)
+
     def _ring_locked(self) -> None:
-        # One token however many calls queue up: the request thread drains them all.
-        if not self._bell_rung:
+        # One wake-up however many calls queue up: the writer drains them all. No stream yet:
+        # the stream's writer sends what is queued when it starts.
+        if not self._bell_rung and self._wake is not None:
             self._bell_rung = True
-            self._doorbell.put(None)
+            self._host.streams.call_soon(self._wake.set)

@@ -25,6 +25,7 @@ from actorhub.exceptions import (
     ActorHubSystemError,
     ActorUnavailableError,
     ObjectLostError,
+    RuntimeEnvSetupError,
     TaskCancelledError,
     TaskError,
     TaskUnschedulableError,
@@ -46,6 +47,7 @@ class ErrorKind(enum.IntEnum):
     WORKER_CRASHED = common_pb2.ERROR_KIND_WORKER_CRASHED  # a task's worker died, retries used up
     TASK_CANCELLED = common_pb2.ERROR_KIND_TASK_CANCELLED
     TASK_UNSCHEDULABLE = common_pb2.ERROR_KIND_TASK_UNSCHEDULABLE
+    RUNTIME_ENV_SETUP = common_pb2.ERROR_KIND_RUNTIME_ENV_SETUP  # a runtime_env failed on its node
 
 
 # A kind this process does not know (a newer peer's) reads as UNSPECIFIED: raised as a TaskError,
@@ -129,6 +131,8 @@ def to_exception(
         return TaskCancelledError(error.message)
     if kind == ErrorKind.TASK_UNSCHEDULABLE:
         return TaskUnschedulableError(error.message)
+    if kind == ErrorKind.RUNTIME_ENV_SETUP:
+        return RuntimeEnvSetupError(error.message)
     if kind == ErrorKind.SYSTEM:
         return ActorHubSystemError(error.message)
     cause: BaseException | None = None

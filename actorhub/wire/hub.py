@@ -267,13 +267,17 @@ class HubClient(Client[hub_pb2_grpc.HubStub]):
         )
         return [_actor_info(a) for a in reply.actors]
 
-    def kill_actor(self, actor_id: str, no_restart: bool, incarnation: int | None = None) -> None:
+    def kill_actor(
+        self, actor_id: str, no_restart: bool, incarnation: int | None = None, exit_reason: str = ""
+    ) -> None:
         """Returns once the actor's worker was reaped. NOT_FOUND raises ValueError.
 
         With no_restart=False only `incarnation` is killed (None: the current one, looked up
         first), so that a retry, which this is, cannot kill the incarnation that replaced it.
+        `exit_reason` (with no_restart): the actor ends itself, and this, following "The actor
+        <label> ", is its death cause.
         """
-        request = hub_pb2.KillActorRequest(actor_id=actor_id, no_restart=no_restart)
+        request = hub_pb2.KillActorRequest(actor_id=actor_id, no_restart=no_restart, exit_reason=exit_reason)
         if not no_restart:
             request.incarnation = incarnation if incarnation is not None else self.wait_actor(actor_id).incarnation
         try:
@@ -408,7 +412,9 @@ def _actor_info(info: common_pb2.ActorInfo) -> ActorInfo:
         pid=info.pid,
         num_restarts=info.num_restarts,
         death_cause=info.death_cause.message,
-        methods=tuple(MethodInfo(m.name, m.num_returns, m.is_async) for m in info.methods),
+        methods=tuple(
+            MethodInfo(m.name, m.num_returns, m.is_async, m.concurrency_group, m.generator) for m in info.methods
+        ),
         detached=info.detached,
         max_task_retries=info.max_task_retries,
         max_pending_calls=info.max_pending_calls,
@@ -416,6 +422,7 @@ def _actor_info(info: common_pb2.ActorInfo) -> ActorInfo:
         is_async=info.is_async,
         pending_reason=info.pending_reason,
         infeasible=info.infeasible,
+        concurrency_groups=tuple(sorted(info.concurrency_groups)),
     )
 
 
@@ -437,9 +444,15 @@ def _spec_message(spec: ActorSpec) -> common_pb2.ActorSpec:
         owner_actor_id=spec.owner_actor_id,
         job_namespace=spec.job_namespace,
         methods=[
-            common_pb2.MethodMeta(name=m.name, num_returns=m.num_returns, is_async=m.is_async) for m in spec.methods
+            common_pb2.MethodMeta(
+                name=m.name, num_returns=m.num_returns, is_async=m.is_async, concurrency_group=m.concurrency_group,
+                generator=m.generator,
+            )
+            for m in spec.methods
         ],
+        concurrency_groups=dict(spec.concurrency_groups),
         is_async=spec.is_async,
         hub_address=spec.hub_address,
         node_id=spec.node_id,
+        runtime_env=spec.runtime_env,
     )

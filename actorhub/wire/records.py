@@ -21,6 +21,11 @@ class MethodInfo:
     name: str
     num_returns: int = 1
     is_async: bool = False
+    concurrency_group: str = ""
+    """The group `@method(concurrency_group=...)` put it in; "" for the default group."""
+    generator: str = ""
+    """"streaming" or "dynamic" for a generator method whose items stream (then it returns an
+    ObjectRefGenerator, or one ref; `num_returns` is unused); "" for any other method."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,10 @@ class ActorSpec:
     hub_address: str
     node_id: str
     """Placement on this node only; "" for any node."""
+    concurrency_groups: tuple[tuple[str, int], ...] = ()
+    """Named concurrency groups and their sizes (`concurrency_groups=` of `@remote`)."""
+    runtime_env: str = ""
+    """The resolved runtime_env as canonical JSON (actorhub/runtime_env/spec.py); "" for none."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,8 @@ class ActorInfo:
     no node has that many (largest: 2.0 CPUs)", "waiting for resources: ..."); "" otherwise."""
     infeasible: bool = False
     """No alive node could fit it as the cluster is now; a node joining that fits it takes it."""
+    concurrency_groups: tuple[str, ...] = ()
+    """The names of its concurrency groups, sorted."""
 
 
 @dataclass(frozen=True)
@@ -152,3 +163,21 @@ class OwnedObject:
     """Values of the owner that hold a ref to it."""
     store_id: str
     """Its id in node stores, when it is in one."""
+
+
+@dataclass(frozen=True)
+class LogLines:
+    """Consecutive lines a worker wrote to its stdout or stderr, with whose they are (the node's
+    log monitor sends them to the hub, which passes them to the drivers of `job_id`)."""
+
+    job_id: str
+    """"": not attributed yet (written before the worker hosted anything): every driver gets them."""
+    pid: int
+    name: str
+    """The actor's class or the task's name; "" for neither."""
+    is_stderr: bool
+    lines: tuple[str, ...]
+    actor_id: str = ""
+    """The actor (not sent to drivers: `actorhub logs --actor` reads it from the files)."""
+    actor_label: str = ""
+    """The actor's own name, for a named actor (files only, as actor_id)."""

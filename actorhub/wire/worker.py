@@ -116,6 +116,14 @@ class WorkerClient(Client[worker_pb2_grpc.WorkerStub]):
         )
         return set(reply.store_ids)
 
+    def cancel_call(self, object_id: str, force: bool, recursive: bool) -> str:
+        """cancel() of a call or task this owner made: "" when done, else why it refused."""
+        request = worker_pb2.CancelCallRequest(object_id=object_id, force=force, recursive=recursive)
+        reply: worker_pb2.CancelCallReply = unary(
+            self.peer, "CancelCall", self._stub().CancelCall, request, self.deadlines.owner_s
+        )
+        return reply.refused
+
     # -- starting an actor ----------------------------------------------------------------------
     def start_actor(self, spec: common_pb2.ActorSpec, incarnation: int, node_id: str) -> worker_pb2.StartActorReply:
         """Runs the constructor in the worker (bounded by actor_start_s). A worker that cannot

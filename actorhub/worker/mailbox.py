@@ -5,7 +5,8 @@ the actor's own threads. The default is serial: one call at a time, on the threa
 constructor, in arrival order, so calls from one caller keep their order (one stream carries
 them in order into one queue) and calls from different callers interleave between calls, never
 inside one. `max_concurrency > 1` runs calls on a thread pool and async actors run them on the
-actor's own event loop. Every mailbox replies as each call finishes (see reply_stream.py).
+actor's own event loop (async_mailbox.py; groups.py picks the mailbox). Every mailbox replies
+as each call finishes (see reply_stream.py).
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from actorhub._proto.v1 import worker_pb2
+from actorhub.exceptions import AsyncioActorExit
 from actorhub.runtime import serialization as _serialization
 from actorhub.runtime import tracing as _tracing
+from actorhub.runtime.actor_refs import OUT_OF_SCOPE_METHOD, OUT_OF_SCOPE_REASON
 from actorhub.runtime.object_ref import (
     ObjectRef,
     begin_call,
@@ -31,14 +35,18 @@ from actorhub.runtime.object_ref import (
     end_call,
     end_unpickling_arguments,
 )
-from actorhub.wire.errors import error_to_proto
+from actorhub.wire.errors import ErrorKind, error_to_proto, system_error_info
 from actorhub.wire.rpc import check_message_size
 from actorhub.wire.worker import LentRef, add_contained
+from actorhub.worker import actor_exit, current_call
 from actorhub.worker.reply_stream import Caller, ReplyStream
+from actorhub.worker.streaming import PostItem, run_stream, run_stream_async
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_ASYNC_CONCURRENCY = 1000
+# The death cause of an actor ended by __ray_terminate__, after "The actor <label> ".
+TERMINATE_REASON = "exited through __ray_terminate__"
 
 
 class Borrows(Protocol):
@@ -57,6 +65,9 @@ class CallHost(Protocol):
 
     @property
     def node_id(self) -> str: ...
+
+    @property
+    def actor_id(self) -> str: ...
 
     @property
     def max_message_bytes(self) -> int: ...
@@ -81,6 +92,15 @@ class ActorInstance:
         self._host = host
         self._methods: dict[str, Callable[..., Any]] = {}
         self.terminate_requested = threading.Event()
+        # Set once the actor is ending gracefully: why (its death cause). Calls that have not
+        # started by then never run; the hub's end of the process fails them for their callers.
+        self.exit_reason = ""
+
+    def request_exit(self, reason: str) -> None:
+        """End the actor gracefully, for `reason` (see worker/service.py's _watch_terminate)."""
+        if not self.exit_reason:
+            self.exit_reason = reason
+        self.terminate_requested.set()
 
     def method(self, name: str) -> Callable[..., Any]:
         bound = self._methods.get(name)
@@ -88,7 +108,9 @@ class ActorInstance:
             if name == "__ray_ready__":
                 bound = _ready
             elif name == "__ray_terminate__":
-                bound = self.terminate_requested.set
+                bound = partial(self.request_exit, TERMINATE_REASON)
+            elif name == OUT_OF_SCOPE_METHOD:
+                bound = partial(self.request_exit, OUT_OF_SCOPE_REASON)
             else:
                 bound = getattr(self.instance, name)
             self._methods[name] = bound
@@ -109,16 +131,19 @@ class ActorInstance:
             if adopted:
                 self._host.borrowing.register_held(adopted)
 
-    def execute(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller) -> None:
-        """Run `call` and fill `reply` with its values or its error."""
+    def execute(
+        self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller, post_item: PostItem | None = None,
+    ) -> None:
+        """Run `call` and fill `reply` with its values or its error; a streaming call posts its
+        items with `post_item` first (worker/streaming.py)."""
         reply.seq = call.seq
         adopted, token = begin_call()
         try:
             if call.trace_context:
                 with _tracing.execute_span(f"{self.class_name}.{call.method}", call.trace_context):
-                    self._run(call, reply, caller)
+                    self._run(call, reply, caller, post_item)
             else:
-                self._run(call, reply, caller)
+                self._run(call, reply, caller, post_item)
         finally:
             end_call(token)
         self._host.send_submitted_calls()
@@ -126,31 +151,44 @@ class ActorInstance:
             # Before the reply goes: until then the caller keeps these refs alive.
             self._host.borrowing.register_held(adopted)
 
-    def _run(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller) -> None:
+    def _run(
+        self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller, post_item: PostItem | None
+    ) -> None:
         try:
             args, kwargs = self.arguments(call.args)
             result = self.method(call.method)(*args, **kwargs)
+            if call.streaming and post_item is not None:
+                # Its items go as yielded; an actor exit in the generator ends the call here.
+                run_stream(self, self._host, call, result, reply, caller, post_item)
+                return
         except BaseException as e:  # user code may raise anything; it becomes the call's result
+            if isinstance(e, SystemExit):
+                self._exit(e, call, reply)
+                return
             reply.error.CopyFrom(error_to_proto(e, tb=_user_frames(e)))
             return
         self.fill(call, result, reply, caller)
 
-    async def execute_async(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller) -> None:
+    async def execute_async(
+        self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller, post_item: PostItem | None = None,
+    ) -> None:
         reply.seq = call.seq
         # The coroutine runs in its own copy of the context: this call's list stays its own.
         adopted, _ = begin_call()
         if call.trace_context:
             # The span stays current across the awaits: OpenTelemetry keeps it in the task's context.
             with _tracing.execute_span(f"{self.class_name}.{call.method}", call.trace_context):
-                await self._run_async(call, reply, caller)
+                await self._run_async(call, reply, caller, post_item)
         else:
-            await self._run_async(call, reply, caller)
+            await self._run_async(call, reply, caller, post_item)
         if self._host.has_unsent_calls():
             await asyncio.get_running_loop().run_in_executor(None, self._host.send_submitted_calls)
         if adopted:
             self._host.borrowing.register_held(adopted)
 
-    async def _run_async(self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller) -> None:
+    async def _run_async(
+        self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller, post_item: PostItem | None
+    ) -> None:
         try:
             unpickling = begin_unpickling_arguments()
             try:
@@ -163,10 +201,26 @@ class ActorInstance:
             del args, kwargs
             if inspect.isawaitable(result):
                 result = await result
+            if call.streaming and post_item is not None:
+                await run_stream_async(self, self._host, call, result, reply, caller, post_item)
+                return
         except BaseException as e:
+            if isinstance(e, SystemExit | AsyncioActorExit):
+                self._exit(e, call, reply)
+                return
             reply.error.CopyFrom(error_to_proto(e, tb=_user_frames(e)))
             return
         self.fill(call, result, reply, caller)
+
+    def _exit(self, e: BaseException, call: worker_pb2.Call, reply: worker_pb2.Reply) -> None:
+        """The method ended the actor (exit_actor(), sys.exit()): see worker/actor_exit.py."""
+        reason = actor_exit.intentional_reason(e, f"{self.class_name}.{call.method}")
+        if reason is None:
+            actor_exit.crash(e)  # sys.exit(nonzero): a crash, restarted within max_restarts
+        self.request_exit(reason)
+        reply.error.CopyFrom(
+            system_error_info(f"The actor {self.class_name} ({self._host.actor_id}) {reason}", ErrorKind.ACTOR_DIED)
+        )
 
     def fill(self, call: worker_pb2.Call, result: Any, reply: worker_pb2.Reply, caller: Caller) -> None:
         where = f"{self.class_name}.{call.method}"
@@ -176,6 +230,8 @@ class ActorInstance:
             if n == 0:
                 return
             values: list[Any] = [result]
+            if n > 1 and inspect.isgenerator(result):
+                result = tuple(result)  # a generator yielding its num_returns values, as in Ray
             if n > 1:
                 if not isinstance(result, tuple | list) or len(result) != n:
                     raise ValueError(
@@ -274,16 +330,34 @@ class Mailbox(Protocol):
 
     def submit(self, calls: Sequence[worker_pb2.Call], stream: ReplyStream) -> None: ...
 
+    def finish(self, last: Callable[[], None], timeout: float) -> None:
+        """Once the calls under way have ended (the actor is exiting: later ones never run), run
+        `last` where the actor's calls run when it has a thread of its own. Returns when `last`
+        has run, or after about `timeout`."""
+        ...
+
+    def interrupt(self, stream: ReplyStream, seqs: Sequence[int]) -> None:
+        """These calls of `stream` were cancelled (and answered): a running coroutine is
+        cancelled; a running thread is left to finish, as Ray leaves it (actor state)."""
+        ...
+
     def close(self) -> None: ...
 
 
 def _run_one(actor: ActorInstance, call: worker_pb2.Call, stream: ReplyStream) -> None:
+    if actor.exit_reason:
+        return  # the actor is ending: the call never runs, and its caller learns of the death
+    if stream.answered(call.seq):
+        stream.skip(call.seq)  # cancelled while queued: never runs
+        return
     reply = worker_pb2.Reply()
+    current_call.enter(stream, call.seq)
     try:
-        actor.execute(call, reply, stream.caller)
+        actor.execute(call, reply, stream.caller, stream.post_item)
     except BaseException as e:  # execute turns user errors into replies; this is our own bug
         log.exception("actor call %s failed outside the method", call.method)
         reply = worker_pb2.Reply(seq=call.seq, error=error_to_proto(e, tb=e.__traceback__))
+    current_call.leave()
     stream.post(reply)
 
 
@@ -350,6 +424,16 @@ class SerialMailbox:
     def submit(self, calls: Sequence[worker_pb2.Call], stream: ReplyStream) -> None:
         self._thread.submit(calls, stream)
 
+    def finish(self, last: Callable[[], None], timeout: float) -> None:
+        # On the actor's thread, as its calls ran: behind them in its queue.
+        try:
+            self._thread.run(last).result(timeout)
+        except concurrent.futures.TimeoutError:
+            log.warning("the actor's exit hooks did not end within %.0f s", timeout)
+
+    def interrupt(self, stream: ReplyStream, seqs: Sequence[int]) -> None:
+        pass  # a running call finishes (its result is dropped); queued ones are skipped
+
     def close(self) -> None:
         self._thread.close()
 
@@ -357,65 +441,22 @@ class SerialMailbox:
 class ThreadedMailbox:
     """Up to `max_concurrency` calls at once on a thread pool; replies in finishing order."""
 
-    def __init__(self, actor: ActorInstance, max_concurrency: int) -> None:
+    def __init__(self, actor: ActorInstance, max_concurrency: int, name: str = "actorhub-actor") -> None:
         self._actor = actor
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="actorhub-actor")
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix=name)
 
     def submit(self, calls: Sequence[worker_pb2.Call], stream: ReplyStream) -> None:
         for call in calls:
             self._pool.submit(_run_one, self._actor, call, stream)
 
+    def finish(self, last: Callable[[], None], timeout: float) -> None:
+        waiter = threading.Thread(target=partial(self._pool.shutdown, wait=True, cancel_futures=True), daemon=True)
+        waiter.start()
+        waiter.join(timeout)
+        last()
+
+    def interrupt(self, stream: ReplyStream, seqs: Sequence[int]) -> None:
+        pass  # as SerialMailbox
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-class AsyncMailbox:
-    """Runs calls interleaved on the actor's event loop, at most `max_concurrency` at once."""
-
-    def __init__(self, actor: ActorInstance, max_concurrency: int) -> None:
-        self._actor = actor
-        self.loop = asyncio.new_event_loop()
-        self._limit = max_concurrency
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run_loop, args=(ready,), name="actorhub-actor-loop", daemon=True
-        )
-        self._thread.start()
-        ready.wait()
-
-    def _run_loop(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self.loop)
-        self._semaphore = asyncio.Semaphore(self._limit)
-        self.loop.call_soon(ready.set)
-        self.loop.run_forever()
-
-    async def _run(self, call: worker_pb2.Call, stream: ReplyStream) -> None:
-        reply = worker_pb2.Reply()
-        async with self._semaphore:
-            try:
-                await self._actor.execute_async(call, reply, stream.caller)
-            except BaseException as e:  # our own bug: the call still gets an answer
-                log.exception("async actor call %s failed outside the method", call.method)
-                reply = worker_pb2.Reply(seq=call.seq, error=error_to_proto(e, tb=e.__traceback__))
-        stream.post(reply)
-
-    def _start(self, calls: Sequence[worker_pb2.Call], stream: ReplyStream) -> None:
-        for call in calls:
-            self.loop.create_task(self._run(call, stream))
-
-    def submit(self, calls: Sequence[worker_pb2.Call], stream: ReplyStream) -> None:
-        self.loop.call_soon_threadsafe(self._start, calls, stream)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
-def make_mailbox(actor: ActorInstance, is_async: bool, max_concurrency: int, thread: ActorThread) -> Mailbox:
-    """The actor's mailbox; a serial one keeps `thread` (which ran the constructor), others end it."""
-    if is_async:
-        thread.close()
-        return AsyncMailbox(actor, max_concurrency or DEFAULT_ASYNC_CONCURRENCY)
-    if max_concurrency > 1:
-        thread.close()
-        return ThreadedMailbox(actor, max_concurrency)
-    return SerialMailbox(actor, thread)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from actorhub._proto.v1 import worker_pb2
@@ -37,10 +37,13 @@ class ReplyStream:
 
     __slots__ = (
         "_accepted",
+        "_answered",
         "_done",
+        "_items",
         "_lock",
         "_loop",
         "_outstanding",
+        "_pending",
         "_reading",
         "_ready",
         "_waiter",
@@ -53,6 +56,7 @@ class ReplyStream:
         self._loop = loop
         self._lock = threading.Lock()
         self._ready: list[worker_pb2.Reply] = []
+        self._items = 0  # of the replies in _ready, the items of streaming calls: they end no call
         # True while a wake-up is on its way to the loop: later posts ride on it.
         self._wake_due = False
         self._waiter: asyncio.Future[None] | None = None
@@ -60,10 +64,18 @@ class ReplyStream:
         self._accepted = 0
         self._reading = True
         self._done = False
+        # Seqs of the calls admitted and not replied to yet, and those of them a cancel answered
+        # already (their own reply, if they ever end, is dropped): each call gets one reply.
+        self._pending: set[int] = set()
+        self._answered: set[int] = set()
 
     # -- from any thread ------------------------------------------------------------------------
     def post(self, reply: worker_pb2.Reply) -> None:
         with self._lock:
+            if self._answered and reply.seq in self._answered:
+                self._answered.discard(reply.seq)
+                return  # cancelled while it ran: the cancel was its reply
+            self._pending.discard(reply.seq)
             self._ready.append(reply)
             if self._wake_due:
                 return
@@ -75,7 +87,55 @@ class ReplyStream:
         except RuntimeError:
             pass  # the loop closed: the process is shutting down
 
+    def post_item(self, reply: worker_pb2.Reply) -> bool:
+        """One item of a streaming call (worker/streaming.py): sent as a reply, but the call goes
+        on. False when the caller went away: nobody takes more items."""
+        with self._lock:
+            self._ready.append(reply)
+            self._items += 1
+            if self._wake_due:
+                return not self._done
+            self._wake_due = True
+        if self._done:
+            return False
+        try:
+            self._loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:
+            return False  # the loop closed: the process is shutting down
+        return True
+
+    def answered(self, seq: int) -> bool:
+        """Call `seq` was cancelled before it started: it must not run (nor reply: see skip)."""
+        return bool(self._answered) and seq in self._answered
+
+    def skip(self, seq: int) -> None:
+        """Call `seq`, answered by a cancel, will never run."""
+        with self._lock:
+            self._answered.discard(seq)
+
     # -- on the loop ----------------------------------------------------------------------------
+    def track(self, seqs: Iterable[int]) -> None:
+        """Calls admitted: each is pending until it replies (or a cancel answers it)."""
+        with self._lock:
+            self._pending.update(seqs)
+
+    def cancel(self, seq: int, reply: worker_pb2.Reply) -> bool:
+        """Answer call `seq` with `reply` (TaskCancelledError) now, unless it replied already;
+        True when it did. A call still queued then never runs; one running finishes unheard."""
+        with self._lock:
+            if seq not in self._pending:
+                return False
+            self._pending.discard(seq)
+            self._answered.add(seq)
+            self._ready.append(reply)
+        self._wake()
+        return True
+
+    @property
+    def unsent(self) -> bool:
+        """Replies are posted that have not left yet (and the caller is still there)."""
+        return bool(self._ready) and not self._done
+
     def admitted(self, count: int) -> None:
         self._outstanding += count
 
@@ -98,10 +158,11 @@ class ReplyStream:
             while True:
                 with self._lock:
                     replies, self._ready = self._ready, []
+                    items, self._items = self._items, 0
                     self._wake_due = False
                 accepted, self._accepted = self._accepted, 0
                 if replies or accepted:
-                    self._outstanding -= len(replies)
+                    self._outstanding -= len(replies) - items
                     yield worker_pb2.ReplyBatch(accepted_seq=accepted, replies=replies)
                     continue
                 if not self._reading and self._outstanding <= 0:

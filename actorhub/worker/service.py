@@ -10,11 +10,13 @@ hosts an actor); init() binds its runtime once the job is registered.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,6 +26,7 @@ import grpc
 
 from actorhub._proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from actorhub.exceptions import ObjectLostError, RpcFailedError
+from actorhub.runtime import log_markers
 from actorhub.runtime import serialization as _serialization
 from actorhub.runtime.endpoint import Endpoint
 from actorhub.runtime.identity import Identity
@@ -31,15 +34,24 @@ from actorhub.runtime.ids import split_store_id
 from actorhub.runtime.object_ref import capturing_refs
 from actorhub.runtime.object_table import ObjectTable
 from actorhub.runtime.runtime import Runtime, set_current
+from actorhub.runtime_env.worker_setup import apply_in_worker
 from actorhub.wire.errors import ErrorKind, error_to_proto, system_error_info, to_error_info
 from actorhub.wire.node import NodeClient
 from actorhub.wire.server import ServerLoop, abort
 from actorhub.wire.transport import STREAM_TAKEN
 from actorhub.wire.worker import add_contained
-from actorhub.worker.mailbox import ActorInstance, ActorThread, Mailbox, make_mailbox
+from actorhub.worker.clean_exit import run_exit_hooks
+from actorhub.worker.groups import make_actor_mailbox
+from actorhub.worker.mailbox import ActorInstance, ActorThread, Mailbox
+from actorhub.worker.proc_title import set_title
 from actorhub.worker.reply_stream import Caller, ReplyStream
 
 log = logging.getLogger(__name__)
+# A graceful end waits this long for the calls under way and then the cleanup hooks (Ray's
+# default graceful shutdown timeout), then the hub ends the process anyway.
+_GRACEFUL_EXIT_S = 30.0
+# And this long for the replies of the calls that ran to leave.
+_REPLIES_SENT_S = 2.0
 
 
 class WorkerService(worker_pb2_grpc.WorkerServicer):
@@ -55,6 +67,8 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         self._mailbox: Mailbox | None = None
         self._starting = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The callers' reply streams now open; on the loop only.
+        self._streams: set[ReplyStream] = set()
 
     def serve_on(self, server: grpc.aio.Server, loop: ServerLoop) -> None:
         self._loop = loop.loop
@@ -91,28 +105,48 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         )
         runtime = Runtime(identity, self._endpoint)
         self.bind(runtime)
+        # What it prints from its constructor on belongs to its job (runtime/log_markers.py).
+        log_markers.mark_actor(spec.owner_job_id, spec.actor_id, spec.class_name, spec.name)
+        set_title(spec.class_name)
         # The constructor runs on the actor's thread, which (for a serial actor) then runs
         # every call: this loop keeps serving (the constructor may call actors, or be asked
         # for objects it owns) and holds no thread while it runs.
         thread = ActorThread()
         try:
-            actor = await asyncio.wrap_future(thread.run(partial(_construct, runtime, spec)))
+            actor = await asyncio.wrap_future(thread.run(partial(_construct, runtime, spec, boot.session_dir)))
         except BaseException as e:
             thread.close()
             return worker_pb2.StartActorReply(ok=False, error=error_to_proto(e, tb=e.__traceback__))
-        self._mailbox = make_mailbox(actor, spec.is_async, spec.max_concurrency, thread)
+        self._mailbox = make_actor_mailbox(actor, spec, thread)
         self._actor = actor
-        threading.Thread(target=self._watch_terminate, args=(actor, runtime), daemon=True).start()
+        threading.Thread(target=self._watch_terminate, args=(actor, runtime, self._mailbox), daemon=True).start()
         return worker_pb2.StartActorReply(ok=True)
 
-    def _watch_terminate(self, actor: ActorInstance, runtime: Runtime) -> None:
-        # __ray_terminate__ ends the actor for good: the hub kills this process without restart.
+    def _watch_terminate(self, actor: ActorInstance, runtime: Runtime, mailbox: Mailbox) -> None:
+        """A graceful end (__ray_terminate__, or no handle left: runtime/actor_refs.py): the calls
+        under way finish, those not started never run, the actor's cleanup hooks run
+        (__ray_shutdown__, atexit), the replies go out, and the hub ends it without restart."""
         actor.terminate_requested.wait()
+        mailbox.finish(partial(run_exit_hooks, actor.instance), _GRACEFUL_EXIT_S)
+        if self._loop is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(self._replies_sent(), self._loop).result(_REPLIES_SENT_S + 1)
+            except (concurrent.futures.TimeoutError, RuntimeError):
+                pass  # the loop is stopping, or a caller is slow to read: the process ends anyway
         try:
-            runtime.hub.kill_actor(runtime.actor_id, no_restart=True)
+            runtime.hub.kill_actor(runtime.actor_id, no_restart=True, exit_reason=actor.exit_reason)
         except (RpcFailedError, ValueError) as e:
             # The hub is gone (the cluster with it) or forgot the actor: nothing is left to end.
-            log.warning("__ray_terminate__ of actor %s: %s", runtime.actor_id, e)
+            log.warning("the graceful end of actor %s: %s", runtime.actor_id, e)
+            # Its calls are no longer run: a process left serving would leave its callers waiting.
+            sys.stderr.flush()
+            os._exit(0)
+
+    async def _replies_sent(self) -> None:
+        """Until every reply posted so far has left for its caller (or _REPLIES_SENT_S passed)."""
+        deadline = time.monotonic() + _REPLIES_SENT_S
+        while any(stream.unsent for stream in self._streams) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
 
     # -- calls ----------------------------------------------------------------------------------
     async def CallStream(
@@ -138,6 +172,7 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         await context.send_initial_metadata((STREAM_TAKEN,))
         assert self._loop is not None
         stream = ReplyStream(self._loop, Caller.of(first))
+        self._streams.add(stream)
         _admit(first, mailbox, stream)
         reader = asyncio.ensure_future(_read_calls(request_iterator, mailbox, stream))
         try:
@@ -145,6 +180,7 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
                 yield batch
         finally:
             reader.cancel()
+            self._streams.discard(stream)
 
     async def GetObject(
         self, request: worker_pb2.GetObjectRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -233,6 +269,24 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             return worker_pb2.StoreIds()
         return worker_pb2.StoreIds(store_ids=self._runtime.objects.held_store_ids(request.store_ids))
 
+    async def CancelCall(
+        self, request: worker_pb2.CancelCallRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> worker_pb2.CancelCallReply:
+        runtime = self._runtime
+        if runtime is None:
+            return worker_pb2.CancelCallReply()  # owns nothing yet: nothing to cancel
+        # The API's cancel (imported on use: it builds on this kernel); off the loop, since a
+        # task's cancel may call its executor.
+        from actorhub.api.cancel import cancel_owned
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, cancel_owned, runtime, request.object_id, request.force, request.recursive
+            )
+        except ValueError as e:
+            return worker_pb2.CancelCallReply(refused=str(e))
+        return worker_pb2.CancelCallReply()
+
     def close(self) -> None:
         if self._mailbox is not None:
             self._mailbox.close()
@@ -255,6 +309,8 @@ def run_worker(boot: WorkerBoot) -> NoReturn:
     from actorhub.wire.tls import load_tls
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    set_title("")
+    log_markers.mark_worker(boot.node_id, os.getpid())
     token = Session(boot.session_dir).token
     config = Config.load()
     endpoint = Endpoint(
@@ -283,13 +339,16 @@ def run_worker(boot: WorkerBoot) -> NoReturn:
 
 
 
-def _construct(runtime: Runtime, spec: common_pb2.ActorSpec) -> ActorInstance:
-    """On the actor's thread: unpickle the class and run its constructor."""
+def _construct(runtime: Runtime, spec: common_pb2.ActorSpec, session_dir: Path) -> ActorInstance:
+    """On the actor's thread: apply its runtime_env, unpickle the class and run its constructor."""
     # Before the constructor runs: it may call actors, and unpickles handles and refs.
     set_current(runtime)
+    # Before the class is unpickled: it may come from a module of its working_dir or py_modules.
+    apply_in_worker(runtime, spec.runtime_env, session_dir)
     cls = _serialization.loads(spec.pickled_class)
     actor = ActorInstance(None, spec.class_name, runtime)
     actor.construct(cls, spec.init_args)
+    log_markers.mark_actor_repr(actor.instance)
     return actor
 
 
@@ -297,11 +356,27 @@ def _admit(batch: worker_pb2.CallBatch, mailbox: Mailbox, stream: ReplyStream) -
     calls = batch.calls
     if calls:
         stream.admitted(len(calls))
+        stream.track([call.seq for call in calls])
         mailbox.submit(calls, stream)
+    if batch.cancel_seqs:
+        _cancel(batch.cancel_seqs, mailbox, stream)
     if batch.sync_seq:
         # The calls before it are queued in the mailbox: a call sent by whoever gets this
         # acknowledgement can only arrive, so run, after them.
         stream.accept(batch.sync_seq)
+
+
+def _cancel(seqs: Sequence[int], mailbox: Mailbox, stream: ReplyStream) -> None:
+    """The caller cancelled these calls: each not replied to yet is answered TaskCancelledError
+    now; one still queued then never runs, a running coroutine is cancelled, and a running
+    thread finishes (Ray does not interrupt an actor's thread: its state could break)."""
+    answered = []
+    for seq in seqs:
+        error = system_error_info(f"the actor call {seq} was cancelled", ErrorKind.TASK_CANCELLED)
+        if stream.cancel(seq, worker_pb2.Reply(seq=seq, error=error)):
+            answered.append(seq)
+    if answered:
+        mailbox.interrupt(stream, answered)
 
 
 async def _read_calls(

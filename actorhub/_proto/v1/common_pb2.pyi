@@ -19,6 +19,7 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_KIND_WORKER_CRASHED: _ClassVar[ErrorKind]
     ERROR_KIND_TASK_CANCELLED: _ClassVar[ErrorKind]
     ERROR_KIND_TASK_UNSCHEDULABLE: _ClassVar[ErrorKind]
+    ERROR_KIND_RUNTIME_ENV_SETUP: _ClassVar[ErrorKind]
 
 class ActorState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -36,6 +37,7 @@ ERROR_KIND_OBJECT_LOST: ErrorKind
 ERROR_KIND_WORKER_CRASHED: ErrorKind
 ERROR_KIND_TASK_CANCELLED: ErrorKind
 ERROR_KIND_TASK_UNSCHEDULABLE: ErrorKind
+ERROR_KIND_RUNTIME_ENV_SETUP: ErrorKind
 ACTOR_STATE_UNSPECIFIED: ActorState
 ACTOR_STATE_PENDING: ActorState
 ACTOR_STATE_ALIVE: ActorState
@@ -61,17 +63,28 @@ class Empty(_message.Message):
     def __init__(self) -> None: ...
 
 class MethodMeta(_message.Message):
-    __slots__ = ("name", "num_returns", "is_async")
+    __slots__ = ("name", "num_returns", "is_async", "concurrency_group", "generator")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NUM_RETURNS_FIELD_NUMBER: _ClassVar[int]
     IS_ASYNC_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_GROUP_FIELD_NUMBER: _ClassVar[int]
+    GENERATOR_FIELD_NUMBER: _ClassVar[int]
     name: str
     num_returns: int
     is_async: bool
-    def __init__(self, name: _Optional[str] = ..., num_returns: _Optional[int] = ..., is_async: _Optional[bool] = ...) -> None: ...
+    concurrency_group: str
+    generator: str
+    def __init__(self, name: _Optional[str] = ..., num_returns: _Optional[int] = ..., is_async: _Optional[bool] = ..., concurrency_group: _Optional[str] = ..., generator: _Optional[str] = ...) -> None: ...
 
 class ActorSpec(_message.Message):
-    __slots__ = ("actor_id", "class_name", "pickled_class", "init_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "max_pending_calls", "num_cpus", "owner_job_id", "owner_actor_id", "job_namespace", "methods", "is_async", "hub_address", "node_id")
+    __slots__ = ("actor_id", "class_name", "pickled_class", "init_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "max_pending_calls", "num_cpus", "owner_job_id", "owner_actor_id", "job_namespace", "methods", "is_async", "hub_address", "node_id", "runtime_env", "concurrency_groups")
+    class ConcurrencyGroupsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
     PICKLED_CLASS_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +104,8 @@ class ActorSpec(_message.Message):
     IS_ASYNC_FIELD_NUMBER: _ClassVar[int]
     HUB_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_ENV_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_GROUPS_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     class_name: str
     pickled_class: bytes
@@ -110,10 +125,19 @@ class ActorSpec(_message.Message):
     is_async: bool
     hub_address: str
     node_id: str
-    def __init__(self, actor_id: _Optional[str] = ..., class_name: _Optional[str] = ..., pickled_class: _Optional[bytes] = ..., init_args: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_pending_calls: _Optional[int] = ..., num_cpus: _Optional[float] = ..., owner_job_id: _Optional[str] = ..., owner_actor_id: _Optional[str] = ..., job_namespace: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., is_async: _Optional[bool] = ..., hub_address: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+    runtime_env: str
+    concurrency_groups: _containers.ScalarMap[str, int]
+    def __init__(self, actor_id: _Optional[str] = ..., class_name: _Optional[str] = ..., pickled_class: _Optional[bytes] = ..., init_args: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_pending_calls: _Optional[int] = ..., num_cpus: _Optional[float] = ..., owner_job_id: _Optional[str] = ..., owner_actor_id: _Optional[str] = ..., job_namespace: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., is_async: _Optional[bool] = ..., hub_address: _Optional[str] = ..., node_id: _Optional[str] = ..., runtime_env: _Optional[str] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
-    __slots__ = ("actor_id", "state", "address", "incarnation", "name", "namespace", "class_name", "node_id", "pid", "death_cause", "methods", "detached", "max_task_retries", "max_pending_calls", "num_restarts", "owner_job_id", "is_async", "pending_reason", "infeasible")
+    __slots__ = ("actor_id", "state", "address", "incarnation", "name", "namespace", "class_name", "node_id", "pid", "death_cause", "methods", "detached", "max_task_retries", "max_pending_calls", "num_restarts", "owner_job_id", "is_async", "pending_reason", "infeasible", "concurrency_groups")
+    class ConcurrencyGroupsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +157,7 @@ class ActorInfo(_message.Message):
     IS_ASYNC_FIELD_NUMBER: _ClassVar[int]
     PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
     INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_GROUPS_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     state: ActorState
     address: str
@@ -152,4 +177,5 @@ class ActorInfo(_message.Message):
     is_async: bool
     pending_reason: str
     infeasible: bool
-    def __init__(self, actor_id: _Optional[str] = ..., state: _Optional[_Union[ActorState, str]] = ..., address: _Optional[str] = ..., incarnation: _Optional[int] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., class_name: _Optional[str] = ..., node_id: _Optional[str] = ..., pid: _Optional[int] = ..., death_cause: _Optional[_Union[ErrorInfo, _Mapping]] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., detached: _Optional[bool] = ..., max_task_retries: _Optional[int] = ..., max_pending_calls: _Optional[int] = ..., num_restarts: _Optional[int] = ..., owner_job_id: _Optional[str] = ..., is_async: _Optional[bool] = ..., pending_reason: _Optional[str] = ..., infeasible: _Optional[bool] = ...) -> None: ...
+    concurrency_groups: _containers.ScalarMap[str, int]
+    def __init__(self, actor_id: _Optional[str] = ..., state: _Optional[_Union[ActorState, str]] = ..., address: _Optional[str] = ..., incarnation: _Optional[int] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., class_name: _Optional[str] = ..., node_id: _Optional[str] = ..., pid: _Optional[int] = ..., death_cause: _Optional[_Union[ErrorInfo, _Mapping]] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., detached: _Optional[bool] = ..., max_task_retries: _Optional[int] = ..., max_pending_calls: _Optional[int] = ..., num_restarts: _Optional[int] = ..., owner_job_id: _Optional[str] = ..., is_async: _Optional[bool] = ..., pending_reason: _Optional[str] = ..., infeasible: _Optional[bool] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ...) -> None: ...

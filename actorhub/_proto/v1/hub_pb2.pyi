@@ -131,14 +131,16 @@ class ListActorsReply(_message.Message):
     def __init__(self, actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ...) -> None: ...
 
 class KillActorRequest(_message.Message):
-    __slots__ = ("actor_id", "no_restart", "incarnation")
+    __slots__ = ("actor_id", "no_restart", "incarnation", "exit_reason")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     NO_RESTART_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    EXIT_REASON_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     no_restart: bool
     incarnation: int
-    def __init__(self, actor_id: _Optional[str] = ..., no_restart: _Optional[bool] = ..., incarnation: _Optional[int] = ...) -> None: ...
+    exit_reason: str
+    def __init__(self, actor_id: _Optional[str] = ..., no_restart: _Optional[bool] = ..., incarnation: _Optional[int] = ..., exit_reason: _Optional[str] = ...) -> None: ...
 
 class WorkerExitReport(_message.Message):
     __slots__ = ("node_id", "actor_id", "incarnation", "pid", "exit_code", "signal")
@@ -207,3 +209,33 @@ class ClusterStatus(_message.Message):
     hub_restarts: int
     store_path: str
     def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ..., live_jobs: _Optional[int] = ..., driver_addresses: _Optional[_Iterable[str]] = ..., hub_started_at: _Optional[float] = ..., hub_restarts: _Optional[int] = ..., store_path: _Optional[str] = ...) -> None: ...
+
+class LogChunk(_message.Message):
+    __slots__ = ("job_id", "pid", "name", "is_stderr", "lines")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IS_STDERR_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    pid: int
+    name: str
+    is_stderr: bool
+    lines: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., pid: _Optional[int] = ..., name: _Optional[str] = ..., is_stderr: _Optional[bool] = ..., lines: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LogBatch(_message.Message):
+    __slots__ = ("node_id", "node_ip", "chunks")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_IP_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    node_ip: str
+    chunks: _containers.RepeatedCompositeFieldContainer[LogChunk]
+    def __init__(self, node_id: _Optional[str] = ..., node_ip: _Optional[str] = ..., chunks: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ...) -> None: ...
+
+class LogSubscribeRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...

@@ -102,6 +102,16 @@ class HubStub:
                 request_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.PublishLogs = channel.unary_unary(
+                '/actorhub.v1.Hub/PublishLogs',
+                request_serializer=actorhub_dot_v1_dot_hub__pb2.LogBatch.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.SubscribeLogs = channel.unary_stream(
+                '/actorhub.v1.Hub/SubscribeLogs',
+                request_serializer=actorhub_dot_v1_dot_hub__pb2.LogSubscribeRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_hub__pb2.LogBatch.FromString,
+                _registered_method=True)
 
 
 class HubServicer:
@@ -196,6 +206,21 @@ class HubServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishLogs(self, request, context):
+        """Node agent -> hub: lines its workers wrote, batched; the hub passes each chunk on to the
+        drivers subscribed to its job and keeps nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubscribeLogs(self, request, context):
+        """Held open by a driver (log_to_driver): the output of its job's actors and tasks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HubServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -263,6 +288,16 @@ def add_HubServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
                     response_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'PublishLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishLogs,
+                    request_deserializer=actorhub_dot_v1_dot_hub__pb2.LogBatch.FromString,
+                    response_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'SubscribeLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeLogs,
+                    request_deserializer=actorhub_dot_v1_dot_hub__pb2.LogSubscribeRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_hub__pb2.LogBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -617,6 +652,60 @@ class Hub:
             '/actorhub.v1.Hub/Shutdown',
             actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
             actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Hub/PublishLogs',
+            actorhub_dot_v1_dot_hub__pb2.LogBatch.SerializeToString,
+            actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/actorhub.v1.Hub/SubscribeLogs',
+            actorhub_dot_v1_dot_hub__pb2.LogSubscribeRequest.SerializeToString,
+            actorhub_dot_v1_dot_hub__pb2.LogBatch.FromString,
             options,
             channel_credentials,
             insecure,

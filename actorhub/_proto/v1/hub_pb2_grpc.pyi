@@ -60,6 +60,12 @@ class HubStub:
     """A node's lease desk: the CPUs it lends to tasks now; the reply, what actors take there."""
     Shutdown: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]
     """Stops every node agent (and so every worker), then the hub itself."""
+    PublishLogs: _grpc.UnaryUnaryMultiCallable[_hub_pb2.LogBatch, _common_pb2.Empty]
+    """Node agent -> hub: lines its workers wrote, batched; the hub passes each chunk on to the
+    drivers subscribed to its job and keeps nothing.
+    """
+    SubscribeLogs: _grpc.UnaryStreamMultiCallable[_hub_pb2.LogSubscribeRequest, _hub_pb2.LogBatch]
+    """Held open by a driver (log_to_driver): the output of its job's actors and tasks."""
 
 @_typing.type_check_only
 class HubAsyncStub(HubStub):
@@ -91,6 +97,12 @@ class HubAsyncStub(HubStub):
     """A node's lease desk: the CPUs it lends to tasks now; the reply, what actors take there."""
     Shutdown: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]  # type: ignore[assignment]
     """Stops every node agent (and so every worker), then the hub itself."""
+    PublishLogs: _aio.UnaryUnaryMultiCallable[_hub_pb2.LogBatch, _common_pb2.Empty]  # type: ignore[assignment]
+    """Node agent -> hub: lines its workers wrote, batched; the hub passes each chunk on to the
+    drivers subscribed to its job and keeps nothing.
+    """
+    SubscribeLogs: _aio.UnaryStreamMultiCallable[_hub_pb2.LogSubscribeRequest, _hub_pb2.LogBatch]  # type: ignore[assignment]
+    """Held open by a driver (log_to_driver): the output of its job's actors and tasks."""
 
 class HubServicer(metaclass=_abc_1.ABCMeta):
     """Served by the hub, one per cluster: the control plane."""
@@ -197,5 +209,23 @@ class HubServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]:
         """Stops every node agent (and so every worker), then the hub itself."""
+
+    @_abc_1.abstractmethod
+    def PublishLogs(
+        self,
+        request: _hub_pb2.LogBatch,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]:
+        """Node agent -> hub: lines its workers wrote, batched; the hub passes each chunk on to the
+        drivers subscribed to its job and keeps nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def SubscribeLogs(
+        self,
+        request: _hub_pb2.LogSubscribeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_hub_pb2.LogBatch], _abc.AsyncIterator[_hub_pb2.LogBatch]]:
+        """Held open by a driver (log_to_driver): the output of its job's actors and tasks."""
 
 def add_HubServicer_to_server(servicer: HubServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

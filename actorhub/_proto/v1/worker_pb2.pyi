@@ -8,6 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CancelCallRequest(_message.Message):
+    __slots__ = ("object_id", "force", "recursive")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    force: bool
+    recursive: bool
+    def __init__(self, object_id: _Optional[str] = ..., force: _Optional[bool] = ..., recursive: _Optional[bool] = ...) -> None: ...
+
+class CancelCallReply(_message.Message):
+    __slots__ = ("refused",)
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    refused: str
+    def __init__(self, refused: _Optional[str] = ...) -> None: ...
+
 class StoreIds(_message.Message):
     __slots__ = ("store_ids",)
     STORE_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -70,7 +86,7 @@ class OwnedObjects(_message.Message):
     def __init__(self, address: _Optional[str] = ..., objects: _Optional[_Iterable[_Union[OwnedObject, _Mapping]]] = ...) -> None: ...
 
 class Call(_message.Message):
-    __slots__ = ("seq", "method", "args", "num_returns", "trace_context")
+    __slots__ = ("seq", "method", "args", "num_returns", "trace_context", "concurrency_group", "streaming")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -83,15 +99,19 @@ class Call(_message.Message):
     ARGS_FIELD_NUMBER: _ClassVar[int]
     NUM_RETURNS_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_GROUP_FIELD_NUMBER: _ClassVar[int]
+    STREAMING_FIELD_NUMBER: _ClassVar[int]
     seq: int
     method: str
     args: bytes
     num_returns: int
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, seq: _Optional[int] = ..., method: _Optional[str] = ..., args: _Optional[bytes] = ..., num_returns: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    concurrency_group: str
+    streaming: bool
+    def __init__(self, seq: _Optional[int] = ..., method: _Optional[str] = ..., args: _Optional[bytes] = ..., num_returns: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., concurrency_group: _Optional[str] = ..., streaming: _Optional[bool] = ...) -> None: ...
 
 class CallBatch(_message.Message):
-    __slots__ = ("actor_id", "incarnation", "caller_id", "calls", "caller_address", "caller_node_id", "sync_seq")
+    __slots__ = ("actor_id", "incarnation", "caller_id", "calls", "caller_address", "caller_node_id", "sync_seq", "cancel_seqs")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     CALLER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +119,7 @@ class CallBatch(_message.Message):
     CALLER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CALLER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     SYNC_SEQ_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_SEQS_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     incarnation: int
     caller_id: str
@@ -106,21 +127,26 @@ class CallBatch(_message.Message):
     caller_address: str
     caller_node_id: str
     sync_seq: int
-    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., caller_id: _Optional[str] = ..., calls: _Optional[_Iterable[_Union[Call, _Mapping]]] = ..., caller_address: _Optional[str] = ..., caller_node_id: _Optional[str] = ..., sync_seq: _Optional[int] = ...) -> None: ...
+    cancel_seqs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., caller_id: _Optional[str] = ..., calls: _Optional[_Iterable[_Union[Call, _Mapping]]] = ..., caller_address: _Optional[str] = ..., caller_node_id: _Optional[str] = ..., sync_seq: _Optional[int] = ..., cancel_seqs: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("seq", "values", "error", "contained", "store_ids")
+    __slots__ = ("seq", "values", "error", "contained", "store_ids", "stream_item", "stream_index")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CONTAINED_FIELD_NUMBER: _ClassVar[int]
     STORE_IDS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ITEM_FIELD_NUMBER: _ClassVar[int]
+    STREAM_INDEX_FIELD_NUMBER: _ClassVar[int]
     seq: int
     values: _containers.RepeatedScalarFieldContainer[bytes]
     error: _common_pb2.ErrorInfo
     contained: _containers.RepeatedCompositeFieldContainer[ContainedRef]
     store_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, seq: _Optional[int] = ..., values: _Optional[_Iterable[bytes]] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., contained: _Optional[_Iterable[_Union[ContainedRef, _Mapping]]] = ..., store_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    stream_item: bool
+    stream_index: int
+    def __init__(self, seq: _Optional[int] = ..., values: _Optional[_Iterable[bytes]] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., contained: _Optional[_Iterable[_Union[ContainedRef, _Mapping]]] = ..., store_ids: _Optional[_Iterable[str]] = ..., stream_item: _Optional[bool] = ..., stream_index: _Optional[int] = ...) -> None: ...
 
 class ReplyBatch(_message.Message):
     __slots__ = ("replies", "accepted_seq")

@@ -77,6 +77,11 @@ class WorkerStub:
                 request_serializer=actorhub_dot_v1_dot_worker__pb2.StoreIds.SerializeToString,
                 response_deserializer=actorhub_dot_v1_dot_worker__pb2.StoreIds.FromString,
                 _registered_method=True)
+        self.CancelCall = channel.unary_unary(
+                '/actorhub.v1.Worker/CancelCall',
+                request_serializer=actorhub_dot_v1_dot_worker__pb2.CancelCallRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_worker__pb2.CancelCallReply.FromString,
+                _registered_method=True)
 
 
 class WorkerServicer:
@@ -142,6 +147,13 @@ class WorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelCall(self, request, context):
+        """A borrower's cancel(ref), forwarded to the ref's owner, which made the call or task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +196,11 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.HeldStoreIds,
                     request_deserializer=actorhub_dot_v1_dot_worker__pb2.StoreIds.FromString,
                     response_serializer=actorhub_dot_v1_dot_worker__pb2.StoreIds.SerializeToString,
+            ),
+            'CancelCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelCall,
+                    request_deserializer=actorhub_dot_v1_dot_worker__pb2.CancelCallRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_worker__pb2.CancelCallReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -403,6 +420,33 @@ class Worker:
             '/actorhub.v1.Worker/HeldStoreIds',
             actorhub_dot_v1_dot_worker__pb2.StoreIds.SerializeToString,
             actorhub_dot_v1_dot_worker__pb2.StoreIds.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Worker/CancelCall',
+            actorhub_dot_v1_dot_worker__pb2.CancelCallRequest.SerializeToString,
+            actorhub_dot_v1_dot_worker__pb2.CancelCallReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,8 @@ class WorkerStub:
     """Node -> owner: which of these store ids it still holds. Asked about results that a callee
     stored for this owner and then died: a result whose reply was lost with it is freed.
     """
+    CancelCall: _grpc.UnaryUnaryMultiCallable[_worker_pb2.CancelCallRequest, _worker_pb2.CancelCallReply]
+    """A borrower's cancel(ref), forwarded to the ref's owner, which made the call or task."""
 
 @_typing.type_check_only
 class WorkerAsyncStub(WorkerStub):
@@ -85,6 +87,8 @@ class WorkerAsyncStub(WorkerStub):
     """Node -> owner: which of these store ids it still holds. Asked about results that a callee
     stored for this owner and then died: a result whose reply was lost with it is freed.
     """
+    CancelCall: _aio.UnaryUnaryMultiCallable[_worker_pb2.CancelCallRequest, _worker_pb2.CancelCallReply]  # type: ignore[assignment]
+    """A borrower's cancel(ref), forwarded to the ref's owner, which made the call or task."""
 
 class WorkerServicer(metaclass=_abc_1.ABCMeta):
     """Served by every worker process and by every driver (for the objects it owns)."""
@@ -158,5 +162,13 @@ class WorkerServicer(metaclass=_abc_1.ABCMeta):
         """Node -> owner: which of these store ids it still holds. Asked about results that a callee
         stored for this owner and then died: a result whose reply was lost with it is freed.
         """
+
+    @_abc_1.abstractmethod
+    def CancelCall(
+        self,
+        request: _worker_pb2.CancelCallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.CancelCallReply, _abc.Awaitable[_worker_pb2.CancelCallReply]]:
+        """A borrower's cancel(ref), forwarded to the ref's owner, which made the call or task."""
 
 def add_WorkerServicer_to_server(servicer: WorkerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
