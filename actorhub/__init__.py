@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     )
     from actorhub.api.cluster_info import available_resources, cluster_resources, nodes
     from actorhub.api.remote import method, remote
-    from actorhub.api.runtime_context import RuntimeContext, get_runtime_context
+    from actorhub.api.runtime_context import RuntimeContext, get_gpu_ids, get_runtime_context
+    from actorhub.runtime.id_types import ActorID, JobID, NodeID, TaskID
     from actorhub.runtime.object_ref import ObjectRef
     from actorhub.runtime.object_ref_generator import DynamicObjectRefGenerator, ObjectRefGenerator
 
@@ -50,11 +51,16 @@ _EXPORTS: dict[str, str] = {
     "nodes": "actorhub.api.cluster_info",
     "cancel": "actorhub.api.cancel",
     "ObjectRef": "actorhub.runtime.object_ref",
+    "ActorID": "actorhub.runtime.id_types",
+    "JobID": "actorhub.runtime.id_types",
+    "NodeID": "actorhub.runtime.id_types",
+    "TaskID": "actorhub.runtime.id_types",
     "ObjectRefGenerator": "actorhub.runtime.object_ref_generator",
     "DynamicObjectRefGenerator": "actorhub.runtime.object_ref_generator",
     "RuntimeContext": "actorhub.api.runtime_context",
     "get": "actorhub.api.cluster",
     "get_actor": "actorhub.namespaces.lookup",
+    "get_gpu_ids": "actorhub.api.runtime_context",
     "get_runtime_context": "actorhub.api.runtime_context",
     "init": "actorhub.api.cluster",
     "is_initialized": "actorhub.api.cluster",
@@ -70,12 +76,16 @@ _SUBMODULES = {"actor", "exceptions", "job_config", "util"}
 __all__ = [
     "ActorClass",
     "ActorHandle",
+    "ActorID",
     "ActorMethod",
     "ClusterContext",
     "DynamicObjectRefGenerator",
+    "JobID",
+    "NodeID",
     "ObjectRef",
     "ObjectRefGenerator",
     "RuntimeContext",
+    "TaskID",
     "__version__",
     "actor",
     "available_resources",
@@ -84,6 +94,7 @@ __all__ = [
     "exceptions",
     "get",
     "get_actor",
+    "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",

@@ -6,6 +6,7 @@ the defaults below. Nothing deeper in the code reads the environment.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -84,6 +85,13 @@ class Config(BaseModel):
     """Local clusters listen on loopback only."""
     num_cpus: float | None = Field(default=None, ge=0)
     """CPUs a node offers; None: os.cpu_count()."""
+    num_gpus: int = Field(default=0, ge=0)
+    """GPUs a node offers, ids 0..n-1: declared, not detected (nothing checks the hardware)."""
+    memory: int | None = Field(default=None, ge=0)
+    """Bytes of the "memory" resource a node offers; None: the machine's available memory less
+    the object store's."""
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Custom resources a node offers (`--resources '{"x86": 1}'`)."""
     prestart_workers: int = Field(default=2, ge=0)
     """Idle workers a node keeps forked and ready, so actor creation does not wait for a fork."""
     logging_level: str = "WARNING"
@@ -150,6 +158,20 @@ class Config(BaseModel):
             except re.error as e:
                 raise ValueError(f"not a regular expression: {e}") from None
         return value
+
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _custom_resources(cls, value: Any) -> dict[str, float]:
+        from actorhub.hub.resources import check_custom
+
+        if isinstance(value, str):  # --resources and ACTORHUB_RESOURCES: JSON
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"resources must be a JSON object such as '{{\"x86\": 1}}': {e}") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"resources must be a mapping of names to amounts, not {type(value).__name__}")
+        return check_custom(value)
 
     @model_validator(mode="after")
     def _tls_all_or_none(self) -> Config:

@@ -7,7 +7,7 @@ share its state, so one pan heats up by 10 degrees per spell.
 
 Changed from the seed, besides `import actorhub as ray`: the seed declares
 `@ray.remote(num_gpus=1)`, but no machine here has a GPU (Ray would leave ten GPU pans pending
-forever on such a machine, and actorhub refuses the option), so the pans ask for no GPU; the
+forever on such a machine, and so would actorhub), so the pans ask for no GPU; the
 seed's second `ray.get([...]` lacks its closing parenthesis; and `ray.init()`, the prints and
 `ray.shutdown()` are added.
 """

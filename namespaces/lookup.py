@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from actorhub.exceptions import OptionsError
 from actorhub.namespaces.rules import SYSTEM_NAMESPACE, validate_name, validate_namespace
+from actorhub.runtime.task_context import namespace_of
 
 if TYPE_CHECKING:
     from actorhub.api.actor_handle import ActorHandle
@@ -32,7 +33,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
     if namespace is not None:
         _checked("namespace", namespace, validate_namespace)
     runtime = connected_runtime()
-    return _lookup(runtime, name, namespace if namespace is not None else runtime.namespace)
+    return _lookup(runtime, name, namespace if namespace is not None else namespace_of(runtime))
 
 
 def get_system_actor(runtime: Runtime, name: str) -> ActorHandle[Any]:
@@ -60,7 +61,7 @@ def list_named_actors(all_namespaces: bool = False) -> list[Any]:
             f"not {type(all_namespaces).__name__}"
         )
     runtime = connected_runtime()
-    actors = runtime.hub.list_actors(runtime.namespace, all_namespaces=all_namespaces, named_only=True)
+    actors = runtime.hub.list_actors(namespace_of(runtime), all_namespaces=all_namespaces, named_only=True)
     if all_namespaces:
         return [{"name": a.name, "namespace": a.namespace} for a in actors if a.namespace != SYSTEM_NAMESPACE]
     return [a.name for a in actors]

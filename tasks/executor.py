@@ -34,7 +34,8 @@ class TaskExecutor:
         # By task id: task seqs are per submitter, and an executor serves many submitters in turn.
         self._running: dict[str, int] = {}  # task id -> thread ident
         self._cancelled: set[str] = set()
-        self._child_marks: dict[str, int] = {}  # running task id -> its process's submitter's mark at its start
+        # Running task id -> marks at its start: of its process's submitter and of its actor calls.
+        self._child_marks: dict[str, tuple[int, int]] = {}
         self._cancelled_recursively: set[str] = set()
         # Guards the three above: held for moments only, unlike _lock, which a running task holds.
         self._cancel_lock = threading.Lock()
@@ -47,16 +48,18 @@ class TaskExecutor:
 
     def execute(
         self, fn_id: str, fn_blob: bytes, task_seq: int, args_blob: bytes, job_id: str = "", task_name: str = "",
-        task_id: str = "", num_cpus: float = 0.0,
+        task_id: str = "", num_cpus: float = 0.0, namespace: str = "",
     ) -> Any:
-        """Run one task. `job_id` and `task_name` attribute its output (and its process title)."""
+        """Run one task. `job_id` and `task_name` attribute its output (and its process title);
+        actors it creates and looks up belong to `job_id` and its `namespace`."""
         function = self._functions.get(fn_id)
         if function is None:
             function = self._functions[fn_id] = _serialization.loads(fn_blob)
         # The submitter waited for the refs among them before sending the task: reading is quick.
         args, kwargs = resolve_arguments(args_blob, self._runtime.get_value)
         name = task_name or getattr(function, "__name__", "task")
-        task = partial(self._task_running, task_seq, job_id, name, task_id, num_cpus)
+        running = task_context.RunningTask(task_id, name, num_cpus, job_id, namespace)
+        task = partial(self._task_running, task_seq, running)
         with task():
             result = function(*args, **kwargs)
         if inspect.isgenerator(result):
@@ -66,12 +69,13 @@ class TaskExecutor:
         return result
 
     @contextmanager
-    def _task_running(self, task_seq: int, job_id: str, name: str, task_id: str, num_cpus: float) -> Iterator[None]:
+    def _task_running(self, task_seq: int, task: task_context.RunningTask) -> Iterator[None]:
         """The task (or a step of a generator task) runs inside: one at a time, cancellable."""
-        key = task_id or str(task_seq)
+        key = task.task_id or str(task_seq)
+        name = task.name
         with self._lock:
             # Tasks this process submits from now on are the task's children, for a recursive cancel.
-            mark = _submitted_mark(self._runtime)
+            mark = (_submitted_mark(self._runtime), self._runtime.actor_call_mark())
             # Checked and registered in one step under the cancel lock: a cancel arriving meanwhile
             # either finds the task running or leaves a note it sees here.
             with self._cancel_lock:
@@ -80,10 +84,10 @@ class TaskExecutor:
                 self._running[key] = threading.get_ident()
                 self._child_marks[key] = mark
             # Its output goes to its job's driver (runtime/log_markers.py).
-            log_markers.mark_task(job_id or self._runtime.job_id, name)
+            log_markers.mark_task(task.job_id or self._runtime.job_id, name)
             set_title(name)
             # get_runtime_context() in the task (and the threads it starts) names it.
-            running = task_context.enter(task_context.RunningTask(task_id, name, num_cpus))
+            running = task_context.enter(task)
             try:
                 yield
             except SystemExit as e:
@@ -177,9 +181,16 @@ def _submitted_mark(runtime: Runtime) -> int:
     return submitter.mark if submitter is not None else 0
 
 
-def _cancel_children(runtime: Runtime, mark: int, force: bool) -> None:
+def _cancel_children(runtime: Runtime, marks: tuple[int, int], force: bool) -> None:
+    """A recursive cancel: the tasks and actor calls the cancelled task made that have not
+    finished, as Ray's (force applies to tasks only; an actor call cannot be forced)."""
+    from actorhub.tasks.lease_desk import LeaseDesk
     from actorhub.tasks.submitters import existing_submitter
 
+    task_mark, call_mark = marks
     submitter = existing_submitter(runtime)
     if submitter is not None:
-        submitter.cancel_submitted_after(mark, force)
+        submitter.cancel_submitted_after(task_mark, force)
+    # The calls to actorhub's own actors (its children's runs, the lease desks) are not the
+    # task's: the submitter above cancels its children its own way.
+    runtime.cancel_calls_after(call_mark, (TaskExecutor.__name__, LeaseDesk.__name__))

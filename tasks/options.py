@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import field_validator
+from typing import Any
 
-from actorhub.api.options import Cpus, Int32Limit, NoGpus, NumReturnsOption, _PlacedOptions, checked_name
+from pydantic import ValidationInfo, field_validator
+
+from actorhub.api.options import Cpus, Int32Limit, NumReturnsOption, _PlacedOptions, checked_name
+from actorhub.hub.resources import check_amount, check_custom
 
 
 class TaskOptions(_PlacedOptions):
@@ -14,11 +17,28 @@ class TaskOptions(_PlacedOptions):
     # num_returns travels as Call.num_returns (uint32); max_retries is counted by the caller
     # and gets the int32 bound of an actor's max_task_retries.
     num_cpus: Cpus = 1.0
-    num_gpus: NoGpus = 0.0
+    # Checked as for actors, but only actors are given them so far: the lease desks lend CPUs.
+    num_gpus: float = 0.0
+    memory: float = 0.0
+    resources: dict[str, float] | None = None
     num_returns: NumReturnsOption = 1
     max_retries: Int32Limit = 3
     retry_exceptions: bool | list[type[BaseException]] = False
     name: str | None = None
+
+    @field_validator("num_gpus", "memory")
+    @classmethod
+    def _cpus_only_amount(cls, value: float, info: ValidationInfo) -> float:
+        if check_amount(str(info.field_name), value) > 0:
+            raise ValueError(f"tasks are given CPUs only so far: request {info.field_name} for an actor instead")
+        return value
+
+    @field_validator("resources")
+    @classmethod
+    def _cpus_only_resources(cls, value: Any) -> Any:
+        if value is not None and check_custom(value):
+            raise ValueError("tasks are given CPUs only so far: request custom resources for an actor instead")
+        return value
 
     @field_validator("name")
     @classmethod

@@ -69,6 +69,7 @@ class Task:
         "fn_id",
         "lease",
         "name",
+        "namespace",
         "object_ids",
         "options",
         "pool",
@@ -93,6 +94,7 @@ class Task:
         self.deps_left = 0
         self.dep_error: tuple[RemoteError, ErrorOrigin | None] | None = None
         self.lease: Lease | None = None
+        self.namespace = ""  # its job's, set at submission (a task in a task: the outer task's job's)
 
 
 class Lease:

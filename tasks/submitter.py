@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from actorhub.exceptions import RpcFailedError
 from actorhub.namespaces import SYSTEM_NAMESPACE
-from actorhub.runtime import log_markers
+from actorhub.runtime import log_markers, task_context
 from actorhub.runtime.item_stream import ItemStream
 from actorhub.runtime.object_ref import ObjectRef
 from actorhub.runtime.object_ref_generator import streaming_result
@@ -82,6 +82,7 @@ class TaskSubmitter:
         if held:
             rt.hold_until_settled(object_ids, held)
         task = Task(seq, name, function.code(), args_blob, options, object_ids, env)
+        task.namespace = task_context.namespace_of(rt)
         if mode:
             # A generator task: its items stream into this, from whichever run of it gets them first.
             task.stream = ItemStream(rt.objects, rt.address, ErrorOrigin(name))
@@ -193,7 +194,7 @@ class TaskSubmitter:
         # The job is the one whose work this process runs (a task's, in an executor): its driver gets the output.
         job_id = log_markers.current_job(self._rt.job_id)
         args = (task.fn_id, task.fn_blob, task.seq, task.args_blob, job_id, task.name,
-                self._task_id(task), task.options.num_cpus)
+                self._task_id(task), task.options.num_cpus, task.namespace)
         if task.stream is not None:
             result: Any = lease.executor.execute.remote_into(task.stream, *args)
         else:

@@ -34,9 +34,10 @@ def test_public_api_is_pinned() -> None:
     assert sorted(actorhub.__all__) == sorted(
         [
             "ActorClass", "ActorHandle", "ActorMethod", "ClusterContext", "DynamicObjectRefGenerator", "ObjectRef",
-            "ObjectRefGenerator", "RuntimeContext",
+            "ObjectRefGenerator", "RuntimeContext", "ActorID", "JobID", "NodeID", "TaskID",
             "__version__", "actor", "available_resources", "cancel", "cluster_resources", "exceptions", "get",
-            "get_actor", "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes", "put", "remote",
+            "get_actor", "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes",
+            "put", "remote",
             "shutdown", "util", "wait",
         ]
     )

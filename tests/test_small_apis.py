@@ -74,9 +74,9 @@ def test_object_ref_ids(two_nodes: NodeStatus) -> None:
     ref = actorhub.put(41)
     assert ref.binary() == ref.hex().encode()
     assert ObjectRef.from_hex(ref.hex()) == ref == ObjectRef.from_binary(ref.binary())
-    assert ref.task_id() == ref.hex()  # a put is its own
+    assert ref.task_id().hex() == ref.hex()  # a put is its own
     refs = [where.remote(), where.remote()]
-    assert all(r.task_id() != r.hex() and r.hex().startswith(r.task_id() + ".") for r in refs)
+    assert all(r.task_id().hex() != r.hex() and r.hex().startswith(r.task_id().hex() + ".") for r in refs)
     assert refs[0].task_id() != refs[1].task_id()
     nil = ObjectRef.nil()
     assert nil.is_nil() and not ref.is_nil() and nil == ObjectRef.nil()
@@ -89,7 +89,7 @@ def test_object_ref_ids(two_nodes: NodeStatus) -> None:
     with pytest.raises(ObjectLostError, match="names no owner"):
         actorhub.get(ObjectRef.from_hex("0123.p1"), timeout=10)
     # The task's own view of its id is its results' task_id.
-    assert actorhub.get(refs[0])["task_id"] == refs[0].task_id()
+    assert actorhub.get(refs[0])["task_id"] == refs[0].task_id().hex()
 
 
 def test_futures(two_nodes: NodeStatus) -> None:
@@ -118,9 +118,10 @@ def test_runtime_context_in_tasks_actors_and_the_driver(two_nodes: NodeStatus) -
     assert actorhub.get(where.options(num_cpus=0).remote())["resources"] == {}
 
     named = Named.options(name="ctx-named").remote()
-    inside = actorhub.get(named.where.remote())
+    call = named.where.remote()
+    inside = actorhub.get(call)
     assert inside["actor_id"] == named.actor_id and inside["actor_name"] == "ctx-named"
-    assert inside["task_id"] is None and inside["resources"] == {}
+    assert inside["task_id"] == call.task_id().hex() and inside["resources"] == {}  # the call's id, as in Ray
     assert inside["accelerators"]["GPU"] == []
     unnamed = Named.remote()
     assert actorhub.get(unnamed.where.remote())["actor_name"] == ""

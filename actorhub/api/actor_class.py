@@ -10,6 +10,7 @@ from actorhub.api.actor_handle import ActorHandle, HandleState, MethodInfo
 from actorhub.api.cluster import connected_runtime, detached_by_default
 from actorhub.api.options import UINT32_MAX, ActorOptions, OptionsError
 from actorhub.runtime import serialization as _serialization
+from actorhub.runtime import task_context
 from actorhub.runtime.ids import new_id
 from actorhub.runtime.object_ref import ObjectRef, capturing_refs
 from actorhub.runtime.object_ref_generator import STREAMING_MODES
@@ -25,6 +26,7 @@ CONCURRENCY_GROUP_ATTR = "__actorhub_concurrency_group__"
 
 def method_infos(cls: type) -> dict[str, MethodInfo]:
     infos: dict[str, MethodInfo] = {}
+    checks = arg_checks.for_class(cls)
     for name in dir(cls):
         if name.startswith("__"):
             continue
@@ -37,7 +39,7 @@ def method_infos(cls: type) -> dict[str, MethodInfo]:
         generator = _generator_mode(cls, name, func, declared)
         infos[name] = MethodInfo(
             name, 1 if generator else _num_returns(cls, name, 1 if declared is None else declared), is_async,
-            getattr(func, CONCURRENCY_GROUP_ATTR, ""), generator,
+            getattr(func, CONCURRENCY_GROUP_ATTR, ""), generator, arg_checks.text_of(checks.get(name)),
         )
     return infos
 
@@ -128,28 +130,34 @@ class ActorClass(Generic[T]):
             f"the class and constructor arguments of {name}", len(init_args) + len(self._pickled[0]),
             runtime.max_message_bytes,
         )
+        in_task = task_context.running_task() is not None
+        job_namespace = task_context.namespace_of(runtime)
         spec = ActorSpec(
             actor_id=new_id(12),
             class_name=name,
             pickled_class=self._pickled[0],
             init_args=init_args,
             name=options.name or "",
-            namespace=options.namespace if options.namespace is not None else runtime.namespace,
+            namespace=options.namespace if options.namespace is not None else job_namespace,
             detached=options.detached if options.lifetime is not None else detached_by_default(runtime),
             max_restarts=options.max_restarts,
             max_task_retries=options.max_task_retries,
             max_concurrency=max_concurrency,
             max_pending_calls=options.max_pending_calls,
             num_cpus=options.num_cpus,
-            owner_job_id=runtime.job_id,
-            owner_actor_id=runtime.actor_id,
-            job_namespace=runtime.namespace,
+            owner_job_id=task_context.job_id_of(runtime),
+            # One made in a task belongs to the task's job, not to the executor (a system actor
+            # that outlives every job): it ends with that job, as in Ray.
+            owner_actor_id="" if in_task else runtime.actor_id,
+            job_namespace=job_namespace,
             methods=tuple(self._methods.values()),
             is_async=self._is_async,
             hub_address=runtime.hub_address,
             node_id=options.node_id,
             concurrency_groups=tuple(groups.items()),
             runtime_env=self._runtime_env(runtime, options),
+            resources=tuple(sorted(options.resource_vector.items())),
+            placement_cpus=options.placement_cpus,
         )
         # A taken name raises ValueError; a hub that is away (down, or restarting) is waited for
         # within the create_actor deadline, then raises ControlPlaneUnavailableError. Repeating

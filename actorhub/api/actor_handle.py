@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from actorhub.api import arg_checks
 from actorhub.api.arg_checks import ArgCheck
 from actorhub.api.options import CallOptions, OptionsError
 from actorhub.exceptions import RuntimeShutDownError
@@ -78,10 +79,11 @@ class ActorMethod:
         if runtime is None or runtime.closed:
             runtime = handle._bind()
         checks = handle._checks
-        if checks is not None:
-            check = checks.get(self._info.name)
-            if check is not None:
-                check(args, kwargs)  # TypeError here, before anything is sent
+        if checks is None:
+            checks = handle._checks = handle._method_checks()
+        check = checks.get(self._info.name)
+        if check is not None:
+            check(args, kwargs)  # TypeError here, before anything is sent
         return self._call(runtime, args, kwargs)
 
     def _call(
@@ -157,13 +159,17 @@ class HandleCore:
 
     def __init__(self, state: HandleState, runtime: Runtime | None, ref: ObjectRef[Any] | None) -> None:
         self._state = state
-        # Argument checks of the actor's methods, by name (api/arg_checks.py): set on the handle
-        # its creator got, where the class is at hand; other handles leave the check to the actor.
+        # Argument checks of the actor's methods, by name (api/arg_checks.py): the class's, on the
+        # handle its creator got; made from the method table's signatures on first call elsewhere.
         self._checks: dict[str, ArgCheck] | None = None
         # The runtime its calls go through; None only when unpickled in a process with none.
         self._runtime = runtime
         # A strong handle's reference to its actor (runtime/actor_refs.py); None: a weak handle.
         self._ref = ref
+
+    def _method_checks(self) -> dict[str, ArgCheck]:
+        state = self._state
+        return arg_checks.for_methods(state.class_name, ((m.name, m.signature) for m in state.methods.values()))
 
     def _bind(self) -> Runtime:
         """Off the fast path: the handle has no runtime, or its runtime was shut down."""

@@ -6,13 +6,19 @@ on every call's path, so each signature is read once and turned into an `ArgChec
 case (positional arguments only, a count in range) is two comparisons; anything else goes
 through `inspect.Signature.bind` for the full rules and Python's own message. Signatures that
 accept anything (`(*args, **kwargs)`) or cannot be read (builtins) get no check at all.
+
+A method's check also travels as text, with the actor's method table (MethodMeta.signature):
+a handle from `get_actor`, or one unpickled in another process, has no class at hand and checks
+from that text instead (`text_of`, `from_text`). The text keeps what binding needs: each
+parameter's kind, name and whether it has a default (never the default's value).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -21,12 +27,13 @@ _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_O
 class ArgCheck:
     """Raises TypeError for arguments the signature cannot take."""
 
-    __slots__ = ("_fewest", "_most", "_signature", "_what")
+    __slots__ = ("_fewest", "_most", "_signature", "_what", "text")
 
     def __init__(self, signature: inspect.Signature, what: str) -> None:
         self._signature = signature
         self._what = what
         params = list(signature.parameters.values())
+        self.text = _text(params)
         if all(p.kind in _POSITIONAL for p in params):
             self._fewest = sum(1 for p in params if p.default is inspect.Parameter.empty)
             self._most = len(params)
@@ -114,4 +121,65 @@ def for_class(cls: type) -> dict[str, ArgCheck]:
         if check is not None:
             checks[name] = check
     _class_checks[cls] = checks
+    return checks
+
+
+# The text form: parameters joined by ";", each its kind's number (inspect.Parameter.kind), its
+# name, and a trailing "=" when it has a default. Names are identifiers: neither ";" nor "=".
+_SEPARATOR = ";"
+_HAS_DEFAULT = "="
+_KINDS = {int(k): k for k in (
+    inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.VAR_POSITIONAL,
+    inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD,
+)}
+
+
+def _text(params: Iterable[inspect.Parameter]) -> str:
+    return _SEPARATOR.join(
+        f"{int(p.kind)}{p.name}{_HAS_DEFAULT if p.default is not inspect.Parameter.empty else ''}" for p in params
+    )
+
+
+def text_of(check: ArgCheck | None) -> str:
+    """The check as MethodMeta.signature carries it ("" for no check)."""
+    return check.text if check is not None else ""
+
+
+class _Default:
+    """Stands for a default the text does not carry: binding needs only that there is one."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+_DEFAULT = _Default()
+
+
+@functools.lru_cache(maxsize=4096)
+def from_text(text: str, what: str) -> ArgCheck | None:
+    """The check that `text` (from `text_of`) describes; None for "" or a text this version
+    cannot read (a newer caller's: the actor then checks the call itself, as it always can).
+    Cached: every handle to one actor class shares its checks."""
+    if not text:
+        return None
+    try:
+        params = []
+        for item in text.split(_SEPARATOR):
+            has_default = item.endswith(_HAS_DEFAULT)
+            name = item[1:-1] if has_default else item[1:]
+            params.append(inspect.Parameter(
+                name, _KINDS[int(item[0])], default=_DEFAULT if has_default else inspect.Parameter.empty,
+            ))
+        return ArgCheck(inspect.Signature(params), what)
+    except (KeyError, ValueError, IndexError):
+        return None
+
+
+def for_methods(class_name: str, signatures: Iterable[tuple[str, str]]) -> dict[str, ArgCheck]:
+    """The checks of an actor's methods from their texts ((name, text) pairs), by name."""
+    checks: dict[str, ArgCheck] = {}
+    for name, text in signatures:
+        check = from_text(text, f"{class_name}.{name}.remote()")
+        if check is not None:
+            checks[name] = check
     return checks

@@ -201,7 +201,7 @@ def init(
     when this host has no session for it.
 
     Every keyword of Ray's `ray.init` is accepted (`api/init_options.py`): actorhub honours
-    namespace, num_cpus, object_store_memory, logging_level/logging_format/configure_logging,
+    namespace, num_cpus, num_gpus, resources, object_store_memory, logging_level/logging_format/configure_logging,
     ignore_reinit_error, log_to_driver, runtime_env, job_config, `_temp_dir` (the session
     root), `_node_ip_address` and `_tracing_startup_hook`; the others, when given a value, are
     named in one warning line.
@@ -239,7 +239,7 @@ def init(
         if found is not None:
             options.ignored.extend(init_options.ignored_when_joining(
                 num_cpus=num_cpus, object_store_memory=object_store_memory,
-                tracing_startup_hook=kwargs.get("_tracing_startup_hook"),
+                tracing_startup_hook=kwargs.get("_tracing_startup_hook"), num_gpus=num_gpus, resources=resources,
             ))
         if options.ignored:
             log.warning("%s", init_options.warning_line(options.ignored))

@@ -1,7 +1,8 @@
 """`nodes`, `cluster_resources`, `available_resources`: Ray's views of what the cluster has.
 
-Resources are Ray's names: "CPU", "object_store_memory" (bytes of each node's store) and one
-"node:<ip>" per node. Available CPUs are what neither actors reserve nor tasks lease: a
+Resources are Ray's names: "CPU", "GPU", "memory", custom names as nodes declare them,
+"object_store_memory" (bytes of each node's store) and one "node:<ip>" per node. What actors
+hold of the non-CPU ones is counted by the hub. Available CPUs are what neither actors reserve nor tasks lease: a
 node's lease desk knows both once tasks have run there; before that, the hub's count of
 actor reservations is the whole story.
 """
@@ -24,7 +25,7 @@ def nodes() -> list[dict[str, Any]]:
     out = []
     for node in _status(runtime).nodes:
         host, _, port = node.address.rpartition(":")
-        resources = {"CPU": node.num_cpus, f"node:{host}": 1.0}
+        resources = {"CPU": node.num_cpus, **dict(node.resources), f"node:{host}": 1.0}
         if node.alive:
             listing = _store_listing(runtime, node.address)
             if listing is not None:
@@ -70,6 +71,8 @@ def available_resources() -> dict[str, float]:
         host = node.address.rpartition(":")[0]
         free["CPU"] = free.get("CPU", 0.0) + max(cpus, 0.0)
         free[f"node:{host}"] = free.get(f"node:{host}", 0.0) + 1.0
+        for name, amount in node.available_resources:
+            free[name] = free.get(name, 0.0) + max(amount, 0.0)
         listing = _store_listing(runtime, node.address)
         if listing is not None:
             free["object_store_memory"] = free.get("object_store_memory", 0.0) + float(

@@ -24,7 +24,6 @@ _HIDDEN_IGNORED: dict[str, tuple[object, str]] = {
     "_redis_password": (None, "no Redis; the cluster token authenticates"),
     "_plasma_directory": (None, "the store lives in /dev/shm"),
     "_driver_object_store_memory": (None, "deprecated in Ray"),
-    "_memory": (None, "no memory resource yet"),
     "_metrics_export_port": (None, "no metrics endpoint"),
     "_system_config": (None, "no system config"),
     "_node_name": (None, "nodes are named by id"),
@@ -32,7 +31,7 @@ _HIDDEN_IGNORED: dict[str, tuple[object, str]] = {
     "_cgroup_path": (None, "no resource isolation"),
     "allow_multiple": (False, "one cluster per driver"),
 }
-HIDDEN_HONOURED = ("_temp_dir", "_node_ip_address", "_tracing_startup_hook")
+HIDDEN_HONOURED = ("_temp_dir", "_node_ip_address", "_tracing_startup_hook", "_memory")
 REDIS_DEFAULT_PASSWORD = "5241590000000000"  # Ray's default: passing it changes nothing
 
 
@@ -80,10 +79,7 @@ def resolve(
         raise TypeError(f"init() got unknown keyword argument(s): {', '.join(unknown)}")
     out = InitOptions(configure_logging=bool(configure_logging), logging_format=logging_format)
     ignored = out.ignored
-    if num_gpus:
-        ignored.append(f"num_gpus={num_gpus!r} (no GPU resources yet)")
-    if resources:
-        ignored.append(f"resources={dict(resources)!r} (no custom resources yet)")
+    _node_resources(out, num_gpus, resources, hidden.get("_memory"))
     if labels:
         ignored.append(f"labels={dict(labels)!r} (no node labels yet)")
     if local_mode:
@@ -128,6 +124,28 @@ def resolve(
     return out
 
 
+def _node_resources(out: InitOptions, num_gpus: object, resources: object, memory: object) -> None:
+    """The local node's GPUs, custom resources and `_memory`, as Config fields (hub/resources.py's rules)."""
+    from actorhub.hub.resources import check_custom
+
+    if num_gpus is not None:
+        if isinstance(num_gpus, bool) or not isinstance(num_gpus, (int, float)) or num_gpus < 0 \
+                or not float(num_gpus).is_integer():
+            raise OptionsError(f"init(): num_gpus={num_gpus!r}: a node's GPUs are a whole number >= 0")
+        out.config["num_gpus"] = int(num_gpus)
+    if memory is not None:
+        if isinstance(memory, bool) or not isinstance(memory, int) or memory < 0:
+            raise OptionsError(f"init(): _memory={memory!r}: must be a number of bytes >= 0")
+        out.config["memory"] = memory
+    if resources is not None:
+        if not isinstance(resources, Mapping):
+            raise OptionsError(f"init(): resources must be a dict, not {type(resources).__name__}")
+        try:
+            out.config["resources"] = check_custom(resources)
+        except ValueError as e:
+            raise OptionsError(f"init(): resources: {e}") from None
+
+
 def _job_settings(out: InitOptions, job_config: JobConfig | None) -> dict[str, Any]:
     if job_config is None:
         return {}
@@ -157,12 +175,14 @@ def warning_line(ignored: list[str]) -> str:
 
 
 def ignored_when_joining(
-    *, num_cpus: float | None, object_store_memory: int | None, tracing_startup_hook: object | None
+    *, num_cpus: float | None, object_store_memory: int | None, tracing_startup_hook: object | None,
+    num_gpus: object = None, resources: object = None,
 ) -> list[str]:
     """Options that shape the processes of a cluster init() starts, and so do nothing when it joins one."""
     ignored = []
     for name, value in (("num_cpus", num_cpus), ("object_store_memory", object_store_memory),
-                        ("_tracing_startup_hook", tracing_startup_hook)):
+                        ("_tracing_startup_hook", tracing_startup_hook), ("num_gpus", num_gpus),
+                        ("resources", resources)):
         if value is not None:
             ignored.append(f"{name}={value!r} (joined a running cluster, whose nodes have their own)")
     return ignored

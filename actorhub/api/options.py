@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pydantic_core import ErrorDetails
 
 from actorhub.exceptions import OptionsError
+from actorhub.hub.resources import check_amount, check_custom
 from actorhub.runtime_env.spec import RuntimeEnvSpec
 from actorhub.runtime_env.spec import parse as parse_runtime_env
 from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -45,8 +46,6 @@ NumReturnsOption = NumReturns | Literal["streaming", "dynamic"]
 # CPUs are summed and compared by the hub and the lease desks: NaN or inf would never fit
 # anywhere (the actor stays PENDING forever) or would poison the sums.
 Cpus = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-# Accepted for Ray compatibility; this cluster offers no GPUs, so only 0 is valid.
-NoGpus = Annotated[float, Field(ge=0, le=0, allow_inf_nan=False)]
 
 # The validation context key that lets actorhub's own code use the system namespace.
 _SYSTEM = "actorhub_system"
@@ -179,7 +178,9 @@ class ActorOptions(_PlacedOptions):
     concurrency_groups: dict[str, Annotated[int, Field(ge=1, le=UINT32_MAX)]] | None = None
     max_pending_calls: Int32Limit = -1
     num_cpus: Cpus = 0.0
-    num_gpus: NoGpus = 0.0
+    # Ray's rules (hub/resources.py): a fraction below 1 shares a GPU, more than 1 is whole.
+    num_gpus: float = 0.0
+    memory: float = 0.0  # bytes, reserved on the node like any other resource
     resources: dict[str, float] | None = None
 
     @classmethod
@@ -213,12 +214,32 @@ class ActorOptions(_PlacedOptions):
             checked_concurrency_group(name)
         return value
 
+    @field_validator("num_gpus", "memory")
+    @classmethod
+    def _usable_amount(cls, value: float, info: ValidationInfo) -> float:
+        return check_amount(str(info.field_name), value)
+
     @field_validator("resources")
     @classmethod
-    def _no_custom_resources(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value:
-            raise ValueError(f"custom resources are not offered by this cluster: {sorted(value)}")
-        return value
+    def _usable_resources(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        return None if value is None else check_custom(value)
+
+    @property
+    def placement_cpus(self) -> float:
+        """Ray's default for a user's actor that asks for nothing: a node with 1 CPU to place
+        it, none held while it runs. actorhub's own actors go where they are sent."""
+        asked = {"num_cpus", "num_gpus", "memory", "resources"} & self.model_fields_set
+        return 0.0 if self._system or asked else 1.0
+
+    @property
+    def resource_vector(self) -> dict[str, float]:
+        """What it asks for besides CPUs: ActorSpec.resources."""
+        vector = dict(self.resources or {})
+        if self.num_gpus > 0:
+            vector["GPU"] = self.num_gpus
+        if self.memory > 0:
+            vector["memory"] = self.memory
+        return vector
 
     @property
     def detached(self) -> bool:

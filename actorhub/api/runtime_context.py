@@ -14,7 +14,7 @@ class RuntimeContext:
 
     @property
     def namespace(self) -> str:
-        return self._runtime.namespace
+        return task_context.namespace_of(self._runtime)
 
     @property
     def runtime_env(self) -> dict[str, Any]:
@@ -38,7 +38,7 @@ class RuntimeContext:
         return self._runtime.hub_address
 
     def get_job_id(self) -> str:
-        return self._runtime.job_id
+        return task_context.job_id_of(self._runtime)
 
     def get_node_id(self) -> str:
         return self._runtime.node_id
@@ -60,29 +60,43 @@ class RuntimeContext:
         return self._runtime.hub.actor_info(actor_id).name
 
     def get_task_id(self) -> str | None:
-        """The id of the task this code runs in (its results' ids without their index); None
-        in a driver, and in an actor's methods (their calls have no id of their own here)."""
+        """The id of the task or actor call this code runs in (its results' ids without their
+        index, as `ObjectRef.task_id()` gives); None in a driver and in an actor's constructor."""
         task = task_context.running_task()
-        return task.task_id if task is not None else None
+        if task is not None:
+            return task.task_id
+        if not self._runtime.actor_id:
+            return None
+        from actorhub.worker import current_call  # the worker's side: only in a worker
+
+        return current_call.call_id()
 
     def get_task_name(self) -> str | None:
-        """The name of the running task (its `name` option, else the function's qualified name)."""
+        """The name of the running task (its `name` option, else the function's qualified name),
+        or "Class.method" in an actor method."""
         task = task_context.running_task()
-        return task.name if task is not None else None
+        if task is not None:
+            return task.name
+        if not self._runtime.actor_id:
+            return None
+        from actorhub.worker import current_call
+
+        return current_call.call_name()
 
     def get_task_function_name(self) -> str | None:
         return self.get_task_name()
 
     def get_assigned_resources(self) -> dict[str, float]:
-        """What the running task holds: {"CPU": n} for a task with n > 0 CPUs; {} elsewhere."""
+        """What the running task holds ({"CPU": n} for a task with n > 0 CPUs), else what the
+        actor holds ({"GPU": 1, ...}); {} in a driver."""
         task = task_context.running_task()
-        if task is not None and task.num_cpus > 0:
-            return {"CPU": task.num_cpus}
-        return {}
+        if task is not None:
+            return {"CPU": task.num_cpus} if task.num_cpus > 0 else {}
+        return dict(self._runtime.identity.assigned)
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
-        """Accelerators assigned to this worker, by kind: none (actorhub schedules CPUs only)."""
-        return {"GPU": [], "TPU": [], "neuron_cores": []}
+        """Accelerators assigned to this worker, by kind, as strings (Ray's form)."""
+        return {"GPU": [str(i) for i in self._runtime.identity.gpu_ids], "TPU": [], "neuron_cores": []}
 
     def get_placement_group_id(self) -> str | None:
         return None  # no placement groups
@@ -136,6 +150,14 @@ class RuntimeContext:
         if actor_id is not None:
             context["actor_id"] = actor_id
         return context
+
+
+def get_gpu_ids() -> list[int]:
+    """The GPUs of the node this actor holds (ids 0..n-1 of the node's GPUs); [] in a driver
+    or a worker given none."""
+    from actorhub.api.cluster import connected_runtime
+
+    return list(connected_runtime().identity.gpu_ids)
 
 
 def get_runtime_context() -> RuntimeContext:

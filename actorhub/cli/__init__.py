@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
                             "others (default: 127.0.0.1 for --head, else the address that routes to the hub; "
                             "0.0.0.0 is refused: give a concrete address)")
     start.add_argument("--num-cpus", type=float, default=None, help="CPUs the node offers (default: all)")
+    start.add_argument("--num-gpus", type=int, default=None, help="GPUs the node offers, ids 0..N-1 (default: 0)")
+    start.add_argument("--memory", type=int, default=None, metavar="BYTES",
+                       help="the memory resource the node offers (default: available memory less the object store)")
+    start.add_argument("--resources", default=None, metavar="JSON",
+                       help='custom resources the node offers, e.g. \'{"x86": 1}\'')
     start.add_argument("--token-file", type=Path, metavar="FILE", default=None,
                        help="the cluster token (default: $ACTORHUB_TOKEN; --head without either makes one)")
     start.add_argument("--tls-cert", type=Path, metavar="PEM", default=None, help="this host's TLS certificate")
@@ -102,7 +107,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from actorhub.cli.cluster import StartFlags, start_head_command, start_node_command
 
         flags = StartFlags(num_cpus=args.num_cpus, node_ip_address=args.node_ip_address, token_file=args.token_file,
-                           tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, block=args.block)
+                           tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, block=args.block,
+                           num_gpus=args.num_gpus, memory=args.memory, resources=args.resources)
         if args.head:
             return start_head_command(args.port, args.store, flags)
         if args.port is not None:

@@ -62,11 +62,15 @@ class StartFlags:
     tls_key: Path | None = None
     tls_ca: Path | None = None
     block: bool = False
+    num_gpus: int | None = None
+    memory: int | None = None
+    resources: str | None = None  # JSON, checked by Config
 
     def config(self, **more: object) -> Config:
         """Flags first, then ACTORHUB_* variables (ACTORHUB_TOKEN, ACTORHUB_TLS_CERT...)."""
         return Config.load(num_cpus=self.num_cpus, node_ip_address=self.node_ip_address, token_file=self.token_file,
-                           tls_cert=self.tls_cert, tls_key=self.tls_key, tls_ca=self.tls_ca, **more)
+                           tls_cert=self.tls_cert, tls_key=self.tls_key, tls_ca=self.tls_ca, num_gpus=self.num_gpus,
+                           memory=self.memory, resources=self.resources, **more)
 
 
 def start_head_command(port: int | None, store: Path | None, flags: StartFlags) -> int:

@@ -27,14 +27,14 @@ def status_command(address: str | None) -> int:
     print()
     now = time.time()
     rows = [
-        [n.node_id, n.address, _heartbeat(n.last_heartbeat, now), f"{cpus(n.available_cpus)}/{cpus(n.num_cpus)}",
-         "alive" if n.alive else "dead"]
+        [n.node_id, n.address, _heartbeat(n.last_heartbeat, now), _other_resources(n.available_resources, n.resources),
+         f"{cpus(n.available_cpus)}/{cpus(n.num_cpus)}", "alive" if n.alive else "dead"]
         for n in status.nodes
     ]
     alive = sum(1 for n in status.nodes if n.alive)
     print(f"Nodes: {alive} alive, {len(status.nodes) - alive} dead")
     if rows:
-        headers = ["NODE ID", "ADDRESS", "LAST HEARTBEAT", "CPUS (AVAILABLE/TOTAL)", "STATE"]
+        headers = ["NODE ID", "ADDRESS", "LAST HEARTBEAT", "OTHER RESOURCES", "CPUS (AVAILABLE/TOTAL)", "STATE"]
         print(_indent(format_table(headers, rows)))
     print()
     # The hub leaves dead actors out of the status, so these are the live ones.
@@ -51,6 +51,18 @@ def status_command(address: str | None) -> int:
         for line, count in demands:
             print(f"  {count} x {line}")
     return 0
+
+
+def _other_resources(available: Sequence[tuple[str, float]], total: Sequence[tuple[str, float]]) -> str:
+    """GPU, memory and custom resources as available/total; memory in GiB."""
+    free = dict(available)
+    parts = []
+    for name, amount in total:
+        if name == "memory":
+            parts.append(f"memory {free.get(name, 0.0) / 2**30:.1f}/{amount / 2**30:.1f} GiB")
+        else:
+            parts.append(f"{name} {free.get(name, 0.0):g}/{amount:g}")
+    return ", ".join(parts) or "-"
 
 
 def _hub_line(status: ClusterStatus, now: float) -> str:

@@ -26,6 +26,7 @@ ACTORHUB_TLS_* paths, and the token through the session's token file only.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -252,6 +253,9 @@ def start_node(
             "--hub-address", hub_address,
             "--node-id", node_id,
             "--num-cpus", str(num_cpus),
+            *(["--num-gpus", str(config.num_gpus)] if config.num_gpus else []),
+            *(["--memory", str(config.memory)] if config.memory is not None else []),
+            *(["--resources", json.dumps(config.resources)] if config.resources else []),
             "--prestart", str(config.prestart_workers),
             "--bind-host", host,
             *(["--object-store-memory", str(config.object_store_memory)] if config.object_store_memory else []),

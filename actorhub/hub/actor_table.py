@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2
@@ -40,6 +40,7 @@ from actorhub.hub.records import (
     killed_message,
 )
 from actorhub.hub.recovery import RecoverableState
+from actorhub.hub.resources import GpuSlots, take
 from actorhub.namespaces.rules import anonymous_namespace
 
 __all__ = ["ActorRecord", "ActorTable", "Decisions", "KillPlan", "Placement", "Watch", "WorkerKill"]
@@ -61,6 +62,7 @@ class ActorTable(RecoverableState):
 
     def register_node(
         self, node_id: str, address: str, num_cpus: float, pid: int, hosted: Sequence[HostedActor] | None = None,
+        resources: Mapping[str, float] | None = None,
     ) -> Decisions:
         """`hosted`: the node registers again after losing the hub, and runs these actors."""
         out = Decisions()
@@ -86,7 +88,21 @@ class ActorTable(RecoverableState):
                 order=old.order if old is not None else self._node_counter,
                 generation=generation,
                 actors=len(held),
+                resources=dict(resources or {}),
+                available=dict(resources or {}),
+                gpus=GpuSlots(int((resources or {}).get("GPU", 0))),
             )
+            reported_gpus = {(h.actor_id, h.incarnation): h.gpu_ids for h in hosted or ()}
+            for r in held:
+                r.gpu_ids = list(reported_gpus.get((r.actor_id, r.incarnation), r.gpu_ids))
+                take(node.available, r.reserved_resources)
+                gpus = r.reserved_resources.get("GPU", 0.0)
+                if r.gpu_ids or not gpus:
+                    node.gpus.claim(r.gpu_ids, gpus)
+                else:
+                    # Restored from the store, which keeps no ids, and not reported by the node
+                    # (a start still under way): count the GPUs as held under new ids.
+                    r.gpu_ids = node.gpus.assign(gpus) or []
             self._dirty_nodes[node_id] = node
             self._counters_dirty = True
             if hosted is not None:
@@ -413,7 +429,8 @@ class ActorTable(RecoverableState):
             return hub_pb2.ClusterStatus(
                 nodes=[
                     hub_pb2.NodeStatus(node_id=n.node_id, address=n.address, num_cpus=n.num_cpus,
-                                       available_cpus=n.available_cpus, alive=n.alive, pid=n.pid)
+                                       available_cpus=n.available_cpus, alive=n.alive, pid=n.pid,
+                                       resources=n.resources, available_resources=n.available)
                     for n in sorted(self._nodes.values(), key=lambda n: n.order)
                 ],
                 actors=[actor_info(r) for r in self._actors.values() if r.state != DEAD],

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from actorhub._proto.v1 import common_pb2
 from actorhub.exceptions import ActorHubError
+from actorhub.hub.resources import GpuSlots
 from actorhub.wire.errors import ErrorKind, system_error_info
 
 PENDING = common_pb2.ACTOR_STATE_PENDING
@@ -71,6 +72,9 @@ class ActorRecord:
     # CPUs held on `reserved_on` from placement until the process is gone.
     reserved_on: str = ""
     reserved_cpus: float = 0.0
+    # Its other resources (ActorSpec.resources) held there too, and the GPUs they are.
+    reserved_resources: dict[str, float] = field(default_factory=dict)
+    gpu_ids: list[int] = field(default_factory=list)
     # A pending actor that would fit on this node once its tasks give their CPUs back: the
     # node's desk lends no more of them meanwhile, so the actor does not wait forever.
     waiting_on: str = ""
@@ -110,6 +114,10 @@ class NodeRecord:
     # CPUs the node's lease desk lends to tasks, as it last reported. Actors that reserve CPUs
     # are placed only in what is left, as Ray's one count of a node's CPUs would have it.
     lent_cpus: float = 0.0
+    # Besides CPUs (hub/resources.py): in all, not held by actors, and which GPUs are free.
+    resources: dict[str, float] = field(default_factory=dict)
+    available: dict[str, float] = field(default_factory=dict)
+    gpus: GpuSlots = field(default_factory=lambda: GpuSlots(0))
 
     def load(self) -> tuple[float, int, int]:
         used = (self.num_cpus - self.available_cpus) / self.num_cpus if self.num_cpus > 0 else 0.0
@@ -145,6 +153,7 @@ class HostedActor:
     worker_id: str = ""
     pid: int = 0
     starting: bool = False  # its constructor still runs
+    gpu_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,7 @@ class Placement:
     spec: common_pb2.ActorSpec
     node_id: str
     node_address: str
+    gpu_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

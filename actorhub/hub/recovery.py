@@ -105,6 +105,9 @@ class RecoverableState(TableState):
         node.actors += 1
         rec.reserved_on = node.node_id
         rec.reserved_cpus = spec.num_cpus
+        # Which GPUs it had is the node's to know; the node registers again with its resources
+        # and then counts these as held (ActorTable.register_node).
+        rec.reserved_resources = dict(spec.resources)
         # PENDING or RESTARTING with a node: StartActor was under way. Settled by that node's
         # report when it registers again, or by its death when it does not.
         rec.placing = rec.state != ALIVE
@@ -131,7 +134,8 @@ class RecoverableState(TableState):
                 self._touch(rec)
             else:
                 # Started again: the node joins a start still under way, or makes the first.
-                out.placements.append(Placement(rec.actor_id, rec.incarnation, rec.spec, node.node_id, node.address))
+                out.placements.append(Placement(rec.actor_id, rec.incarnation, rec.spec, node.node_id, node.address,
+                                                tuple(rec.gpu_ids)))
         for h in reported.values():
             out.kills.append(WorkerKill(h.actor_id, h.incarnation, node.node_id, node.address))
 

@@ -143,13 +143,13 @@ class HubServicer(hub_pb2_grpc.HubServicer):
     # ---- nodes and jobs ----------------------------------------------------------------
 
     async def RegisterNode(self, request: hub_pb2.RegisterNodeRequest, context: Context) -> hub_pb2.RegisterNodeReply:
-        hosted = [HostedActor(a.actor_id, a.incarnation, a.address, a.worker_id, a.pid, a.starting)
+        hosted = [HostedActor(a.actor_id, a.incarnation, a.address, a.worker_id, a.pid, a.starting, tuple(a.gpu_ids))
                   for a in request.actors] if request.reconnect else None
         log.info("node %s %sregistered at %s with %s CPUs (pid %d)%s", request.node_id,
                  "re" if request.reconnect else "", request.address, request.num_cpus, request.pid,
                  f", hosting {len(hosted)} actors" if hosted is not None else "")
         await self._written(self._carry_out(self._table.register_node(
-            request.node_id, request.address, request.num_cpus, request.pid, hosted)))
+            request.node_id, request.address, request.num_cpus, request.pid, hosted, dict(request.resources))))
         self.health.beat(request.node_id)
         # As for jobs: a node agent that registered and never opened its lease (killed in
         # between, or not a node agent at all) would stay "alive" and be sent actors.
@@ -432,7 +432,8 @@ class HubServicer(hub_pb2_grpc.HubServicer):
         await self._written(ticket)
         try:
             # The constructor runs inside this call and may take long (actor_start_s).
-            reply = await self._node(placement.node_address).start_actor(placement.spec, placement.incarnation)
+            reply = await self._node(placement.node_address).start_actor(
+                placement.spec, placement.incarnation, placement.gpu_ids)
         except RpcFailedError as err:
             error = f"StartActor on node {placement.node_id} ({placement.node_address}) failed: " \
                     f"{_describe(err)}"

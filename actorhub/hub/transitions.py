@@ -26,11 +26,19 @@ from actorhub.hub.records import (
     died,
     out_of_restarts,
 )
+from actorhub.hub.resources import describe, fits, give_back, take
 from actorhub.namespaces.directory import NameDirectory
 from actorhub.wire.errors import ErrorKind, system_error_info
 
 # Float CPU counts are added and subtracted many times; compare with a little slack.
 _EPSILON = 1e-9
+
+
+def _missing(need: dict[str, float], nodes: dict[str, NodeRecord]) -> str:
+    """The resources of `need` that no single alive node has enough of, as people write them."""
+    alive = [n for n in nodes.values() if n.alive]
+    short = {k: v for k, v in need.items() if not any(n.resources.get(k, 0.0) >= v - _EPSILON for n in alive)}
+    return describe(0.0, short or need)
 
 
 def _cpus(count: float) -> str:
@@ -216,8 +224,13 @@ class TableState:
         if node is not None:
             node.available_cpus += rec.reserved_cpus
             node.actors -= 1
+            if rec.reserved_resources:
+                give_back(node.available, rec.reserved_resources)
+                node.gpus.release(rec.gpu_ids, rec.reserved_resources.get("GPU", 0.0))
         rec.reserved_on = ""
         rec.reserved_cpus = 0.0
+        rec.reserved_resources = {}
+        rec.gpu_ids = []
 
     def _schedule_pending_locked(self, out: Decisions) -> None:
         if self._shutting_down:
@@ -247,10 +260,17 @@ class TableState:
         node.actors += 1
         rec.reserved_on = node.node_id
         rec.reserved_cpus = cpus
+        if rec.spec.resources:
+            need = dict(rec.spec.resources)
+            take(node.available, need)
+            rec.reserved_resources = need
+            # `_choose_node` saw the GPUs free, so the slots have them.
+            rec.gpu_ids = node.gpus.assign(need.get("GPU", 0.0)) or []
         rec.node_id = node.node_id
         rec.placing = True
         self._touch(rec)
-        out.placements.append(Placement(rec.actor_id, rec.incarnation, rec.spec, node.node_id, node.address))
+        out.placements.append(Placement(rec.actor_id, rec.incarnation, rec.spec, node.node_id, node.address,
+                                        tuple(rec.gpu_ids)))
 
     def _why_pending(self, rec: ActorRecord, retry_in: float | None) -> tuple[str, bool]:
         """(reason, infeasible) for an actor `_try_place` could not place, as the cluster is now.
@@ -261,8 +281,9 @@ class TableState:
         start it a moment ago."""
         if self._shutting_down:
             return "the hub is shutting down", False
-        need = rec.spec.num_cpus
-        demand = f"{{CPU: {need:g}}}"
+        need = max(rec.spec.num_cpus, rec.spec.placement_cpus)
+        others = dict(rec.spec.resources)
+        demand = describe(need, others) if others else f"{{CPU: {need:g}}}"
         pinned = rec.spec.node_id
         if pinned:
             node = self._nodes.get(pinned)
@@ -271,6 +292,9 @@ class TableState:
             if node.num_cpus < need - _EPSILON:
                 return (f"infeasible: requires {demand} on node {pinned}, which has only "
                         f"{_cpus(node.num_cpus)} CPUs"), True
+            if not fits(others, node.resources):
+                return (f"infeasible: requires {demand} on node {pinned}, which has only "
+                        f"{describe(node.num_cpus, node.resources)}"), True
             candidates = [node]
         else:
             candidates = [n for n in self._nodes.values() if n.alive]
@@ -280,14 +304,23 @@ class TableState:
             if largest < need - _EPSILON:
                 return (f"infeasible: requires {demand} but no node has that many "
                         f"(largest: {_cpus(largest)} CPUs)"), True
+            candidates = [n for n in candidates if fits(others, n.resources)]
+            if not candidates:
+                return f"infeasible: requires {demand} but no alive node has {_missing(others, self._nodes)}", True
         if retry_in is not None:
             return (f"waiting for resources: requires {demand}; starting it failed on a node that has "
                     f"them, tried again in {retry_in:.1f} s"), False
         if rec.waiting_on:
             return (f"waiting for resources: requires {demand}; node {rec.waiting_on} has them once its "
                     "tasks give back the CPUs lent to them"), False
-        fits = [n for n in candidates if n.num_cpus >= need - _EPSILON]
-        best = max(fits, key=lambda n: (n.available_cpus - n.lent_cpus, -n.order))
+        fitting = [n for n in candidates if n.num_cpus >= need - _EPSILON]
+        if not fitting:
+            return (f"infeasible: requires {demand} but no node has all of it "
+                    "(those with enough CPUs lack the rest)"), True
+        if others and all(n.available_cpus - n.lent_cpus >= need - _EPSILON for n in fitting):
+            return (f"waiting for resources: requires {demand} but actors hold them on every node that has "
+                    "them", False)
+        best = max(fitting, key=lambda n: (n.available_cpus - n.lent_cpus, -n.order))
         free = max(0.0, best.available_cpus - best.lent_cpus)
         return (f"waiting for resources: requires {demand} but all nodes that fit it have their CPUs "
                 f"claimed by actors or tasks (most available: {_cpus(free)} of {_cpus(best.num_cpus)} "
@@ -302,7 +335,10 @@ class TableState:
         retry_in: float | None = None
         for node in self._nodes.values():
             free = node.available_cpus - (node.lent_cpus if count_lent and rec.spec.num_cpus > 0 else 0.0)
-            if not node.alive or free < rec.spec.num_cpus - _EPSILON:
+            if not node.alive or free < rec.spec.num_cpus - _EPSILON or node.num_cpus < rec.spec.placement_cpus:
+                continue
+            if rec.spec.resources and not (fits(rec.spec.resources, node.available)
+                                           and node.gpus.can_assign(rec.spec.resources.get("GPU", 0.0))):
                 continue
             if rec.spec.node_id and node.node_id != rec.spec.node_id:
                 continue

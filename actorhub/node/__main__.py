@@ -20,6 +20,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hub-address", required=True)
     parser.add_argument("--node-id", default="")
     parser.add_argument("--num-cpus", type=float, default=None)
+    parser.add_argument("--num-gpus", type=int, default=None)
+    parser.add_argument("--memory", type=int, default=None, help="bytes of the memory resource")
+    parser.add_argument("--resources", default=None, help="custom resources as JSON")
     parser.add_argument("--prestart", type=int, default=None, help="idle workers to keep ready")
     parser.add_argument("--object-store-memory", type=int, default=None, help="object store bytes")
     parser.add_argument("--bind-host", default=None)
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
     config = Config.load(
         bind_host=args.bind_host, num_cpus=args.num_cpus, prestart_workers=args.prestart,
-        object_store_memory=args.object_store_memory,
+        object_store_memory=args.object_store_memory, num_gpus=args.num_gpus, memory=args.memory,
+        resources=args.resources,
     )
     options = NodeOptions(
         session_dir=args.session_dir, hub_address=args.hub_address, node_id=node_id, config=config,

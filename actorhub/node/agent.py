@@ -51,6 +51,7 @@ from actorhub.config import Config
 from actorhub.exceptions import ActorUnavailableError, RpcFailedError, RuntimeEnvSetupError
 from actorhub.node.env_pools import NodeWorkerPools
 from actorhub.node.log_monitor import LogMonitor
+from actorhub.node.offered import offered_resources
 from actorhub.node.workers import PoolError, State, Worker
 from actorhub.node.zygote import ZygoteProcess
 from actorhub.object_store.service import NodeObjects
@@ -101,6 +102,7 @@ class NodeAgent:
         self.session = Session(options.session_dir)
         configured = self.config.num_cpus
         self.num_cpus = float(configured if configured is not None else os.cpu_count() or 1)
+        self.resources = offered_resources(self.config)
         self.address = ""
         self.tls = load_tls(self.config)  # a bad file stops the node here, named
         self._channels = ChannelPool(self.session.token, self.config.max_message_bytes, self.tls)
@@ -210,7 +212,8 @@ class NodeAgent:
             remaining = deadline - time.monotonic()
             try:
                 # wait_for_ready: the hub may still be starting when the node is.
-                self._hub.register_node(self.node_id, self.address, self.num_cpus, os.getpid(), max(0.1, remaining))
+                self._hub.register_node(self.node_id, self.address, self.num_cpus, os.getpid(), max(0.1, remaining),
+                                        resources=self.resources)
                 return True
             except RpcFailedError as e:
                 if time.monotonic() >= deadline or e.code not in GONE_CODES:
@@ -287,6 +290,7 @@ class NodeAgent:
             self._hub.register_node(
                 self.node_id, self.address, self.num_cpus, os.getpid(),
                 max(0.1, min(remaining, self.config.deadlines.control_s)), reconnect=True, actors=hosted,
+                resources=self.resources,
             )
         except RpcFailedError as e:
             log.info("node %s could not register again: %s", self.node_id, e)
@@ -397,10 +401,11 @@ class NodeAgent:
             )
         except PoolError as e:
             return _failed(str(e), actor_died=False)
+        worker.gpu_ids = tuple(request.gpu_ids)
         client = AsyncWorkerClient(self._worker_channels, worker.address, self.config.deadlines)
         try:
             # A constructor may legitimately take long (actor_start_s); KillWorker interrupts it.
-            reply = await client.start_actor(spec, request.incarnation, self.node_id)
+            reply = await client.start_actor(spec, request.incarnation, self.node_id, request.gpu_ids)
         except (RpcFailedError, ActorUnavailableError) as e:
             pool.kill(worker)
             await pool.wait_exit(worker, self.config.kill_grace_s)

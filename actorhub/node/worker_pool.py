@@ -251,7 +251,7 @@ class WorkerPool:
                 HostedActor(
                     actor_id=w.actor_id, incarnation=w.incarnation,
                     address=w.address if w.state is State.ACTOR else "",
-                    worker_id=w.worker_id, pid=w.pid, starting=w.state is not State.ACTOR,
+                    worker_id=w.worker_id, pid=w.pid, starting=w.state is not State.ACTOR, gpu_ids=w.gpu_ids,
                 )
                 for w in self._by_actor.values() if not (w.exited or w.killed)
             ]

@@ -31,6 +31,7 @@ class Worker:
     actor_id: str = ""
     incarnation: int = 0
     num_cpus: float = 0.0
+    gpu_ids: tuple[int, ...] = ()  # the hub's, reported back when the node registers again
     exited: bool = False
     exit_code: int = 0
     signal: int = 0

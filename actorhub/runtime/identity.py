@@ -23,3 +23,7 @@ class Identity:
     worker_id: str = ""
     actor_id: str = ""
     incarnation: int = 0
+    # An actor's worker: the node's GPUs it holds (CUDA_VISIBLE_DEVICES), and everything it
+    # holds by name ("CPU", "GPU", "memory", custom), as its spec asked.
+    gpu_ids: tuple[int, ...] = ()
+    assigned: tuple[tuple[str, float], ...] = ()

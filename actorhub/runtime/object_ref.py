@@ -15,6 +15,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from actorhub.exceptions import NoRuntimeError
 from actorhub.runtime import current as _current
+from actorhub.runtime.id_types import TaskID
 
 T = TypeVar("T")
 
@@ -95,12 +96,13 @@ class ObjectRef(Generic[T]):
         """The id as bytes (ids are ASCII); `ObjectRef.from_binary` takes it back."""
         return self._id.encode()
 
-    def task_id(self) -> str:
-        """The id of the call, task or put that made this object: the object's id without its
-        result index ("<caller>.t<seq>" for a task's results; a put is its own)."""
+    def task_id(self) -> TaskID:
+        """The id of the call, task or put that made this object, as Ray's TaskID: the object's
+        id without its result index ("<caller>.t<seq>" for a task's results; a put is its own).
+        Its hex is what `get_runtime_context().get_task_id()` says inside that task or call."""
         head, dot, index = self._id.rpartition(".")
         # Ids are "<caller>.<call>" or "<caller>.<call>.<index>": only the second has an index.
-        return head if dot and head.count(".") >= 1 and index.isdigit() else self._id
+        return TaskID(head if dot and head.count(".") >= 1 and index.isdigit() else self._id)
 
     def is_nil(self) -> bool:
         return not self._id

@@ -12,7 +12,7 @@ import concurrent.futures
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import Any, cast
 
 from actorhub.exceptions import (
@@ -31,7 +31,7 @@ from actorhub.runtime.identity import Identity
 from actorhub.runtime.ids import new_id, split_store_id, stored_elsewhere
 from actorhub.runtime.object_ref import ObjectRef, capturing_refs
 from actorhub.runtime.object_table import ObjectTable
-from actorhub.wire.call_stream import ActorConnection
+from actorhub.wire.call_stream import ActorConnection, call_mark
 from actorhub.wire.errors import ErrorKind, system_error, to_exception
 from actorhub.wire.hub import JobLease
 from actorhub.wire.rpc import check_message_size
@@ -165,6 +165,17 @@ class Runtime:
             return False
         conn = self._connections.get(origin.actor_id)
         return conn is not None and conn.cancel(object_id)
+
+    def actor_call_mark(self) -> int:
+        """Below every actor call this process makes from now on: see cancel_calls_after."""
+        return call_mark()
+
+    def cancel_calls_after(self, mark: int, spared_classes: Container[str]) -> None:
+        """cancel() of every actor call this process made after `mark` (`call_mark()`) and not
+        settled yet, but those to actors of `spared_classes`: a recursive cancel's actor calls."""
+        for conn in list(self._connections.values()):
+            if conn.class_name not in spared_classes:
+                conn.cancel_after(mark)
 
     def _end_actor(self, actor_id: str, class_name: str) -> None:
         """Nothing references this actor we created: it ends after the calls queued here (on

@@ -271,6 +271,12 @@ class CallState:
         return completions, lent
 
     # -- cancel ---------------------------------------------------------------------------------------
+    def seqs_after(self, mark: int) -> list[int]:
+        """The user's calls not settled yet that were made after `mark` (see call_stream.call_mark):
+        what a recursive cancel of the task that made them reaches. actorhub's own (`__...__`) stay."""
+        return [c.seq for c in (*self.unsent, *self.inflight.values())
+                if c.seq > mark and not c.method.startswith("__")]
+
     def cancel(self, seq: int) -> tuple[list[Completion], bool]:
         """cancel() of call `seq`: (completions, whether the stream's writer must be woken).
 

@@ -28,7 +28,7 @@ import grpc
 from actorhub._proto.v1 import common_pb2, worker_pb2
 from actorhub.exceptions import RpcFailedError
 from actorhub.runtime.borrowing import Borrowing
-from actorhub.runtime.object_table import ErrorOrigin, ObjectTable
+from actorhub.runtime.object_table import Completion, ErrorOrigin, ObjectTable
 from actorhub.wire.call_state import (
     HUB_UNREACHABLE_S,
     AskHub,
@@ -51,6 +51,12 @@ log = logging.getLogger(__name__)
 _CALL_STREAM = "/actorhub.v1.Worker/CallStream"
 
 _call_numbers = itertools.count(1)
+
+
+def call_mark() -> int:
+    """A number below every call this process makes from now on (calls are numbered in order
+    across all its connections): `ActorConnection.cancel_after` reaches those made after it."""
+    return next(_call_numbers)
 
 
 class ConnectionHost(Protocol):
@@ -164,6 +170,20 @@ class ActorConnection:
         if completions:
             self._host.objects.complete_many(completions)
         return True
+
+    def cancel_after(self, mark: int) -> None:
+        """cancel() of every call made here after `mark` and not settled yet (`call_mark`)."""
+        completions: list[Completion] = []
+        with self._cond:
+            ring = False
+            for seq in self._state.seqs_after(mark):
+                done, wake = self._state.cancel(seq)
+                completions.extend(done)
+                ring = ring or wake
+            if ring:
+                self._ring_locked()
+        if completions:
+            self._host.objects.complete_many(completions)
 
     def wait_accepted(self, deadline: float) -> None:
         """Block until the actor has taken in every call queued here so far (it replied, or

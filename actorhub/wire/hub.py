@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -116,16 +116,17 @@ class HubClient(Client[hub_pb2_grpc.HubStub]):
     # -- nodes and jobs -------------------------------------------------------------------------
     def register_node(
         self, node_id: str, address: str, num_cpus: float, pid: int, timeout: float, *,
-        reconnect: bool = False, actors: Sequence[HostedActor] = (),
+        reconnect: bool = False, actors: Sequence[HostedActor] = (), resources: Mapping[str, float] | None = None,
     ) -> None:
         """wait_for_ready: the hub may still be starting when the node is. `reconnect`: the
         node registers again after losing the hub, with the actors it hosts."""
         request = hub_pb2.RegisterNodeRequest(
             node_id=node_id, address=address, num_cpus=num_cpus, pid=pid, reconnect=reconnect,
+            resources=dict(resources or {}),
             actors=[
                 hub_pb2.HostedActor(
                     actor_id=a.actor_id, incarnation=a.incarnation, address=a.address, worker_id=a.worker_id,
-                    pid=a.pid, starting=a.starting,
+                    pid=a.pid, starting=a.starting, gpu_ids=a.gpu_ids,
                 )
                 for a in actors
             ],
@@ -183,7 +184,8 @@ class HubClient(Client[hub_pb2_grpc.HubStub]):
             nodes=tuple(
                 NodeStatus(node_id=n.node_id, address=n.address, num_cpus=n.num_cpus,
                            available_cpus=n.available_cpus, alive=n.alive, pid=n.pid,
-                           last_heartbeat=n.last_heartbeat)
+                           last_heartbeat=n.last_heartbeat, resources=tuple(sorted(n.resources.items())),
+                           available_resources=tuple(sorted(n.available_resources.items())))
                 for n in reply.nodes
             ),
             actors=tuple(_actor_info(a) for a in reply.actors),
@@ -413,7 +415,8 @@ def _actor_info(info: common_pb2.ActorInfo) -> ActorInfo:
         num_restarts=info.num_restarts,
         death_cause=info.death_cause.message,
         methods=tuple(
-            MethodInfo(m.name, m.num_returns, m.is_async, m.concurrency_group, m.generator) for m in info.methods
+            MethodInfo(m.name, m.num_returns, m.is_async, m.concurrency_group, m.generator, m.signature)
+            for m in info.methods
         ),
         detached=info.detached,
         max_task_retries=info.max_task_retries,
@@ -446,7 +449,7 @@ def _spec_message(spec: ActorSpec) -> common_pb2.ActorSpec:
         methods=[
             common_pb2.MethodMeta(
                 name=m.name, num_returns=m.num_returns, is_async=m.is_async, concurrency_group=m.concurrency_group,
-                generator=m.generator,
+                generator=m.generator, signature=m.signature,
             )
             for m in spec.methods
         ],
@@ -455,4 +458,6 @@ def _spec_message(spec: ActorSpec) -> common_pb2.ActorSpec:
         hub_address=spec.hub_address,
         node_id=spec.node_id,
         runtime_env=spec.runtime_env,
+        resources=dict(spec.resources),
+        placement_cpus=spec.placement_cpus,
     )

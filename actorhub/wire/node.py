@@ -3,6 +3,7 @@ starts and kills actors and stops nodes (`AsyncNodeClient`, on the hub's event l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 import grpc
@@ -64,10 +65,12 @@ class AsyncNodeClient(AsyncClient["NodeAsyncStub"]):
     def __init__(self, channels: AsyncChannelPool, address: str, deadlines: RpcDeadlines) -> None:
         super().__init__(channels, Peer("node", address), deadlines, _async_stub)
 
-    async def start_actor(self, spec: common_pb2.ActorSpec, incarnation: int) -> node_pb2.NodeStartActorReply:
+    async def start_actor(
+        self, spec: common_pb2.ActorSpec, incarnation: int, gpu_ids: Sequence[int] = (),
+    ) -> node_pb2.NodeStartActorReply:
         """Runs the actor's constructor on the node: bounded by actor_start_s, not retried (a
         second start would run a second constructor)."""
-        request = node_pb2.NodeStartActorRequest(spec=spec, incarnation=incarnation)
+        request = node_pb2.NodeStartActorRequest(spec=spec, incarnation=incarnation, gpu_ids=gpu_ids)
         reply: node_pb2.NodeStartActorReply = await async_unary(
             self.peer, "StartActor", self._stub().StartActor, request, self.deadlines.actor_start_s
         )

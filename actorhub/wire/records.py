@@ -26,6 +26,9 @@ class MethodInfo:
     generator: str = ""
     """"streaming" or "dynamic" for a generator method whose items stream (then it returns an
     ObjectRefGenerator, or one ref; `num_returns` is unused); "" for any other method."""
+    signature: str = ""
+    """Its parameters, for checking a call's arguments at the caller (api/arg_checks.py's text
+    form); "" when there is nothing to check."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,10 @@ class ActorSpec:
     """Named concurrency groups and their sizes (`concurrency_groups=` of `@remote`)."""
     runtime_env: str = ""
     """The resolved runtime_env as canonical JSON (actorhub/runtime_env/spec.py); "" for none."""
+    resources: tuple[tuple[str, float], ...] = ()
+    """What it asks for besides CPUs: "GPU", "memory", custom names."""
+    placement_cpus: float = 0.0
+    """CPUs its node must have in all, not held: 1 for an actor that asks for nothing, as in Ray."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,10 @@ class NodeStatus:
     pid: int
     last_heartbeat: float = 0.0
     """Unix time the node last answered the hub's health check; 0: not since the hub started."""
+    resources: tuple[tuple[str, float], ...] = ()
+    """Besides CPUs: "GPU", "memory", custom names, in all."""
+    available_resources: tuple[tuple[str, float], ...] = ()
+    """Of `resources`, what actors placed on the node do not hold."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,8 @@ class HostedActor:
     pid: int = 0
     starting: bool = False
     """A StartActor for it is under way (its constructor runs, or it waits for a worker)."""
+    gpu_ids: tuple[int, ...] = ()
+    """The node's GPUs the hub gave it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ Actor calls do not come through here: they travel on call streams (wire/call_str
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, cast
 
@@ -183,11 +183,11 @@ class AsyncWorkerClient(AsyncClient["worker_pb2_grpc.WorkerAsyncStub"]):
         super().__init__(channels, Peer(role, address), deadlines, _async_stub)
 
     async def start_actor(
-        self, spec: common_pb2.ActorSpec, incarnation: int, node_id: str
+        self, spec: common_pb2.ActorSpec, incarnation: int, node_id: str, gpu_ids: Sequence[int] = (),
     ) -> worker_pb2.StartActorReply:
         """Runs the constructor in the worker (bounded by actor_start_s). A worker that cannot
         be reached or does not answer raises ActorUnavailableError."""
-        request = worker_pb2.StartActorRequest(spec=spec, incarnation=incarnation, node_id=node_id)
+        request = worker_pb2.StartActorRequest(spec=spec, incarnation=incarnation, node_id=node_id, gpu_ids=gpu_ids)
         try:
             reply: worker_pb2.StartActorReply = await async_unary(
                 self.peer, "StartActor", self._stub().StartActor, request, self.deadlines.actor_start_s

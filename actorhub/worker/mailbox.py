@@ -175,6 +175,7 @@ class ActorInstance:
         reply.seq = call.seq
         # The coroutine runs in its own copy of the context: this call's list stays its own.
         adopted, _ = begin_call()
+        current_call.enter_async(caller, call)
         if call.trace_context:
             # The span stays current across the awaits: OpenTelemetry keeps it in the task's context.
             with _tracing.execute_span(f"{self.class_name}.{call.method}", call.trace_context):
@@ -351,7 +352,7 @@ def _run_one(actor: ActorInstance, call: worker_pb2.Call, stream: ReplyStream) -
         stream.skip(call.seq)  # cancelled while queued: never runs
         return
     reply = worker_pb2.Reply()
-    current_call.enter(stream, call.seq)
+    current_call.enter(stream, call)
     try:
         actor.execute(call, reply, stream.caller, stream.post_item)
     except BaseException as e:  # execute turns user errors into replies; this is our own bug

@@ -22,10 +22,11 @@ class Caller:
 
     address: str = ""
     node_id: str = ""
+    caller_id: str = ""  # its calls' ids are "<caller_id>.<seq>" (get_runtime_context().get_task_id())
 
     @classmethod
     def of(cls, first: worker_pb2.CallBatch) -> Caller:
-        return cls(first.caller_address, first.caller_node_id)
+        return cls(first.caller_address, first.caller_node_id, first.caller_id)
 
 
 class ReplyStream:

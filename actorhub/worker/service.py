@@ -40,6 +40,7 @@ from actorhub.wire.node import NodeClient
 from actorhub.wire.server import ServerLoop, abort
 from actorhub.wire.transport import STREAM_TAKEN
 from actorhub.wire.worker import add_contained
+from actorhub.worker import actor_exit, current_call
 from actorhub.worker.clean_exit import run_exit_hooks
 from actorhub.worker.groups import make_actor_mailbox
 from actorhub.worker.mailbox import ActorInstance, ActorThread, Mailbox
@@ -102,7 +103,12 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             worker_id=boot.worker_id,
             actor_id=spec.actor_id,
             incarnation=request.incarnation,
+            gpu_ids=tuple(request.gpu_ids),
+            assigned=_assigned(spec),
         )
+        if request.gpu_ids:
+            # Before the constructor: a framework it imports reads this once, at its import.
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in request.gpu_ids)
         runtime = Runtime(identity, self._endpoint)
         self.bind(runtime)
         # What it prints from its constructor on belongs to its job (runtime/log_markers.py).
@@ -116,7 +122,7 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             actor = await asyncio.wrap_future(thread.run(partial(_construct, runtime, spec, boot.session_dir)))
         except BaseException as e:
             thread.close()
-            return worker_pb2.StartActorReply(ok=False, error=error_to_proto(e, tb=e.__traceback__))
+            return worker_pb2.StartActorReply(ok=False, error=_construct_error(e, spec))
         self._mailbox = make_actor_mailbox(actor, spec, thread)
         self._actor = actor
         threading.Thread(target=self._watch_terminate, args=(actor, runtime, self._mailbox), daemon=True).start()
@@ -339,6 +345,13 @@ def run_worker(boot: WorkerBoot) -> NoReturn:
 
 
 
+def _assigned(spec: common_pb2.ActorSpec) -> tuple[tuple[str, float], ...]:
+    held = dict(spec.resources)
+    if spec.num_cpus > 0:
+        held["CPU"] = spec.num_cpus
+    return tuple(sorted(held.items()))
+
+
 def _construct(runtime: Runtime, spec: common_pb2.ActorSpec, session_dir: Path) -> ActorInstance:
     """On the actor's thread: apply its runtime_env, unpickle the class and run its constructor."""
     # Before the constructor runs: it may call actors, and unpickles handles and refs.
@@ -347,9 +360,25 @@ def _construct(runtime: Runtime, spec: common_pb2.ActorSpec, session_dir: Path) 
     apply_in_worker(runtime, spec.runtime_env, session_dir)
     cls = _serialization.loads(spec.pickled_class)
     actor = ActorInstance(None, spec.class_name, runtime)
-    actor.construct(cls, spec.init_args)
+    current_call.set_actor(spec.class_name)
+    try:
+        actor.construct(cls, spec.init_args)
+    except BaseException as e:
+        if actor_exit.intentional_reason(e, "") is not None:
+            run_exit_hooks(None)  # before the node ends this process; no instance: no __ray_shutdown__
+        raise
     log_markers.mark_actor_repr(actor.instance)
     return actor
+
+
+def _construct_error(e: BaseException, spec: common_pb2.ActorSpec) -> common_pb2.ErrorInfo:
+    """Why the actor could not start, for the hub. exit_actor() (or sys.exit(0)) in the
+    constructor is an intentional exit, as in Ray: the actor is dead, not restarted, its callers
+    learn it exited (its atexit handlers ran in `_construct`)."""
+    reason = actor_exit.intentional_reason(e, f"{spec.class_name}.__init__")
+    if reason is None:
+        return error_to_proto(e, tb=e.__traceback__)
+    return system_error_info(reason, ErrorKind.ACTOR_DIED)
 
 
 def _admit(batch: worker_pb2.CallBatch, mailbox: Mailbox, stream: ReplyStream) -> None:

@@ -63,21 +63,23 @@ class Empty(_message.Message):
     def __init__(self) -> None: ...
 
 class MethodMeta(_message.Message):
-    __slots__ = ("name", "num_returns", "is_async", "concurrency_group", "generator")
+    __slots__ = ("name", "num_returns", "is_async", "concurrency_group", "generator", "signature")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NUM_RETURNS_FIELD_NUMBER: _ClassVar[int]
     IS_ASYNC_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_GROUP_FIELD_NUMBER: _ClassVar[int]
     GENERATOR_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     name: str
     num_returns: int
     is_async: bool
     concurrency_group: str
     generator: str
-    def __init__(self, name: _Optional[str] = ..., num_returns: _Optional[int] = ..., is_async: _Optional[bool] = ..., concurrency_group: _Optional[str] = ..., generator: _Optional[str] = ...) -> None: ...
+    signature: str
+    def __init__(self, name: _Optional[str] = ..., num_returns: _Optional[int] = ..., is_async: _Optional[bool] = ..., concurrency_group: _Optional[str] = ..., generator: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
 
 class ActorSpec(_message.Message):
-    __slots__ = ("actor_id", "class_name", "pickled_class", "init_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "max_pending_calls", "num_cpus", "owner_job_id", "owner_actor_id", "job_namespace", "methods", "is_async", "hub_address", "node_id", "runtime_env", "concurrency_groups")
+    __slots__ = ("actor_id", "class_name", "pickled_class", "init_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "max_pending_calls", "num_cpus", "owner_job_id", "owner_actor_id", "job_namespace", "methods", "is_async", "hub_address", "node_id", "runtime_env", "concurrency_groups", "resources", "placement_cpus")
     class ConcurrencyGroupsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +87,13 @@ class ActorSpec(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
     PICKLED_CLASS_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +115,8 @@ class ActorSpec(_message.Message):
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_ENV_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_CPUS_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     class_name: str
     pickled_class: bytes
@@ -127,7 +138,9 @@ class ActorSpec(_message.Message):
     node_id: str
     runtime_env: str
     concurrency_groups: _containers.ScalarMap[str, int]
-    def __init__(self, actor_id: _Optional[str] = ..., class_name: _Optional[str] = ..., pickled_class: _Optional[bytes] = ..., init_args: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_pending_calls: _Optional[int] = ..., num_cpus: _Optional[float] = ..., owner_job_id: _Optional[str] = ..., owner_actor_id: _Optional[str] = ..., job_namespace: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., is_async: _Optional[bool] = ..., hub_address: _Optional[str] = ..., node_id: _Optional[str] = ..., runtime_env: _Optional[str] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    resources: _containers.ScalarMap[str, float]
+    placement_cpus: float
+    def __init__(self, actor_id: _Optional[str] = ..., class_name: _Optional[str] = ..., pickled_class: _Optional[bytes] = ..., init_args: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_pending_calls: _Optional[int] = ..., num_cpus: _Optional[float] = ..., owner_job_id: _Optional[str] = ..., owner_actor_id: _Optional[str] = ..., job_namespace: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., is_async: _Optional[bool] = ..., hub_address: _Optional[str] = ..., node_id: _Optional[str] = ..., runtime_env: _Optional[str] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ..., resources: _Optional[_Mapping[str, float]] = ..., placement_cpus: _Optional[float] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
     __slots__ = ("actor_id", "state", "address", "incarnation", "name", "namespace", "class_name", "node_id", "pid", "death_cause", "methods", "detached", "max_task_retries", "max_pending_calls", "num_restarts", "owner_job_id", "is_async", "pending_reason", "infeasible", "concurrency_groups")

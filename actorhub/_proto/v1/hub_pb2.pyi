@@ -9,36 +9,47 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterNodeRequest(_message.Message):
-    __slots__ = ("node_id", "address", "num_cpus", "pid", "reconnect", "actors")
+    __slots__ = ("node_id", "address", "num_cpus", "pid", "reconnect", "actors", "resources")
+    class ResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NUM_CPUS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     RECONNECT_FIELD_NUMBER: _ClassVar[int]
     ACTORS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     num_cpus: float
     pid: int
     reconnect: bool
     actors: _containers.RepeatedCompositeFieldContainer[HostedActor]
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., num_cpus: _Optional[float] = ..., pid: _Optional[int] = ..., reconnect: _Optional[bool] = ..., actors: _Optional[_Iterable[_Union[HostedActor, _Mapping]]] = ...) -> None: ...
+    resources: _containers.ScalarMap[str, float]
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., num_cpus: _Optional[float] = ..., pid: _Optional[int] = ..., reconnect: _Optional[bool] = ..., actors: _Optional[_Iterable[_Union[HostedActor, _Mapping]]] = ..., resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class HostedActor(_message.Message):
-    __slots__ = ("actor_id", "incarnation", "address", "worker_id", "pid", "starting")
+    __slots__ = ("actor_id", "incarnation", "address", "worker_id", "pid", "starting", "gpu_ids")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     STARTING_FIELD_NUMBER: _ClassVar[int]
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     incarnation: int
     address: str
     worker_id: str
     pid: int
     starting: bool
-    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., address: _Optional[str] = ..., worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., starting: _Optional[bool] = ...) -> None: ...
+    gpu_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., address: _Optional[str] = ..., worker_id: _Optional[str] = ..., pid: _Optional[int] = ..., starting: _Optional[bool] = ..., gpu_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RegisterNodeReply(_message.Message):
     __slots__ = ()
@@ -159,7 +170,21 @@ class WorkerExitReport(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "address", "num_cpus", "available_cpus", "alive", "pid", "last_heartbeat")
+    __slots__ = ("node_id", "address", "num_cpus", "available_cpus", "alive", "pid", "last_heartbeat", "resources", "available_resources")
+    class ResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class AvailableResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NUM_CPUS_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +192,8 @@ class NodeStatus(_message.Message):
     ALIVE_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_RESOURCES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     num_cpus: float
@@ -174,7 +201,9 @@ class NodeStatus(_message.Message):
     alive: bool
     pid: int
     last_heartbeat: float
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., num_cpus: _Optional[float] = ..., available_cpus: _Optional[float] = ..., alive: _Optional[bool] = ..., pid: _Optional[int] = ..., last_heartbeat: _Optional[float] = ...) -> None: ...
+    resources: _containers.ScalarMap[str, float]
+    available_resources: _containers.ScalarMap[str, float]
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., num_cpus: _Optional[float] = ..., available_cpus: _Optional[float] = ..., alive: _Optional[bool] = ..., pid: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., resources: _Optional[_Mapping[str, float]] = ..., available_resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class LentCpus(_message.Message):
     __slots__ = ("node_id", "lent")

@@ -155,12 +155,14 @@ class RegisterWorkerRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class NodeStartActorRequest(_message.Message):
-    __slots__ = ("spec", "incarnation")
+    __slots__ = ("spec", "incarnation", "gpu_ids")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     spec: _common_pb2.ActorSpec
     incarnation: int
-    def __init__(self, spec: _Optional[_Union[_common_pb2.ActorSpec, _Mapping]] = ..., incarnation: _Optional[int] = ...) -> None: ...
+    gpu_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, spec: _Optional[_Union[_common_pb2.ActorSpec, _Mapping]] = ..., incarnation: _Optional[int] = ..., gpu_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class NodeStartActorReply(_message.Message):
     __slots__ = ("ok", "address", "worker_id", "pid", "error")

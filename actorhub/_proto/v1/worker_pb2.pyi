@@ -157,14 +157,16 @@ class ReplyBatch(_message.Message):
     def __init__(self, replies: _Optional[_Iterable[_Union[Reply, _Mapping]]] = ..., accepted_seq: _Optional[int] = ...) -> None: ...
 
 class StartActorRequest(_message.Message):
-    __slots__ = ("spec", "incarnation", "node_id")
+    __slots__ = ("spec", "incarnation", "node_id", "gpu_ids")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     spec: _common_pb2.ActorSpec
     incarnation: int
     node_id: str
-    def __init__(self, spec: _Optional[_Union[_common_pb2.ActorSpec, _Mapping]] = ..., incarnation: _Optional[int] = ..., node_id: _Optional[str] = ...) -> None: ...
+    gpu_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, spec: _Optional[_Union[_common_pb2.ActorSpec, _Mapping]] = ..., incarnation: _Optional[int] = ..., node_id: _Optional[str] = ..., gpu_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class StartActorReply(_message.Message):
     __slots__ = ("ok", "error")
