@@ -24,7 +24,8 @@ from actorhub.cli import main as cli_main
 from actorhub.cluster import addresses
 from actorhub.config import Config
 
-NODE_ROW = r"(\w+)\s+{ip}:\d+\s+(\d\d:\d\d:\d\d \(\d+s ago\)|never)\s+[\d.]+/([\d.]+)\s+(alive|dead)"
+# NODE ID  ADDRESS  LAST HEARTBEAT  [OTHER RESOURCES]  CPUS  STATE
+NODE_ROW = r"(\w+)\s+{ip}:\d+\s+(\d\d:\d\d:\d\d \(\d+s ago\)|never)\s+(?:.*?\s+)?[\d.]+/([\d.]+)\s+(alive|dead)"
 
 
 @pytest.fixture
