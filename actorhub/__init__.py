@@ -19,6 +19,7 @@ prefer_poller()
 
 if TYPE_CHECKING:
     from actorhub import actor, exceptions, util
+    from actorhub.actor import checkpoint
     from actorhub.api.actor_class import ActorClass
     from actorhub.api.actor_handle import ActorHandle, ActorMethod
     from actorhub.api.cancel import cancel
@@ -50,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "cluster_resources": "actorhub.api.cluster_info",
     "nodes": "actorhub.api.cluster_info",
     "cancel": "actorhub.api.cancel",
+    "checkpoint": "actorhub.actor",
     "ObjectRef": "actorhub.runtime.object_ref",
     "ActorID": "actorhub.runtime.id_types",
     "JobID": "actorhub.runtime.id_types",
@@ -90,6 +92,7 @@ __all__ = [
     "actor",
     "available_resources",
     "cancel",
+    "checkpoint",
     "cluster_resources",
     "exceptions",
     "get",

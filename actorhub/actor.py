@@ -1,4 +1,5 @@
-"""`actorhub.actor`, Ray's `ray.actor`: the actor classes, handles and methods, and `exit_actor()`."""
+"""`actorhub.actor`, Ray's `ray.actor`: the actor classes, handles and methods, `exit_actor()`,
+and `checkpoint()` (actorhub's own)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,24 @@ from actorhub.runtime import task_context
 from actorhub.runtime.runtime import current_or_none
 from actorhub.worker.actor_exit import ExitActorCalled
 
-__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor"]
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "checkpoint", "exit_actor"]
+
+
+def checkpoint() -> None:
+    """Save the calling actor's state now (`__actorhub_checkpoint__`), as its newest checkpoint;
+    returns once it is durably stored. Raises TypeError outside the method of an actor that
+    defines `__actorhub_checkpoint__` and `__actorhub_restore__`, and the store's error if it
+    could not be saved (worker/checkpoints.py)."""
+    from actorhub.worker import checkpoints
+
+    checkpointer = checkpoints.current()
+    runtime = current_or_none()
+    if checkpointer is None or runtime is None or not runtime.actor_id or task_context.running_task() is not None:
+        raise TypeError(
+            "checkpoint() is called outside a checkpointed actor: call it in a method of an actor whose class "
+            "defines __actorhub_checkpoint__(self) and __actorhub_restore__(self, state)"
+        )
+    checkpointer.take()
 
 
 def exit_actor() -> NoReturn:

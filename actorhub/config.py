@@ -107,6 +107,12 @@ class Config(BaseModel):
     naming it arrived; a result it never learned of is then freed."""
     tracing_startup_hook: str | None = None
     """"module:function" run at the start of every worker to set OpenTelemetry tracing up."""
+    checkpoint_dir: Path | None = None
+    """ACTORHUB_CHECKPOINT_DIR: a directory every node shares where actors' checkpoints go
+    (large state); None: through the hub, beside its store (worker/checkpoints.py)."""
+    otlp_endpoint: str | None = None
+    """ACTORHUB_OTLP_ENDPOINT (e.g. http://127.0.0.1:4317): every process exports its spans there
+    over OTLP/gRPC (runtime/tracing.py)."""
     token: str | None = None
     """The cluster token (ACTORHUB_TOKEN): a head given one uses it instead of generating one;
     nodes and drivers on other hosts join with it."""
@@ -147,7 +153,25 @@ class Config(BaseModel):
     """Lines that match this regular expression are not printed at the driver at all."""
     job_runtime_env: dict[str, Any] | None = None
     """The job's default runtime_env (`init(runtime_env=)`, or the JobConfig's); tasks and actors
-    that set none of their own use it."""
+    that set none of their own use it. ACTORHUB_JOB_RUNTIME_ENV (JSON) is how the dashboard hands a
+    submitted job's runtime_env to its driver."""
+    include_dashboard: bool = False
+    """Start the dashboard (the Job API's HTTP server) with a head (`actorhub start --head` turns it
+    on unless `--include-dashboard false`; `init(include_dashboard=True)` for a local cluster)."""
+    dashboard_host: str = "127.0.0.1"
+    """The address the dashboard binds (`--dashboard-host`); 0.0.0.0 for every interface."""
+    dashboard_port: int | None = Field(default=None, ge=0, le=65535)
+    """The dashboard's port (`--dashboard-port`); None: 8265, or one of the next 50 when it is taken."""
+    metrics_export_port: int = Field(default=0, ge=0, le=65535)
+    """The port of a node's Prometheus endpoint (`--metrics-export-port`, as Ray's); 0: a free one."""
+    enable_object_reconstruction: bool = False
+    """Lineage reconstruction (`init(enable_object_reconstruction=True)`, `actorhub start
+    --enable-object-reconstruction`): a task's result lost with its node is made again by running
+    the task again at the next get(). A cluster started with it tells every process (tasks/lineage.py)."""
+    lineage_max_bytes: int = Field(default=1 << 30, ge=0)
+    """The most bytes of task specs (arguments, mostly) a process keeps to make lost results
+    again (Ray's max_lineage_bytes); past it the oldest are dropped, and their results, once lost,
+    raise ObjectReconstructionFailedLineageEvictedError."""
 
     @field_validator("dedup_logs_allow_regex", "dedup_logs_skip_regex")
     @classmethod
@@ -157,6 +181,16 @@ class Config(BaseModel):
                 re.compile(value)
             except re.error as e:
                 raise ValueError(f"not a regular expression: {e}") from None
+        return value
+
+    @field_validator("job_runtime_env", mode="before")
+    @classmethod
+    def _runtime_env_json(cls, value: Any) -> Any:
+        if isinstance(value, str):  # ACTORHUB_JOB_RUNTIME_ENV: JSON
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"job_runtime_env must be a JSON object: {e}") from None
         return value
 
     @field_validator("resources", mode="before")

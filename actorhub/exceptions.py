@@ -19,12 +19,14 @@ __all__ = [
     "ActorPlacementGroupRemoved",
     "ActorUnavailableError",
     "ActorUnschedulableError",
+    "ArgumentValidationError",
     "AsyncioActorExit",
     "AuthenticationError",
     "ControlPlaneDeadlineError",
     "ControlPlaneUnavailableError",
     "CrossLanguageError",
     "GetTimeoutError",
+    "JobSubmissionError",
     "LocalRayletDiedError",
     "MessageTooLargeError",
     "NoRuntimeError",
@@ -55,6 +57,7 @@ __all__ = [
     "RaySystemError",
     "RayTaskError",
     "ReferenceCountingAssertionError",
+    "ReturnValidationError",
     "RpcDeadlineExceededError",
     "RpcError",
     "RpcFailedError",
@@ -164,6 +167,16 @@ class OptionsError(ActorHubError, ValueError):
     before anything reaches the cluster; the message names the option and what was wrong.
     Also importable from ``actorhub.api.options``, where the options live.
     """
+
+
+class ArgumentValidationError(ActorHubError, TypeError):
+    """A typed actor's method (``@remote(typed=True)``) was called with arguments its type hints
+    refuse; raised at the caller, before anything is sent. The message is pydantic's, field by field.
+    """
+
+
+class ReturnValidationError(ActorHubError, TypeError):
+    """A typed actor's method returned a value its return type hint refuses (the call's error)."""
 
 
 class GetTimeoutError(ActorHubError, TimeoutError):
@@ -328,7 +341,8 @@ class UnsafeDirectoryError(ActorHubError, PermissionError):
 
 
 class ActorUnschedulableError(ActorHubError):
-    """No node can ever run the actor: the node its scheduling strategy names is not alive."""
+    """No node can run the actor: the node its hard NodeAffinitySchedulingStrategy names is not
+    alive or could never fit it (or, with `_fail_on_unavailable`, has no room now)."""
 
 
 class TaskPlacementGroupRemoved(ActorHubError):
@@ -417,6 +431,16 @@ class UnserializableException(ActorHubError):
 
 class AuthenticationError(ActorHubError):
     """The cluster refused this process's token, or it had none."""
+
+
+class JobSubmissionError(ActorHubError, RuntimeError):
+    """The Job API (the dashboard) refused a request, answered with an error, or could not be
+    reached; the message names the request and says why (a RuntimeError, as Ray's client raises).
+    `status` is the HTTP status (0: no answer)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class RayChannelError(ActorHubSystemError):

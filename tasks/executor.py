@@ -17,11 +17,15 @@ from functools import partial
 from typing import Any
 
 from actorhub.exceptions import TaskCancelledError
-from actorhub.runtime import log_markers, task_context
+from actorhub.metrics.counts import TASKS
+from actorhub.runtime import log_markers, placement_scope, task_context
 from actorhub.runtime import serialization as _serialization
+from actorhub.runtime import tracing as _tracing
 from actorhub.runtime.runtime import Runtime, current, set_blocking_hooks
 from actorhub.worker.mailbox import resolve_arguments
 from actorhub.worker.proc_title import set_title
+
+_CUDA = "CUDA_VISIBLE_DEVICES"
 
 
 class TaskExecutor:
@@ -48,20 +52,29 @@ class TaskExecutor:
 
     def execute(
         self, fn_id: str, fn_blob: bytes, task_seq: int, args_blob: bytes, job_id: str = "", task_name: str = "",
-        task_id: str = "", num_cpus: float = 0.0, namespace: str = "",
+        task_id: str = "", num_cpus: float = 0.0, namespace: str = "", resources: dict[str, float] | None = None,
+        gpu_ids: list[int] | None = None, placement_group: tuple[str, int, bool] | None = None,
     ) -> Any:
         """Run one task. `job_id` and `task_name` attribute its output (and its process title);
-        actors it creates and looks up belong to `job_id` and its `namespace`."""
+        actors it creates and looks up belong to `job_id` and its `namespace`. `resources`: what
+        its lease holds besides CPUs, `gpu_ids` the GPUs among them (sent only when it has any)."""
         function = self._functions.get(fn_id)
         if function is None:
             function = self._functions[fn_id] = _serialization.loads(fn_blob)
         # The submitter waited for the refs among them before sending the task: reading is quick.
         args, kwargs = resolve_arguments(args_blob, self._runtime.get_value)
         name = task_name or getattr(function, "__name__", "task")
-        running = task_context.RunningTask(task_id, name, num_cpus, job_id, namespace)
-        task = partial(self._task_running, task_seq, running)
-        with task():
-            result = function(*args, **kwargs)
+        held = (tuple(sorted(resources.items())), tuple(gpu_ids or ())) if resources else ((), ())
+        running = task_context.RunningTask(task_id, name, num_cpus, job_id, namespace, *held)
+        task = partial(self._task_running, task_seq, running, placement_group)
+        TASKS.begin(name)  # published with the worker's metrics (metrics/worker_metrics.py)
+        try:
+            with task(), _tracing.span(f"task {name}"):
+                result = function(*args, **kwargs)
+        except BaseException:
+            TASKS.end(name, ok=False)
+            raise
+        TASKS.end(name, ok=True)
         if inspect.isgenerator(result):
             # A generator task's body runs as its items are taken (worker/streaming.py): each
             # step runs as a task here, as the call did.
@@ -69,7 +82,9 @@ class TaskExecutor:
         return result
 
     @contextmanager
-    def _task_running(self, task_seq: int, task: task_context.RunningTask) -> Iterator[None]:
+    def _task_running(
+        self, task_seq: int, task: task_context.RunningTask, placement_group: tuple[str, int, bool] | None = None,
+    ) -> Iterator[None]:
         """The task (or a step of a generator task) runs inside: one at a time, cancellable."""
         key = task.task_id or str(task_seq)
         name = task.name
@@ -88,6 +103,10 @@ class TaskExecutor:
             set_title(name)
             # get_runtime_context() in the task (and the threads it starts) names it.
             running = task_context.enter(task)
+            # The group it runs in: what it creates joins it if it captures (runtime/placement_scope.py).
+            in_group = placement_scope.enter_task(*placement_group) if placement_group else None
+            # As Ray's worker does per task: its GPUs are the ones CUDA libraries see meanwhile.
+            cuda_before = _set_visible_gpus(task.gpu_ids) if task.resources else None
             try:
                 yield
             except SystemExit as e:
@@ -96,7 +115,11 @@ class TaskExecutor:
                 sys.stderr.flush()
                 os._exit(e.code if isinstance(e.code, int) else 1)
             finally:
+                if task.resources:
+                    _restore_visible_gpus(cuda_before)
                 task_context.leave(running)
+                if in_group is not None:
+                    placement_scope.leave_task(in_group)
                 with self._cancel_lock:
                     del self._running[key]
                     mark = self._child_marks.pop(key)
@@ -161,6 +184,21 @@ class TaskExecutor:
             getattr(self._desk_handle(), what).remote(self._runtime.actor_id)  # bound to self._runtime
         except Exception as e:
             print(f"actorhub: could not tell the lease desk '{what}': {e}", file=sys.stderr)
+
+
+def _set_visible_gpus(gpu_ids: tuple[int, ...]) -> str | None:
+    """CUDA_VISIBLE_DEVICES for a task given GPUs; what it was before."""
+    before = os.environ.get(_CUDA)
+    if gpu_ids:
+        os.environ[_CUDA] = ",".join(str(i) for i in gpu_ids)
+    return before
+
+
+def _restore_visible_gpus(before: str | None) -> None:
+    if before is None:
+        os.environ.pop(_CUDA, None)
+    else:
+        os.environ[_CUDA] = before
 
 
 def _stepped(items: Iterator[Any], task: Callable[[], AbstractContextManager[None]]) -> Iterator[Any]:

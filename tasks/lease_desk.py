@@ -1,4 +1,4 @@
-"""LeaseDesk: one actor per node that lends task executors, one CPU's worth (or more) each.
+"""LeaseDesk: one actor per node that lends task executors, each for one task's resources.
 
 A lease is an actor call (`lease`), and so is its return (`release`). A caller keeps a lease
 for its following tasks while it has work. A task blocked in get() gives its CPU back until it
@@ -10,6 +10,15 @@ two-way report: whenever what the desk lends changes (and every second), it tell
 which places such actors only in what is left; the reply says what actors reserve on the node
 and what pending actors wait for there, and the desk lends neither. So an actor that waits for
 the node's tasks to end gets their CPUs as they do, instead of new tasks taking them.
+
+A task may ask for more than CPUs: GPUs, memory, custom resources (its shape). Those the desk
+claims from the hub for each such lease before lending it (hub/task_loans.py): the hub is
+the one allocator of them, so a GPU never serves an actor and a task at once, and it picks the
+GPU ids, which go back to the submitter with the executor and into the task's
+CUDA_VISIBLE_DEVICES. A claim the hub refuses (not free, a pending actor waits for it, or the
+node has no such resource yet: a placement group may add it) waits, and is tried again
+whenever a lease comes back or a second passed. Reports say what is lent in all, so the hub's
+count heals from any lost reply.
 
 Executors run in a runtime_env: a lease names the resolved env of its tasks ("" for none),
 and only an executor created with that env serves it, so tasks of different envs never share a
@@ -27,6 +36,7 @@ from typing import Any
 
 from actorhub.namespaces import SYSTEM_NAMESPACE
 from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from actorhub.wire.hub import CpuShare
 from actorhub.wire.worker import WorkerClient
 
 _HOLDER_CHECK_S = 1.0
@@ -46,6 +56,16 @@ class LeaseDesk:
         self._wanted = 0.0
         self._reporting = False  # a report to the hub is on its way
         self._report_again = False  # and what it reports changed since it left
+        self._hub_turn = asyncio.Lock()  # one report (or claim) to the hub at a time: each is absolute
+        # Besides CPUs: what leases hold in all (by the hub's grants), which GPUs and how much
+        # of each, per lease; and the leases waiting for the hub to grant theirs.
+        self._lent_vector: dict[str, float] = {}
+        self._lent_gpus: dict[int, float] = {}
+        self._vectors: dict[str, tuple[dict[str, float], list[int]]] = {}  # executor id -> its claim
+        self._claim_waiters: list[asyncio.Future[None]] = []
+        self._claiming = 0  # leases waiting for the hub to grant their resources
+        self._returned = 0  # claimed resources given back, counted: a refusal may be out of date
+        self._node_resources: dict[str, float] = {}  # the node's totals besides CPUs, by the hub
         self._idle: dict[str, list[Any]] = {"": []}  # by the executors' runtime_env
         self._handles: dict[str, Any] = {}
         self._env_of: dict[str, str] = {}  # executor id -> its runtime_env
@@ -54,9 +74,16 @@ class LeaseDesk:
         self._waiters: deque[tuple[float, asyncio.Future[None]]] = deque()
         self._queued = 0  # lease requests that had to wait, since the desk started
         self._watcher: asyncio.Task[None] | None = None
+        from actorhub.metrics import worker_metrics  # in the desk's worker only (preloaded there)
+
+        worker_metrics.watch_lease_desk(self._usage)
         for _ in range(max(1, math.ceil(num_cpus))):
             self._idle[""].append(self._new_executor())
         self._apply_actor_share(self._report(0.0))
+
+    def _usage(self) -> dict[str, float]:
+        """For the node's metrics, read from the publisher's thread: plain numbers, no iteration."""
+        return {"total": self._total, "free": self._free, "waiting": len(self._waiters)}
 
     def _new_executor(self) -> Any:
         handle = self._create_executor()
@@ -87,11 +114,27 @@ class LeaseDesk:
 
         return create_actor(current(), executor_class, desk_name(self._node_id), SYSTEM_NAMESPACE)
 
-    async def lease(self, num_cpus: float, holder: str, runtime_env: str = "") -> Any:
+    async def lease(self, num_cpus: float, holder: str, runtime_env: str = "",
+                    resources: dict[str, float] | None = None) -> Any:
+        """An executor lent for `num_cpus` (and `resources`, whose lease answers (executor, the
+        GPU ids the hub gave it)) until `release`."""
         if num_cpus > self._total:
             raise ValueError(f"a task needs {num_cpus} CPUs but node {self._node_id} has {self._total}")
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch_holders())
+        claimed = await self._claim(resources) if resources else None
+        try:
+            executor = await self._lend(num_cpus, holder, runtime_env)
+        except BaseException:
+            if claimed is not None:
+                self._unclaim(*claimed)
+            raise
+        if claimed is None:
+            return executor
+        self._vectors[executor.actor_id] = claimed
+        return executor, claimed[1]
+
+    async def _lend(self, num_cpus: float, holder: str, runtime_env: str) -> Any:
         if self._waiters or self._free < num_cpus:
             self._queued += 1
             granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -126,6 +169,9 @@ class LeaseDesk:
         lease = self._leased.pop(executor_id, None)
         if lease is None:
             return
+        claimed = self._vectors.pop(executor_id, None)
+        if claimed is not None:
+            self._unclaim(*claimed)
         if executor_id in self._blocked:
             self._blocked.discard(executor_id)  # its CPU was already given back
         else:
@@ -161,7 +207,72 @@ class LeaseDesk:
             "idle": sum(len(idle) for idle in self._idle.values()),
             "reserved_by_actors": self._reserved, "wanted_by_actors": self._wanted,
             "waiting": len(self._waiters), "queued_total": self._queued,
+            "waiting_for_resources": self._claiming,
+            **{f"lent:{name}": amount for name, amount in self._lent_vector.items()},
+            **{f"node:{name}": amount for name, amount in self._node_resources.items()},
         }
+
+    # -- resources besides CPUs: claimed from the hub ------------------------------------------
+    async def _claim(self, need: dict[str, float]) -> tuple[dict[str, float], list[int]]:
+        """Wait until the hub lends `need` to this desk; (need, the GPU ids it picked)."""
+        self._claiming += 1
+        try:
+            return await self._claim_until_granted(need)
+        finally:
+            self._claiming -= 1
+
+    async def _claim_until_granted(self, need: dict[str, float]) -> tuple[dict[str, float], list[int]]:
+        loop = asyncio.get_running_loop()
+        refused = False
+        while True:
+            async with self._hub_turn:
+                returned, report = self._returned, self._report_args()
+                share = await loop.run_in_executor(None, self._report, *report, need)
+                if share is not None and share.claim_granted:
+                    # Recorded before the turn ends: the next report must say it is lent.
+                    ids = list(share.claim_gpu_ids)
+                    for name, amount in need.items():
+                        self._lent_vector[name] = self._lent_vector.get(name, 0.0) + amount
+                    gpu = need.get("GPU", 0.0)
+                    for i in ids:
+                        self._lent_gpus[i] = self._lent_gpus.get(i, 0.0) + (gpu if gpu < 1 else 1.0)
+            self._apply_actor_share(share)
+            if share is not None and share.claim_granted:
+                return need, ids
+            if returned != self._returned:
+                continue  # something came back while the hub answered: ask again at once
+            if not refused:
+                self._queued += 1
+                refused = True
+            woken: asyncio.Future[None] = loop.create_future()
+            self._claim_waiters.append(woken)
+            await woken
+
+    def _unclaim(self, need: dict[str, float], gpu_ids: list[int]) -> None:
+        """A lease gave back what it claimed: the next report tells the hub."""
+        for name, amount in need.items():
+            left = self._lent_vector.get(name, 0.0) - amount
+            if left > 1e-9:
+                self._lent_vector[name] = left
+            else:
+                self._lent_vector.pop(name, None)
+        gpu = need.get("GPU", 0.0)
+        for i in gpu_ids:
+            left = self._lent_gpus.get(i, 0.0) - (gpu if gpu < 1 else 1.0)
+            if left > 1e-9:
+                self._lent_gpus[i] = left
+            else:
+                self._lent_gpus.pop(i, None)
+        self._returned += 1
+        self._wake_claims()
+        self._lent_changed()
+
+    def _wake_claims(self) -> None:
+        """Claims the hub refused try again: something may have come back."""
+        waiters, self._claim_waiters = self._claim_waiters, []
+        for woken in waiters:
+            if not woken.done():
+                woken.set_result(None)
 
     def _retire_surplus(self) -> None:
         """Kill idle executors of runtime_envs beyond the node's CPUs' worth: each env used once
@@ -187,22 +298,28 @@ class LeaseDesk:
     def _lent(self) -> float:
         return sum(cpus for executor_id, (cpus, _) in self._leased.items() if executor_id not in self._blocked)
 
-    def _report(self, lent: float) -> tuple[float, float] | None:
-        """Tell the hub what is lent; what actors reserve and want here (None: the hub cannot say)."""
+    def _report_args(self) -> tuple[float, dict[str, float], dict[int, float]]:
+        """On the desk's loop: what is lent now, copied for the report that leaves the loop."""
+        return self._lent(), dict(self._lent_vector), dict(self._lent_gpus)
+
+    def _report(self, lent: float, lent_vector: dict[str, float] | None = None,
+                lent_gpus: dict[int, float] | None = None, claim: dict[str, float] | None = None) -> CpuShare | None:
+        """Tell the hub what is lent (and claim more); what actors reserve and want here, and
+        whether the claim was granted (None: the hub cannot say)."""
         from actorhub.runtime.runtime import current
 
         try:
-            share = current().hub.report_lent_cpus(self._node_id, lent)
+            return current().hub.report_lent_cpus(self._node_id, lent, lent_vector, lent_gpus, claim)
         except Exception:
             return None
-        return share.reserved, share.wanted
 
-    def _apply_actor_share(self, share: tuple[float, float] | None) -> None:
+    def _apply_actor_share(self, share: CpuShare | None) -> None:
         """On the desk's loop: take what actors reserve or wait for out of what may be lent, or
         give back what they no longer do."""
         if share is None:
             return  # the last count stands
-        reserved, wanted = share
+        reserved, wanted = share.reserved, share.wanted
+        self._node_resources = dict(share.node_resources)
         self._free -= (reserved + wanted) - (self._reserved + self._wanted)
         self._reserved, self._wanted = reserved, wanted
         self._grant()
@@ -221,7 +338,9 @@ class LeaseDesk:
         try:
             while True:
                 self._report_again = False
-                self._apply_actor_share(await loop.run_in_executor(None, self._report, self._lent()))
+                async with self._hub_turn:
+                    share = await loop.run_in_executor(None, self._report, *self._report_args())
+                self._apply_actor_share(share)
                 if not self._report_again:
                     return
         finally:
@@ -243,6 +362,7 @@ class LeaseDesk:
         while True:
             await asyncio.sleep(_HOLDER_CHECK_S)
             self._lent_changed()  # also learns of actors placed or gone since
+            self._wake_claims()  # and claims try again: actors may have freed what they wait for
             holders = {holder for _, holder in self._leased.values()}
             for holder in holders:
                 holder_client = WorkerClient(runtime.channels, holder, runtime.deadlines, "lease holder")

@@ -9,8 +9,10 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from actorhub.api import arg_checks
 from actorhub.api.cluster import connected_runtime
 from actorhub.exceptions import OptionsError
+from actorhub.runtime import placement_scope
 from actorhub.runtime import serialization as _serialization
 from actorhub.tasks.options import TaskOptions
+from actorhub.util.placement_group import captured_options
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -51,7 +53,10 @@ class RemoteFunction(Generic[P, R]):
         check = self._check
         if check is not None:
             check(args, kwargs)  # TypeError here, before anything is sent
-        return submitter_for(connected_runtime()).submit(self, self._options, args, kwargs)
+        options = self._options
+        if placement_scope.current() is not None and options.scheduling_strategy is None:
+            options = captured_options(options)  # an actor capturing its child tasks into its group
+        return submitter_for(connected_runtime()).submit(self, options, args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(

@@ -7,11 +7,13 @@ comes from an injected clock, so the 50 ms idle return, the 10 ms short-task rul
 desk that could not lend is passed over are testable without waiting.
 
 The rules (ARCHITECTURE.md, "Tasks"):
-- A task that may run anywhere leases from the caller's node while that has room, else from
-  the node with the most room, else queues at the caller's node; an idle lease from another
-  node is reused only while the caller's node is full. A pinned task uses its node's pool.
+- Whose desk a lease is asked from is the task's scheduling strategy's choice
+  (`task_placement`: DEFAULT's node holding the arguments, then Ray's hybrid policy from the
+  caller's node; SPREAD; node affinity); an idle lease from another node is reused only while
+  the preferred node is full. A pinned task uses its node's pool.
 - Ask for another lease only while leases held + asked for are fewer than the cluster's CPUs
-  for that shape (`max_leases`), and fewer requests than ready tasks.
+  for that shape (`max_leases`: how many of its vector the nodes fit), and fewer requests than
+  ready tasks. A task no node could ever fit (in all) waits, infeasible, until one joins.
 - A lease carries one task at a time while more leases are coming; up to `PIPELINE_DEPTH` once
   none are, if the pool's last task came back within `SHORT_TASK_S`.
 - Idle leases go back after `LINGER_S`.
@@ -30,8 +32,11 @@ from typing import Any
 import cloudpickle
 
 from actorhub.exceptions import TaskCancelledError
+from actorhub.hub.resources import EPSILON
 from actorhub.runtime.item_stream import ItemStream
 from actorhub.runtime.object_table import ErrorOrigin
+from actorhub.tasks import task_placement
+from actorhub.tasks.lease_shapes import Shape, copies_fit
 from actorhub.tasks.options import TaskOptions
 from actorhub.wire.errors import ErrorKind, RemoteError
 
@@ -50,16 +55,19 @@ NODES_EVERY_S = 2.0
 # Leases of tasks that need no CPU: as many as a desk will lend.
 ZERO_CPU_LEASES = 64
 
-_WORKER_GONE = (ErrorKind.ACTOR_DIED, ErrorKind.ACTOR_UNAVAILABLE)
+# An executor that cannot be placed again is one whose node is gone.
+_WORKER_GONE = (ErrorKind.ACTOR_DIED, ErrorKind.ACTOR_UNAVAILABLE, ErrorKind.ACTOR_UNSCHEDULABLE)
 
 # A lease pool: (the node its tasks must run on, or "" for any; CPUs per task; the tasks'
-# resolved runtime_env as wire JSON, "" for none). A lease serves the tasks of its own pool only:
-# its executor runs in that env.
-Pool = tuple[str, float, str]
+# resolved runtime_env as wire JSON, "" for none; what each task asks for besides CPUs, () for
+# nothing). A lease serves the tasks of its own pool only: its executor runs in that env, and
+# its desk lent it that shape.
+Pool = tuple[str, float, str, Shape]
 
 
 class Task:
     __slots__ = (
+        "arg_stores",
         "args_blob",
         "cancelled",
         "dep_error",
@@ -76,6 +84,7 @@ class Task:
         "retries_left",
         "seq",
         "stream",
+        "trace",
     )
 
     def __init__(self, seq: int, name: str, code: tuple[str, bytes], args_blob: bytes,
@@ -86,22 +95,28 @@ class Task:
         self.fn_id, self.fn_blob = code
         self.args_blob = args_blob
         self.options = options
-        self.pool: Pool = (options.node_id, options.num_cpus, runtime_env)
+        self.pool: Pool = (options.node_id, options.num_cpus, runtime_env, options.shape)
         self.object_ids = object_ids
         self.retries_left = options.max_retries  # -1: without limit
         self.stream: ItemStream | None = None  # a generator task's items (runtime/item_stream.py)
+        # The trace context of its submission, carried to its dispatch (runtime/tracing.py); None untraced.
+        self.trace: dict[str, str] | None = None
         self.cancelled = False
         self.deps_left = 0
         self.dep_error: tuple[RemoteError, ErrorOrigin | None] | None = None
         self.lease: Lease | None = None
+        # Where its ref arguments are stored, as the object table records them (DEFAULT tasks
+        # with such arguments only): their node is preferred (task_placement.locality).
+        self.arg_stores: list[str] | None = None
         self.namespace = ""  # its job's, set at submission (a task in a task: the outer task's job's)
 
 
 class Lease:
-    __slots__ = ("broken", "executor", "idle_since", "inflight", "lost", "node", "pool")
+    __slots__ = ("broken", "executor", "gpu_ids", "idle_since", "inflight", "lost", "node", "pool")
 
-    def __init__(self, executor: Any, pool: Pool, node: str) -> None:
+    def __init__(self, executor: Any, pool: Pool, node: str, gpu_ids: tuple[int, ...] = ()) -> None:
         self.executor = executor  # the leased executor's handle; opaque here
+        self.gpu_ids = gpu_ids  # the node's GPUs its desk lent with it
         self.pool = pool
         self.node = node  # whose desk lent it
         self.idle_since = 0.0
@@ -139,18 +154,49 @@ class SubmitState:
         # Alive node id -> its CPUs. Replaced whole, never changed in place, so it is read
         # without the lock.
         self.nodes: dict[str, float] = {}
+        # Alive node id -> its totals besides CPUs (only nodes that have any); replaced as `nodes`.
+        self.node_resources: dict[str, dict[str, float]] = {}
         self.nodes_at = 0.0
+        # Pools no node could ever fit, whose tasks wait in `ready` for one: whether the user
+        # was told (once per pool, as Ray's warning).
+        self.infeasible: dict[Pool, bool] = {}
         self.load: defaultdict[str, float] = defaultdict(float)  # CPUs leased or asked for, per node
         self.avoid: dict[str, float] = {}  # node id -> until when tasks pass it over
+        # For placement (tasks/task_placement.py): CPUs actors hold per node and node ids by
+        # address, as the hub said last; the node the last SPREAD lease was asked from.
+        self.reserved: dict[str, float] = {}
+        self.node_of_address: dict[str, str] = {}
+        self.spread_after = ""
 
     # -- the view of the cluster --------------------------------------------------------------------
-    def nodes_seen(self, nodes: dict[str, float]) -> None:
-        """Under the lock: the alive nodes and their CPUs, as the hub said just now."""
+    def nodes_seen(self, nodes: dict[str, float], resources: dict[str, dict[str, float]] | None = None) -> list[Pool]:
+        """Under the lock: the alive nodes, their CPUs and other resources, as the hub said just
+        now. Returns a pool per lease to ask for now (counted asked): for tasks that wait while
+        the cluster can lend more leases of their shape than they have, such as infeasible tasks
+        that a node fits now, or any waiting task once nodes joined (the autoscaler's)."""
         self.nodes = nodes
+        self.node_resources = resources or {}
         self.nodes_at = self.clock()
+        revived: list[Pool] = []
+        for pool in [pool for pool, waiting in self.ready_pools.items() if waiting > 0]:
+            limit = self.max_leases(pool)
+            if limit:
+                self.infeasible.pop(pool, None)
+                asks = max(0, min(self.ready_pools[pool], limit - self.held[pool]) - self.requested[pool])
+                self.requested[pool] += asks
+                revived += [pool] * asks
+        return revived
 
     def nodes_stale(self, now: float) -> bool:
-        return now - self.nodes_at > NODES_EVERY_S
+        # Sooner while tasks wait for a node that fits them: it may have joined.
+        return now - self.nodes_at > (NODES_EVERY_S / 4 if self.infeasible else NODES_EVERY_S)
+
+    def warn_infeasible(self, pool: Pool) -> bool:
+        """Under the lock: True once for a pool found infeasible, whose user should be told."""
+        if self.infeasible.get(pool) is False:
+            self.infeasible[pool] = True
+            return True
+        return False
 
     # -- tasks ----------------------------------------------------------------------------------------
     def submitted(self, task: Task) -> None:
@@ -169,7 +215,7 @@ class SubmitState:
         if task.cancelled:
             return False
         pool = task.pool
-        lease = self._idle_lease(pool)
+        lease = self._idle_lease(pool, self.preferred(task) if task.arg_stores else "")
         if lease is not None:
             self.idle.remove(lease)
             lease.inflight += 1
@@ -179,10 +225,12 @@ class SubmitState:
         # Desks cannot lend more than their nodes' CPUs at once; asking for more only queues
         # requests there. Leases held count too: once they are as many as the cluster can lend,
         # another request would only wait at a desk, and meanwhile keep each lease one task deep.
-        ask = self.requested[pool] < self.ready_pools[pool] and (
-            self.requested[pool] + self.held[pool] < self.max_leases(pool))
+        limit = self.max_leases(pool)
+        ask = self.requested[pool] < self.ready_pools[pool] and self.requested[pool] + self.held[pool] < limit
         if ask:
             self.requested[pool] += 1
+        elif not limit:
+            self.infeasible.setdefault(pool, False)  # no node fits it: it waits for one (nodes_seen)
         return ask
 
     def cancel(self, object_id: str) -> tuple[Task | None, bool]:
@@ -199,9 +247,10 @@ class SubmitState:
         return task, queued
 
     # -- leases -----------------------------------------------------------------------------------------
-    def lease_requested(self, pool: Pool) -> str:
-        """Under the lock: the node whose desk to ask for a lease of `pool`; counted as its load."""
-        node = pool[0] or self.choose_node(pool[1])
+    def lease_requested(self, pool: Pool, prefer: str = "") -> str:
+        """Under the lock: the node whose desk to ask for a lease of `pool` (`prefer`: the node
+        holding its task's arguments); counted as its load."""
+        node = task_placement.pinned_node(pool[0]) or self.choose_node(pool[1], pool[3], pool[0], prefer)
         self.load[node] += pool[1]
         return node
 
@@ -216,10 +265,18 @@ class SubmitState:
         ask again (another node may lend it), and the tasks that cannot run at all."""
         self.requested[pool] -= 1
         self.load[node] -= pool[1]
-        if not pool[0] and node != self.local_node:
+        if not task_placement.pinned_node(pool[0]) and node != self.local_node:
             # Another node could not lend (it died, say): these tasks can run elsewhere.
-            self.avoid[node] = self.clock() + AVOID_NODE_S
+            now = self.clock()
+            self.avoid[node] = now + AVOID_NODE_S
             again = self.ready_pools[pool] > self.requested[pool]
+            if again and not any(self.avoid.get(n, 0.0) <= now and cpus >= pool[1] - EPSILON
+                                 and self.could_fit(n, pool[3]) for n, cpus in self.nodes.items()):
+                # Only nodes passed over have what it asks for (the one that had it left, say, an
+                # idle node the autoscaler stopped): ask again at the next view of the nodes, not
+                # at once of a desk that could never lend it.
+                self.infeasible.setdefault(pool, False)
+                again = False
             if again:
                 self.requested[pool] += 1
             return again, []
@@ -228,6 +285,14 @@ class SubmitState:
             self.ready.remove(t)
         self.ready_pools[pool] -= len(doomed)
         return False, doomed
+
+    def take_ready(self, doomed: Callable[[Pool], bool]) -> list[Task]:
+        """Under the lock: the queued tasks whose pool can never run (`doomed`), out of the queue."""
+        taken = [t for t in self.ready if doomed(t.pool)]
+        for t in taken:
+            self.ready.remove(t)
+            self.ready_pools[t.pool] -= 1
+        return taken
 
     def lease_lost(self, lease: Lease) -> None:
         """Under the lock: `lease`'s node is gone; the task it ran goes elsewhere."""
@@ -299,52 +364,81 @@ class SubmitState:
         return Outcome.FAILED
 
     # -- placement ------------------------------------------------------------------------------------
-    def _idle_lease(self, pool: Pool) -> Lease | None:
-        """An idle lease for `pool`. One from another node only while the caller's node has no
-        room: a task that may run anywhere runs here when it can, next to its data."""
-        local = self.local_node
+    def preferred(self, task: Task) -> str:
+        """The node holding most of a DEFAULT task's stored arguments, "" for none."""
+        if task.arg_stores is None or task.pool[0]:
+            return ""
+        return task_placement.locality(task.arg_stores, self.local_node, self.node_of_address)
+
+    def _idle_lease(self, pool: Pool, prefer: str = "") -> Lease | None:
+        """An idle lease for `pool`. One from another node only while the preferred node (the
+        caller's, or the one holding the task's arguments) has no room: a task that may run
+        anywhere runs there when it can, next to its data."""
+        local = prefer or task_placement.preferred_node(pool[0]) or self.local_node
         fallback = None
         for lease in self.idle:
             if lease.pool == pool:
                 if lease.node == local:
                     return lease
                 fallback = fallback or lease
-        if fallback is not None and not pool[0] and self.room(local) >= pool[1]:
+        if (fallback is not None and task_placement.may_move(pool[0]) and self.room(local) >= pool[1]
+                and self.could_fit(local, pool[3])):
             return None  # ask the caller's node's desk; the other lease goes back when it idles
         return fallback
 
     def room(self, node: str) -> float:
-        """CPUs of `node` this submitter neither holds nor has asked for."""
-        return self.nodes.get(node, 0.0) - self.load[node]
+        """CPUs of `node` neither actors hold (as the hub said last) nor this submitter holds or
+        has asked for."""
+        return self.nodes.get(node, 0.0) - self.reserved.get(node, 0.0) - self.load[node]
 
     def max_leases(self, pool: Pool) -> int:
-        """How many leases of `pool` the cluster can lend at once."""
-        node, cpus = pool[0], pool[1]
+        """How many leases of `pool` the cluster can lend at once; 0: no node could ever fit one.
+        A pinned pool gets 1 at least: its node's desk says whether it can lend (a node that
+        lacks a resource, e.g. a placement group's bundle not there yet, makes it wait)."""
+        node, cpus, shape = task_placement.pinned_node(pool[0]), pool[1], pool[3]
+        if shape:
+            none: dict[str, float] = {}
+            names = [node] if node else list(self.nodes)
+            fit = sum(max(0, copies_fit(cpus, shape, self.nodes.get(n, 0.0), self.node_resources.get(n, none)))
+                      for n in names)
+            return max(1, fit) if node else fit
         if cpus <= 0:
             return ZERO_CPU_LEASES
-        sizes = [self.nodes.get(node, 1.0)] if node else list(self.nodes.values())
-        return max(1, sum(int(size // cpus) for size in sizes))
+        if node:
+            return max(1, int(self.nodes.get(node, 1.0) // cpus))
+        return sum(int(size // cpus) for size in self.nodes.values())
 
-    def choose_node(self, cpus: float) -> str:
-        """Whose desk to ask for a lease of a task that may run anywhere.
+    def could_fit(self, node: str, shape: Shape) -> bool:
+        """Whether `node` has, in all, what a task asks for besides CPUs."""
+        if not shape:
+            return True
+        totals = self.node_resources.get(node, {})
+        return all(totals.get(name, 0.0) >= amount - EPSILON for name, amount in shape)
 
-        The caller's node while it has room (no transfer of arguments or results), else the
-        node with the most room; when all are full, the caller's node queues it.
-        """
+    def choose_node(self, cpus: float, shape: Shape = (), placement: str = "", prefer: str = "") -> str:
+        """Whose desk to ask for a lease of a task that may run elsewhere than one node: its
+        scheduling strategy's choice (`placement`, tasks/task_placement.py) among the nodes that
+        could run it; `prefer`: the node holding the task's arguments."""
         local = self.local_node
-        if cpus <= 0:
-            return local
+        spread = placement == task_placement.SPREAD_POOL
+        # The node holding its arguments, or its soft affinity's (that spills when busy): there
+        # whenever it has room, as Ray's locality-aware leasing does.
+        target = prefer or task_placement.preferred_node(placement)
+        if cpus <= 0 and not shape and not spread:
+            return target or local
         now = self.clock()
-        fits = [n for n, size in self.nodes.items() if size >= cpus and self.avoid.get(n, 0.0) <= now]
+        fits = [n for n, size in self.nodes.items()
+                if size >= cpus and self.avoid.get(n, 0.0) <= now and self.could_fit(n, shape)]
+        if shape and not fits:  # only nodes passed over have it: better one of them than one without
+            fits = [n for n, size in self.nodes.items() if size >= cpus and self.could_fit(n, shape)]
         room = {n: self.room(n) for n in fits}
-        if room.get(local, 0.0) >= cpus:
-            return local
-        roomy = [n for n in fits if room[n] >= cpus]
-        if roomy:
-            return max(roomy, key=room.__getitem__)
-        if local in room or not fits:
-            return local  # its desk queues the request, or says why it cannot lend
-        return fits[0]
+        if target in room and room[target] >= cpus:
+            return target
+        if spread:
+            node = task_placement.round_robin(fits, room, cpus, list(self.nodes), self.spread_after)
+            self.spread_after = node or self.spread_after
+            return node or local  # none fits: the caller's desk says why it cannot lend
+        return task_placement.hybrid(fits, room, self.nodes, cpus, local, local)
 
 
 def _retry(task: Task) -> bool:

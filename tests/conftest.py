@@ -182,6 +182,9 @@ def session_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     """Each test gets its own session root, so address="auto" never finds another test's cluster."""
     root = Path(os.environ.get("ACTORHUB_SESSION_ROOT") or tmp_path_factory.mktemp("sessions"))
     monkeypatch.setenv("ACTORHUB_SESSION_ROOT", str(root))
+    # Heads started by `actorhub start --head` serve the dashboard: on a free port, never 8265
+    # and the ports after it, which a user's cluster or a test run beside this one may hold.
+    monkeypatch.setenv("ACTORHUB_DASHBOARD_PORT", "0")
     return root
 
 

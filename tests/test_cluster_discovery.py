@@ -4,6 +4,7 @@ cluster that is gone fails at once, by name."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -102,7 +103,9 @@ def _kill_cluster(session: Path) -> None:
     holds the hub, the node agent's its zygote (workers die with the zygote)."""
     pids = [int(f.read_text()) for f in session.glob("*.pid") if not f.name.startswith("hub.")]
     for pid in pids:
-        os.killpg(pid, signal.SIGKILL)
+        # A process in another's group (the dashboard's server, in its supervisor's) may be gone already.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
     deadline = time.monotonic() + 15
     while not all(gone(p) for p in pids):
         assert time.monotonic() < deadline

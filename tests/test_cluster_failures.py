@@ -45,7 +45,8 @@ def test_sigkilled_node_agent_takes_its_workers_and_actors_restart_on_another_no
     second = start_node(Config.load(num_cpus=1), Session(Path(cluster.session_dir)), cluster.address)
     try:
         _wait_for(lambda: len([n for n in _status().nodes if n.alive]) == 2)
-        actors = [Where.options(max_restarts=1).remote() for _ in range(4)]
+        # SPREAD: Ray's DEFAULT would keep these CPU-less actors on the driver's node.
+        actors = [Where.options(max_restarts=1, scheduling_strategy="SPREAD").remote() for _ in range(4)]
         nodes = actorhub.get([a.node.remote() for a in actors])
         assert len(set(nodes)) == 2, "actors were not spread over both nodes"
         victim = next(a for a, n in zip(actors, nodes, strict=True) if n != cluster.node_id)

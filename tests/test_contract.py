@@ -35,7 +35,8 @@ def test_public_api_is_pinned() -> None:
         [
             "ActorClass", "ActorHandle", "ActorMethod", "ClusterContext", "DynamicObjectRefGenerator", "ObjectRef",
             "ObjectRefGenerator", "RuntimeContext", "ActorID", "JobID", "NodeID", "TaskID",
-            "__version__", "actor", "available_resources", "cancel", "cluster_resources", "exceptions", "get",
+            "__version__", "actor", "available_resources", "cancel", "checkpoint", "cluster_resources", "exceptions",
+            "get",
             "get_actor", "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes",
             "put", "remote",
             "shutdown", "util", "wait",

@@ -334,14 +334,17 @@ def test_pending_reasons_without_nodes_when_pinned_and_when_tasks_hold_the_cpus(
     pinned = make_spec("p1", num_cpus=0.5)
     pinned.node_id = "gone"
     create(t, pinned)
-    assert t.get_actor("p1").pending_reason == "infeasible: it is pinned to node gone, which is not alive"
+    # As in Ray, a hard node affinity that cannot hold fails the actor (ActorUnschedulableError).
+    info = t.get_actor("p1")
+    assert (info.state, info.death_cause.kind) == (DEAD, common_pb2.ERROR_KIND_ACTOR_UNSCHEDULABLE)
+    assert info.death_cause.message.endswith("names node gone, which is not alive")
     t.register_node("n1", "node1:1", 2.0, 11)
     pinned = make_spec("p2", num_cpus=3)
     pinned.node_id = "n1"
     create(t, pinned)
     info = t.get_actor("p2")
-    assert (info.pending_reason, info.infeasible) == (
-        "infeasible: requires {CPU: 3} on node n1, which has only 2.0 CPUs", True)
+    assert (info.state, info.death_cause.kind) == (DEAD, common_pb2.ERROR_KIND_ACTOR_UNSCHEDULABLE)
+    assert "could never fit it: it requires {CPU: 3} and the node has {CPU: 2}" in info.death_cause.message
     assert t.get_actor("a1").state == PENDING and t.get_actor("a1").pending_reason == ""  # placing
     t.report_lent("n1", 1.0)  # its desk lent n1's other CPU to tasks
     create(t, make_spec("a2", num_cpus=1))  # a1 holds one of n1's CPUs, tasks the other

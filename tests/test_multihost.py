@@ -347,17 +347,12 @@ class Holder:
 
 
 tracker = Tracker.options(scheduling_strategy=On(rt.node_id)).remote()
-# The hub places an actor on the node with the fewest: the new node takes the first ones.
-survivors, elsewhere = [], []
-for _ in range(8):
-    actor = Survivor.remote()
-    before = actorhub.get(actor.where.remote(), timeout=60)
-    (survivors if before["node"] == victim.node_id else elsewhere).append((actor, before))
-    if len(survivors) == 2:
-        break
-for actor, _ in elsewhere:
-    actorhub.kill(actor)
-assert survivors, "no actor was placed on the new node"
+# On the new node, by preference only: once it is gone they restart elsewhere (soft affinity).
+survivors = []
+for _ in range(2):
+    actor = Survivor.options(scheduling_strategy=On(victim.node_id, soft=True)).remote()
+    survivors.append((actor, actorhub.get(actor.where.remote(), timeout=60)))
+assert all(before["node"] == victim.node_id for _, before in survivors), "an actor was not placed on the new node"
 holder = Holder.options(scheduling_strategy=On(victim.node_id)).remote()
 lost = holder.make.remote()
 # fetch_local=False: the only copy stays on the node about to die (wait would copy it here).

@@ -107,12 +107,9 @@ def test_resource_vectors_of_good_requests() -> None:
     options = ActorOptions.parse("Probe", num_gpus=0.5, memory=MIB, resources={"special": 1, "unused": 0})
     assert options.resource_vector == {"GPU": 0.5, "memory": float(MIB), "special": 1.0}
     assert ActorOptions.parse("Probe", num_gpus=2).resource_vector == {"GPU": 2.0}
-    # Tasks are lent CPUs only, so far: a GPU request says so instead of being ignored.
-    with pytest.raises(OptionsError, match=r"num_gpus.*CPUs only"):
-        TaskOptions.parse("f", num_gpus=1)
-    with pytest.raises(OptionsError, match=r"resources.*CPUs only"):
-        TaskOptions.parse("f", resources={"special": 1})
-    assert TaskOptions.parse("f", num_gpus=0, resources={}).num_cpus == 1.0
+    # Tasks take the same (tests/test_task_resources.py); nothing asked is the CPU-only shape.
+    assert TaskOptions.parse("f", num_gpus=1, resources={"special": 1}).shape == (("GPU", 1.0), ("special", 1.0))
+    assert TaskOptions.parse("f", num_gpus=0, resources={}).shape == ()
 
 
 def test_a_node_declares_its_resources_as_json() -> None:

@@ -19,13 +19,14 @@ from actorhub.tasks.submit_state import (
     SHORT_TASK_S,
     Lease,
     Outcome,
+    Pool,
     SubmitState,
     Task,
 )
 from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actorhub.wire.errors import ErrorKind, RemoteError
 
-ANY_1CPU = ("", 1.0, "")
+ANY_1CPU: Pool = ("", 1.0, "", ())
 DIED = ErrorKind.ACTOR_DIED
 APPLICATION = ErrorKind.APPLICATION
 
@@ -52,7 +53,7 @@ def make_state(clock: FakeClock, nodes: dict[str, float], local: str = "n1") -> 
     return s
 
 
-def granted(s: SubmitState, pool: tuple[str, float, str] = ANY_1CPU, node: str = "n1") -> tuple[Lease, list[Task]]:
+def granted(s: SubmitState, pool: Pool = ANY_1CPU, node: str = "n1") -> tuple[Lease, list[Task]]:
     lease = Lease(object(), pool, node)
     return lease, s.lease_granted(lease)
 
@@ -60,12 +61,12 @@ def granted(s: SubmitState, pool: tuple[str, float, str] = ANY_1CPU, node: str =
 # ---- placement -------------------------------------------------------------------------------------
 
 
-def test_caller_node_while_it_has_room_then_the_roomiest_then_queue_at_the_caller(clock: FakeClock) -> None:
+def test_caller_node_until_half_used_then_the_least_used_then_queue_at_the_caller(clock: FakeClock) -> None:
+    # Ray's hybrid policy (tasks/task_placement.py): below half used a node counts as unloaded,
+    # and the caller's node wins ties.
     s = make_state(clock, {"n1": 2.0, "n2": 4.0, "n3": 3.0})
-    assert [s.lease_requested(ANY_1CPU) for _ in range(2)] == ["n1", "n1"]
-    assert s.lease_requested(ANY_1CPU) == "n2"  # 4 free vs 3
-    assert s.lease_requested(ANY_1CPU) in ("n2", "n3")  # 3 free each
-    for _ in range(5):
+    assert [s.lease_requested(ANY_1CPU) for _ in range(6)] == ["n1", "n2", "n3", "n2", "n3", "n1"]
+    for _ in range(3):
         s.lease_requested(ANY_1CPU)
     assert s.room("n1") == s.room("n2") == s.room("n3") == 0
     assert s.lease_requested(ANY_1CPU) == "n1"  # all full: the caller's desk queues it
@@ -73,9 +74,9 @@ def test_caller_node_while_it_has_room_then_the_roomiest_then_queue_at_the_calle
 
 def test_pinned_pool_asks_its_node_and_zero_cpu_tasks_ask_the_caller(clock: FakeClock) -> None:
     s = make_state(clock, {"n1": 2.0, "n2": 2.0})
-    assert s.lease_requested(("n2", 1.0)) == "n2"
-    assert s.lease_requested(("", 0.0)) == "n1"
-    assert s.max_leases(("", 0.0)) == 64
+    assert s.lease_requested(("n2", 1.0, "", ())) == "n2"
+    assert s.lease_requested(("", 0.0, "", ())) == "n1"
+    assert s.max_leases(("", 0.0, "", ())) == 64
 
 
 def test_a_node_that_could_not_lend_is_passed_over_for_a_while(clock: FakeClock) -> None:
@@ -94,7 +95,7 @@ def test_a_node_that_could_not_lend_is_passed_over_for_a_while(clock: FakeClock)
 
 
 def test_a_desk_of_the_callers_node_that_cannot_lend_fails_that_pools_tasks(clock: FakeClock) -> None:
-    s = make_state(clock, {"n1": 2.0})
+    s = make_state(clock, {"n1": 8.0})  # it fits n1, whose desk fails (its first desk needs the hub)
     big, small = task(num_cpus=8), task()
     assert s.task_ready(big) is True and s.task_ready(small) is True
     s.lease_requested(big.pool)
@@ -115,7 +116,8 @@ def test_leases_held_and_asked_for_stay_within_the_clusters_cpus(clock: FakeCloc
     assert first == [tasks[0]]  # one task deep while another lease is coming
     # Finishing a task does not make room for a third lease: the held one still counts.
     assert s.task_ready(task()) is False
-    assert s.max_leases(ANY_1CPU) == 2 and s.max_leases(("", 0.5)) == 4 and s.max_leases(("", 3.0)) == 1
+    assert s.max_leases(ANY_1CPU) == 2 and s.max_leases(("", 0.5, "", ())) == 4
+    assert s.max_leases(("", 3.0, "", ())) == 0  # no node fits it: its tasks wait (infeasible)
 
 
 def test_no_more_requests_than_ready_tasks(clock: FakeClock) -> None:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import inspect
 from typing import Any, Generic, TypeVar
 
-from actorhub.api import arg_checks
+from actorhub.api import arg_checks, typed
 from actorhub.api.actor_handle import ActorHandle, HandleState, MethodInfo
 from actorhub.api.cluster import connected_runtime, detached_by_default
 from actorhub.api.options import UINT32_MAX, ActorOptions, OptionsError
+from actorhub.api.typed import TypedMethod
 from actorhub.runtime import serialization as _serialization
 from actorhub.runtime import task_context
+from actorhub.runtime import tracing as _tracing
 from actorhub.runtime.ids import new_id
 from actorhub.runtime.object_ref import ObjectRef, capturing_refs
 from actorhub.runtime.object_ref_generator import STREAMING_MODES
 from actorhub.runtime.runtime import Runtime
 from actorhub.runtime_env import context as runtime_env_context
+from actorhub.util.placement_group import placed_in_group
 from actorhub.wire.records import ActorSpec
 from actorhub.wire.rpc import check_message_size
 
@@ -24,7 +27,7 @@ NUM_RETURNS_ATTR = "__actorhub_num_returns__"
 CONCURRENCY_GROUP_ATTR = "__actorhub_concurrency_group__"
 
 
-def method_infos(cls: type) -> dict[str, MethodInfo]:
+def method_infos(cls: type, typed_methods: dict[str, TypedMethod] | None = None) -> dict[str, MethodInfo]:
     infos: dict[str, MethodInfo] = {}
     checks = arg_checks.for_class(cls)
     for name in dir(cls):
@@ -40,6 +43,7 @@ def method_infos(cls: type) -> dict[str, MethodInfo]:
         infos[name] = MethodInfo(
             name, 1 if generator else _num_returns(cls, name, 1 if declared is None else declared), is_async,
             getattr(func, CONCURRENCY_GROUP_ATTR, ""), generator, arg_checks.text_of(checks.get(name)),
+            typed_methods[name].blob if typed_methods and name in typed_methods else b"",
         )
     return infos
 
@@ -79,7 +83,14 @@ class ActorClass(Generic[T]):
         self._cls = cls
         self._options = options
         _serialization.ship_module_of(cls)
-        self._methods = method_infos(cls)
+        # A typed actor's checks (api/typed.py), by method name: hints read (and refused) now.
+        self._typed = typed.for_class(cls) if options.typed else None
+        if options.checkpoint_interval and not all(
+            callable(getattr(cls, hook, None)) for hook in ("__actorhub_checkpoint__", "__actorhub_restore__")
+        ):
+            raise OptionsError(f"invalid options for {cls.__name__}: checkpoint_interval needs the class to define "
+                               "__actorhub_checkpoint__(self) and __actorhub_restore__(self, state)")
+        self._methods = method_infos(cls, self._typed)
         self._is_async = any(m.is_async for m in self._methods.values())
         # Shared with the copies .options() makes: the class is pickled once.
         self._pickled: list[bytes] = _pickled if _pickled is not None else []
@@ -98,7 +109,9 @@ class ActorClass(Generic[T]):
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
         # Arguments that cannot bind raise TypeError here, before the cluster is involved; the
         # handle checks its methods' arguments the same way.
-        checks = arg_checks.for_class(self._cls)
+        checks: dict[str, Any] = dict(arg_checks.for_class(self._cls))
+        if self._typed is not None:
+            checks.update(self._typed)
         check_init = checks.get(arg_checks.CONSTRUCTOR)
         if check_init is not None:
             check_init(args, kwargs)
@@ -131,6 +144,7 @@ class ActorClass(Generic[T]):
             runtime.max_message_bytes,
         )
         in_task = task_context.running_task() is not None
+        affinity = options.affinity
         job_namespace = task_context.namespace_of(runtime)
         spec = ActorSpec(
             actor_id=new_id(12),
@@ -158,7 +172,17 @@ class ActorClass(Generic[T]):
             runtime_env=self._runtime_env(runtime, options),
             resources=tuple(sorted(options.resource_vector.items())),
             placement_cpus=options.placement_cpus,
+            spread=options.spread,
+            node_affinity_soft=bool(affinity and affinity.soft),
+            spill_on_unavailable=bool(affinity and affinity._spill_on_unavailable),
+            fail_on_unavailable=bool(affinity and affinity._fail_on_unavailable),
+            caller_node_id=runtime.node_id,
+            trace_context=tuple(_tracing.submit_context(name, "create").items()) if _tracing.active() else (),
+            restart_window_s=options.restart_window_s or 0.0,
+            checkpoint_every_calls=int((options.checkpoint_interval or {}).get("calls", 0)),
+            checkpoint_every_s=float((options.checkpoint_interval or {}).get("seconds", 0.0)),
         )
+        spec = placed_in_group(spec, options.scheduling_strategy)  # a placement group's bundle resources
         # A taken name raises ValueError; a hub that is away (down, or restarting) is waited for
         # within the create_actor deadline, then raises ControlPlaneUnavailableError. Repeating
         # the call is safe: the hub knows the actor by its id.

@@ -13,10 +13,10 @@ cluster (its actor is not in one), and a call looks up no current runtime.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
-from actorhub.api import arg_checks
-from actorhub.api.arg_checks import ArgCheck
+from actorhub.api import arg_checks, typed
+from actorhub.api.arg_checks import ArgsCheck
 from actorhub.api.options import CallOptions, OptionsError
 from actorhub.exceptions import RuntimeShutDownError
 from actorhub.runtime import tracing as _tracing
@@ -27,6 +27,18 @@ from actorhub.runtime.runtime import Runtime, current, current_or_none
 from actorhub.wire.records import ActorInfo, MethodInfo
 
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class TypedActorMethod(Protocol[P, R]):
+    """What a type checker sees `handle.method` of an `ActorHandle[Cls]` as, with actorhub's mypy
+    plugin (`plugins = actorhub.mypy_plugin`): the method's own parameters, its result a ref to
+    what it returns. At run time it is an `ActorMethod`."""
+
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]: ...
+
+    def options(self, **options: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -161,15 +173,23 @@ class HandleCore:
         self._state = state
         # Argument checks of the actor's methods, by name (api/arg_checks.py): the class's, on the
         # handle its creator got; made from the method table's signatures on first call elsewhere.
-        self._checks: dict[str, ArgCheck] | None = None
+        self._checks: dict[str, ArgsCheck] | None = None
         # The runtime its calls go through; None only when unpickled in a process with none.
         self._runtime = runtime
         # A strong handle's reference to its actor (runtime/actor_refs.py); None: a weak handle.
         self._ref = ref
 
-    def _method_checks(self) -> dict[str, ArgCheck]:
+    def _method_checks(self) -> dict[str, ArgsCheck]:
         state = self._state
-        return arg_checks.for_methods(state.class_name, ((m.name, m.signature) for m in state.methods.values()))
+        checks: dict[str, ArgsCheck] = dict(
+            arg_checks.for_methods(state.class_name, ((m.name, m.signature) for m in state.methods.values()))
+        )
+        for m in state.methods.values():
+            if m.typed:  # a typed actor's method: its hints travelled with it (api/typed.py)
+                check = typed.unpack(f"{state.class_name}.{m.name}", m.typed)
+                if check is not None:
+                    checks[m.name] = check
+        return checks
 
     def _bind(self) -> Runtime:
         """Off the fast path: the handle has no runtime, or its runtime was shut down."""
@@ -250,4 +270,4 @@ def _rebuild_handle(state: HandleState, ref: ObjectRef[Any] | None = None) -> Ac
 
 
 # ObjectRef is re-exported here for modules that build calls from handles.
-__all__ = ["ActorHandle", "ActorMethod", "HandleCore", "HandleState", "MethodInfo", "ObjectRef"]
+__all__ = ["ActorHandle", "ActorMethod", "HandleCore", "HandleState", "MethodInfo", "ObjectRef", "TypedActorMethod"]

@@ -23,6 +23,10 @@ from typing import Any
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
+# What a handle runs on a call's (args, kwargs) before sending it: an ArgCheck, or a typed
+# method's validators (api/typed.py); each raises a TypeError.
+ArgsCheck = Callable[[tuple[Any, ...], dict[str, Any]], None]
+
 
 class ArgCheck:
     """Raises TypeError for arguments the signature cannot take."""

@@ -9,6 +9,7 @@ bound by `_load_kernel()`, which every entry point that needs them runs first.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import sys
@@ -29,12 +30,15 @@ from actorhub.cluster.launcher import (
     request_shutdown,
     start_head,
     stop_processes,
+    wait_for_dashboard,
     wait_for_head,
 )
 from actorhub.cluster.session import Session
 from actorhub.config import Config
 from actorhub.exceptions import ActorHubSystemError, OptionsError, RpcFailedError
+from actorhub.job_submission import driver_link
 from actorhub.runtime import current as _current
+from actorhub.runtime import tracing as _tracing
 
 if TYPE_CHECKING:
     from actorhub.api.actor_handle import ActorHandle
@@ -65,9 +69,8 @@ class ClusterContext:
     def address_info(self) -> dict[str, str]:
         return {"address": self.address, "session_dir": self.session_dir, "node_id": self.node_id}
 
-    @property
-    def dashboard_url(self) -> None:
-        return None
+    dashboard_url: str | None = None
+    """HOST:PORT of the cluster's dashboard (the Job API), as Ray's; None when it runs none."""
 
     def __getitem__(self, key: str) -> str:
         # Ray's RayContext reads as a dict of its address info: ctx["address"], ctx["node_id"].
@@ -119,6 +122,12 @@ def driver_config() -> Config | None:
     """The Config this process's init() used (None outside a driver, or before init())."""
     driver = _driver
     return driver.config if driver is not None else None
+
+
+def driver_context() -> ClusterContext | None:
+    """What this process's init() returned (None outside a driver, or before init())."""
+    driver = _driver
+    return driver.context if driver is not None else None
 
 
 def detached_by_default(runtime: Runtime) -> bool:
@@ -203,8 +212,9 @@ def init(
     Every keyword of Ray's `ray.init` is accepted (`api/init_options.py`): actorhub honours
     namespace, num_cpus, num_gpus, resources, object_store_memory, logging_level/logging_format/configure_logging,
     ignore_reinit_error, log_to_driver, runtime_env, job_config, `_temp_dir` (the session
-    root), `_node_ip_address` and `_tracing_startup_hook`; the others, when given a value, are
-    named in one warning line.
+    root), `_node_ip_address`, `_tracing_startup_hook` and `enable_object_reconstruction` (also
+    `_system_config={"enable_object_reconstruction": True, "max_lineage_bytes": N}`); the others,
+    when given a value, are named in one warning line.
     """
     global _driver
     options = init_options.resolve(
@@ -240,6 +250,8 @@ def init(
             options.ignored.extend(init_options.ignored_when_joining(
                 num_cpus=num_cpus, object_store_memory=object_store_memory,
                 tracing_startup_hook=kwargs.get("_tracing_startup_hook"), num_gpus=num_gpus, resources=resources,
+                dashboard={"include_dashboard": include_dashboard, "dashboard_host": dashboard_host,
+                           "dashboard_port": dashboard_port},
             ))
         if options.ignored:
             log.warning("%s", init_options.warning_line(options.ignored))
@@ -261,9 +273,13 @@ def init(
             if cluster is not None:
                 abort_start(cluster)
             raise
+        dashboard_url: str | None = None
         if cluster is not None:
             try:
                 wait_for_head(cluster, config)
+                if config.include_dashboard:
+                    dashboard_url = wait_for_dashboard(cluster.session, cluster.processes[2], config.connect_timeout_s)
+                    _announce(f"View the dashboard at {dashboard_url}")
             except BaseException:
                 endpoint.close()
                 abort_start(cluster)
@@ -271,6 +287,7 @@ def init(
         runtime: Runtime | None = None
         try:
             runtime, context = _connect(endpoint, service, namespace, session, config, owns=cluster is not None)
+            context = _with_dashboard(context, session, dashboard_url)
             driver = _Driver(runtime, context, cluster, config, options.default_actor_lifetime)
             driver.lease = runtime.job_lease(config.connect_timeout_s)
             # The job's env, its packages uploaded: what its actors and tasks inherit.
@@ -288,8 +305,21 @@ def init(
             raise
         _current.set_runtime(runtime)
         _driver = driver
+        # The startup hook is the workers'; a driver sets its own tracing up, or exports by OTLP.
+        _tracing.export_to(config.otlp_endpoint, "actorhub-driver")
         atexit.register(shutdown)
+        if config.enable_object_reconstruction:
+            from actorhub.tasks.submitters import submitter_for
+
+            submitter_for(runtime)  # keeps lineage (tasks/lineage.py), and says why a lost put cannot be made again
         return context
+
+
+def _with_dashboard(context: ClusterContext, session: Session | None, url: str | None) -> ClusterContext:
+    if session is None:
+        return context
+    return dataclasses.replace(context, dashboard_url=driver_link.driver_joined(session.path, context.job_id, url,
+                                                                                os.environ))
 
 
 def _announce(line: str) -> None:

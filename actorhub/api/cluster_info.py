@@ -1,10 +1,11 @@
 """`nodes`, `cluster_resources`, `available_resources`: Ray's views of what the cluster has.
 
 Resources are Ray's names: "CPU", "GPU", "memory", custom names as nodes declare them,
-"object_store_memory" (bytes of each node's store) and one "node:<ip>" per node. What actors
-hold of the non-CPU ones is counted by the hub. Available CPUs are what neither actors reserve nor tasks lease: a
-node's lease desk knows both once tasks have run there; before that, the hub's count of
-actor reservations is the whole story.
+"object_store_memory" (bytes of each node's store), one "node:<ip>" per node and
+"node:__internal_head__" on the head's (nodes offer these two: node/offered.py). What actors
+and tasks hold of the non-CPU ones is counted by the hub. Available CPUs are what neither
+actors reserve nor tasks lease: a node's lease desk knows both once tasks have run there;
+before that, the hub's count of actor reservations is the whole story.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def nodes() -> list[dict[str, Any]]:
     out = []
     for node in _status(runtime).nodes:
         host, _, port = node.address.rpartition(":")
-        resources = {"CPU": node.num_cpus, **dict(node.resources), f"node:{host}": 1.0}
+        resources = {"CPU": node.num_cpus, **dict(node.resources)}  # node:<ip> among them
         if node.alive:
             listing = _store_listing(runtime, node.address)
             if listing is not None:
@@ -35,6 +36,7 @@ def nodes() -> list[dict[str, Any]]:
             "Alive": node.alive,
             "NodeManagerAddress": host,
             "NodeManagerPort": int(port) if port.isdigit() else 0,
+            "MetricsExportPort": node.metrics_export_port,  # its Prometheus endpoint, on NodeManagerAddress
             "Resources": resources,
         })
     return out
@@ -68,10 +70,8 @@ def available_resources() -> dict[str, float]:
         if desk is not None:
             stats = runtime.get([desk.stats.remote()], 10.0)[0]
             cpus = min(cpus, stats["free"])
-        host = node.address.rpartition(":")[0]
         free["CPU"] = free.get("CPU", 0.0) + max(cpus, 0.0)
-        free[f"node:{host}"] = free.get(f"node:{host}", 0.0) + 1.0
-        for name, amount in node.available_resources:
+        for name, amount in node.available_resources:  # node:<ip> among them
             free[name] = free.get(name, 0.0) + max(amount, 0.0)
         listing = _store_listing(runtime, node.address)
         if listing is not None:

@@ -53,7 +53,7 @@ class DriverLogs:
         self._dedup = (LogDeduplicator(window, allow, skip), LogDeduplicator(window, allow, skip)) if dedup else None
         self._queue: queue.Queue[_Batch | None] = queue.Queue()
         self._last_batch = 0.0
-        client = HubLogClient(runtime.channels, runtime.hub.address, runtime.hub.deadlines)
+        client = HubLogClient(runtime.channels, runtime.hub.address, runtime.hub.deadlines, runtime.streams)
         self._subscription = LogSubscription(client, runtime.job_id, self._received, runtime.hub.reconnect_s)
         self._printer = threading.Thread(target=self._print_loop, name="actorhub-log-printer", daemon=True)
 

@@ -19,19 +19,20 @@ from actorhub.job_config import JobConfig
 # Ray's hidden init() options (passed through **kwargs): each one's "not given" value and, for the
 # ones actorhub does not honour, why.
 _HIDDEN_IGNORED: dict[str, tuple[object, str]] = {
-    "_enable_object_reconstruction": (False, "no lineage reconstruction"),
     "_redis_max_memory": (None, "no Redis"),
     "_redis_password": (None, "no Redis; the cluster token authenticates"),
     "_plasma_directory": (None, "the store lives in /dev/shm"),
     "_driver_object_store_memory": (None, "deprecated in Ray"),
-    "_metrics_export_port": (None, "no metrics endpoint"),
-    "_system_config": (None, "no system config"),
+    "_metrics_export_port": (None, "a local cluster's node takes a free port; ACTORHUB_METRICS_EXPORT_PORT sets it"),
     "_node_name": (None, "nodes are named by id"),
     "_skip_env_hook": (False, "no runtime_env hook"),
     "_cgroup_path": (None, "no resource isolation"),
     "allow_multiple": (False, "one cluster per driver"),
 }
-HIDDEN_HONOURED = ("_temp_dir", "_node_ip_address", "_tracing_startup_hook", "_memory")
+HIDDEN_HONOURED = ("_temp_dir", "_node_ip_address", "_tracing_startup_hook", "_memory", "_system_config",
+                   "enable_object_reconstruction", "_enable_object_reconstruction")
+# The keys of Ray's `_system_config` actorhub acts on (as Config's enable_object_reconstruction and lineage_max_bytes).
+SYSTEM_CONFIG_KEYS = ("enable_object_reconstruction", "max_lineage_bytes")
 REDIS_DEFAULT_PASSWORD = "5241590000000000"  # Ray's default: passing it changes nothing
 
 
@@ -84,12 +85,7 @@ def resolve(
         ignored.append(f"labels={dict(labels)!r} (no node labels yet)")
     if local_mode:
         ignored.append("local_mode=True (tasks run in the cluster's workers)")
-    if include_dashboard:
-        ignored.append("include_dashboard=True (no dashboard yet)")
-    if dashboard_host is not None:
-        ignored.append(f"dashboard_host={dashboard_host!r} (no dashboard yet)")
-    if dashboard_port is not None:
-        ignored.append(f"dashboard_port={dashboard_port!r} (no dashboard yet)")
+    _dashboard(out, include_dashboard, dashboard_host, dashboard_port)
     if logging_config is not None:
         ignored.append(f"logging_config={logging_config!r} (use logging_level and logging_format)")
     if storage is not None:
@@ -108,6 +104,7 @@ def resolve(
             ignored.append(f"{name}={value!r} ({why})")
     if log_to_driver is not None and not isinstance(log_to_driver, bool):
         raise OptionsError(f"init(): log_to_driver={log_to_driver!r}: must be a bool")
+    _system_config(out, hidden)
     job_env = _job_settings(out, job_config)
     if runtime_env is not None and not isinstance(runtime_env, Mapping):
         raise OptionsError(f"init(): runtime_env must be a dict, not {type(runtime_env).__name__}")
@@ -122,6 +119,19 @@ def resolve(
         tracing_startup_hook=_str_or_none("_tracing_startup_hook", hidden.get("_tracing_startup_hook")),
     )
     return out
+
+
+def _dashboard(out: InitOptions, include: object, host: object, port: object) -> None:
+    """The dashboard of a cluster init() starts: with include_dashboard=True, or a host or port
+    given (a local cluster has none unless asked: every test and benchmark starts clusters)."""
+    if include is not None and not isinstance(include, bool):
+        raise OptionsError(f"init(): include_dashboard={include!r}: must be a bool")
+    if host is not None and (not isinstance(host, str) or not host):
+        raise OptionsError(f"init(): dashboard_host={host!r}: must be an address, e.g. '127.0.0.1' or '0.0.0.0'")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
+        raise OptionsError(f"init(): dashboard_port={port!r}: must be a port number (0-65535)")
+    wanted = include if include is not None else (host is not None or port is not None)
+    out.config.update(include_dashboard=wanted or None, dashboard_host=host, dashboard_port=port)
 
 
 def _node_resources(out: InitOptions, num_gpus: object, resources: object, memory: object) -> None:
@@ -144,6 +154,33 @@ def _node_resources(out: InitOptions, num_gpus: object, resources: object, memor
             out.config["resources"] = check_custom(resources)
         except ValueError as e:
             raise OptionsError(f"init(): resources: {e}") from None
+
+
+def _system_config(out: InitOptions, hidden: Mapping[str, Any]) -> None:
+    """Lineage reconstruction from `enable_object_reconstruction=` (or Ray's older
+    `_enable_object_reconstruction=`) and `_system_config`; the system config's other keys are ignored, named."""
+    system = hidden.get("_system_config")
+    if system is None:
+        system = {}
+    elif not isinstance(system, Mapping):
+        raise OptionsError(f"init(): _system_config must be a dict, not {type(system).__name__}")
+    for key, value in system.items():
+        if key not in SYSTEM_CONFIG_KEYS:
+            out.ignored.append(f"_system_config={{{key!r}: {value!r}}} (not a setting of actorhub)")
+    flags = {name: hidden[name] for name in ("enable_object_reconstruction", "_enable_object_reconstruction")
+             if name in hidden}
+    if "enable_object_reconstruction" in system:
+        flags["_system_config['enable_object_reconstruction']"] = system["enable_object_reconstruction"]
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise OptionsError(f"init(): {name}={value!r}: must be a bool")
+    if flags:
+        out.config["enable_object_reconstruction"] = any(flags.values())
+    limit = system.get("max_lineage_bytes")
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise OptionsError(f"init(): _system_config['max_lineage_bytes']={limit!r}: must be a number of bytes >= 0")
+        out.config["lineage_max_bytes"] = limit
 
 
 def _job_settings(out: InitOptions, job_config: JobConfig | None) -> dict[str, Any]:
@@ -176,13 +213,13 @@ def warning_line(ignored: list[str]) -> str:
 
 def ignored_when_joining(
     *, num_cpus: float | None, object_store_memory: int | None, tracing_startup_hook: object | None,
-    num_gpus: object = None, resources: object = None,
+    num_gpus: object = None, resources: object = None, dashboard: Mapping[str, object] | None = None,
 ) -> list[str]:
     """Options that shape the processes of a cluster init() starts, and so do nothing when it joins one."""
     ignored = []
     for name, value in (("num_cpus", num_cpus), ("object_store_memory", object_store_memory),
                         ("_tracing_startup_hook", tracing_startup_hook), ("num_gpus", num_gpus),
-                        ("resources", resources)):
+                        ("resources", resources), *(dashboard or {}).items()):
         if value is not None:
             ignored.append(f"{name}={value!r} (joined a running cluster, whose nodes have their own)")
     return ignored

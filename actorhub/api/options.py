@@ -12,6 +12,7 @@ that the hub compares or sums (CPUs) must be finite; a string must encode as UTF
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
@@ -21,7 +22,7 @@ from actorhub.exceptions import OptionsError
 from actorhub.hub.resources import check_amount, check_custom
 from actorhub.runtime_env.spec import RuntimeEnvSpec
 from actorhub.runtime_env.spec import parse as parse_runtime_env
-from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 __all__ = [
     "INT32_MAX",
@@ -141,7 +142,9 @@ class _Options(BaseModel):
 class _PlacedOptions(_Options):
     """Options of what runs on a node: where it may run."""
 
-    scheduling_strategy: NodeAffinitySchedulingStrategy | Literal["DEFAULT", "SPREAD"] | None = None
+    scheduling_strategy: (
+        NodeAffinitySchedulingStrategy | PlacementGroupSchedulingStrategy | Literal["DEFAULT", "SPREAD"] | None
+    ) = None
     # Merged over the env of the process that creates it when it is created (runtime_env/context.py).
     runtime_env: RuntimeEnvSpec | None = None
 
@@ -161,9 +164,19 @@ class _PlacedOptions(_Options):
 
     @property
     def node_id(self) -> str:
-        """The node it must run on, or "" for any."""
+        """The node its NodeAffinitySchedulingStrategy names (a rule, or a preference when
+        soft), or "" for none."""
         strategy = self.scheduling_strategy
         return strategy.node_id if isinstance(strategy, NodeAffinitySchedulingStrategy) else ""
+
+    @property
+    def affinity(self) -> NodeAffinitySchedulingStrategy | None:
+        strategy = self.scheduling_strategy
+        return strategy if isinstance(strategy, NodeAffinitySchedulingStrategy) else None
+
+    @property
+    def spread(self) -> bool:
+        return self.scheduling_strategy == "SPREAD"
 
 
 class ActorOptions(_PlacedOptions):
@@ -182,6 +195,13 @@ class ActorOptions(_PlacedOptions):
     num_gpus: float = 0.0
     memory: float = 0.0  # bytes, reserved on the node like any other resource
     resources: dict[str, float] | None = None
+    # Calls checked against the methods' type hints at the caller, returns in the actor (api/typed.py).
+    typed: bool = False
+    # max_restarts per window of this many seconds (OTP's restart intensity), not for its life.
+    restart_window_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    # {"calls": N, "seconds": T}: when the worker checkpoints an actor that defines
+    # __actorhub_checkpoint__ / __actorhub_restore__ (worker/checkpoints.py).
+    checkpoint_interval: dict[str, float] | None = None
 
     @classmethod
     def for_system(cls, **values: Any) -> ActorOptions:
@@ -189,6 +209,30 @@ class ActorOptions(_PlacedOptions):
         an actor in the system namespace, which `parse` (every user's way in) refuses."""
         options: ActorOptions = cls._validated("an actorhub system actor", values, True)
         return options
+
+    @field_validator("checkpoint_interval")
+    @classmethod
+    def _usable_interval(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        unknown = set(value) - {"calls", "seconds"}
+        if unknown or not value:
+            raise ValueError('checkpoint_interval takes {"calls": N, "seconds": T} (either or both), '
+                             f"not {sorted(unknown) or 'nothing'}")
+        calls = value.get("calls")
+        if calls is not None and (not float(calls).is_integer() or not 1 <= calls <= UINT32_MAX):
+            raise ValueError(f"checkpoint_interval calls must be a whole number >= 1, got {calls!r}")
+        seconds = value.get("seconds")
+        if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"checkpoint_interval seconds must be a finite number > 0, got {seconds!r}")
+        return value
+
+    @field_validator("restart_window_s")
+    @classmethod
+    def _window_needs_a_budget(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("max_restarts", 0) < 1:
+            raise ValueError("restart_window_s needs max_restarts >= 1 (the number of restarts allowed per window)")
+        return value
 
     @field_validator("name")
     @classmethod

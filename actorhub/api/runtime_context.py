@@ -91,22 +91,30 @@ class RuntimeContext:
         actor holds ({"GPU": 1, ...}); {} in a driver."""
         task = task_context.running_task()
         if task is not None:
-            return {"CPU": task.num_cpus} if task.num_cpus > 0 else {}
+            held = {"CPU": task.num_cpus} if task.num_cpus > 0 else {}
+            return {**held, **dict(task.resources)}
         return dict(self._runtime.identity.assigned)
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
-        """Accelerators assigned to this worker, by kind, as strings (Ray's form)."""
-        return {"GPU": [str(i) for i in self._runtime.identity.gpu_ids], "TPU": [], "neuron_cores": []}
+        """Accelerators assigned to the running task, else to this worker, by kind, as strings
+        (Ray's form)."""
+        return {"GPU": [str(i) for i in _gpu_ids(self._runtime)], "TPU": [], "neuron_cores": []}
 
     def get_placement_group_id(self) -> str | None:
-        return None  # no placement groups
+        from actorhub.runtime import placement_scope
+
+        scope = placement_scope.current()
+        return scope.group_id if scope is not None else None
 
     @property
     def current_placement_group_id(self) -> str | None:
-        return None
+        return self.get_placement_group_id()
 
     def should_capture_child_tasks_in_placement_group(self) -> bool:
-        return False
+        from actorhub.runtime import placement_scope
+
+        scope = placement_scope.current()
+        return scope is not None and scope.capture_child_tasks
 
     def get_node_labels(self) -> dict[str, str]:
         return {}
@@ -153,11 +161,16 @@ class RuntimeContext:
 
 
 def get_gpu_ids() -> list[int]:
-    """The GPUs of the node this actor holds (ids 0..n-1 of the node's GPUs); [] in a driver
-    or a worker given none."""
+    """The GPUs of the node the running task or this actor holds (ids 0..n-1 of the node's
+    GPUs); [] in a driver or a worker given none."""
     from actorhub.api.cluster import connected_runtime
 
-    return list(connected_runtime().identity.gpu_ids)
+    return _gpu_ids(connected_runtime())
+
+
+def _gpu_ids(runtime: _runtime.Runtime) -> list[int]:
+    task = task_context.running_task()
+    return list(task.gpu_ids if task is not None else runtime.identity.gpu_ids)
 
 
 def get_runtime_context() -> RuntimeContext:

@@ -7,10 +7,15 @@
                                                         one more node agent, from this or another machine
         both also take --token-file FILE (or ACTORHUB_TOKEN) and --tls-cert/--tls-key/--tls-ca
     actorhub stop                                       stop every cluster (or joined node) on this machine
+    actorhub up CLUSTER_YAML / actorhub down CLUSTER_YAML
+                                                        a cluster with an autoscaler (Ray's cluster YAML)
     actorhub status [--address HOST:PORT]               nodes, live actors and jobs
     actorhub list actors [--namespace NS | --all-namespaces] [--address HOST:PORT]
     actorhub microbenchmark [--filter TEXT] [--scale X] Ray's actor-call microbenchmarks
     actorhub logs [--actor NAME|ID] [--node ID] [-f]    workers' output, from this machine's log files
+    actorhub job submit|status|logs|stop|list|delete    Ray's Job API, over HTTP to the head's dashboard
+    actorhub serve-gateway --port N [--grpc-port M] [--host H] [--address HOST:PORT]
+                                                        named typed actors over HTTP/JSON and gRPC
 
 Failures the user can act on (no cluster, an unreachable hub) print one line to stderr and exit 1.
 """
@@ -59,10 +64,32 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--store", type=Path, metavar="PATH", default=None,
                        help="the hub's durable store, e.g. on a persistent volume (--head only; default: "
                             "control.sqlite3 in the session directory)")
+    start.add_argument("--enable-object-reconstruction", action="store_true",
+                       help="remake task results lost with a node by running their tasks again (--head only)")
+    start.add_argument("--include-dashboard", type=_bool_flag, default=True, metavar="true|false",
+                       help="serve the dashboard and the Job API (--head only; default: true)")
+    start.add_argument("--dashboard-host", metavar="HOST", default=None,
+                       help="the address the dashboard binds (--head only; default: 127.0.0.1)")
+    start.add_argument("--dashboard-port", type=int, metavar="PORT", default=None,
+                       help="the dashboard's port (--head only; default: 8265, or the next free one)")
+    start.add_argument("--gateway-port", type=int, metavar="PORT", default=None,
+                       help="also serve the named typed actors over HTTP/JSON on this port (--head only; "
+                            "see `actorhub serve-gateway`)")
+    start.add_argument("--gateway-grpc-port", type=int, metavar="PORT", default=0,
+                       help="the gateway's gRPC port (default: a free one, printed)")
+    start.add_argument("--gateway-host", metavar="HOST", default="127.0.0.1",
+                       help="the address the gateway binds (default: 127.0.0.1)")
+    start.add_argument("--metrics-export-port", type=int, metavar="PORT", default=None,
+                       help="the port of this node's Prometheus endpoint (default: a free one)")
     start.add_argument("--block", action="store_true",
                        help="stay in the foreground while the processes run; SIGTERM or SIGINT stops them")
 
     commands.add_parser("stop", help="stop every cluster started on this machine")
+
+    up = commands.add_parser("up", help="start a cluster from a cluster YAML, with an autoscaler (Ray's `ray up`)")
+    up.add_argument("config", type=Path, metavar="CLUSTER_YAML")
+    down = commands.add_parser("down", help="stop the cluster a cluster YAML names, nodes and autoscaler")
+    down.add_argument("config", type=Path, metavar="CLUSTER_YAML")
 
     status = commands.add_parser("status", help="show a cluster's nodes, actors and jobs")
     status.add_argument("--address", metavar="HOST:PORT", help=_ADDRESS_HELP)
@@ -94,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     from actorhub.cli.logs import add_parser as add_logs
 
     add_logs(commands)
+    from actorhub.cli.jobs import add_parser as add_jobs
+
+    add_jobs(commands)
+    from actorhub.cli.gateway import add_parser as add_gateway
+
+    add_gateway(commands)
     return parser
 
 
@@ -104,18 +137,39 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return health_check_command(args.address, args.node, args.timeout, args.node_ip_address)
     # Imported per command so that `actorhub --help` and each command load only what they use.
     if args.command == "start":
-        from actorhub.cli.cluster import StartFlags, start_head_command, start_node_command
+        from actorhub.cli.cluster import (
+            DashboardFlags,
+            GatewayFlags,
+            StartFlags,
+            start_head_command,
+            start_node_command,
+        )
 
         flags = StartFlags(num_cpus=args.num_cpus, node_ip_address=args.node_ip_address, token_file=args.token_file,
                            tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, block=args.block,
-                           num_gpus=args.num_gpus, memory=args.memory, resources=args.resources)
+                           num_gpus=args.num_gpus, memory=args.memory, resources=args.resources,
+                           enable_object_reconstruction=args.enable_object_reconstruction or None,
+                           metrics_export_port=args.metrics_export_port)
         if args.head:
-            return start_head_command(args.port, args.store, flags)
+            dashboard = DashboardFlags(args.include_dashboard, args.dashboard_host, args.dashboard_port)
+            gateway = None if args.gateway_port is None else GatewayFlags(args.gateway_port, args.gateway_grpc_port,
+                                                                          args.gateway_host)
+            return start_head_command(args.port, args.store, flags, dashboard, gateway)
+        if args.gateway_port is not None:
+            parser.error("--gateway-port applies to --head only")
+        if args.dashboard_host is not None or args.dashboard_port is not None:
+            parser.error("--dashboard-host and --dashboard-port apply to --head only")
         if args.port is not None:
             parser.error("--port applies to --head only")
         if args.store is not None:
             parser.error("--store applies to --head only")
+        if args.enable_object_reconstruction:
+            parser.error("--enable-object-reconstruction applies to --head only: the cluster's hub tells every process")
         return start_node_command(args.address, flags)
+    if args.command in ("up", "down"):
+        from actorhub.cli.autoscale import down_command, up_command
+
+        return up_command(args.config) if args.command == "up" else down_command(args.config)
     if args.command == "stop":
         from actorhub.cli.cluster import stop_command
 
@@ -136,6 +190,14 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from actorhub.cli.logs import logs_command
 
         return logs_command(args.actor, args.node, args.follow, args.session)
+    if args.command == "job":
+        from actorhub.cli.jobs import job_command
+
+        return job_command(args)
+    if args.command == "serve-gateway":
+        from actorhub.cli.gateway import serve_gateway_command
+
+        return serve_gateway_command(args)
     if args.command == "microbenchmark":
         from actorhub.cli import microbenchmark as _microbenchmark
         if args.scale <= 0:
@@ -145,6 +207,16 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         _microbenchmark.main(text, scale=args.scale)
         return 0
     parser.error(f"unknown command {args.command!r}")
+
+
+def _bool_flag(text: str) -> bool:
+    """Ray's spelling of boolean flags: `--include-dashboard false`."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,10 +36,13 @@ from actorhub.cluster.launcher import (
     join_cluster,
     leftovers,
     remove_segments,
+    start_gateway,
     start_head,
     start_node,
     stop_processes,
     stop_session,
+    wait_for_dashboard,
+    wait_for_gateway,
 )
 from actorhub.cluster.session import ADDRESS_FILE, TOKEN_FILE, Session, list_sessions, make_latest, session_for_address
 from actorhub.config import Config
@@ -65,24 +68,59 @@ class StartFlags:
     num_gpus: int | None = None
     memory: int | None = None
     resources: str | None = None  # JSON, checked by Config
+    enable_object_reconstruction: bool | None = None
+    metrics_export_port: int | None = None
 
     def config(self, **more: object) -> Config:
         """Flags first, then ACTORHUB_* variables (ACTORHUB_TOKEN, ACTORHUB_TLS_CERT...)."""
         return Config.load(num_cpus=self.num_cpus, node_ip_address=self.node_ip_address, token_file=self.token_file,
                            tls_cert=self.tls_cert, tls_key=self.tls_key, tls_ca=self.tls_ca, num_gpus=self.num_gpus,
-                           memory=self.memory, resources=self.resources, **more)
+                           memory=self.memory, resources=self.resources,
+                           enable_object_reconstruction=self.enable_object_reconstruction,
+                           metrics_export_port=self.metrics_export_port, **more)
 
 
-def start_head_command(port: int | None, store: Path | None, flags: StartFlags) -> int:
+@dataclass(frozen=True)
+class DashboardFlags:
+    """`start --head`'s dashboard flags."""
+
+    include: bool = True
+    host: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class GatewayFlags:
+    """`start --head --gateway-port N`: the gateway (actorhub/gateway/) beside the hub."""
+
+    port: int
+    grpc_port: int = 0
+    host: str = "127.0.0.1"
+
+
+def start_head_command(port: int | None, store: Path | None, flags: StartFlags,
+                       dashboard: DashboardFlags = DashboardFlags(), gateway: GatewayFlags | None = None) -> int:
     if port is not None:
         addresses.check_port(port, "--port")
-    config = flags.config(hub_port=port, hub_store_path=store)
+    if dashboard.port is not None:
+        addresses.check_port(dashboard.port, "--dashboard-port")
+    if gateway is not None:
+        addresses.check_port(gateway.port, "--gateway-port")
+        addresses.check_port(gateway.grpc_port, "--gateway-grpc-port")
+    config = flags.config(hub_port=port, hub_store_path=store, include_dashboard=dashboard.include,
+                          dashboard_host=dashboard.host, dashboard_port=dashboard.port)
     tls = load_tls(config)
     given = given_token(config)
     cluster = start_head(config, started_by="head")
     target = Target(cluster.hub_address, cluster.session.token, cluster.session, tls)
     try:
-        node = _wait_for_new_node(target, set(), cluster.processes, config.connect_timeout_s)
+        node = _wait_for_new_node(target, set(), cluster.processes[:2], config.connect_timeout_s)
+        url = wait_for_dashboard(cluster.session, cluster.processes[2], config.connect_timeout_s) \
+            if config.include_dashboard else None
+        gateway_at = None
+        if gateway is not None:
+            cluster.processes.append(start_gateway(config, cluster, gateway.port, gateway.grpc_port, gateway.host))
+            gateway_at = wait_for_gateway(cluster.session, cluster.processes[-1], config.connect_timeout_s)
     except BaseException:
         stop_session(cluster.session, timeout=5.0, tls=tls)
         raise
@@ -94,6 +132,10 @@ def start_head_command(port: int | None, store: Path | None, flags: StartFlags) 
     print(f"  token file:   {token_file}")
     if config.hub_store_path is not None:
         print(f"  hub store:    {config.hub_store_path}")
+    if url is not None:
+        print(f"  dashboard:    {url}   (Job API: actorhub job submit -- CMD)")
+    if gateway_at is not None:
+        print(f"  gateway:      http://{gateway_at['http']}   gRPC {gateway_at['grpc']}   (named typed actors)")
     print(f"  node id:      {node.node_id}")
     print()
     tls_flags = _tls_flags(config)

@@ -36,6 +36,10 @@ def status_command(address: str | None) -> int:
     if rows:
         headers = ["NODE ID", "ADDRESS", "LAST HEARTBEAT", "OTHER RESOURCES", "CPUS (AVAILABLE/TOTAL)", "STATE"]
         print(_indent(format_table(headers, rows)))
+    endpoints = [f"{n.address.rpartition(':')[0]}:{n.metrics_export_port}"
+                 for n in status.nodes if n.alive and n.metrics_export_port]
+    if endpoints:
+        print(f"Metrics (Prometheus): {', '.join(endpoints)}")
     print()
     # The hub leaves dead actors out of the status, so these are the live ones.
     by_state = Counter(a.state for a in status.actors)
@@ -50,7 +54,27 @@ def status_command(address: str | None) -> int:
         print(f"Pending demands: {waiting} actor{'s' if waiting != 1 else ''} not placed, {infeasible} infeasible")
         for line, count in demands:
             print(f"  {count} x {line}")
+    _print_groups(status)
+    if target.session is not None:
+        from actorhub.cli.autoscale import autoscaler_lines  # a cluster from `actorhub up`
+
+        for line in autoscaler_lines(target.session):
+            print(line)
     return 0
+
+
+def _print_groups(status: ClusterStatus) -> None:
+    """Placement groups by state, and why each one not CREATED waits."""
+    groups = status.placement_groups
+    if not groups:
+        return
+    by_state = Counter(g.state for g in groups)
+    print()
+    print(f"Placement groups: {len(groups)} (" + ", ".join(f"{n} {s}" for s, n in sorted(by_state.items())) + ")")
+    for g in groups:
+        if g.state != "CREATED":
+            label = f"{g.name} ({g.group_id})" if g.name else g.group_id
+            print(f"  {label} {g.strategy} {g.state}: {g.pending_reason or '-'}")
 
 
 def _other_resources(available: Sequence[tuple[str, float]], total: Sequence[tuple[str, float]]) -> str:
@@ -58,6 +82,10 @@ def _other_resources(available: Sequence[tuple[str, float]], total: Sequence[tup
     free = dict(available)
     parts = []
     for name, amount in total:
+        if name.startswith("node:") or "_group_" in name:
+            # node:<ip> says nothing about capacity; placement groups' bundle names are the
+            # groups' own (listed below), carved out of the resources shown here.
+            continue
         if name == "memory":
             parts.append(f"memory {free.get(name, 0.0) / 2**30:.1f}/{amount / 2**30:.1f} GiB")
         else:

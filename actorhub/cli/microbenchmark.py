@@ -219,9 +219,10 @@ _INIT_LABEL = "init to first actor call (s)"
 
 
 def _cluster_metrics() -> list[tuple[str, _ActorMetric]]:
+    from actorhub.cli.microbenchmark_groups import GROUP_METRICS
     from actorhub.cli.microbenchmark_tasks import TASK_METRICS
 
-    return _ACTOR_METRICS + TASK_METRICS
+    return _ACTOR_METRICS + TASK_METRICS + GROUP_METRICS
 
 
 def metric_labels() -> list[str]:
@@ -246,7 +247,9 @@ def main(filter_text: str = "", *, scale: float = 1.0) -> list[Result]:
     selected = [(label, run) for label, run in _cluster_metrics() if filter_text in label]
     results: list[Result] = []
     if selected:
-        actorhub.init()
+        from actorhub.cli.microbenchmark_groups import CUSTOM_RESOURCES
+
+        actorhub.init(resources=CUSTOM_RESOURCES)  # the placement group metric's bundles, as in Ray
         try:
             for _, run in selected:
                 actors: Handles = []

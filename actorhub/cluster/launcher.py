@@ -59,6 +59,12 @@ SUPERVISOR_MODULE = "actorhub.hub.supervisor"
 SUPERVISOR_LOG = "hub-supervisor.log"
 HUB_OUT = "hub.out"
 SUPERVISOR_ROLE = "hub-supervisor"  # its pid file: hub-supervisor.pid
+DASHBOARD_OUT = "dashboard.out"
+DASHBOARD_ADDRESS_FILE = "dashboard_address"
+DEFAULT_DASHBOARD_PORT = 8265
+GATEWAY_OUT = "gateway.out"
+GATEWAY_ADDRESS_FILE = "gateway_address"  # written by actorhub/gateway/server.py
+DASHBOARD_PORT_RETRIES = 50
 
 
 @dataclass
@@ -66,7 +72,7 @@ class ClusterProcesses:
     session: Session
     hub_address: str
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    """[hub supervisor, node agent]"""
+    """[hub supervisor, node agent], then the dashboard's supervisor when it runs"""
     node_id: str = ""  # of the node agent started with the hub
 
 
@@ -113,6 +119,10 @@ def child_env(config: Config, session: Session, host: str) -> dict[str, str]:
             env[f"ACTORHUB_{name.upper()}"] = os.path.abspath(Path(path).expanduser())
     if config.tracing_startup_hook:  # given to init() (`_tracing_startup_hook`), for every worker
         env["ACTORHUB_TRACING_STARTUP_HOOK"] = config.tracing_startup_hook
+    if config.otlp_endpoint:
+        env["ACTORHUB_OTLP_ENDPOINT"] = config.otlp_endpoint
+    if config.enable_object_reconstruction:  # the hub tells every process of the cluster (tasks/lineage.py)
+        env["ACTORHUB_ENABLE_OBJECT_RECONSTRUCTION"] = "1"
     return env
 
 
@@ -160,7 +170,7 @@ def start_head(config: Config, *, wait: bool = True, started_by: str | None = No
     env = child_env(config, session, host)
     # The node agent first: its zygote's boot (interpreter, gRPC, the worker module) is the
     # longest on the way to a first actor. It retries until the hub answers.
-    node = start_node(config, session, hub_address, node_id, host=host)
+    node = start_node(config, session, hub_address, node_id, host=host, head=True)
     store = ["--store", str(config.hub_store_path)] if config.hub_store_path is not None else []
     try:
         # Its own output (a traceback, a refused flag) goes to the log it writes its lines to.
@@ -175,6 +185,8 @@ def start_head(config: Config, *, wait: bool = True, started_by: str | None = No
         node.wait()
         raise
     cluster = ClusterProcesses(session, hub_address, [supervisor, node], node_id)
+    if config.include_dashboard:
+        cluster.processes.append(start_dashboard(config, session, hub_address, supervisor.pid, env, node_id))
     if wait:
         wait_for_head(cluster, config)
     return cluster
@@ -185,7 +197,7 @@ def wait_for_head(cluster: ClusterProcesses, config: Config) -> None:
     and raise ClusterStartError with the end of the failed process's log."""
     session = cluster.session
     node_log = session.logs / f"node-{cluster.node_id}.out"
-    supervisor, node = cluster.processes
+    supervisor, node = cluster.processes[:2]
     deadline = time.monotonic() + config.connect_timeout_s
     pause = 0.001  # the hub is usually up by the time a driver asks: look often, then less
     while not (session.path / ADDRESS_FILE).exists():
@@ -202,6 +214,73 @@ def wait_for_head(cluster: ClusterProcesses, config: Config) -> None:
         time.sleep(pause)
         pause = min(pause * 2, 0.01)
     make_latest(session)
+
+
+def start_dashboard(
+    config: Config, session: Session, hub_address: str, hub_supervisor_pid: int, env: dict[str, str], node_id: str,
+) -> subprocess.Popen[bytes]:
+    """The dashboard's supervisor (`actorhub.dashboard`), which serves the Job API and ends when
+    the hub's supervisor has; `wait_for_dashboard` says where it listens."""
+    port = config.dashboard_port if config.dashboard_port is not None else DEFAULT_DASHBOARD_PORT
+    # As Ray: the default port gives way to the next free one; a port asked for is that port.
+    retries = DASHBOARD_PORT_RETRIES if config.dashboard_port is None else 0
+    (session.path / DASHBOARD_ADDRESS_FILE).unlink(missing_ok=True)
+    return _spawn(
+        ["-m", "actorhub.dashboard", "--session-dir", str(session.path), "--hub-address", hub_address,
+         "--host", config.dashboard_host, "--port", str(port), "--port-retries", str(retries),
+         "--hub-supervisor-pid", str(hub_supervisor_pid), "--node-id", node_id],
+        session.logs / DASHBOARD_OUT,
+        env,
+    )
+
+
+def wait_for_dashboard(session: Session, dashboard: subprocess.Popen[bytes], timeout: float) -> str:
+    """The dashboard's URL once it serves; ClusterStartError with its output when it failed."""
+    deadline = time.monotonic() + timeout
+    address_file = session.path / DASHBOARD_ADDRESS_FILE
+    while not address_file.exists():
+        if dashboard.poll() is not None:
+            raise ClusterStartError(f"the dashboard exited with code {dashboard.returncode}:\n"
+                                    f"{_tail(session.logs / DASHBOARD_OUT, 5)}")
+        if time.monotonic() > deadline:
+            raise ClusterStartError(f"the dashboard did not start within {timeout:g} s:\n"
+                                    f"{_tail(session.logs / DASHBOARD_OUT, 5)}")
+        time.sleep(0.02)
+    return f"http://{address_file.read_text().strip()}"
+
+
+def start_gateway(
+    config: Config, cluster: ClusterProcesses, port: int, grpc_port: int = 0, host: str = "127.0.0.1",
+) -> subprocess.Popen[bytes]:
+    """The gateway (`actorhub.gateway`: named typed actors over HTTP and gRPC) of a head's
+    cluster, which ends when the hub's supervisor has; `wait_for_gateway` says where it listens."""
+    session = cluster.session
+    (session.path / GATEWAY_ADDRESS_FILE).unlink(missing_ok=True)
+    env = child_env(config, session, addresses.node_host(config))
+    return _spawn(
+        ["-m", "actorhub.gateway", "--address", cluster.hub_address, "--host", host, "--port", str(port),
+         "--grpc-port", str(grpc_port), "--session-dir", str(session.path),
+         "--hub-supervisor-pid", str(cluster.processes[0].pid)],
+        session.logs / GATEWAY_OUT,
+        env,
+    )
+
+
+def wait_for_gateway(session: Session, gateway: subprocess.Popen[bytes], timeout: float) -> dict[str, str]:
+    """The gateway's addresses ({"http": "host:port", "grpc": "host:port"}) once it serves;
+    ClusterStartError with its output when it failed."""
+    deadline = time.monotonic() + timeout
+    address_file = session.path / GATEWAY_ADDRESS_FILE
+    while not address_file.exists():
+        if gateway.poll() is not None:
+            raise ClusterStartError(f"the gateway exited with code {gateway.returncode}:\n"
+                                    f"{_tail(session.logs / GATEWAY_OUT, 5)}")
+        if time.monotonic() > deadline:
+            raise ClusterStartError(f"the gateway did not start within {timeout:g} s:\n"
+                                    f"{_tail(session.logs / GATEWAY_OUT, 5)}")
+        time.sleep(0.02)
+    found: dict[str, str] = json.loads(address_file.read_text())
+    return found
 
 
 def _hub_logs(session: Session) -> str:
@@ -237,10 +316,11 @@ def check_segment_dir(session: Session, node_id: str) -> None:
 
 
 def start_node(
-    config: Config, session: Session, hub_address: str, node_id: str | None = None, *, host: str | None = None
+    config: Config, session: Session, hub_address: str, node_id: str | None = None, *, host: str | None = None,
+    head: bool = False,
 ) -> subprocess.Popen[bytes]:
     """A node agent in `session` for the hub at `hub_address`, serving at `host` (default: the
-    address `addresses.node_host` picks for a node joining that hub)."""
+    address `addresses.node_host` picks for a node joining that hub); `head`: the hub's own node."""
     if host is None:
         host = addresses.node_host(config, addresses.parse_address(hub_address, "the hub's address")[0])
     node_id = node_id or new_id(8)
@@ -258,11 +338,21 @@ def start_node(
             *(["--resources", json.dumps(config.resources)] if config.resources else []),
             "--prestart", str(config.prestart_workers),
             "--bind-host", host,
+            *(["--head"] if head else []),
             *(["--object-store-memory", str(config.object_store_memory)] if config.object_store_memory else []),
+            *(["--metrics-export-port", str(config.metrics_export_port)] if config.metrics_export_port else []),
         ],
         session.logs / f"node-{node_id}.out",
         child_env(config, session, host),
     )
+
+
+def start_autoscaler(config: Config, session: Session) -> subprocess.Popen[bytes]:
+    """The autoscaler of a cluster from `actorhub up` (`python -m actorhub.autoscaler`), which
+    reads its cluster config from the session and logs to `logs/autoscaler.out`."""
+    host = addresses.node_host(config)
+    return _spawn(["-m", "actorhub.autoscaler", "--session-dir", str(session.path)],
+                  session.logs / "autoscaler.out", child_env(config, session, host))
 
 
 def join_cluster(config: Config, hub_address: str, token: str) -> tuple[Session, subprocess.Popen[bytes]]:

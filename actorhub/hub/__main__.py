@@ -30,14 +30,17 @@ from types import FrameType
 from typing import Any
 
 from actorhub._proto.v1 import hub_pb2_grpc, runtime_env_pb2_grpc
+from actorhub.cluster.addresses import parse_address
 from actorhub.cluster.lifetime import set_parent_death_signal
 from actorhub.cluster.session import ADDRESS_FILE, Session
 from actorhub.config import Config, ConfigError
 from actorhub.hub.actor_table import ActorTable
 from actorhub.hub.control_store import HUB_STARTS, STORE_FILE, StoreBatch, StoreRefusedError, StoreWriter, open_store
+from actorhub.hub.metrics_export import HubMetrics
 from actorhub.hub.records import HubInfo
 from actorhub.hub.runtime_env_packages import RuntimeEnvPackagesServicer
 from actorhub.hub.service import HubServicer
+from actorhub.runtime.checkpoint_files import CheckpointFiles
 from actorhub.wire.server import ServerLoop
 from actorhub.wire.tls import load_tls
 from actorhub.wire.transport import AsyncChannelPool
@@ -121,8 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     servicer = HubServicer(
         table, writer, AsyncChannelPool(session.token, config.max_message_bytes, tls), server.loop,
         on_stop=stop.set, deadlines=config.deadlines,
-        info=HubInfo(started_at=time.time(), restarts=starts - 1, store_path=str(store_path)),
+        info=(info := HubInfo(started_at=time.time(), restarts=starts - 1, store_path=str(store_path),
+                              object_reconstruction=config.enable_object_reconstruction)),
     )
+    # Actors' checkpoints beside the store: as durable as it, kept across hub restarts.
+    servicer.checkpoints = CheckpointFiles(store_path.parent / "checkpoints")
     hub_pb2_grpc.add_HubServicer_to_server(servicer, server.server)
     # Beside the store, so a restarted hub (same store) still serves every package.
     runtime_env_pb2_grpc.add_RuntimeEnvPackagesServicer_to_server(
@@ -136,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         writer.close()
         store.close()
         return 1
+    # Before nodes can register (again): each reports its endpoint's port to it.
+    metrics = servicer.metrics = HubMetrics(table.cluster_status, table.alive_nodes, info, session.path)
+    metrics.start(parse_address(address)[0])
     server.start()
     server.call_soon(servicer.recover, recovered, unconfirmed_nodes, unconfirmed_jobs)
     server.call_soon(servicer.start_health_checks)
@@ -158,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(0.5):
         pass
     log.info("hub stopping")
+    metrics.close()
     _on_loop(server, server.server.stop(_STOP_GRACE_S), "stopping the server")
     _on_loop(server, servicer.close(), "closing the service")
     server.stop(0)

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2
+from actorhub.hub.autoscaler_demand import Shape, actor_demands, group_demands, node_loads
+from actorhub.hub.placement_groups import REMOVED, group_info
 from actorhub.hub.records import (
     ALIVE,
     DEAD,
@@ -41,6 +44,7 @@ from actorhub.hub.records import (
 )
 from actorhub.hub.recovery import RecoverableState
 from actorhub.hub.resources import GpuSlots, take
+from actorhub.hub.task_loans import LoanAnswer, grant_claim, replace_loans
 from actorhub.namespaces.rules import anonymous_namespace
 
 __all__ = ["ActorRecord", "ActorTable", "Decisions", "KillPlan", "Placement", "Watch", "WorkerKill"]
@@ -92,6 +96,7 @@ class ActorTable(RecoverableState):
                 available=dict(resources or {}),
                 gpus=GpuSlots(int((resources or {}).get("GPU", 0))),
             )
+            self._reserve_bundles_on(node)
             reported_gpus = {(h.actor_id, h.incarnation): h.gpu_ids for h in hosted or ()}
             for r in held:
                 r.gpu_ids = list(reported_gpus.get((r.actor_id, r.incarnation), r.gpu_ids))
@@ -173,6 +178,7 @@ class ActorTable(RecoverableState):
                 root = self._actors.get(actor_id)
                 if root is not None:
                     self._kill_by_owner(root, f"The actor {root.label} died: its owner job {job_id} ended", out)
+            self._remove_job_groups(job_id, out)
             out.shutdown_cluster = job.owns_cluster
             self._schedule_pending_locked(out)
         return out
@@ -272,22 +278,36 @@ class ActorTable(RecoverableState):
         return out
 
     def report_lent(self, node_id: str, lent: float) -> tuple[Decisions, float, float]:
-        """A node's desk lends `lent` CPUs to tasks: place what now fits; the CPUs actors reserve
-        on that node and those pending actors wait for there (the desk lends neither)."""
+        decisions, reserved, wanted, _ = self.report_loans(node_id, lent)
+        return decisions, reserved, wanted
+
+    def report_loans(
+        self, node_id: str, lent: float, lent_resources: Mapping[str, float] | None = None,
+        lent_gpus: Mapping[int, float] | None = None, claim: Mapping[str, float] | None = None,
+    ) -> tuple[Decisions, float, float, LoanAnswer]:
+        """A node's desk lends `lent` CPUs to tasks, and `lent_resources` (GPUs `lent_gpus`)
+        besides: place what now fits; the CPUs actors reserve on that node and those pending
+        actors wait for there (the desk lends neither), and whether `claim` is lent on top
+        (hub/task_loans.py)."""
         out = Decisions()
+        answer = LoanAnswer()
         with self._lock:
             node = self._nodes.get(node_id)
             if node is None:
-                return out, 0.0, 0.0
+                return out, 0.0, 0.0, answer
             fell = lent < node.lent_cpus
             node.lent_cpus = lent
+            fell = replace_loans(node, lent_resources or {}, lent_gpus or {}) or fell
+            if claim:
+                answer = grant_claim(node, claim, (self._actors[a] for a in self._pending))
+            answer = LoanAnswer(answer.granted, answer.gpu_ids, dict(node.resources))
             if fell:
                 self._schedule_pending_locked(out)
             reserved = node.num_cpus - node.available_cpus
             wanted = sum(
                 self._actors[a].spec.num_cpus for a in self._pending if self._actors[a].waiting_on == node_id
             )
-            return out, reserved, wanted
+            return out, reserved, wanted, answer
 
     def schedule_pending(self) -> Decisions:
         out = Decisions()
@@ -424,6 +444,15 @@ class ActorTable(RecoverableState):
         with self._lock:
             return [(n.node_id, n.address) for n in self._nodes.values() if n.alive]
 
+    def autoscaler_view(
+        self,
+    ) -> tuple[list[hub_pb2.AutoscalerNode], Counter[Shape], list[hub_pb2.AutoscalerGroupDemand]]:
+        """The alive nodes' load, the pending actors' and groups' demand (hub/autoscaler_demand.py)."""
+        with self._lock:
+            return (node_loads(self._nodes.values(), self._actors.values()),
+                    actor_demands(self._actors[a] for a in self._pending),
+                    group_demands(self._groups[g] for g in self._pending_groups if g in self._groups))
+
     def cluster_status(self) -> hub_pb2.ClusterStatus:
         with self._lock:
             return hub_pb2.ClusterStatus(
@@ -436,6 +465,7 @@ class ActorTable(RecoverableState):
                 actors=[actor_info(r) for r in self._actors.values() if r.state != DEAD],
                 live_jobs=sum(1 for j in self._jobs.values() if j.alive),
                 driver_addresses=[j.driver_address for j in self._jobs.values() if j.alive and j.driver_address],
+                placement_groups=[group_info(g) for g in self._groups.values() if g.state != REMOVED],
             )
 
     # ---- shutdown and persistence ------------------------------------------------------

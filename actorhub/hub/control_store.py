@@ -26,7 +26,10 @@ from actorhub._proto.v1 import common_pb2
 from actorhub.exceptions import ActorHubError
 
 STORE_FILE = "control.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Versions this hub upgrades in place, each by adding what the next one has (nothing removed).
+_UPGRADES = {2: "CREATE TABLE placement_groups (group_id TEXT PRIMARY KEY, spec BLOB NOT NULL, state TEXT NOT NULL,"
+                " nodes TEXT NOT NULL, version INTEGER NOT NULL)"}
 
 log = logging.getLogger("actorhub.hub")
 
@@ -83,6 +86,17 @@ class NodeRow:
     alive: bool
 
 
+@dataclass(frozen=True)
+class GroupRow:
+    """One placement group (hub/placement_groups.py): its spec, state and each bundle's node."""
+
+    group_id: str
+    spec: bytes
+    state: str
+    nodes: tuple[str, ...]
+    version: int
+
+
 @dataclass
 class StoreBatch:
     """What changed, written in one transaction."""
@@ -93,9 +107,13 @@ class StoreBatch:
     # Dead actors the hub no longer remembers (its bounded history).
     forgotten_actors: list[str] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    placement_groups: list[GroupRow] = field(default_factory=list)
+    # Removed groups the hub no longer remembers.
+    forgotten_groups: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.actors or self.jobs or self.nodes or self.forgotten_actors or self.counters)
+        return bool(self.actors or self.jobs or self.nodes or self.forgotten_actors or self.counters
+                    or self.placement_groups or self.forgotten_groups)
 
 
 @dataclass(frozen=True)
@@ -106,6 +124,7 @@ class Snapshot:
     jobs: list[JobRow]
     nodes: list[NodeRow]
     counters: dict[str, int]
+    placement_groups: list[GroupRow] = field(default_factory=list)
 
 
 # Counter names (the `meta` table).
@@ -154,8 +173,15 @@ CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS placement_groups (
+    group_id TEXT PRIMARY KEY,
+    spec BLOB NOT NULL,
+    state TEXT NOT NULL,
+    nodes TEXT NOT NULL,
+    version INTEGER NOT NULL
+);
 """
-_TABLES = ("meta", "actors", "jobs", "nodes", "kv")
+_TABLES = ("meta", "actors", "jobs", "nodes", "kv", "placement_groups")
 # After a failed write: how long before the writer tries again.
 _RETRY_WRITE_S = 1.0
 
@@ -216,6 +242,12 @@ class SQLiteControlStore:
         if "meta" in tables:
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             version = row[0] if row else None
+        while version in _UPGRADES:
+            with _transaction(self._db):
+                self._db.execute(_UPGRADES[version])
+                version += 1
+                self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (version,))
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if version != SCHEMA_VERSION or not set(_TABLES) <= tables:
             found = "no actorhub schema" if version is None else f"schema version {version}"
             raise StoreRefusedError(self.path, f"it has {found}, and this hub reads version {SCHEMA_VERSION}",
@@ -247,6 +279,14 @@ class SQLiteControlStore:
                 self._db.executemany("DELETE FROM actors WHERE actor_id=?", [(a,) for a in batch.forgotten_actors])
                 self._spec_written.difference_update(batch.forgotten_actors)
                 self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", list(batch.counters.items()))
+                self._db.executemany(
+                    "INSERT INTO placement_groups VALUES (?,?,?,?,?) ON CONFLICT(group_id) DO UPDATE"
+                    " SET spec=excluded.spec, state=excluded.state, nodes=excluded.nodes, version=excluded.version"
+                    " WHERE excluded.version > placement_groups.version",
+                    [(g.group_id, g.spec, g.state, "\n".join(g.nodes), g.version) for g in batch.placement_groups],
+                )
+                self._db.executemany("DELETE FROM placement_groups WHERE group_id=?",
+                                     [(g,) for g in batch.forgotten_groups])
 
     def _save_actors(self, rows: Sequence[ActorRow]) -> None:
         for row in rows:
@@ -284,6 +324,8 @@ class SQLiteControlStore:
             jobs = self._db.execute("SELECT * FROM jobs ORDER BY job_id").fetchall()
             nodes = self._db.execute("SELECT * FROM nodes ORDER BY ord").fetchall()
             counters = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            groups = self._db.execute(
+                "SELECT group_id, spec, state, nodes, version FROM placement_groups ORDER BY rowid").fetchall()
         rows = []
         for actor_id, spec_bytes, state, incarnation, restarts, node_id, address, cause, version, worker_id, \
                 pid, kill_requested, kill_message in actors:
@@ -302,6 +344,8 @@ class SQLiteControlStore:
             nodes=[NodeRow(n, addr, cpus, pid, order, gen, bool(alive)) for n, addr, cpus, pid, order, gen, alive
                    in nodes],
             counters={k: int(v) for k, v in counters.items() if k != "schema_version"},
+            placement_groups=[GroupRow(g, bytes(spec), state, tuple(nodes.split("\n")), version)
+                              for g, spec, state, nodes, version in groups],
         )
 
     # -- a key-value space for other components --------------------------------------------------
@@ -363,6 +407,7 @@ class StoreWriter:
         self._actors: dict[str, ActorRow] = {}
         self._jobs: dict[str, JobRow] = {}
         self._nodes: dict[str, NodeRow] = {}
+        self._groups: dict[str, GroupRow] = {}
         self._queued_ticket = 0
         self._written_ticket = 0
         self._waiters: list[tuple[int, Callable[[], None]]] = []
@@ -381,6 +426,7 @@ class StoreWriter:
                     self._actors[row.actor_id] = row
             self._jobs.update((j.job_id, j) for j in batch.jobs)
             self._nodes.update((n.node_id, n) for n in batch.nodes)
+            self._merge_groups(batch)
             for actor_id in batch.forgotten_actors:
                 self._actors.pop(actor_id, None)
                 self._queued.forgotten_actors.append(actor_id)
@@ -388,6 +434,15 @@ class StoreWriter:
             self._queued_ticket += 1
             self._cond.notify_all()
             return self._queued_ticket
+
+    def _merge_groups(self, batch: StoreBatch) -> None:
+        for group in batch.placement_groups:
+            queued = self._groups.get(group.group_id)
+            if queued is None or queued.version < group.version:
+                self._groups[group.group_id] = group
+        for group_id in batch.forgotten_groups:
+            self._groups.pop(group_id, None)
+            self._queued.forgotten_groups.append(group_id)
 
     def when_written(self, ticket: int, done: Callable[[], None]) -> None:
         """Call `done` once every batch up to `ticket` is committed (or failed and was logged)."""
@@ -423,8 +478,9 @@ class StoreWriter:
                 batch.actors = list(self._actors.values())
                 batch.jobs = list(self._jobs.values())
                 batch.nodes = list(self._nodes.values())
+                batch.placement_groups = list(self._groups.values())
                 self._queued = StoreBatch()
-                self._actors, self._jobs, self._nodes = {}, {}, {}
+                self._actors, self._jobs, self._nodes, self._groups = {}, {}, {}, {}
                 ticket = self._queued_ticket
             failed = False
             try:
@@ -460,6 +516,11 @@ class StoreWriter:
             self._jobs.setdefault(job.job_id, job)
         for node in batch.nodes:
             self._nodes.setdefault(node.node_id, node)
+        for group in batch.placement_groups:
+            queued_group = self._groups.get(group.group_id)
+            if queued_group is None or queued_group.version < group.version:
+                self._groups[group.group_id] = group
+        self._queued.forgotten_groups[:0] = batch.forgotten_groups
         self._queued.forgotten_actors[:0] = batch.forgotten_actors
         self._queued.counters = {**batch.counters, **self._queued.counters}
         self._queued_ticket += 1

@@ -7,6 +7,7 @@ does I/O.
 from __future__ import annotations
 
 import signal
+from collections import deque
 from dataclasses import dataclass, field
 
 from actorhub._proto.v1 import common_pb2
@@ -62,6 +63,9 @@ class ActorRecord:
     worker_id: str = ""
     pid: int = 0
     num_restarts: int = 0
+    # With ActorSpec.restart_window_s: when its restarts happened, within the window (this hub's
+    # clock; a restarted hub starts the window afresh).
+    restart_times: deque[float] = field(default_factory=deque)
     death_cause: common_pb2.ErrorInfo | None = None
     kill_requested: bool = False
     # The full death message to use once the kill completes: kill() and an owner's death
@@ -114,6 +118,10 @@ class NodeRecord:
     # CPUs the node's lease desk lends to tasks, as it last reported. Actors that reserve CPUs
     # are placed only in what is left, as Ray's one count of a node's CPUs would have it.
     lent_cpus: float = 0.0
+    # Besides CPUs, what the desk lends (taken out of `available`, its GPUs out of `gpus`, by
+    # hub/task_loans.py): the hub grants these to the desk, so actors and tasks never share a GPU.
+    lent_resources: dict[str, float] = field(default_factory=dict)
+    lent_gpus: dict[int, float] = field(default_factory=dict)
     # Besides CPUs (hub/resources.py): in all, not held by actors, and which GPUs are free.
     resources: dict[str, float] = field(default_factory=dict)
     available: dict[str, float] = field(default_factory=dict)
@@ -141,6 +149,7 @@ class HubInfo:
     started_at: float = 0.0  # Unix time
     restarts: int = 0  # hubs started on this store before this one
     store_path: str = ""
+    object_reconstruction: bool = False  # started with --enable-object-reconstruction: told to every process
 
 
 @dataclass(frozen=True)
@@ -236,8 +245,11 @@ def killed_message(rec: ActorRecord) -> str:
 
 
 def out_of_restarts(rec: ActorRecord, cause: str) -> common_pb2.ErrorInfo:
-    limit = rec.spec.max_restarts
-    suffix = f" (no restarts left, max_restarts={limit})" if limit > 0 else ""
+    limit, window = rec.spec.max_restarts, rec.spec.restart_window_s
+    if limit > 0 and window > 0:
+        suffix = f" ({limit} restarts within the last {window:g} s already, max_restarts={limit} per restart_window_s)"
+    else:
+        suffix = f" (no restarts left, max_restarts={limit})" if limit > 0 else ""
     return died(rec, cause + suffix)
 
 

@@ -30,6 +30,7 @@ from actorhub.hub.control_store import (
     Snapshot,
     StoreBatch,
 )
+from actorhub.hub.placement_group_table import GroupTable
 from actorhub.hub.records import (
     ALIVE,
     DEAD,
@@ -41,10 +42,9 @@ from actorhub.hub.records import (
     Placement,
     WorkerKill,
 )
-from actorhub.hub.transitions import TableState
 
 
-class RecoverableState(TableState):
+class RecoverableState(GroupTable):
     def restore(self, snapshot: Snapshot) -> Decisions:
         """Rebuild an empty table from the store; what to do once serving (place the pending)."""
         out = Decisions()
@@ -55,6 +55,7 @@ class RecoverableState(TableState):
                 self._nodes[n.node_id] = NodeRecord(
                     node_id=n.node_id, address=n.address, num_cpus=n.num_cpus, available_cpus=n.num_cpus,
                     pid=n.pid, order=n.order, generation=n.generation, alive=n.alive)
+            self._restore_groups(snapshot.placement_groups)
             for row in snapshot.actors:
                 self._restore_actor(row, out)
             for j in snapshot.jobs:
@@ -153,6 +154,7 @@ class RecoverableState(TableState):
             jobs, self._dirty_jobs = self._dirty_jobs, {}
             nodes, self._dirty_nodes = self._dirty_nodes, {}
             forgotten, self._forgotten = self._forgotten, []
+            groups, forgotten_groups = self._take_dirty_groups()
             batch = StoreBatch(
                 actors=[self._row(r) for r in actors.values()],
                 jobs=[JobRow(j.job_id, j.namespace, j.driver_pid, j.driver_address, j.owns_cluster, j.alive)
@@ -160,6 +162,8 @@ class RecoverableState(TableState):
                 nodes=[NodeRow(n.node_id, n.address, n.num_cpus, n.pid, n.order, n.generation, n.alive)
                        for n in nodes.values()],
                 forgotten_actors=forgotten,
+                placement_groups=groups,
+                forgotten_groups=forgotten_groups,
             )
             if self._counters_dirty:
                 batch.counters = {JOB_COUNTER: self._job_counter, NODE_COUNTER: self._node_counter}

@@ -31,9 +31,13 @@ from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc
 from actorhub.config import RpcDeadlines
 from actorhub.exceptions import RpcFailedError
 from actorhub.hub.actor_table import ActorTable
+from actorhub.hub.autoscaler_demand import AutoscalerRpcs, DemandBoard
+from actorhub.hub.checkpoint_service import CheckpointRpcs
 from actorhub.hub.control_store import StoreWriter
 from actorhub.hub.health import NodeHealth
 from actorhub.hub.log_fanout import LogFanout
+from actorhub.hub.metrics_export import HubMetrics
+from actorhub.hub.placement_group_service import PlacementGroupRpcs
 from actorhub.hub.records import (
     Decisions,
     DuplicateActorId,
@@ -103,7 +107,7 @@ class _Lease:
         self.over = False
 
 
-class HubServicer(hub_pb2_grpc.HubServicer):
+class HubServicer(AutoscalerRpcs, PlacementGroupRpcs, CheckpointRpcs, hub_pb2_grpc.HubServicer):
     def __init__(
         self,
         table: ActorTable,
@@ -134,7 +138,9 @@ class HubServicer(hub_pb2_grpc.HubServicer):
         self._retry_at = float("inf")
         self._stop_requested = False
         self.health = NodeHealth(table.alive_nodes, self._node, self._deadlines.ping_s)
+        self.metrics: HubMetrics | None = None  # its Prometheus endpoint (hub/metrics_export.py), once serving
         self._logs = LogFanout()
+        self.autoscaler_demand = DemandBoard()
 
     def start_health_checks(self) -> None:
         """On the loop, once serving: the nodes' heartbeats (`hub/health.py`)."""
@@ -151,6 +157,8 @@ class HubServicer(hub_pb2_grpc.HubServicer):
         await self._written(self._carry_out(self._table.register_node(
             request.node_id, request.address, request.num_cpus, request.pid, hosted, dict(request.resources))))
         self.health.beat(request.node_id)
+        if self.metrics is not None:
+            self.metrics.node_registered(request.node_id, request.metrics_export_port)
         # As for jobs: a node agent that registered and never opened its lease (killed in
         # between, or not a node agent at all) would stay "alive" and be sent actors.
         generation = self._table.lease_node(request.node_id)
@@ -341,13 +349,18 @@ class HubServicer(hub_pb2_grpc.HubServicer):
         status.hub_started_at = self._info.started_at
         status.hub_restarts = self._info.restarts
         status.store_path = self._info.store_path
+        status.object_reconstruction = self._info.object_reconstruction
+        if self.metrics is not None:
+            self.metrics.stamp(status)
         return status
 
     async def ReportLentCpus(self, request: hub_pb2.LentCpus, context: Context) -> hub_pb2.ActorCpus:
-        decisions, reserved, wanted = self._table.report_lent(request.node_id, request.lent)
+        decisions, reserved, wanted, claim = self._table.report_loans(
+            request.node_id, request.lent, request.lent_resources, request.lent_gpus, request.claim)
         if decisions.placements or decisions.retry_after is not None:
             self._carry_out(decisions)  # persisting the table on every report would cost more
-        return hub_pb2.ActorCpus(reserved=reserved, wanted=wanted)
+        return hub_pb2.ActorCpus(reserved=reserved, wanted=wanted, claim_granted=claim.granted,
+                                 claim_gpu_ids=claim.gpu_ids, node_resources=claim.node_resources)
 
     async def Shutdown(self, request: common_pb2.Empty, context: Context) -> common_pb2.Empty:
         await self.shutdown_cluster()

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from actorhub._proto.v1 import common_pb2
+from actorhub.hub.placement_policy import PlacementPolicy, could_fit
 from actorhub.hub.records import (
     ALIVE,
     DEAD,
@@ -78,6 +79,7 @@ class TableState:
         self._job_roots: dict[str, set[str]] = {}
         # Ordered set of actors waiting for a node that fits.
         self._pending: dict[str, None] = {}
+        self._placement = PlacementPolicy()
         self._nodes: dict[str, NodeRecord] = {}
         self._jobs: dict[str, JobRecord] = {}
         self._job_counter = 0
@@ -151,13 +153,14 @@ class TableState:
         rec.worker_id = ""
         rec.placing = False
         rec.early_exit = ""
-        pinned_to = self._nodes.get(rec.spec.node_id) if rec.spec.node_id else None
+        hard_pin = rec.spec.node_id and not rec.spec.node_affinity_soft
+        pinned_to = self._nodes.get(rec.spec.node_id) if hard_pin else None
         if rec.kill_requested:
             self._mark_dead(rec, system_error_info(rec.kill_message, ErrorKind.ACTOR_DIED), out)
         elif pinned_to is not None and not pinned_to.alive:
             # Its node affinity names a node that is gone: no restart could ever be placed.
             self._mark_dead(rec, died(rec, f"{cause}, and it is pinned to that node"), out)
-        elif rec.spec.max_restarts == -1 or rec.num_restarts < rec.spec.max_restarts:
+        elif rec.spec.max_restarts == -1 or self._restart_allowed(rec):
             rec.state = RESTARTING
             rec.num_restarts += 1
             rec.incarnation += 1
@@ -169,6 +172,21 @@ class TableState:
             self._try_place(rec, out)
         else:
             self._mark_dead(rec, out_of_restarts(rec, cause), out)
+
+    def _restart_allowed(self, rec: ActorRecord) -> bool:
+        """Within its budget: max_restarts for its life, or, with restart_window_s, in the last
+        window (the restart it allows is counted in it)."""
+        window = rec.spec.restart_window_s
+        if window <= 0:
+            return rec.num_restarts < rec.spec.max_restarts
+        now = self._clock()
+        times = rec.restart_times
+        while times and times[0] <= now - window:
+            times.popleft()
+        if len(times) >= rec.spec.max_restarts:
+            return False
+        times.append(now)
+        return True
 
     def _mark_dead(self, rec: ActorRecord, cause: common_pb2.ErrorInfo, out: Decisions) -> None:
         self._release(rec)
@@ -225,7 +243,8 @@ class TableState:
             node.available_cpus += rec.reserved_cpus
             node.actors -= 1
             if rec.reserved_resources:
-                give_back(node.available, rec.reserved_resources)
+                # Only names the node still has: a removed placement group's bundle names are gone.
+                give_back(node.available, {k: v for k, v in rec.reserved_resources.items() if k in node.resources})
                 node.gpus.release(rec.gpu_ids, rec.reserved_resources.get("GPU", 0.0))
         rec.reserved_on = ""
         rec.reserved_cpus = 0.0
@@ -244,6 +263,16 @@ class TableState:
 
     def _try_place(self, rec: ActorRecord, out: Decisions) -> None:
         node, retry_in = self._choose_node(rec)
+        if node is None and rec.spec.node_id and not self._shutting_down:
+            why = self._placement.unschedulable(rec.spec, self._nodes, fits_now=retry_in is not None)
+            if why and rec.state == RESTARTING:
+                # It ran: its callers see it died (as when its node dies under it), not unschedulable.
+                self._mark_dead(rec, died(rec, f"it cannot be restarted: {why}"), out)
+                return
+            if why:
+                self._mark_dead(rec, system_error_info(
+                    f"The actor {rec.label} cannot be scheduled: {why}", ErrorKind.ACTOR_UNSCHEDULABLE), out)
+                return
         if node is None or self._shutting_down:
             self._pending[rec.actor_id] = None
             waits_for = self._choose_node(rec, count_lent=False)[0] if rec.spec.num_cpus > 0 else None
@@ -268,6 +297,7 @@ class TableState:
             rec.gpu_ids = node.gpus.assign(need.get("GPU", 0.0)) or []
         rec.node_id = node.node_id
         rec.placing = True
+        self._placement.placed(rec.spec, node)
         self._touch(rec)
         out.placements.append(Placement(rec.actor_id, rec.incarnation, rec.spec, node.node_id, node.address,
                                         tuple(rec.gpu_ids)))
@@ -285,6 +315,10 @@ class TableState:
         others = dict(rec.spec.resources)
         demand = describe(need, others) if others else f"{{CPU: {need:g}}}"
         pinned = rec.spec.node_id
+        target = self._nodes.get(pinned) if pinned else None
+        if pinned and rec.spec.node_affinity_soft and not (target is not None and target.alive
+                                                            and could_fit(rec.spec, target)):
+            pinned = ""  # a soft affinity to a node that cannot take it: placed as DEFAULT
         if pinned:
             node = self._nodes.get(pinned)
             if node is None or not node.alive:
@@ -318,7 +352,7 @@ class TableState:
             return (f"infeasible: requires {demand} but no node has all of it "
                     "(those with enough CPUs lack the rest)"), True
         if others and all(n.available_cpus - n.lent_cpus >= need - _EPSILON for n in fitting):
-            return (f"waiting for resources: requires {demand} but actors hold them on every node that has "
+            return (f"waiting for resources: requires {demand} but actors or tasks hold them on every node that has "
                     "them", False)
         best = max(fitting, key=lambda n: (n.available_cpus - n.lent_cpus, -n.order))
         free = max(0.0, best.available_cpus - best.lent_cpus)
@@ -327,11 +361,12 @@ class TableState:
                 f"CPUs on node {best.node_id})"), False
 
     def _choose_node(self, rec: ActorRecord, count_lent: bool = True) -> tuple[NodeRecord | None, float | None]:
-        """The least loaded node that fits, or (None, seconds until an avoided node may fit).
+        """The node its scheduling strategy picks among those it fits on now (hub/placement_policy.py),
+        or (None, seconds until an avoided node may fit).
 
         `count_lent=False`: fits once its tasks give back the CPUs its desk lent them."""
         now = self._clock()
-        best: NodeRecord | None = None
+        candidates: list[NodeRecord] = []
         retry_in: float | None = None
         for node in self._nodes.values():
             free = node.available_cpus - (node.lent_cpus if count_lent and rec.spec.num_cpus > 0 else 0.0)
@@ -340,14 +375,12 @@ class TableState:
             if rec.spec.resources and not (fits(rec.spec.resources, node.available)
                                            and node.gpus.can_assign(rec.spec.resources.get("GPU", 0.0))):
                 continue
-            if rec.spec.node_id and node.node_id != rec.spec.node_id:
-                continue
             until = rec.avoid.get(node.node_id)
             if until is not None and until > now:
                 retry_in = until - now if retry_in is None else min(retry_in, until - now)
                 continue
-            if best is None or node.load() < best.load():
-                best = node
+            candidates.append(node)
+        best = self._placement.choose(rec.spec, candidates, self._nodes)
         return best, (None if best is not None else retry_in)
 
     def _node_died_locked(self, node: NodeRecord, out: Decisions) -> None:

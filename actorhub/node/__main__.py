@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from actorhub.metrics import node_dir
 from actorhub.node import zygote as _zygote
 
 
@@ -26,6 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--prestart", type=int, default=None, help="idle workers to keep ready")
     parser.add_argument("--object-store-memory", type=int, default=None, help="object store bytes")
     parser.add_argument("--bind-host", default=None)
+    parser.add_argument("--head", action="store_true", help="the node started with the hub")
+    parser.add_argument("--metrics-export-port", type=int, default=None, help="the Prometheus endpoint's port")
     return parser.parse_args(argv)
 
 
@@ -35,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     node_id = args.node_id or os.urandom(14).hex()
     logs = args.session_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    # Before the zygote exists: it and every worker write their metrics there (metrics/node_dir.py).
+    node_dir.prepare(args.session_dir, node_id)
 
     def spawn_zygote() -> _zygote.ZygoteProcess:
         # bind_host None: the zygote resolves it with Config.load, exactly as we do below.
@@ -58,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     config = Config.load(
         bind_host=args.bind_host, num_cpus=args.num_cpus, prestart_workers=args.prestart,
         object_store_memory=args.object_store_memory, num_gpus=args.num_gpus, memory=args.memory,
-        resources=args.resources,
+        resources=args.resources, metrics_export_port=args.metrics_export_port,
     )
     options = NodeOptions(
-        session_dir=args.session_dir, hub_address=args.hub_address, node_id=node_id, config=config,
+        session_dir=args.session_dir, hub_address=args.hub_address, node_id=node_id, config=config, head=args.head,
     )
     return run_node(options, zygote, spawn_zygote)
 

@@ -21,7 +21,6 @@ workers, and calls between actors, go on meanwhile.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -48,14 +47,15 @@ from actorhub._proto.v1 import (
 from actorhub.cluster.addresses import parse_address
 from actorhub.cluster.session import Session
 from actorhub.config import Config
-from actorhub.exceptions import ActorUnavailableError, RpcFailedError, RuntimeEnvSetupError
+from actorhub.exceptions import RpcFailedError
+from actorhub.metrics import node_exporter
+from actorhub.node.actor_starts import ActorStarts
 from actorhub.node.env_pools import NodeWorkerPools
 from actorhub.node.log_monitor import LogMonitor
-from actorhub.node.offered import offered_resources
-from actorhub.node.workers import PoolError, State, Worker
+from actorhub.node.offered import node_resources, offered_resources
+from actorhub.node.workers import Worker
 from actorhub.node.zygote import ZygoteProcess
 from actorhub.object_store.service import NodeObjects
-from actorhub.wire.errors import ErrorKind, system_error_info
 from actorhub.wire.hub import HubClient
 from actorhub.wire.logs import HubLogClient
 from actorhub.wire.rpc import GONE_CODES
@@ -63,7 +63,6 @@ from actorhub.wire.runtime_env import RuntimeEnvPackagesClient
 from actorhub.wire.server import ServerLoop, abort
 from actorhub.wire.tls import load_tls
 from actorhub.wire.transport import AsyncChannelPool, ChannelPool
-from actorhub.wire.worker import AsyncWorkerClient
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,6 @@ _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 1.0
 # A lease that held this long was the hub back for good: the next break starts a new backoff.
 _LEASE_STABLE_S = 1.0
-StartKey = tuple[str, int]
 
 
 @dataclass(eq=False)
@@ -90,6 +88,7 @@ class NodeOptions:
     hub_address: str
     node_id: str
     config: Config
+    head: bool = False  # the node started with the hub: it offers node:__internal_head__
 
 
 class NodeAgent:
@@ -106,11 +105,6 @@ class NodeAgent:
         self.address = ""
         self.tls = load_tls(self.config)  # a bad file stops the node here, named
         self._channels = ChannelPool(self.session.token, self.config.max_message_bytes, self.tls)
-        # Used on the server's loop only: StartActor's calls to workers.
-        self._worker_channels = AsyncChannelPool(self.session.token, self.config.max_message_bytes, self.tls)
-        # StartActors under way by (actor, incarnation), each shielded from its call's
-        # cancellation (see start_actor); a repeated StartActor joins the one under way.
-        self._starts: dict[StartKey, asyncio.Task[node_pb2.NodeStartActorReply]] = {}
         self._hub = HubClient(
             self._channels, options.hub_address, self.config.deadlines,
             reconnect_s=self.config.hub_reconnect_timeout_s,
@@ -124,6 +118,11 @@ class NodeAgent:
             fetch_package=packages.fetch,
         )
         self.pool = self.pools.base
+        # StartActor and KillWorker (node/actor_starts.py); its channels to workers are the loop's.
+        self.starts = ActorStarts(
+            self.pools, AsyncChannelPool(self.session.token, self.config.max_message_bytes, self.tls),
+            self.config, self.node_id,
+        )
         self._reports: queue.Queue[hub_pb2.WorkerExitReport | None] = queue.Queue()
         self._stop = threading.Event()
         self._stop_reason = ""
@@ -145,7 +144,10 @@ class NodeAgent:
         )
         node_pb2_grpc.add_NodeServicer_to_server(NodeServicer(self), server.server)
         self.address = server.bind(self.config.bind_host, 0)
+        self.resources = {**self.resources, **node_resources(self.address, self.options.head)}
         self.objects.serving_at(self.address)
+        self.metrics_port = node_exporter.start_for_node(self.node_id, self.address, self.session.path,
+                                                         self.objects.store.stats, self.pools.counts, self.config)
         server.start()
         pid_file = self.session.pid_file(f"node-{self.node_id}")
         pid_file.write_text(f"{os.getpid()}\n")
@@ -196,9 +198,7 @@ class NodeAgent:
         self.objects.close()
 
     async def _close_loop_side(self) -> None:
-        for task in list(self._starts.values()):
-            task.cancel()
-        await self._worker_channels.close()
+        await self.starts.close()
 
     def _start_log_monitor(self) -> None:
         client = HubLogClient(self._channels, self.options.hub_address, self.config.deadlines)
@@ -213,7 +213,7 @@ class NodeAgent:
             try:
                 # wait_for_ready: the hub may still be starting when the node is.
                 self._hub.register_node(self.node_id, self.address, self.num_cpus, os.getpid(), max(0.1, remaining),
-                                        resources=self.resources)
+                                        resources=self.resources, metrics_export_port=self.metrics_port)
                 return True
             except RpcFailedError as e:
                 if time.monotonic() >= deadline or e.code not in GONE_CODES:
@@ -290,7 +290,7 @@ class NodeAgent:
             self._hub.register_node(
                 self.node_id, self.address, self.num_cpus, os.getpid(),
                 max(0.1, min(remaining, self.config.deadlines.control_s)), reconnect=True, actors=hosted,
-                resources=self.resources,
+                resources=self.resources, metrics_export_port=self.metrics_port,
             )
         except RpcFailedError as e:
             log.info("node %s could not register again: %s", self.node_id, e)
@@ -363,87 +363,6 @@ class NodeAgent:
 
     # -- Node service operations ----------------------------------------------------------------
 
-    async def start_actor(self, request: node_pb2.NodeStartActorRequest) -> node_pb2.NodeStartActorReply:
-        # Shielded: a caller that gives up (its deadline, the hub's end) does not interrupt a
-        # start half way, which would leave a worker in an unknown state; the start finishes,
-        # as it did when it had a thread, and the hub kills what it no longer wants.
-        key = (request.spec.actor_id, request.incarnation)
-        task = self._starts.get(key)
-        if task is None or task.done():
-            task = asyncio.ensure_future(self._start_actor(request))
-            self._starts[key] = task
-            task.add_done_callback(partial(self._start_done, key))
-        else:
-            # A hub that restarted while this start ran sends it again: one instance, never two.
-            log.info("StartActor for actor %s (incarnation %d) joins the start under way", *key)
-        return await asyncio.shield(task)
-
-    def _start_done(self, key: StartKey, task: asyncio.Task[node_pb2.NodeStartActorReply]) -> None:
-        if self._starts.get(key) is task:
-            del self._starts[key]
-        if not task.cancelled() and (error := task.exception()) is not None:
-            log.error("StartActor failed unexpectedly", exc_info=error)
-
-    async def _start_actor(self, request: node_pb2.NodeStartActorRequest) -> node_pb2.NodeStartActorReply:
-        spec = request.spec
-        existing = self.pools.find_actor(spec.actor_id, request.incarnation)
-        if existing is not None and existing[1].state is State.ACTOR:
-            # A retried StartActor for an actor this node already runs.
-            return self._ok(existing[1])
-        try:
-            # Its runtime_env's packages and pip environment, made ready here first.
-            pool = await self.pools.for_env(spec.runtime_env)
-        except RuntimeEnvSetupError as e:
-            return node_pb2.NodeStartActorReply(ok=False, error=system_error_info(str(e), ErrorKind.RUNTIME_ENV_SETUP))
-        try:
-            worker = await pool.acquire(
-                spec.actor_id, request.incarnation, spec.num_cpus, self.config.connect_timeout_s,
-            )
-        except PoolError as e:
-            return _failed(str(e), actor_died=False)
-        worker.gpu_ids = tuple(request.gpu_ids)
-        client = AsyncWorkerClient(self._worker_channels, worker.address, self.config.deadlines)
-        try:
-            # A constructor may legitimately take long (actor_start_s); KillWorker interrupts it.
-            reply = await client.start_actor(spec, request.incarnation, self.node_id, request.gpu_ids)
-        except (RpcFailedError, ActorUnavailableError) as e:
-            pool.kill(worker)
-            await pool.wait_exit(worker, self.config.kill_grace_s)
-            log.info("worker %s died in %s's constructor: %s (%s)", worker.worker_id,
-                     spec.class_name, worker.describe_exit(), e)
-            return _failed(
-                "the worker process died while running the constructor "
-                f"({worker.describe_exit()})", actor_died=True,
-            )
-        finally:
-            # This node never calls the worker again: no channel (and socket) kept per actor.
-            await self._worker_channels.discard(worker.address)
-        if not reply.ok:
-            # The constructor raised: the process may hold half-built state; never reuse it.
-            pool.kill(worker)
-            return node_pb2.NodeStartActorReply(ok=False, error=reply.error)
-        if not pool.activate(worker):
-            return _failed(
-                f"the worker process died right after the constructor ({worker.describe_exit()})",
-                actor_died=True,
-            )
-        return self._ok(worker)
-
-    def _ok(self, worker: Worker) -> node_pb2.NodeStartActorReply:
-        return node_pb2.NodeStartActorReply(
-            ok=True, address=worker.address, worker_id=worker.worker_id, pid=worker.pid,
-        )
-
-    async def kill_worker(self, request: node_pb2.KillWorkerRequest) -> None:
-        found = self.pools.find_actor(request.actor_id, request.incarnation)
-        if found is None:
-            return  # already gone, or never here: killing is idempotent
-        pool, worker = found
-        pool.kill(worker)
-        if not await pool.wait_exit(worker, self.config.kill_grace_s):
-            log.warning("worker %s (pid %d) of actor %s did not exit within %g s of SIGKILL",
-                        worker.worker_id, worker.pid, request.actor_id, self.config.kill_grace_s)
-
     def node_info(self) -> node_pb2.NodeInfo:
         counts = self.pools.counts()
         return node_pb2.NodeInfo(
@@ -456,11 +375,6 @@ class NodeAgent:
             actor_workers=counts.actors,
             pid=os.getpid(),
         )
-
-
-def _failed(message: str, *, actor_died: bool) -> node_pb2.NodeStartActorReply:
-    kind = ErrorKind.ACTOR_DIED if actor_died else ErrorKind.SYSTEM
-    return node_pb2.NodeStartActorReply(ok=False, error=system_error_info(message, kind))
 
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -482,10 +396,10 @@ class NodeServicer(node_pb2_grpc.NodeServicer):
     async def StartActor(
         self, request: node_pb2.NodeStartActorRequest, context: Context,
     ) -> node_pb2.NodeStartActorReply:
-        return await self._agent.start_actor(request)
+        return await self._agent.starts.start(request)
 
     async def KillWorker(self, request: node_pb2.KillWorkerRequest, context: Context) -> common_pb2.Empty:
-        await self._agent.kill_worker(request)
+        await self._agent.starts.kill(request)
         return common_pb2.Empty()
 
     async def GetNodeInfo(self, request: common_pb2.Empty, context: Context) -> node_pb2.NodeInfo:

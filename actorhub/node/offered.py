@@ -14,6 +14,7 @@ from pathlib import Path
 from actorhub.config import Config
 
 _MEMINFO = Path("/proc/meminfo")
+HEAD_RESOURCE = "node:__internal_head__"
 _STORE_SHARE = 0.3  # the object store's default share of the machine's memory (object_store/service.py)
 
 
@@ -26,6 +27,15 @@ def offered_resources(config: Config) -> dict[str, float]:
     if memory > 0:
         offered["memory"] = float(memory)
     return offered
+
+
+def node_resources(address: str, head: bool) -> dict[str, float]:
+    """Ray's resources that name a node: node:<ip> = 1 on each, node:__internal_head__ = 1 on
+    the head's, so that work can ask to run there (a small amount, e.g. 0.01, as Ray's users do)."""
+    named = {f"node:{address.rpartition(':')[0]}": 1.0}
+    if head:
+        named[HEAD_RESOURCE] = 1.0
+    return named
 
 
 def _default_memory(object_store_memory: int | None) -> int:

@@ -251,7 +251,7 @@ def _preload_later() -> None:
     import actorhub
 
     for name in (*dict.fromkeys(actorhub._EXPORTS.values()), "actorhub.exceptions", "actorhub.util", "grpc._channel",
-                 "grpc.experimental"):
+                 "grpc.experimental", "actorhub.metrics.worker_metrics"):
         importlib.import_module(name)
     with contextlib.suppress(ImportError):
         # numpy's BLAS may start a native thread pool here; OpenBLAS and MKL reset it in

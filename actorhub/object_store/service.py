@@ -393,7 +393,8 @@ class NodeObjects:
         stats = self.store.stats()
         return node_pb2.ListObjectsReply(
             objects=[
-                node_pb2.StoredObject(object_id=o.object_id, size=o.size, owner=o.owner, where=str(o.where))
+                node_pb2.StoredObject(object_id=o.object_id, size=o.size, owner=o.owner, where=str(o.where),
+                                      is_copy=o.is_copy)
                 for o in self.store.list()
             ],
             capacity=stats.capacity_bytes,

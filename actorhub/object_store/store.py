@@ -75,6 +75,7 @@ class ObjectInfo:
     owner: str
     where: Where
     last_access: float  # time.time() of the last create or open
+    is_copy: bool = False  # pulled from another node's store (a cache the autoscaler may drop with its node)
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,6 +508,6 @@ class NodeObjectStore:
         """Every object, for `actorhub memory`, least recently used first."""
         with self._lock:
             return [
-                ObjectInfo(e.object_id, e.size, e.owner, e.where, e.last_access)
+                ObjectInfo(e.object_id, e.size, e.owner, e.where, e.last_access, e.is_copy)
                 for e in sorted(self._entries.values(), key=lambda e: e.last_access)
             ]

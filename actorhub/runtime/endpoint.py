@@ -44,11 +44,12 @@ class Endpoint:
         self.hub_address = hub_address
         self.deadlines = deadlines
         self.channels = ChannelPool(token, max_message_bytes, tls)
-        self.hub = HubClient(self.channels, hub_address, deadlines, reconnect_s=hub_reconnect_s)
         self._server = ServerLoop(token, name="actorhub-io", max_message_bytes=max_message_bytes, tls=tls)
         self.address = self._server.bind(bind_host)
-        # Call streams to actors run on the server's loop (wire/stream_loop.py says why).
+        # Call streams to actors, and the job lease, run on the server's loop (wire/stream_loop.py
+        # says why).
         self.streams = StreamLoop(self._server, AsyncChannelPool(token, max_message_bytes, tls))
+        self.hub = HubClient(self.channels, hub_address, deadlines, reconnect_s=hub_reconnect_s, streams=self.streams)
         self._close_service: Callable[[], None] = _nothing
 
     def serve(self, service: Service, close: Callable[[], None]) -> None:

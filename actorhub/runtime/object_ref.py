@@ -15,7 +15,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from actorhub.exceptions import NoRuntimeError
 from actorhub.runtime import current as _current
-from actorhub.runtime.id_types import TaskID
+from actorhub.runtime.id_types import JobID, TaskID
+from actorhub.runtime.ids import job_of
 
 T = TypeVar("T")
 
@@ -103,6 +104,11 @@ class ObjectRef(Generic[T]):
         head, dot, index = self._id.rpartition(".")
         # Ids are "<caller>.<call>" or "<caller>.<call>.<index>": only the second has an index.
         return TaskID(head if dot and head.count(".") >= 1 and index.isdigit() else self._id)
+
+    def job_id(self) -> JobID:
+        """The job the object was made for: the driver's, or, for code in a task or actor, the
+        job of that task or of the actor's owner (read from the id, which carries it)."""
+        return JobID(job_of(self._id))
 
     def is_nil(self) -> bool:
         return not self._id

@@ -123,6 +123,8 @@ class ObjectTable:
         self._releases: list[Release] = []
         # Owned actor pseudo-objects (runtime/actor_refs.py) whose last holder went: their actors end.
         self._unreferenced_actors: list[str] = []
+        # Told, under the lock, of each owned object that leaves: lineage (tasks/lineage.py) drops what made it.
+        self.on_forget: Callable[[str], None] | None = None
 
     # -- reference counting -------------------------------------------------------------
     def add_local_ref(self, object_id: str) -> None:
@@ -260,6 +262,8 @@ class ObjectTable:
             return
         del self._entries[object_id]
         if entry.owned:
+            if self.on_forget is not None:
+                self.on_forget(object_id)
             if entry.store_id:
                 self._freed_stored.append(entry.store_id)
             elif is_actor_ref(object_id):
@@ -409,6 +413,17 @@ class ObjectTable:
                             waiter.wake()
         for callback in fire:
             callback()
+
+    def reset_pending(self, object_id: str, stored: str) -> bool:
+        """Make an owned object whose value was lost (stored as `stored`) pending again, to be
+        completed anew (lineage reconstruction); False if it is gone or no longer so stored."""
+        with self._lock:
+            entry = self._entries.get(object_id)
+            if entry is None or not entry.owned or not entry.ready or entry.store_id != stored:
+                return False
+            entry.data = entry.error = entry.contained = None
+            entry.store_id = ""
+            return True
 
     def set_origin(self, object_ids: Iterable[str], origin: ErrorOrigin) -> None:
         """Name where an error came from when it is not the call that made these objects."""

@@ -24,11 +24,12 @@ from actorhub.exceptions import (
 )
 from actorhub.runtime import current as _current
 from actorhub.runtime import serialization as _serialization
+from actorhub.runtime import task_context
 from actorhub.runtime.actor_refs import OUT_OF_SCOPE_METHOD, OUT_OF_SCOPE_REASON, OwnedActors, actor_id_of
 from actorhub.runtime.borrowing import Borrowing
 from actorhub.runtime.endpoint import Endpoint
 from actorhub.runtime.identity import Identity
-from actorhub.runtime.ids import new_id, split_store_id, stored_elsewhere
+from actorhub.runtime.ids import job_tag, new_id, split_store_id, stored_elsewhere
 from actorhub.runtime.object_ref import ObjectRef, capturing_refs
 from actorhub.runtime.object_table import ObjectTable
 from actorhub.wire.call_stream import ActorConnection, call_mark
@@ -59,7 +60,10 @@ class Runtime:
     def __init__(self, identity: Identity, endpoint: Endpoint) -> None:
         self._identity = identity
         self._endpoint = endpoint
-        self.caller_id = new_id(8)
+        # Unique to this runtime, and tagged with its job (see ids.job_tag): the prefix of the
+        # ids of every call, task and put made here for that job.
+        self._caller_nonce = new_id(8)
+        self.caller_id = job_tag(identity.job_id) + self._caller_nonce
         self.hub_address = endpoint.hub_address
         self.token = endpoint.token
         self.objects = ObjectTable()
@@ -81,6 +85,9 @@ class Runtime:
         self._close_hooks: list[Callable[[], None]] = []
         self._store_client: Any = None
         self._job_lease: JobLease | None = None
+        # Set by the task submitter when lineage reconstruction is on (tasks/lineage.py): get()
+        # reads each object through it, so one lost with its node is made again. None: ObjectLostError.
+        self.rebuild_lost: Callable[[str, float | None], Any] | None = None
 
     # -- identity: read-only, fixed at construction ------------------------------------------------
     @property
@@ -224,13 +231,19 @@ class Runtime:
                 self._unsent_on.add(conn)
 
     # -- objects --------------------------------------------------------------------------------
+    def id_prefix(self) -> str:
+        """The prefix of the ids of tasks and puts made now: tagged with the job of the code
+        making them, which in a task executor is the running task's, not the executor's."""
+        job = task_context.job_id_of(self)
+        return self.caller_id if job == self.job_id else job_tag(job) + self._caller_nonce
+
     def refs_for(self, object_ids: Sequence[str]) -> list[ObjectRef[Any]]:
         return [ObjectRef(i, self.address, self.objects) for i in object_ids]
 
     def put(self, value: Any) -> ObjectRef[Any]:
         if isinstance(value, ObjectRef):
             raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself instead")
-        object_id = f"{self.caller_id}.p{next(self._puts):x}"
+        object_id = f"{self.id_prefix()}.p{next(self._puts):x}"
         if type(value) in _serialization.PLAIN_TYPES and not _serialization.is_large(value):
             self.objects.put_ready(object_id, _serialization.dumps(value))
             return ObjectRef(object_id, self.address, self.objects)
@@ -410,6 +423,9 @@ class Runtime:
                 f"get() timed out after {timeout} s; {len(missing)} of {len(ids)} objects not ready "
                 f"(first: {missing[0]})"
             )
+        rebuild = self.rebuild_lost
+        if rebuild is not None:
+            return [rebuild(i, timeout) for i in ids]
         return [self.value_of(i) for i in ids]
 
     def value_of(self, object_id: str) -> Any:
@@ -452,13 +468,19 @@ class Runtime:
         object_id = ref.hex()
         self._check_known([ref])
 
+        rebuild = self.rebuild_lost
+
         def settle() -> None:
             try:
-                future.set_result(self.value_of(object_id))
+                future.set_result(self.value_of(object_id) if rebuild is None else rebuild(object_id, None))
             except BaseException as e:
                 future.set_exception(e)
 
-        self.objects.add_callback(object_id, settle)
+        def settle_elsewhere() -> None:
+            # A lost object made again is waited for: never on the thread that completes objects.
+            self._fetcher.submit(settle)
+
+        self.objects.add_callback(object_id, settle if rebuild is None else settle_elsewhere)
         return future
 
     # -- lifecycle --------------------------------------------------------------------------------

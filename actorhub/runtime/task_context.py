@@ -21,6 +21,10 @@ class RunningTask:
     """The job that submitted it ("": the executor's own)."""
     namespace: str = ""
     """Its job's namespace ("": the executor's own)."""
+    resources: tuple[tuple[str, float], ...] = ()
+    """What it holds besides CPUs ("GPU", "memory", custom names)."""
+    gpu_ids: tuple[int, ...] = ()
+    """The node's GPUs it was given (its CUDA_VISIBLE_DEVICES while it runs)."""
 
 
 class _JobHolder(Protocol):

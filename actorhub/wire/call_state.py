@@ -31,6 +31,7 @@ from typing import NamedTuple, Protocol
 from actorhub._proto.v1 import common_pb2, worker_pb2
 from actorhub.exceptions import PendingCallsLimitExceededError
 from actorhub.runtime.object_table import Completion, ErrorOrigin
+from actorhub.runtime.tracing import SENT_AT_KEY
 from actorhub.wire.errors import ErrorKind, RemoteError, from_error_info, system_error
 
 _ALIVE = common_pb2.ACTOR_STATE_ALIVE
@@ -214,6 +215,7 @@ class CallState:
             sent = add(seq=c.seq, method=c.method, args=c.args, num_returns=c.num_returns)
             if c.trace:
                 sent.trace_context.update(c.trace)
+                sent.trace_context[SENT_AT_KEY] = str(time.time_ns())  # the callee's span of queue wait starts here
             if c.group:
                 sent.concurrency_group = c.group
             if c.stream is not None:

@@ -24,10 +24,15 @@ from actorhub.exceptions import (
     ActorHubError,
     ActorHubSystemError,
     ActorUnavailableError,
+    ActorUnschedulableError,
     ObjectLostError,
+    ObjectReconstructionFailedError,
+    ObjectReconstructionFailedLineageEvictedError,
+    ObjectReconstructionFailedMaxAttemptsExceededError,
     RuntimeEnvSetupError,
     TaskCancelledError,
     TaskError,
+    TaskPlacementGroupRemoved,
     TaskUnschedulableError,
     WorkerCrashedError,
     task_error_for,
@@ -48,7 +53,19 @@ class ErrorKind(enum.IntEnum):
     TASK_CANCELLED = common_pb2.ERROR_KIND_TASK_CANCELLED
     TASK_UNSCHEDULABLE = common_pb2.ERROR_KIND_TASK_UNSCHEDULABLE
     RUNTIME_ENV_SETUP = common_pb2.ERROR_KIND_RUNTIME_ENV_SETUP  # a runtime_env failed on its node
+    # A lost object lineage reconstruction cannot make again (tasks/lineage.py), and why.
+    OBJECT_RECONSTRUCTION_FAILED = common_pb2.ERROR_KIND_OBJECT_RECONSTRUCTION_FAILED
+    OBJECT_RECONSTRUCTION_MAX_ATTEMPTS = common_pb2.ERROR_KIND_OBJECT_RECONSTRUCTION_MAX_ATTEMPTS
+    OBJECT_RECONSTRUCTION_LINEAGE_EVICTED = common_pb2.ERROR_KIND_OBJECT_RECONSTRUCTION_LINEAGE_EVICTED
+    ACTOR_UNSCHEDULABLE = common_pb2.ERROR_KIND_ACTOR_UNSCHEDULABLE  # its hard node affinity cannot hold
+    PLACEMENT_GROUP_REMOVED = common_pb2.ERROR_KIND_PLACEMENT_GROUP_REMOVED  # a task's group went first
 
+
+_RECONSTRUCTION_ERRORS: dict[ErrorKind, type[ObjectLostError]] = {
+    ErrorKind.OBJECT_RECONSTRUCTION_FAILED: ObjectReconstructionFailedError,
+    ErrorKind.OBJECT_RECONSTRUCTION_MAX_ATTEMPTS: ObjectReconstructionFailedMaxAttemptsExceededError,
+    ErrorKind.OBJECT_RECONSTRUCTION_LINEAGE_EVICTED: ObjectReconstructionFailedLineageEvictedError,
+}
 
 # A kind this process does not know (a newer peer's) reads as UNSPECIFIED: raised as a TaskError,
 # as an unknown kind always was.
@@ -133,8 +150,14 @@ def to_exception(
         return TaskUnschedulableError(error.message)
     if kind == ErrorKind.RUNTIME_ENV_SETUP:
         return RuntimeEnvSetupError(error.message)
+    if kind == ErrorKind.ACTOR_UNSCHEDULABLE:
+        return ActorUnschedulableError(error.message)
+    if kind == ErrorKind.PLACEMENT_GROUP_REMOVED:
+        return TaskPlacementGroupRemoved(error.message)
     if kind == ErrorKind.SYSTEM:
         return ActorHubSystemError(error.message)
+    if kind in _RECONSTRUCTION_ERRORS:
+        return _RECONSTRUCTION_ERRORS[kind](error.message)
     cause: BaseException | None = None
     if error.pickled:
         try:

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc
 from actorhub.config import RpcDeadlines
 from actorhub.exceptions import ControlPlaneDeadlineError, ControlPlaneUnavailableError, RpcFailedError
+from actorhub.wire.checkpoints import CheckpointCalls
+from actorhub.wire.placement_groups import PlacementGroupCalls, group_state
 from actorhub.wire.records import ActorInfo, ActorSpec, ClusterStatus, HostedActor, MethodInfo, NodeStatus
 from actorhub.wire.rpc import (
     ALREADY_EXISTS,
@@ -33,6 +35,7 @@ from actorhub.wire.rpc import (
     ServerStream,
     unary,
 )
+from actorhub.wire.stream_loop import LoopServerStream, StreamLoop
 from actorhub.wire.transport import ChannelPool
 
 R = TypeVar("R")
@@ -58,9 +61,13 @@ class CpuShare:
 
     reserved: float
     wanted: float
+    # A lease's claim of other resources (LentCpus.claim): granted, and the GPU ids it got.
+    claim_granted: bool = False
+    claim_gpu_ids: tuple[int, ...] = ()
+    node_resources: tuple[tuple[str, float], ...] = ()  # the node's totals besides CPUs, now
 
 
-class HubClient(Client[hub_pb2_grpc.HubStub]):
+class HubClient(Client[hub_pb2_grpc.HubStub], PlacementGroupCalls, CheckpointCalls):
     """`reconnect_s` (Config.hub_reconnect_timeout_s): how long operations that are safe to
     repeat ride out an unreachable hub (its supervisor restarts it within about a second),
     within their own deadlines; deadlines with `unavailable_retry_s=0` (a caller that wants an
@@ -68,10 +75,13 @@ class HubClient(Client[hub_pb2_grpc.HubStub]):
     ControlPlaneUnavailableError."""
 
     def __init__(
-        self, channels: ChannelPool, address: str, deadlines: RpcDeadlines, *, reconnect_s: float = 60.0
+        self, channels: ChannelPool, address: str, deadlines: RpcDeadlines, *, reconnect_s: float = 60.0,
+        streams: StreamLoop | None = None,
     ) -> None:
+        """`streams`: the process's stream loop, where the job lease runs (stream_loop says why)."""
         super().__init__(channels, Peer("hub", address), deadlines, hub_pb2_grpc.HubStub)
         self.reconnect_s = reconnect_s
+        self._streams = streams
 
     def _call(
         self, operation: str, method: Callable[..., R], request: Any, timeout: float, *, repeat: bool,
@@ -117,12 +127,13 @@ class HubClient(Client[hub_pb2_grpc.HubStub]):
     def register_node(
         self, node_id: str, address: str, num_cpus: float, pid: int, timeout: float, *,
         reconnect: bool = False, actors: Sequence[HostedActor] = (), resources: Mapping[str, float] | None = None,
+        metrics_export_port: int = 0,
     ) -> None:
         """wait_for_ready: the hub may still be starting when the node is. `reconnect`: the
         node registers again after losing the hub, with the actors it hosts."""
         request = hub_pb2.RegisterNodeRequest(
             node_id=node_id, address=address, num_cpus=num_cpus, pid=pid, reconnect=reconnect,
-            resources=dict(resources or {}),
+            resources=dict(resources or {}), metrics_export_port=metrics_export_port,
             actors=[
                 hub_pb2.HostedActor(
                     actor_id=a.actor_id, incarnation=a.incarnation, address=a.address, worker_id=a.worker_id,
@@ -154,8 +165,14 @@ class HubClient(Client[hub_pb2_grpc.HubStub]):
 
     def job_lease(self, job_id: str) -> ServerStream[hub_pb2.LeaseEvent]:
         """The job's lease: held for the driver's life, so no deadline; cancel() ends it."""
-        call = self._stub().JobLease(hub_pb2.LeaseRequest(id=job_id))
-        return ServerStream(self.peer, "JobLease", call, None)
+        request = hub_pb2.LeaseRequest(id=job_id)
+        if self._streams is not None:
+            return LoopServerStream(self._streams, self.peer, "JobLease",
+                                    lambda channel: channel.unary_stream(
+                                        "/actorhub.v1.Hub/JobLease",
+                                        request_serializer=hub_pb2.LeaseRequest.SerializeToString,
+                                        response_deserializer=hub_pb2.LeaseEvent.FromString)(request))
+        return ServerStream(self.peer, "JobLease", self._stub().JobLease(request), None)
 
     def report_worker_exit(
         self, node_id: str, actor_id: str, incarnation: int, pid: int, exit_code: int, signal: int
@@ -167,13 +184,20 @@ class HubClient(Client[hub_pb2_grpc.HubStub]):
         )
         self._call("ReportWorkerExit", self._stub().ReportWorkerExit, report, self.deadlines.control_s, repeat=False)
 
-    def report_lent_cpus(self, node_id: str, lent: float) -> CpuShare:
-        # Repeatable: the report is the absolute amount lent, not a change.
+    def report_lent_cpus(
+        self, node_id: str, lent: float, lent_resources: Mapping[str, float] | None = None,
+        lent_gpus: Mapping[int, float] | None = None, claim: Mapping[str, float] | None = None,
+    ) -> CpuShare:
+        # Repeatable: the report is the absolute amount lent, not a change, and a claim's grant
+        # is only kept once the desk reports it as lent.
+        request = hub_pb2.LentCpus(node_id=node_id, lent=lent, lent_resources=lent_resources, lent_gpus=lent_gpus,
+                                   claim=claim)
         reply: hub_pb2.ActorCpus = self._call(
-            "ReportLentCpus", self._stub().ReportLentCpus, hub_pb2.LentCpus(node_id=node_id, lent=lent),
-            self.deadlines.control_s, repeat=True,
+            "ReportLentCpus", self._stub().ReportLentCpus, request, self.deadlines.control_s, repeat=True,
         )
-        return CpuShare(reserved=reply.reserved, wanted=reply.wanted)
+        return CpuShare(reserved=reply.reserved, wanted=reply.wanted, claim_granted=reply.claim_granted,
+                        claim_gpu_ids=tuple(reply.claim_gpu_ids),
+                        node_resources=tuple(sorted(reply.node_resources.items())))
 
     def cluster_status(self, wait_for_ready: bool | None = None) -> ClusterStatus:
         reply: hub_pb2.ClusterStatus = self._call(
@@ -185,7 +209,8 @@ class HubClient(Client[hub_pb2_grpc.HubStub]):
                 NodeStatus(node_id=n.node_id, address=n.address, num_cpus=n.num_cpus,
                            available_cpus=n.available_cpus, alive=n.alive, pid=n.pid,
                            last_heartbeat=n.last_heartbeat, resources=tuple(sorted(n.resources.items())),
-                           available_resources=tuple(sorted(n.available_resources.items())))
+                           available_resources=tuple(sorted(n.available_resources.items())),
+                           metrics_export_port=n.metrics_export_port)
                 for n in reply.nodes
             ),
             actors=tuple(_actor_info(a) for a in reply.actors),
@@ -194,6 +219,8 @@ class HubClient(Client[hub_pb2_grpc.HubStub]):
             hub_started_at=reply.hub_started_at,
             hub_restarts=reply.hub_restarts,
             store_path=reply.store_path,
+            object_reconstruction=reply.object_reconstruction,
+            placement_groups=tuple(group_state(g) for g in reply.placement_groups),
         )
 
     def shutdown_cluster(self, timeout: float) -> bool:
@@ -415,7 +442,7 @@ def _actor_info(info: common_pb2.ActorInfo) -> ActorInfo:
         num_restarts=info.num_restarts,
         death_cause=info.death_cause.message,
         methods=tuple(
-            MethodInfo(m.name, m.num_returns, m.is_async, m.concurrency_group, m.generator, m.signature)
+            MethodInfo(m.name, m.num_returns, m.is_async, m.concurrency_group, m.generator, m.signature, m.typed)
             for m in info.methods
         ),
         detached=info.detached,
@@ -449,7 +476,7 @@ def _spec_message(spec: ActorSpec) -> common_pb2.ActorSpec:
         methods=[
             common_pb2.MethodMeta(
                 name=m.name, num_returns=m.num_returns, is_async=m.is_async, concurrency_group=m.concurrency_group,
-                generator=m.generator, signature=m.signature,
+                generator=m.generator, signature=m.signature, typed=m.typed,
             )
             for m in spec.methods
         ],
@@ -460,4 +487,16 @@ def _spec_message(spec: ActorSpec) -> common_pb2.ActorSpec:
         runtime_env=spec.runtime_env,
         resources=dict(spec.resources),
         placement_cpus=spec.placement_cpus,
+        spread=spec.spread,
+        node_affinity_soft=spec.node_affinity_soft,
+        node_affinity_spill_on_unavailable=spec.spill_on_unavailable,
+        node_affinity_fail_on_unavailable=spec.fail_on_unavailable,
+        caller_node_id=spec.caller_node_id,
+        placement_group_id=spec.placement_group_id,
+        placement_group_bundle_index=spec.placement_group_bundle_index,
+        placement_group_capture_child_tasks=spec.placement_group_capture_child_tasks,
+        trace_context=dict(spec.trace_context),
+        restart_window_s=spec.restart_window_s,
+        checkpoint_every_calls=spec.checkpoint_every_calls,
+        checkpoint_every_s=spec.checkpoint_every_s,
     )

@@ -18,6 +18,7 @@ from actorhub.config import RpcDeadlines
 from actorhub.exceptions import RpcFailedError
 from actorhub.wire.records import LogLines
 from actorhub.wire.rpc import NOT_FOUND, Client, Peer, ServerStream, unary
+from actorhub.wire.stream_loop import LoopServerStream, StreamLoop
 from actorhub.wire.transport import ChannelPool
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,12 @@ LogReceiver = Callable[[str, str, list[LogLines]], None]
 
 
 class HubLogClient(Client[hub_pb2_grpc.HubStub]):
-    def __init__(self, channels: ChannelPool, address: str, deadlines: RpcDeadlines) -> None:
+    def __init__(
+        self, channels: ChannelPool, address: str, deadlines: RpcDeadlines, streams: StreamLoop | None = None
+    ) -> None:
+        """`streams`: the process's stream loop, where a subscription runs (stream_loop says why)."""
         super().__init__(channels, Peer("hub", address), deadlines, hub_pb2_grpc.HubStub)
+        self._streams = streams
 
     def publish(self, node_id: str, node_ip: str, chunks: Sequence[LogLines]) -> None:
         """Send one batch; not repeated (a repeat would print the lines twice)."""
@@ -44,8 +49,14 @@ class HubLogClient(Client[hub_pb2_grpc.HubStub]):
 
     def subscribe(self, job_id: str) -> ServerStream[hub_pb2.LogBatch]:
         """The job's output, for as long as the driver lives: no deadline; cancel() ends it."""
-        call = self._stub().SubscribeLogs(hub_pb2.LogSubscribeRequest(job_id=job_id))
-        return ServerStream(Peer("hub", self.address), "SubscribeLogs", call, None)
+        request = hub_pb2.LogSubscribeRequest(job_id=job_id)
+        if self._streams is not None:
+            return LoopServerStream(self._streams, Peer("hub", self.address), "SubscribeLogs",
+                                    lambda channel: channel.unary_stream(
+                                        "/actorhub.v1.Hub/SubscribeLogs",
+                                        request_serializer=hub_pb2.LogSubscribeRequest.SerializeToString,
+                                        response_deserializer=hub_pb2.LogBatch.FromString)(request))
+        return ServerStream(Peer("hub", self.address), "SubscribeLogs", self._stub().SubscribeLogs(request), None)
 
 
 def chunks_of(batch: hub_pb2.LogBatch) -> list[LogLines]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from actorhub.wire.placement_groups import PlacementGroupState
+
 
 @dataclass(frozen=True)
 class MethodInfo:
@@ -29,6 +31,8 @@ class MethodInfo:
     signature: str = ""
     """Its parameters, for checking a call's arguments at the caller (api/arg_checks.py's text
     form); "" when there is nothing to check."""
+    typed: bytes = b""
+    """A typed actor's method: its parameters and type hints, pickled (api/typed.py); b"" if not."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,26 @@ class ActorSpec:
     """What it asks for besides CPUs: "GPU", "memory", custom names."""
     placement_cpus: float = 0.0
     """CPUs its node must have in all, not held: 1 for an actor that asks for nothing, as in Ray."""
+    spread: bool = False
+    """scheduling_strategy="SPREAD": round-robin over the nodes that fit it."""
+    node_affinity_soft: bool = False
+    """`node_id` is a preference (NodeAffinitySchedulingStrategy(soft=True)), not a rule."""
+    spill_on_unavailable: bool = False
+    """Soft affinity: another node instead of waiting while `node_id` is busy."""
+    fail_on_unavailable: bool = False
+    """Hard affinity: unschedulable instead of waiting while `node_id` is busy."""
+    caller_node_id: str = ""
+    """The creator's node, which "DEFAULT" prefers."""
+    placement_group_id: str = ""
+    """The placement group it runs in ("": none); `resources` already name its bundle's resources."""
+    placement_group_bundle_index: int = -1
+    placement_group_capture_child_tasks: bool = False
+    trace_context: tuple[tuple[str, str], ...] = ()
+    restart_window_s: float = 0.0
+    checkpoint_every_calls: int = 0
+    checkpoint_every_s: float = 0.0
+    """> 0: at most max_restarts restarts in any window of this many seconds; 0: for its life."""
+    """The W3C trace context of its creation (empty when not traced)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +146,8 @@ class NodeStatus:
     """Besides CPUs: "GPU", "memory", custom names, in all."""
     available_resources: tuple[tuple[str, float], ...] = ()
     """Of `resources`, what actors placed on the node do not hold."""
+    metrics_export_port: int = 0
+    """Its Prometheus endpoint, on the host of `address` (actorhub/metrics/); 0: none."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +165,10 @@ class ClusterStatus:
     """Times a hub started on this store after the first (crashes its supervisor recovered)."""
     store_path: str = ""
     """The hub's durable store (SQLite)."""
+    object_reconstruction: bool = False
+    """The cluster was started with lineage reconstruction (tasks/lineage.py)."""
+    placement_groups: tuple[PlacementGroupState, ...] = ()
+    """The placement groups not removed (hub/placement_groups.py)."""
 
 
 @dataclass(frozen=True)

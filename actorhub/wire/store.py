@@ -34,6 +34,8 @@ class StoredObject:
     owner: str
     where: str
     """"shared memory" or "spilled"."""
+    is_copy: bool = False
+    """Pulled from another node's store: a cache, not this node's own."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class NodeStoreClient(Client[node_pb2_grpc.NodeStub]):
             retry_unavailable_s=self._retry_s,
         )
         return StoreListing(
-            objects=tuple(StoredObject(o.object_id, o.size, o.owner, o.where) for o in reply.objects),
+            objects=tuple(StoredObject(o.object_id, o.size, o.owner, o.where, o.is_copy) for o in reply.objects),
             capacity=reply.capacity, used=reply.used, spilled=reply.spilled,
         )
 

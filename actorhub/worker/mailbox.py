@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 from actorhub._proto.v1 import worker_pb2
 from actorhub.exceptions import AsyncioActorExit
+from actorhub.metrics.counts import CALLS
 from actorhub.runtime import serialization as _serialization
 from actorhub.runtime import tracing as _tracing
 from actorhub.runtime.actor_refs import OUT_OF_SCOPE_METHOD, OUT_OF_SCOPE_REASON
@@ -39,6 +40,7 @@ from actorhub.wire.errors import ErrorKind, error_to_proto, system_error_info
 from actorhub.wire.rpc import check_message_size
 from actorhub.wire.worker import LentRef, add_contained
 from actorhub.worker import actor_exit, current_call
+from actorhub.worker.checkpoints import Checkpointer
 from actorhub.worker.reply_stream import Caller, ReplyStream
 from actorhub.worker.streaming import PostItem, run_stream, run_stream_async
 
@@ -55,6 +57,10 @@ class Borrows(Protocol):
     def lend(
         self, refs: list[tuple[int, ObjectRef[Any]]], borrower: str
     ) -> list[LentRef]: ...
+
+
+class ReturnCheck(Protocol):
+    def check_return(self, value: Any) -> None: ...
 
 
 class CallHost(Protocol):
@@ -95,6 +101,10 @@ class ActorInstance:
         # Set once the actor is ending gracefully: why (its death cause). Calls that have not
         # started by then never run; the hub's end of the process fails them for their callers.
         self.exit_reason = ""
+        # A typed actor's methods (api/typed.py): what each returns is checked against its hint.
+        self.return_checks: dict[str, ReturnCheck] | None = None
+        # An actor that checkpoints its state (worker/checkpoints.py): told after each call.
+        self.checkpointer: Checkpointer | None = None
 
     def request_exit(self, reason: str) -> None:
         """End the actor gracefully, for `reason` (see worker/service.py's _watch_terminate)."""
@@ -138,6 +148,7 @@ class ActorInstance:
         items with `post_item` first (worker/streaming.py)."""
         reply.seq = call.seq
         adopted, token = begin_call()
+        CALLS.started += 1
         try:
             if call.trace_context:
                 with _tracing.execute_span(f"{self.class_name}.{call.method}", call.trace_context):
@@ -146,10 +157,13 @@ class ActorInstance:
                 self._run(call, reply, caller, post_item)
         finally:
             end_call(token)
+            CALLS.ended += 1
         self._host.send_submitted_calls()
         if adopted:
             # Before the reply goes: until then the caller keeps these refs alive.
             self._host.borrowing.register_held(adopted)
+        if self.checkpointer is not None:
+            self.checkpointer.after_call()  # before the reply goes too: a replied call is saved
 
     def _run(
         self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller, post_item: PostItem | None
@@ -157,11 +171,14 @@ class ActorInstance:
         try:
             args, kwargs = self.arguments(call.args)
             result = self.method(call.method)(*args, **kwargs)
+            if self.return_checks is not None and call.method in self.return_checks:
+                self.return_checks[call.method].check_return(result)
             if call.streaming and post_item is not None:
                 # Its items go as yielded; an actor exit in the generator ends the call here.
                 run_stream(self, self._host, call, result, reply, caller, post_item)
                 return
         except BaseException as e:  # user code may raise anything; it becomes the call's result
+            CALLS.failed += 1
             if isinstance(e, SystemExit):
                 self._exit(e, call, reply)
                 return
@@ -176,16 +193,22 @@ class ActorInstance:
         # The coroutine runs in its own copy of the context: this call's list stays its own.
         adopted, _ = begin_call()
         current_call.enter_async(caller, call)
-        if call.trace_context:
-            # The span stays current across the awaits: OpenTelemetry keeps it in the task's context.
-            with _tracing.execute_span(f"{self.class_name}.{call.method}", call.trace_context):
+        CALLS.started += 1
+        try:
+            if call.trace_context:
+                # The span stays current across the awaits: OpenTelemetry keeps it in the task's context.
+                with _tracing.execute_span(f"{self.class_name}.{call.method}", call.trace_context):
+                    await self._run_async(call, reply, caller, post_item)
+            else:
                 await self._run_async(call, reply, caller, post_item)
-        else:
-            await self._run_async(call, reply, caller, post_item)
+        finally:
+            CALLS.ended += 1
         if self._host.has_unsent_calls():
             await asyncio.get_running_loop().run_in_executor(None, self._host.send_submitted_calls)
         if adopted:
             self._host.borrowing.register_held(adopted)
+        if self.checkpointer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.checkpointer.after_call)
 
     async def _run_async(
         self, call: worker_pb2.Call, reply: worker_pb2.Reply, caller: Caller, post_item: PostItem | None
@@ -202,10 +225,13 @@ class ActorInstance:
             del args, kwargs
             if inspect.isawaitable(result):
                 result = await result
+            if self.return_checks is not None and call.method in self.return_checks:
+                self.return_checks[call.method].check_return(result)
             if call.streaming and post_item is not None:
                 await run_stream_async(self, self._host, call, result, reply, caller, post_item)
                 return
         except BaseException as e:
+            CALLS.failed += 1
             if isinstance(e, SystemExit | AsyncioActorExit):
                 self._exit(e, call, reply)
                 return
@@ -260,6 +286,7 @@ class ActorInstance:
                 # The caller may unpickle the value long after this process dropped its refs.
                 add_contained(self._host.borrowing.lend(lent, caller.address), reply)
         except BaseException as e:
+            CALLS.failed += 1
             del reply.values[:]
             del reply.store_ids[:]
             if any(store_ids):

@@ -26,8 +26,10 @@ import grpc
 
 from actorhub._proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from actorhub.exceptions import ObjectLostError, RpcFailedError
-from actorhub.runtime import log_markers
+from actorhub.metrics.counts import CALLS
+from actorhub.runtime import log_markers, placement_scope
 from actorhub.runtime import serialization as _serialization
+from actorhub.runtime import tracing as _tracing
 from actorhub.runtime.endpoint import Endpoint
 from actorhub.runtime.identity import Identity
 from actorhub.runtime.ids import split_store_id
@@ -40,7 +42,7 @@ from actorhub.wire.node import NodeClient
 from actorhub.wire.server import ServerLoop, abort
 from actorhub.wire.transport import STREAM_TAKEN
 from actorhub.wire.worker import add_contained
-from actorhub.worker import actor_exit, current_call
+from actorhub.worker import actor_exit, checkpoints, current_call
 from actorhub.worker.clean_exit import run_exit_hooks
 from actorhub.worker.groups import make_actor_mailbox
 from actorhub.worker.mailbox import ActorInstance, ActorThread, Mailbox
@@ -106,6 +108,9 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             gpu_ids=tuple(request.gpu_ids),
             assigned=_assigned(spec),
         )
+        if spec.placement_group_id:
+            placement_scope.enter_actor(spec.placement_group_id, spec.placement_group_bundle_index,
+                                        spec.placement_group_capture_child_tasks)
         if request.gpu_ids:
             # Before the constructor: a framework it imports reads this once, at its import.
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in request.gpu_ids)
@@ -125,6 +130,9 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
             return worker_pb2.StartActorReply(ok=False, error=_construct_error(e, spec))
         self._mailbox = make_actor_mailbox(actor, spec, thread)
         self._actor = actor
+        from actorhub.metrics import worker_metrics  # preloaded by the zygote; drivers never import it
+
+        worker_metrics.start(spec.class_name, spec.actor_id, identity.node_id)
         threading.Thread(target=self._watch_terminate, args=(actor, runtime, self._mailbox), daemon=True).start()
         return worker_pb2.StartActorReply(ok=True)
 
@@ -326,9 +334,8 @@ def run_worker(boot: WorkerBoot) -> NoReturn:
     )
     service = WorkerService(endpoint, boot)
     endpoint.serve(service, service.close)
-    from actorhub.runtime import tracing as _tracing
-
     try:
+        _tracing.export_to(config.otlp_endpoint, "actorhub-worker")
         _tracing.run_startup_hook(config.tracing_startup_hook)
     except Exception as e:  # tracing is optional: a broken hook is reported, the worker still serves
         print(f"worker {boot.worker_id}: the tracing startup hook failed: {e!r}", file=sys.stderr)
@@ -360,15 +367,43 @@ def _construct(runtime: Runtime, spec: common_pb2.ActorSpec, session_dir: Path) 
     apply_in_worker(runtime, spec.runtime_env, session_dir)
     cls = _serialization.loads(spec.pickled_class)
     actor = ActorInstance(None, spec.class_name, runtime)
+    if any(m.typed for m in spec.methods):  # @remote(typed=True): returns are checked here
+        from actorhub.api import typed
+
+        # From the hints the creator resolved: in a module shipped by value, as a test's or
+        # a notebook's, the names a string annotation refers to are not here to resolve again.
+        checks = {m.name: typed.unpack(f"{spec.class_name}.{m.name}", m.typed) for m in spec.methods if m.typed}
+        actor.return_checks = {name: check for name, check in checks.items() if check is not None}
     current_call.set_actor(spec.class_name)
     try:
-        actor.construct(cls, spec.init_args)
+        if spec.trace_context:
+            with _tracing.start_span(spec.class_name, runtime.identity.incarnation, spec.trace_context):
+                actor.construct(cls, spec.init_args)
+        else:
+            actor.construct(cls, spec.init_args)
     except BaseException as e:
         if actor_exit.intentional_reason(e, "") is not None:
             run_exit_hooks(None)  # before the node ends this process; no instance: no __ray_shutdown__
         raise
+    if checkpoints.is_checkpointed(cls):
+        _set_up_checkpoints(runtime, spec, actor)
     log_markers.mark_actor_repr(actor.instance)
     return actor
+
+
+def _set_up_checkpoints(runtime: Runtime, spec: common_pb2.ActorSpec, actor: ActorInstance) -> None:
+    """After the constructor, before the first call: a restarted actor gets its newest checkpoint."""
+    from actorhub.config import Config
+
+    directory = Config.load().checkpoint_dir
+    store = checkpoints.DirectoryCheckpoints(directory) if directory else checkpoints.HubCheckpoints(runtime.hub)
+    incarnation = runtime.identity.incarnation
+    checkpointer = checkpoints.Checkpointer(
+        actor.instance, spec.actor_id, incarnation, store, spec.checkpoint_every_calls, spec.checkpoint_every_s)
+    if incarnation > 0:
+        checkpointer.restore()
+    actor.checkpointer = checkpointer
+    checkpoints.install(checkpointer)
 
 
 def _construct_error(e: BaseException, spec: common_pb2.ActorSpec) -> common_pb2.ErrorInfo:
@@ -384,6 +419,7 @@ def _construct_error(e: BaseException, spec: common_pb2.ActorSpec) -> common_pb2
 def _admit(batch: worker_pb2.CallBatch, mailbox: Mailbox, stream: ReplyStream) -> None:
     calls = batch.calls
     if calls:
+        CALLS.received += len(calls)  # published with the worker's metrics (metrics/worker_metrics.py)
         stream.admitted(len(calls))
         stream.track([call.seq for call in calls])
         mailbox.submit(calls, stream)

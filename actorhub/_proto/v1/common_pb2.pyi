@@ -20,6 +20,11 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_KIND_TASK_CANCELLED: _ClassVar[ErrorKind]
     ERROR_KIND_TASK_UNSCHEDULABLE: _ClassVar[ErrorKind]
     ERROR_KIND_RUNTIME_ENV_SETUP: _ClassVar[ErrorKind]
+    ERROR_KIND_ACTOR_UNSCHEDULABLE: _ClassVar[ErrorKind]
+    ERROR_KIND_OBJECT_RECONSTRUCTION_FAILED: _ClassVar[ErrorKind]
+    ERROR_KIND_OBJECT_RECONSTRUCTION_MAX_ATTEMPTS: _ClassVar[ErrorKind]
+    ERROR_KIND_OBJECT_RECONSTRUCTION_LINEAGE_EVICTED: _ClassVar[ErrorKind]
+    ERROR_KIND_PLACEMENT_GROUP_REMOVED: _ClassVar[ErrorKind]
 
 class ActorState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -38,6 +43,11 @@ ERROR_KIND_WORKER_CRASHED: ErrorKind
 ERROR_KIND_TASK_CANCELLED: ErrorKind
 ERROR_KIND_TASK_UNSCHEDULABLE: ErrorKind
 ERROR_KIND_RUNTIME_ENV_SETUP: ErrorKind
+ERROR_KIND_ACTOR_UNSCHEDULABLE: ErrorKind
+ERROR_KIND_OBJECT_RECONSTRUCTION_FAILED: ErrorKind
+ERROR_KIND_OBJECT_RECONSTRUCTION_MAX_ATTEMPTS: ErrorKind
+ERROR_KIND_OBJECT_RECONSTRUCTION_LINEAGE_EVICTED: ErrorKind
+ERROR_KIND_PLACEMENT_GROUP_REMOVED: ErrorKind
 ACTOR_STATE_UNSPECIFIED: ActorState
 ACTOR_STATE_PENDING: ActorState
 ACTOR_STATE_ALIVE: ActorState
@@ -63,23 +73,25 @@ class Empty(_message.Message):
     def __init__(self) -> None: ...
 
 class MethodMeta(_message.Message):
-    __slots__ = ("name", "num_returns", "is_async", "concurrency_group", "generator", "signature")
+    __slots__ = ("name", "num_returns", "is_async", "concurrency_group", "generator", "signature", "typed")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NUM_RETURNS_FIELD_NUMBER: _ClassVar[int]
     IS_ASYNC_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_GROUP_FIELD_NUMBER: _ClassVar[int]
     GENERATOR_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    TYPED_FIELD_NUMBER: _ClassVar[int]
     name: str
     num_returns: int
     is_async: bool
     concurrency_group: str
     generator: str
     signature: str
-    def __init__(self, name: _Optional[str] = ..., num_returns: _Optional[int] = ..., is_async: _Optional[bool] = ..., concurrency_group: _Optional[str] = ..., generator: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
+    typed: bytes
+    def __init__(self, name: _Optional[str] = ..., num_returns: _Optional[int] = ..., is_async: _Optional[bool] = ..., concurrency_group: _Optional[str] = ..., generator: _Optional[str] = ..., signature: _Optional[str] = ..., typed: _Optional[bytes] = ...) -> None: ...
 
 class ActorSpec(_message.Message):
-    __slots__ = ("actor_id", "class_name", "pickled_class", "init_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "max_pending_calls", "num_cpus", "owner_job_id", "owner_actor_id", "job_namespace", "methods", "is_async", "hub_address", "node_id", "runtime_env", "concurrency_groups", "resources", "placement_cpus")
+    __slots__ = ("actor_id", "class_name", "pickled_class", "init_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "max_pending_calls", "num_cpus", "owner_job_id", "owner_actor_id", "job_namespace", "methods", "is_async", "hub_address", "node_id", "runtime_env", "concurrency_groups", "resources", "placement_cpus", "placement_group_id", "placement_group_bundle_index", "placement_group_capture_child_tasks", "spread", "node_affinity_soft", "node_affinity_spill_on_unavailable", "node_affinity_fail_on_unavailable", "caller_node_id", "trace_context", "restart_window_s", "checkpoint_every_calls", "checkpoint_every_s")
     class ConcurrencyGroupsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +106,13 @@ class ActorSpec(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class TraceContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
     PICKLED_CLASS_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +136,18 @@ class ActorSpec(_message.Message):
     CONCURRENCY_GROUPS_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_CPUS_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_GROUP_BUNDLE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_GROUP_CAPTURE_CHILD_TASKS_FIELD_NUMBER: _ClassVar[int]
+    SPREAD_FIELD_NUMBER: _ClassVar[int]
+    NODE_AFFINITY_SOFT_FIELD_NUMBER: _ClassVar[int]
+    NODE_AFFINITY_SPILL_ON_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    NODE_AFFINITY_FAIL_ON_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    CALLER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    RESTART_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_EVERY_CALLS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_EVERY_S_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     class_name: str
     pickled_class: bytes
@@ -140,7 +171,19 @@ class ActorSpec(_message.Message):
     concurrency_groups: _containers.ScalarMap[str, int]
     resources: _containers.ScalarMap[str, float]
     placement_cpus: float
-    def __init__(self, actor_id: _Optional[str] = ..., class_name: _Optional[str] = ..., pickled_class: _Optional[bytes] = ..., init_args: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_pending_calls: _Optional[int] = ..., num_cpus: _Optional[float] = ..., owner_job_id: _Optional[str] = ..., owner_actor_id: _Optional[str] = ..., job_namespace: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., is_async: _Optional[bool] = ..., hub_address: _Optional[str] = ..., node_id: _Optional[str] = ..., runtime_env: _Optional[str] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ..., resources: _Optional[_Mapping[str, float]] = ..., placement_cpus: _Optional[float] = ...) -> None: ...
+    placement_group_id: str
+    placement_group_bundle_index: int
+    placement_group_capture_child_tasks: bool
+    spread: bool
+    node_affinity_soft: bool
+    node_affinity_spill_on_unavailable: bool
+    node_affinity_fail_on_unavailable: bool
+    caller_node_id: str
+    trace_context: _containers.ScalarMap[str, str]
+    restart_window_s: float
+    checkpoint_every_calls: int
+    checkpoint_every_s: float
+    def __init__(self, actor_id: _Optional[str] = ..., class_name: _Optional[str] = ..., pickled_class: _Optional[bytes] = ..., init_args: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., max_pending_calls: _Optional[int] = ..., num_cpus: _Optional[float] = ..., owner_job_id: _Optional[str] = ..., owner_actor_id: _Optional[str] = ..., job_namespace: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., is_async: _Optional[bool] = ..., hub_address: _Optional[str] = ..., node_id: _Optional[str] = ..., runtime_env: _Optional[str] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ..., resources: _Optional[_Mapping[str, float]] = ..., placement_cpus: _Optional[float] = ..., placement_group_id: _Optional[str] = ..., placement_group_bundle_index: _Optional[int] = ..., placement_group_capture_child_tasks: _Optional[bool] = ..., spread: _Optional[bool] = ..., node_affinity_soft: _Optional[bool] = ..., node_affinity_spill_on_unavailable: _Optional[bool] = ..., node_affinity_fail_on_unavailable: _Optional[bool] = ..., caller_node_id: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., restart_window_s: _Optional[float] = ..., checkpoint_every_calls: _Optional[int] = ..., checkpoint_every_s: _Optional[float] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
     __slots__ = ("actor_id", "state", "address", "incarnation", "name", "namespace", "class_name", "node_id", "pid", "death_cause", "methods", "detached", "max_task_retries", "max_pending_calls", "num_restarts", "owner_job_id", "is_async", "pending_reason", "infeasible", "concurrency_groups")

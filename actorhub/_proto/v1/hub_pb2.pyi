@@ -8,8 +8,139 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CheckpointSaveRequest(_message.Message):
+    __slots__ = ("actor_id", "incarnation", "state")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    incarnation: int
+    state: bytes
+    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., state: _Optional[bytes] = ...) -> None: ...
+
+class CheckpointLoadRequest(_message.Message):
+    __slots__ = ("actor_id",)
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    def __init__(self, actor_id: _Optional[str] = ...) -> None: ...
+
+class CheckpointLoadReply(_message.Message):
+    __slots__ = ("found", "state")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    state: bytes
+    def __init__(self, found: _Optional[bool] = ..., state: _Optional[bytes] = ...) -> None: ...
+
+class PlacementGroupBundle(_message.Message):
+    __slots__ = ("resources",)
+    class ResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    resources: _containers.ScalarMap[str, float]
+    def __init__(self, resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class PlacementGroupSpec(_message.Message):
+    __slots__ = ("placement_group_id", "name", "namespace", "strategy", "bundles", "detached", "creator_job_id", "creator_actor_id")
+    PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    DETACHED_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    placement_group_id: str
+    name: str
+    namespace: str
+    strategy: str
+    bundles: _containers.RepeatedCompositeFieldContainer[PlacementGroupBundle]
+    detached: bool
+    creator_job_id: str
+    creator_actor_id: str
+    def __init__(self, placement_group_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., strategy: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[PlacementGroupBundle, _Mapping]]] = ..., detached: _Optional[bool] = ..., creator_job_id: _Optional[str] = ..., creator_actor_id: _Optional[str] = ...) -> None: ...
+
+class PlacementGroupInfo(_message.Message):
+    __slots__ = ("spec", "state", "bundle_node_ids", "pending_reason", "infeasible")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
+    INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    spec: PlacementGroupSpec
+    state: str
+    bundle_node_ids: _containers.RepeatedScalarFieldContainer[str]
+    pending_reason: str
+    infeasible: bool
+    def __init__(self, spec: _Optional[_Union[PlacementGroupSpec, _Mapping]] = ..., state: _Optional[str] = ..., bundle_node_ids: _Optional[_Iterable[str]] = ..., pending_reason: _Optional[str] = ..., infeasible: _Optional[bool] = ...) -> None: ...
+
+class PlacementGroupRemoveRequest(_message.Message):
+    __slots__ = ("placement_group_id",)
+    PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    placement_group_id: str
+    def __init__(self, placement_group_id: _Optional[str] = ...) -> None: ...
+
+class PlacementGroupWaitRequest(_message.Message):
+    __slots__ = ("placement_group_id", "timeout_s")
+    PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    placement_group_id: str
+    timeout_s: float
+    def __init__(self, placement_group_id: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class PlacementGroupGetRequest(_message.Message):
+    __slots__ = ("placement_group_id", "name", "namespace")
+    PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    placement_group_id: str
+    name: str
+    namespace: str
+    def __init__(self, placement_group_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+
+class PlacementGroupList(_message.Message):
+    __slots__ = ("groups",)
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[PlacementGroupInfo]
+    def __init__(self, groups: _Optional[_Iterable[_Union[PlacementGroupInfo, _Mapping]]] = ...) -> None: ...
+
+class PlacementGroupOp(_message.Message):
+    __slots__ = ("create", "remove")
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    create: PlacementGroupSpec
+    remove: str
+    def __init__(self, create: _Optional[_Union[PlacementGroupSpec, _Mapping]] = ..., remove: _Optional[str] = ...) -> None: ...
+
+class PlacementGroupOps(_message.Message):
+    __slots__ = ("ops",)
+    OPS_FIELD_NUMBER: _ClassVar[int]
+    ops: _containers.RepeatedCompositeFieldContainer[PlacementGroupOp]
+    def __init__(self, ops: _Optional[_Iterable[_Union[PlacementGroupOp, _Mapping]]] = ...) -> None: ...
+
+class PlacementGroupOpResult(_message.Message):
+    __slots__ = ("info", "error", "not_found")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    info: PlacementGroupInfo
+    error: str
+    not_found: bool
+    def __init__(self, info: _Optional[_Union[PlacementGroupInfo, _Mapping]] = ..., error: _Optional[str] = ..., not_found: _Optional[bool] = ...) -> None: ...
+
+class PlacementGroupOpResults(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[PlacementGroupOpResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[PlacementGroupOpResult, _Mapping]]] = ...) -> None: ...
+
 class RegisterNodeRequest(_message.Message):
-    __slots__ = ("node_id", "address", "num_cpus", "pid", "reconnect", "actors", "resources")
+    __slots__ = ("node_id", "address", "num_cpus", "pid", "reconnect", "actors", "resources", "metrics_export_port")
     class ResourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +155,7 @@ class RegisterNodeRequest(_message.Message):
     RECONNECT_FIELD_NUMBER: _ClassVar[int]
     ACTORS_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_EXPORT_PORT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     num_cpus: float
@@ -31,7 +163,8 @@ class RegisterNodeRequest(_message.Message):
     reconnect: bool
     actors: _containers.RepeatedCompositeFieldContainer[HostedActor]
     resources: _containers.ScalarMap[str, float]
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., num_cpus: _Optional[float] = ..., pid: _Optional[int] = ..., reconnect: _Optional[bool] = ..., actors: _Optional[_Iterable[_Union[HostedActor, _Mapping]]] = ..., resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    metrics_export_port: int
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., num_cpus: _Optional[float] = ..., pid: _Optional[int] = ..., reconnect: _Optional[bool] = ..., actors: _Optional[_Iterable[_Union[HostedActor, _Mapping]]] = ..., resources: _Optional[_Mapping[str, float]] = ..., metrics_export_port: _Optional[int] = ...) -> None: ...
 
 class HostedActor(_message.Message):
     __slots__ = ("actor_id", "incarnation", "address", "worker_id", "pid", "starting", "gpu_ids")
@@ -170,7 +303,7 @@ class WorkerExitReport(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "address", "num_cpus", "available_cpus", "alive", "pid", "last_heartbeat", "resources", "available_resources")
+    __slots__ = ("node_id", "address", "num_cpus", "available_cpus", "alive", "pid", "last_heartbeat", "resources", "available_resources", "metrics_export_port")
     class ResourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +327,7 @@ class NodeStatus(_message.Message):
     LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_EXPORT_PORT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     num_cpus: float
@@ -203,26 +337,67 @@ class NodeStatus(_message.Message):
     last_heartbeat: float
     resources: _containers.ScalarMap[str, float]
     available_resources: _containers.ScalarMap[str, float]
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., num_cpus: _Optional[float] = ..., available_cpus: _Optional[float] = ..., alive: _Optional[bool] = ..., pid: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., resources: _Optional[_Mapping[str, float]] = ..., available_resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    metrics_export_port: int
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., num_cpus: _Optional[float] = ..., available_cpus: _Optional[float] = ..., alive: _Optional[bool] = ..., pid: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., resources: _Optional[_Mapping[str, float]] = ..., available_resources: _Optional[_Mapping[str, float]] = ..., metrics_export_port: _Optional[int] = ...) -> None: ...
 
 class LentCpus(_message.Message):
-    __slots__ = ("node_id", "lent")
+    __slots__ = ("node_id", "lent", "lent_resources", "lent_gpus", "claim")
+    class LentResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class LentGpusEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: float
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+    class ClaimEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     LENT_FIELD_NUMBER: _ClassVar[int]
+    LENT_RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    LENT_GPUS_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     lent: float
-    def __init__(self, node_id: _Optional[str] = ..., lent: _Optional[float] = ...) -> None: ...
+    lent_resources: _containers.ScalarMap[str, float]
+    lent_gpus: _containers.ScalarMap[int, float]
+    claim: _containers.ScalarMap[str, float]
+    def __init__(self, node_id: _Optional[str] = ..., lent: _Optional[float] = ..., lent_resources: _Optional[_Mapping[str, float]] = ..., lent_gpus: _Optional[_Mapping[int, float]] = ..., claim: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class ActorCpus(_message.Message):
-    __slots__ = ("reserved", "wanted")
+    __slots__ = ("reserved", "wanted", "claim_granted", "claim_gpu_ids", "node_resources")
+    class NodeResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     RESERVED_FIELD_NUMBER: _ClassVar[int]
     WANTED_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_GRANTED_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_GPU_IDS_FIELD_NUMBER: _ClassVar[int]
+    NODE_RESOURCES_FIELD_NUMBER: _ClassVar[int]
     reserved: float
     wanted: float
-    def __init__(self, reserved: _Optional[float] = ..., wanted: _Optional[float] = ...) -> None: ...
+    claim_granted: bool
+    claim_gpu_ids: _containers.RepeatedScalarFieldContainer[int]
+    node_resources: _containers.ScalarMap[str, float]
+    def __init__(self, reserved: _Optional[float] = ..., wanted: _Optional[float] = ..., claim_granted: _Optional[bool] = ..., claim_gpu_ids: _Optional[_Iterable[int]] = ..., node_resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("nodes", "actors", "live_jobs", "driver_addresses", "hub_started_at", "hub_restarts", "store_path")
+    __slots__ = ("nodes", "actors", "live_jobs", "driver_addresses", "hub_started_at", "hub_restarts", "store_path", "placement_groups", "object_reconstruction")
     NODES_FIELD_NUMBER: _ClassVar[int]
     ACTORS_FIELD_NUMBER: _ClassVar[int]
     LIVE_JOBS_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +405,8 @@ class ClusterStatus(_message.Message):
     HUB_STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     HUB_RESTARTS_FIELD_NUMBER: _ClassVar[int]
     STORE_PATH_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_RECONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
     actors: _containers.RepeatedCompositeFieldContainer[_common_pb2.ActorInfo]
     live_jobs: int
@@ -237,7 +414,9 @@ class ClusterStatus(_message.Message):
     hub_started_at: float
     hub_restarts: int
     store_path: str
-    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ..., live_jobs: _Optional[int] = ..., driver_addresses: _Optional[_Iterable[str]] = ..., hub_started_at: _Optional[float] = ..., hub_restarts: _Optional[int] = ..., store_path: _Optional[str] = ...) -> None: ...
+    placement_groups: _containers.RepeatedCompositeFieldContainer[PlacementGroupInfo]
+    object_reconstruction: bool
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ..., live_jobs: _Optional[int] = ..., driver_addresses: _Optional[_Iterable[str]] = ..., hub_started_at: _Optional[float] = ..., hub_restarts: _Optional[int] = ..., store_path: _Optional[str] = ..., placement_groups: _Optional[_Iterable[_Union[PlacementGroupInfo, _Mapping]]] = ..., object_reconstruction: _Optional[bool] = ...) -> None: ...
 
 class LogChunk(_message.Message):
     __slots__ = ("job_id", "pid", "name", "is_stderr", "lines")
@@ -268,3 +447,84 @@ class LogSubscribeRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class AutoscalerShape(_message.Message):
+    __slots__ = ("resources", "count")
+    class ResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    resources: _containers.ScalarMap[str, float]
+    count: int
+    def __init__(self, resources: _Optional[_Mapping[str, float]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class AutoscalerDemandReport(_message.Message):
+    __slots__ = ("reporter", "shapes")
+    REPORTER_FIELD_NUMBER: _ClassVar[int]
+    SHAPES_FIELD_NUMBER: _ClassVar[int]
+    reporter: str
+    shapes: _containers.RepeatedCompositeFieldContainer[AutoscalerShape]
+    def __init__(self, reporter: _Optional[str] = ..., shapes: _Optional[_Iterable[_Union[AutoscalerShape, _Mapping]]] = ...) -> None: ...
+
+class AutoscalerResourceRequest(_message.Message):
+    __slots__ = ("bundles",)
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    bundles: _containers.RepeatedCompositeFieldContainer[AutoscalerShape]
+    def __init__(self, bundles: _Optional[_Iterable[_Union[AutoscalerShape, _Mapping]]] = ...) -> None: ...
+
+class AutoscalerNode(_message.Message):
+    __slots__ = ("node_id", "address", "total", "available", "actors", "lent_cpus")
+    class TotalEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class AvailableEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    ACTORS_FIELD_NUMBER: _ClassVar[int]
+    LENT_CPUS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    address: str
+    total: _containers.ScalarMap[str, float]
+    available: _containers.ScalarMap[str, float]
+    actors: int
+    lent_cpus: float
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., total: _Optional[_Mapping[str, float]] = ..., available: _Optional[_Mapping[str, float]] = ..., actors: _Optional[int] = ..., lent_cpus: _Optional[float] = ...) -> None: ...
+
+class AutoscalerGroupDemand(_message.Message):
+    __slots__ = ("bundles", "strategy")
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    bundles: _containers.RepeatedCompositeFieldContainer[AutoscalerShape]
+    strategy: str
+    def __init__(self, bundles: _Optional[_Iterable[_Union[AutoscalerShape, _Mapping]]] = ..., strategy: _Optional[str] = ...) -> None: ...
+
+class AutoscalerState(_message.Message):
+    __slots__ = ("nodes", "task_demand", "actor_demand", "requested", "placement_groups")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    TASK_DEMAND_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_DEMAND_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[AutoscalerNode]
+    task_demand: _containers.RepeatedCompositeFieldContainer[AutoscalerShape]
+    actor_demand: _containers.RepeatedCompositeFieldContainer[AutoscalerShape]
+    requested: _containers.RepeatedCompositeFieldContainer[AutoscalerShape]
+    placement_groups: _containers.RepeatedCompositeFieldContainer[AutoscalerGroupDemand]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[AutoscalerNode, _Mapping]]] = ..., task_demand: _Optional[_Iterable[_Union[AutoscalerShape, _Mapping]]] = ..., actor_demand: _Optional[_Iterable[_Union[AutoscalerShape, _Mapping]]] = ..., requested: _Optional[_Iterable[_Union[AutoscalerShape, _Mapping]]] = ..., placement_groups: _Optional[_Iterable[_Union[AutoscalerGroupDemand, _Mapping]]] = ...) -> None: ...

@@ -112,6 +112,61 @@ class HubStub:
                 request_serializer=actorhub_dot_v1_dot_hub__pb2.LogSubscribeRequest.SerializeToString,
                 response_deserializer=actorhub_dot_v1_dot_hub__pb2.LogBatch.FromString,
                 _registered_method=True)
+        self.AutoscalerReportDemand = channel.unary_unary(
+                '/actorhub.v1.Hub/AutoscalerReportDemand',
+                request_serializer=actorhub_dot_v1_dot_hub__pb2.AutoscalerDemandReport.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.AutoscalerRequestResources = channel.unary_unary(
+                '/actorhub.v1.Hub/AutoscalerRequestResources',
+                request_serializer=actorhub_dot_v1_dot_hub__pb2.AutoscalerResourceRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.AutoscalerGetState = channel.unary_unary(
+                '/actorhub.v1.Hub/AutoscalerGetState',
+                request_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_hub__pb2.AutoscalerState.FromString,
+                _registered_method=True)
+        self.CreatePlacementGroup = channel.unary_unary(
+                '/actorhub.v1.Hub/CreatePlacementGroup',
+                request_serializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupSpec.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupInfo.FromString,
+                _registered_method=True)
+        self.RemovePlacementGroup = channel.unary_unary(
+                '/actorhub.v1.Hub/RemovePlacementGroup',
+                request_serializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupRemoveRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.WaitPlacementGroup = channel.unary_unary(
+                '/actorhub.v1.Hub/WaitPlacementGroup',
+                request_serializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupWaitRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupInfo.FromString,
+                _registered_method=True)
+        self.GetPlacementGroup = channel.unary_unary(
+                '/actorhub.v1.Hub/GetPlacementGroup',
+                request_serializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupGetRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupInfo.FromString,
+                _registered_method=True)
+        self.ListPlacementGroups = channel.unary_unary(
+                '/actorhub.v1.Hub/ListPlacementGroups',
+                request_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupList.FromString,
+                _registered_method=True)
+        self.PlacementGroupBatch = channel.unary_unary(
+                '/actorhub.v1.Hub/PlacementGroupBatch',
+                request_serializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupOps.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupOpResults.FromString,
+                _registered_method=True)
+        self.SaveCheckpoint = channel.unary_unary(
+                '/actorhub.v1.Hub/SaveCheckpoint',
+                request_serializer=actorhub_dot_v1_dot_hub__pb2.CheckpointSaveRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.LoadCheckpoint = channel.unary_unary(
+                '/actorhub.v1.Hub/LoadCheckpoint',
+                request_serializer=actorhub_dot_v1_dot_hub__pb2.CheckpointLoadRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_hub__pb2.CheckpointLoadReply.FromString,
+                _registered_method=True)
 
 
 class HubServicer:
@@ -221,6 +276,85 @@ class HubServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AutoscalerReportDemand(self, request, context):
+        """The autoscaler (actorhub/autoscaler/, hub/autoscaler_demand.py). A submitting process: the
+        tasks it has waiting for a lease, by shape; its report replaces its last one and expires
+        unless renewed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AutoscalerRequestResources(self, request, context):
+        """request_resources(): what the cluster should be able to hold; replaces the last request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AutoscalerGetState(self, request, context):
+        """What the autoscaler decides on: alive nodes with their load, and every pending demand.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePlacementGroup(self, request, context):
+        """Placement groups (hub/placement_groups.py): reserves all bundles or none, answers once
+        the group is recorded (PENDING or CREATED); idempotent by placement_group_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemovePlacementGroup(self, request, context):
+        """Frees the bundles and kills the group's actors; answers once recorded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitPlacementGroup(self, request, context):
+        """Long poll: returns when the group is CREATED or REMOVED, or the timeout passes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPlacementGroup(self, request, context):
+        """By id, or by name in a namespace.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPlacementGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlacementGroupBatch(self, request, context):
+        """Creations and removals in order, recorded with one write: what a process queued meanwhile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SaveCheckpoint(self, request, context):
+        """Actor checkpoints (hub/checkpoint_service.py): an actor's newest state, kept durably beside
+        the hub's store; answered once on disk. NOT_FOUND for an actor that is unknown or dead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LoadCheckpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HubServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -298,6 +432,61 @@ def add_HubServicer_to_server(servicer, server):
                     servicer.SubscribeLogs,
                     request_deserializer=actorhub_dot_v1_dot_hub__pb2.LogSubscribeRequest.FromString,
                     response_serializer=actorhub_dot_v1_dot_hub__pb2.LogBatch.SerializeToString,
+            ),
+            'AutoscalerReportDemand': grpc.unary_unary_rpc_method_handler(
+                    servicer.AutoscalerReportDemand,
+                    request_deserializer=actorhub_dot_v1_dot_hub__pb2.AutoscalerDemandReport.FromString,
+                    response_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'AutoscalerRequestResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.AutoscalerRequestResources,
+                    request_deserializer=actorhub_dot_v1_dot_hub__pb2.AutoscalerResourceRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'AutoscalerGetState': grpc.unary_unary_rpc_method_handler(
+                    servicer.AutoscalerGetState,
+                    request_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+                    response_serializer=actorhub_dot_v1_dot_hub__pb2.AutoscalerState.SerializeToString,
+            ),
+            'CreatePlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePlacementGroup,
+                    request_deserializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupSpec.FromString,
+                    response_serializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupInfo.SerializeToString,
+            ),
+            'RemovePlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemovePlacementGroup,
+                    request_deserializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupRemoveRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'WaitPlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitPlacementGroup,
+                    request_deserializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupWaitRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupInfo.SerializeToString,
+            ),
+            'GetPlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlacementGroup,
+                    request_deserializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupGetRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupInfo.SerializeToString,
+            ),
+            'ListPlacementGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlacementGroups,
+                    request_deserializer=actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+                    response_serializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupList.SerializeToString,
+            ),
+            'PlacementGroupBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlacementGroupBatch,
+                    request_deserializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupOps.FromString,
+                    response_serializer=actorhub_dot_v1_dot_hub__pb2.PlacementGroupOpResults.SerializeToString,
+            ),
+            'SaveCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveCheckpoint,
+                    request_deserializer=actorhub_dot_v1_dot_hub__pb2.CheckpointSaveRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'LoadCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadCheckpoint,
+                    request_deserializer=actorhub_dot_v1_dot_hub__pb2.CheckpointLoadRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_hub__pb2.CheckpointLoadReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -706,6 +895,303 @@ class Hub:
             '/actorhub.v1.Hub/SubscribeLogs',
             actorhub_dot_v1_dot_hub__pb2.LogSubscribeRequest.SerializeToString,
             actorhub_dot_v1_dot_hub__pb2.LogBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AutoscalerReportDemand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Hub/AutoscalerReportDemand',
+            actorhub_dot_v1_dot_hub__pb2.AutoscalerDemandReport.SerializeToString,
+            actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AutoscalerRequestResources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Hub/AutoscalerRequestResources',
+            actorhub_dot_v1_dot_hub__pb2.AutoscalerResourceRequest.SerializeToString,
+            actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AutoscalerGetState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Hub/AutoscalerGetState',
+            actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            actorhub_dot_v1_dot_hub__pb2.AutoscalerState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Hub/CreatePlacementGroup',
+            actorhub_dot_v1_dot_hub__pb2.PlacementGroupSpec.SerializeToString,
+            actorhub_dot_v1_dot_hub__pb2.PlacementGroupInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemovePlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Hub/RemovePlacementGroup',
+            actorhub_dot_v1_dot_hub__pb2.PlacementGroupRemoveRequest.SerializeToString,
+            actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitPlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Hub/WaitPlacementGroup',
+            actorhub_dot_v1_dot_hub__pb2.PlacementGroupWaitRequest.SerializeToString,
+            actorhub_dot_v1_dot_hub__pb2.PlacementGroupInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Hub/GetPlacementGroup',
+            actorhub_dot_v1_dot_hub__pb2.PlacementGroupGetRequest.SerializeToString,
+            actorhub_dot_v1_dot_hub__pb2.PlacementGroupInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlacementGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Hub/ListPlacementGroups',
+            actorhub_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            actorhub_dot_v1_dot_hub__pb2.PlacementGroupList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlacementGroupBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Hub/PlacementGroupBatch',
+            actorhub_dot_v1_dot_hub__pb2.PlacementGroupOps.SerializeToString,
+            actorhub_dot_v1_dot_hub__pb2.PlacementGroupOpResults.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Hub/SaveCheckpoint',
+            actorhub_dot_v1_dot_hub__pb2.CheckpointSaveRequest.SerializeToString,
+            actorhub_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Hub/LoadCheckpoint',
+            actorhub_dot_v1_dot_hub__pb2.CheckpointLoadRequest.SerializeToString,
+            actorhub_dot_v1_dot_hub__pb2.CheckpointLoadReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,33 @@ class HubStub:
     """
     SubscribeLogs: _grpc.UnaryStreamMultiCallable[_hub_pb2.LogSubscribeRequest, _hub_pb2.LogBatch]
     """Held open by a driver (log_to_driver): the output of its job's actors and tasks."""
+    AutoscalerReportDemand: _grpc.UnaryUnaryMultiCallable[_hub_pb2.AutoscalerDemandReport, _common_pb2.Empty]
+    """The autoscaler (actorhub/autoscaler/, hub/autoscaler_demand.py). A submitting process: the
+    tasks it has waiting for a lease, by shape; its report replaces its last one and expires
+    unless renewed.
+    """
+    AutoscalerRequestResources: _grpc.UnaryUnaryMultiCallable[_hub_pb2.AutoscalerResourceRequest, _common_pb2.Empty]
+    """request_resources(): what the cluster should be able to hold; replaces the last request."""
+    AutoscalerGetState: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _hub_pb2.AutoscalerState]
+    """What the autoscaler decides on: alive nodes with their load, and every pending demand."""
+    CreatePlacementGroup: _grpc.UnaryUnaryMultiCallable[_hub_pb2.PlacementGroupSpec, _hub_pb2.PlacementGroupInfo]
+    """Placement groups (hub/placement_groups.py): reserves all bundles or none, answers once
+    the group is recorded (PENDING or CREATED); idempotent by placement_group_id.
+    """
+    RemovePlacementGroup: _grpc.UnaryUnaryMultiCallable[_hub_pb2.PlacementGroupRemoveRequest, _common_pb2.Empty]
+    """Frees the bundles and kills the group's actors; answers once recorded."""
+    WaitPlacementGroup: _grpc.UnaryUnaryMultiCallable[_hub_pb2.PlacementGroupWaitRequest, _hub_pb2.PlacementGroupInfo]
+    """Long poll: returns when the group is CREATED or REMOVED, or the timeout passes."""
+    GetPlacementGroup: _grpc.UnaryUnaryMultiCallable[_hub_pb2.PlacementGroupGetRequest, _hub_pb2.PlacementGroupInfo]
+    """By id, or by name in a namespace."""
+    ListPlacementGroups: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _hub_pb2.PlacementGroupList]
+    PlacementGroupBatch: _grpc.UnaryUnaryMultiCallable[_hub_pb2.PlacementGroupOps, _hub_pb2.PlacementGroupOpResults]
+    """Creations and removals in order, recorded with one write: what a process queued meanwhile."""
+    SaveCheckpoint: _grpc.UnaryUnaryMultiCallable[_hub_pb2.CheckpointSaveRequest, _common_pb2.Empty]
+    """Actor checkpoints (hub/checkpoint_service.py): an actor's newest state, kept durably beside
+    the hub's store; answered once on disk. NOT_FOUND for an actor that is unknown or dead.
+    """
+    LoadCheckpoint: _grpc.UnaryUnaryMultiCallable[_hub_pb2.CheckpointLoadRequest, _hub_pb2.CheckpointLoadReply]
 
 @_typing.type_check_only
 class HubAsyncStub(HubStub):
@@ -103,6 +130,33 @@ class HubAsyncStub(HubStub):
     """
     SubscribeLogs: _aio.UnaryStreamMultiCallable[_hub_pb2.LogSubscribeRequest, _hub_pb2.LogBatch]  # type: ignore[assignment]
     """Held open by a driver (log_to_driver): the output of its job's actors and tasks."""
+    AutoscalerReportDemand: _aio.UnaryUnaryMultiCallable[_hub_pb2.AutoscalerDemandReport, _common_pb2.Empty]  # type: ignore[assignment]
+    """The autoscaler (actorhub/autoscaler/, hub/autoscaler_demand.py). A submitting process: the
+    tasks it has waiting for a lease, by shape; its report replaces its last one and expires
+    unless renewed.
+    """
+    AutoscalerRequestResources: _aio.UnaryUnaryMultiCallable[_hub_pb2.AutoscalerResourceRequest, _common_pb2.Empty]  # type: ignore[assignment]
+    """request_resources(): what the cluster should be able to hold; replaces the last request."""
+    AutoscalerGetState: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _hub_pb2.AutoscalerState]  # type: ignore[assignment]
+    """What the autoscaler decides on: alive nodes with their load, and every pending demand."""
+    CreatePlacementGroup: _aio.UnaryUnaryMultiCallable[_hub_pb2.PlacementGroupSpec, _hub_pb2.PlacementGroupInfo]  # type: ignore[assignment]
+    """Placement groups (hub/placement_groups.py): reserves all bundles or none, answers once
+    the group is recorded (PENDING or CREATED); idempotent by placement_group_id.
+    """
+    RemovePlacementGroup: _aio.UnaryUnaryMultiCallable[_hub_pb2.PlacementGroupRemoveRequest, _common_pb2.Empty]  # type: ignore[assignment]
+    """Frees the bundles and kills the group's actors; answers once recorded."""
+    WaitPlacementGroup: _aio.UnaryUnaryMultiCallable[_hub_pb2.PlacementGroupWaitRequest, _hub_pb2.PlacementGroupInfo]  # type: ignore[assignment]
+    """Long poll: returns when the group is CREATED or REMOVED, or the timeout passes."""
+    GetPlacementGroup: _aio.UnaryUnaryMultiCallable[_hub_pb2.PlacementGroupGetRequest, _hub_pb2.PlacementGroupInfo]  # type: ignore[assignment]
+    """By id, or by name in a namespace."""
+    ListPlacementGroups: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _hub_pb2.PlacementGroupList]  # type: ignore[assignment]
+    PlacementGroupBatch: _aio.UnaryUnaryMultiCallable[_hub_pb2.PlacementGroupOps, _hub_pb2.PlacementGroupOpResults]  # type: ignore[assignment]
+    """Creations and removals in order, recorded with one write: what a process queued meanwhile."""
+    SaveCheckpoint: _aio.UnaryUnaryMultiCallable[_hub_pb2.CheckpointSaveRequest, _common_pb2.Empty]  # type: ignore[assignment]
+    """Actor checkpoints (hub/checkpoint_service.py): an actor's newest state, kept durably beside
+    the hub's store; answered once on disk. NOT_FOUND for an actor that is unknown or dead.
+    """
+    LoadCheckpoint: _aio.UnaryUnaryMultiCallable[_hub_pb2.CheckpointLoadRequest, _hub_pb2.CheckpointLoadReply]  # type: ignore[assignment]
 
 class HubServicer(metaclass=_abc_1.ABCMeta):
     """Served by the hub, one per cluster: the control plane."""
@@ -227,5 +281,98 @@ class HubServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_hub_pb2.LogBatch], _abc.AsyncIterator[_hub_pb2.LogBatch]]:
         """Held open by a driver (log_to_driver): the output of its job's actors and tasks."""
+
+    @_abc_1.abstractmethod
+    def AutoscalerReportDemand(
+        self,
+        request: _hub_pb2.AutoscalerDemandReport,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]:
+        """The autoscaler (actorhub/autoscaler/, hub/autoscaler_demand.py). A submitting process: the
+        tasks it has waiting for a lease, by shape; its report replaces its last one and expires
+        unless renewed.
+        """
+
+    @_abc_1.abstractmethod
+    def AutoscalerRequestResources(
+        self,
+        request: _hub_pb2.AutoscalerResourceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]:
+        """request_resources(): what the cluster should be able to hold; replaces the last request."""
+
+    @_abc_1.abstractmethod
+    def AutoscalerGetState(
+        self,
+        request: _common_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.AutoscalerState, _abc.Awaitable[_hub_pb2.AutoscalerState]]:
+        """What the autoscaler decides on: alive nodes with their load, and every pending demand."""
+
+    @_abc_1.abstractmethod
+    def CreatePlacementGroup(
+        self,
+        request: _hub_pb2.PlacementGroupSpec,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.PlacementGroupInfo, _abc.Awaitable[_hub_pb2.PlacementGroupInfo]]:
+        """Placement groups (hub/placement_groups.py): reserves all bundles or none, answers once
+        the group is recorded (PENDING or CREATED); idempotent by placement_group_id.
+        """
+
+    @_abc_1.abstractmethod
+    def RemovePlacementGroup(
+        self,
+        request: _hub_pb2.PlacementGroupRemoveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]:
+        """Frees the bundles and kills the group's actors; answers once recorded."""
+
+    @_abc_1.abstractmethod
+    def WaitPlacementGroup(
+        self,
+        request: _hub_pb2.PlacementGroupWaitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.PlacementGroupInfo, _abc.Awaitable[_hub_pb2.PlacementGroupInfo]]:
+        """Long poll: returns when the group is CREATED or REMOVED, or the timeout passes."""
+
+    @_abc_1.abstractmethod
+    def GetPlacementGroup(
+        self,
+        request: _hub_pb2.PlacementGroupGetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.PlacementGroupInfo, _abc.Awaitable[_hub_pb2.PlacementGroupInfo]]:
+        """By id, or by name in a namespace."""
+
+    @_abc_1.abstractmethod
+    def ListPlacementGroups(
+        self,
+        request: _common_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.PlacementGroupList, _abc.Awaitable[_hub_pb2.PlacementGroupList]]: ...
+
+    @_abc_1.abstractmethod
+    def PlacementGroupBatch(
+        self,
+        request: _hub_pb2.PlacementGroupOps,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.PlacementGroupOpResults, _abc.Awaitable[_hub_pb2.PlacementGroupOpResults]]:
+        """Creations and removals in order, recorded with one write: what a process queued meanwhile."""
+
+    @_abc_1.abstractmethod
+    def SaveCheckpoint(
+        self,
+        request: _hub_pb2.CheckpointSaveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]:
+        """Actor checkpoints (hub/checkpoint_service.py): an actor's newest state, kept durably beside
+        the hub's store; answered once on disk. NOT_FOUND for an actor that is unknown or dead.
+        """
+
+    @_abc_1.abstractmethod
+    def LoadCheckpoint(
+        self,
+        request: _hub_pb2.CheckpointLoadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.CheckpointLoadReply, _abc.Awaitable[_hub_pb2.CheckpointLoadReply]]: ...
 
 def add_HubServicer_to_server(servicer: HubServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -121,16 +121,18 @@ class DeleteObjectsRequest(_message.Message):
     def __init__(self, object_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StoredObject(_message.Message):
-    __slots__ = ("object_id", "size", "owner", "where")
+    __slots__ = ("object_id", "size", "owner", "where", "is_copy")
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     WHERE_FIELD_NUMBER: _ClassVar[int]
+    IS_COPY_FIELD_NUMBER: _ClassVar[int]
     object_id: str
     size: int
     owner: str
     where: str
-    def __init__(self, object_id: _Optional[str] = ..., size: _Optional[int] = ..., owner: _Optional[str] = ..., where: _Optional[str] = ...) -> None: ...
+    is_copy: bool
+    def __init__(self, object_id: _Optional[str] = ..., size: _Optional[int] = ..., owner: _Optional[str] = ..., where: _Optional[str] = ..., is_copy: _Optional[bool] = ...) -> None: ...
 
 class ListObjectsReply(_message.Message):
     __slots__ = ("objects", "capacity", "used", "spilled")

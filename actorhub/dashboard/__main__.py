@@ -1,0 +1,5 @@
+import sys
+
+from actorhub.dashboard.supervisor import main
+
+sys.exit(main())
