@@ -42,7 +42,7 @@ protos: $(STAMP_TEST)
 
 # Not part of `make test`: rewrites BENCHMARKS.md from a run of ../shared/bench/vs-ray.
 bench: $(STAMP_TEST)
-	$(BIN)/python tests/perf/write_benchmarks.py
+	$(BIN)/python tests/perf/write_benchmarks.py --own-metrics --cross-node --gateway
 
 # Not part of `make test`: sync-call latency under 100 loading callers, and the 10-minute soak
 # with each process's memory at start and end (issue 8); see tests/perf/README.md.

@@ -8,7 +8,8 @@ microbenchmarks, one after the other on this machine).
 `--own-metrics` also runs tests/perf/own_metrics_vs_ray.py after vs-ray and adds a second table,
 "actorhub's own metrics vs Ray" (the three metrics `ray microbenchmark` lacks, against issue 8's
 targets); `--own-metrics-from` takes its `--json` output saved earlier instead. `--cross-node`
-adds the node-to-node transfer figures of tests/perf/cross_node_transfer.py (issue 10). Not part
+adds the node-to-node transfer figures of tests/perf/cross_node_transfer.py (issue 10), `--gateway`
+the calls per second through the gateway (tests/perf/gateway_bench.py, issue 14). Not part
 of `make test`: a run takes many minutes and wants a quiet machine.
 """
 
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VS_RAY = ROOT.parent / "shared" / "bench" / "vs-ray"
 OWN_METRICS = ROOT / "tests" / "perf" / "own_metrics_vs_ray.py"
 CROSS_NODE = ROOT / "tests" / "perf" / "cross_node_transfer.py"
+GATEWAY = ROOT / "tests" / "perf" / "gateway_bench.py"
 # One row of vs-ray's table: metric, Ray's rate, ours, the ratio.
 _ROW = re.compile(r"^(?P<metric>.+?)\s+(?P<ray>[\d.]+)\s+(?P<ours>[\d.]+)\s+(?P<ratio>[\d.]+)x\s*$")
 
@@ -169,6 +171,29 @@ def run_cross_node() -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_gateway() -> str:
+    """A fourth section: calls per second through the gateway (gateway_bench.py, issue 14)."""
+    done = subprocess.run([sys.executable, str(GATEWAY), "--json"], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"gateway_bench.py failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    rows = json.loads(done.stdout)
+    lines = [
+        "",
+        "## Calls through the gateway",
+        "",
+        "`tests/perf/gateway_bench.py`: concurrent clients on this machine call a typed actor's trivial",
+        "method through `actorhub serve-gateway` (JSON parsed and validated, the actor called, JSON back).",
+        "Ray has no counterpart.",
+        "",
+        "| protocol | clients | calls /s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|",
+        *[f"| {r['protocol']} | {r['clients']} | {r['calls_per_s']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
+          for r in rows],
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--filter", default="", help="only metrics whose name contains TEXT (vs-ray's pattern)")
@@ -180,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "--own-metrics-from", type=Path, metavar="FILE", help="own_metrics_vs_ray.py --json output saved earlier"
     )
     parser.add_argument("--cross-node", action="store_true", help="add cross_node_transfer.py's figures")
+    parser.add_argument("--gateway", action="store_true", help="add gateway_bench.py's figures")
     args = parser.parse_args(argv)
     output = args.from_output.read_text() if args.from_output else run_vs_ray(args.filter)
     page = render(output, args.filter, args.note)
@@ -189,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         page += render_own(run_own_metrics(args.own_metrics_rounds))
     if args.cross_node:
         page += run_cross_node()
+    if args.gateway:
+        page += run_gateway()
     (ROOT / "BENCHMARKS.md").write_text(page)
     print(f"wrote {ROOT / 'BENCHMARKS.md'}", file=sys.stderr)
     return 0
