@@ -73,10 +73,29 @@ def spawned() -> Iterator[list[int]]:
                 os.kill(pid, signal.SIGKILL)
 
 
+def _describe(pid: int) -> str:
+    """What /proc says of `pid`, for a failure message."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:4]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError as e:
+        return f"pid {pid}: {e!r}"
+    return f"pid {pid}: state, ppid, pgrp, session {state}, cmdline {cmdline!r}"
+
+
 def test_kill_ends_the_actors_children(cluster: actorhub.ClusterContext, spawned: list[int]) -> None:
     actor = Spawner.remote()
-    spawned.append(child := actorhub.get(actor.spawn.remote(), timeout=30))
-    assert _running(child)
+    # A sleep just started was, twice in CI runs of the whole suite, not seen running at once (the
+    # cause is not known; never reproduced alone). What is checked here is that kill() ends the
+    # children that do run; each attempt that was not seen running is reported if all fail.
+    not_running = []
+    for _ in range(3):
+        spawned.append(child := actorhub.get(actor.spawn.remote(), timeout=30))
+        if _running(child):
+            break
+        not_running.append(_describe(child))
+    else:
+        pytest.fail("no child the actor started was seen running: " + "; ".join(not_running))
     actorhub.kill(actor)
     assert _wait_gone(child)
 

@@ -236,17 +236,23 @@ def start_dashboard(
 
 def wait_for_dashboard(session: Session, dashboard: subprocess.Popen[bytes], timeout: float) -> str:
     """The dashboard's URL once it serves; ClusterStartError with its output when it failed."""
+    written = _wait_for_address_file("the dashboard", dashboard, session.path / DASHBOARD_ADDRESS_FILE,
+                                     session.logs / DASHBOARD_OUT, timeout)
+    return f"http://{written.strip()}"
+
+
+def _wait_for_address_file(what: str, process: subprocess.Popen[bytes], address_file: Path, output: Path,
+                           timeout: float) -> str:
+    """What a process that serves writes to its address file once it does; ClusterStartError,
+    with the end of its output, if it exits or takes longer than `timeout` first."""
     deadline = time.monotonic() + timeout
-    address_file = session.path / DASHBOARD_ADDRESS_FILE
     while not address_file.exists():
-        if dashboard.poll() is not None:
-            raise ClusterStartError(f"the dashboard exited with code {dashboard.returncode}:\n"
-                                    f"{_tail(session.logs / DASHBOARD_OUT, 5)}")
+        if process.poll() is not None:
+            raise ClusterStartError(f"{what} exited with code {process.returncode}:\n{_tail(output, 5)}")
         if time.monotonic() > deadline:
-            raise ClusterStartError(f"the dashboard did not start within {timeout:g} s:\n"
-                                    f"{_tail(session.logs / DASHBOARD_OUT, 5)}")
+            raise ClusterStartError(f"{what} did not start within {timeout:g} s:\n{_tail(output, 5)}")
         time.sleep(0.02)
-    return f"http://{address_file.read_text().strip()}"
+    return address_file.read_text()
 
 
 def start_gateway(
@@ -269,17 +275,8 @@ def start_gateway(
 def wait_for_gateway(session: Session, gateway: subprocess.Popen[bytes], timeout: float) -> dict[str, str]:
     """The gateway's addresses ({"http": "host:port", "grpc": "host:port"}) once it serves;
     ClusterStartError with its output when it failed."""
-    deadline = time.monotonic() + timeout
-    address_file = session.path / GATEWAY_ADDRESS_FILE
-    while not address_file.exists():
-        if gateway.poll() is not None:
-            raise ClusterStartError(f"the gateway exited with code {gateway.returncode}:\n"
-                                    f"{_tail(session.logs / GATEWAY_OUT, 5)}")
-        if time.monotonic() > deadline:
-            raise ClusterStartError(f"the gateway did not start within {timeout:g} s:\n"
-                                    f"{_tail(session.logs / GATEWAY_OUT, 5)}")
-        time.sleep(0.02)
-    found: dict[str, str] = json.loads(address_file.read_text())
+    found: dict[str, str] = json.loads(_wait_for_address_file(
+        "the gateway", gateway, session.path / GATEWAY_ADDRESS_FILE, session.logs / GATEWAY_OUT, timeout))
     return found
 
 
