@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from actorhub.cluster.lifetime import process_alive
+
 PID_ROLE = "dashboard-supervisor"
 SERVER_OUT = "dashboard.out"
 ADDRESS_FILE = "dashboard_address"
@@ -47,16 +49,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hub-supervisor-pid", type=int, required=True,
                         help="the hub's supervisor: when it has exited, the cluster is gone")
     return parser.parse_args(argv)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Supervisor:
@@ -108,7 +100,7 @@ class Supervisor:
         return [fd for fd in readable if fd != self._wake_r]
 
     def _cluster_gone(self) -> bool:
-        return not _alive(self.args.hub_supervisor_pid)
+        return not process_alive(self.args.hub_supervisor_pid)
 
     def _served_port(self) -> int | None:
         try:

@@ -27,6 +27,7 @@ from aiohttp import web
 
 import actorhub
 from actorhub.cluster.launcher import GATEWAY_ADDRESS_FILE
+from actorhub.cluster.lifetime import process_alive
 from actorhub.gateway import grpc_service
 from actorhub.gateway.directory import ActorDirectory
 from actorhub.gateway.http_api import build_app
@@ -99,19 +100,9 @@ async def _until_stopped(hub_supervisor_pid: int | None) -> None:
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), _CLUSTER_POLL_S)
-        if hub_supervisor_pid is not None and not _alive(hub_supervisor_pid):
+        if hub_supervisor_pid is not None and not process_alive(hub_supervisor_pid):
             log.info("the cluster's hub supervisor has exited: stopping")
             return
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write_addresses(session_dir: Path, addresses: dict[str, str]) -> None:

@@ -113,10 +113,7 @@ class JobSubmissionClient:
 
     def _upload(self, what: str, path: str, excludes: tuple[str, ...]) -> str:
         try:
-            if what == "working_dir":
-                package = packaging.working_dir_package(path, excludes)
-            else:
-                package = packaging.module_package(path, excludes)
+            package = packaging.package_for(what, path, excludes)
         except (OSError, packaging.PackageTooLargeError) as e:
             raise OptionsError(f"submit_job(): runtime_env {what} {path!r} cannot be packed: {e}") from None
         name = package.uri.removeprefix(PACKAGE_SCHEME)

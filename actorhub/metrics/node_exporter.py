@@ -9,7 +9,6 @@ object store and its workers. Nothing is computed between scrapes.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from actorhub.cluster.addresses import parse_address
+from actorhub.cluster.lifetime import process_alive
 from actorhub.config import Config
 from actorhub.metrics.node_dir import dir_for
 
@@ -121,11 +121,7 @@ def _forget_dead_processes(path: Path) -> None:
         pid = int(match.group(1))
         if pid in dead:
             continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not process_alive(pid):
             dead.add(pid)
-        except PermissionError:
-            pass  # alive, another user's: not ours to judge
     for pid in dead:
         multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]

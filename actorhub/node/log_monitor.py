@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from actorhub.cluster.lifetime import process_alive
 from actorhub.exceptions import RpcFailedError
 from actorhub.node.log_files import LogFileTail
 from actorhub.wire.records import LogLines
@@ -37,13 +38,7 @@ Publish = Callable[[Sequence[LogLines]], None]
 def _alive(pid: int) -> bool:
     if pid <= 0:
         return True  # not known yet: the worker has not written its markers
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(pid)
 
 
 class LogMonitor:

@@ -116,10 +116,7 @@ def _upload(runtime: Runtime, what: str, path: str, excludes: tuple[str, ...]) -
     from actorhub.wire.runtime_env import RuntimeEnvPackagesClient
 
     try:
-        if what == "working_dir":
-            package = packaging.working_dir_package(path, excludes)
-        else:
-            package = packaging.module_package(path, excludes)
+        package = packaging.package_for(what, path, excludes)
     except (OSError, packaging.PackageTooLargeError) as e:
         raise OptionsError(f"runtime_env {what} {path!r} cannot be packed: {e}") from None
     client = RuntimeEnvPackagesClient(runtime.channels, runtime.hub_address, runtime.deadlines,

@@ -139,3 +139,10 @@ def unpack(data: bytes, target: Path) -> None:
             mode = (info.external_attr >> 16) & 0o777
             if mode and not info.is_dir():
                 destination.chmod(mode)
+
+
+def package_for(what: str, path: str, excludes: tuple[str, ...]) -> Package:
+    """The package of a runtime_env's `working_dir` (`what`) or of one of its `py_modules`."""
+    if what == "working_dir":
+        return working_dir_package(path, excludes)
+    return module_package(path, excludes)
