@@ -35,6 +35,9 @@ unit: $(STAMP_TEST)
 	@# tests/test_multihost.py simulates hosts with network namespaces (`ip`, from iproute2).
 	@command -v ip >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q iproute2; } \
 		|| echo "no iproute2: tests/test_multihost.py will be skipped"
+	@# tests/test_dashboard_page.py opens the dashboard's page in Debian's chromium (through Playwright).
+	@[ -x /usr/bin/chromium ] || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q chromium; } \
+		|| echo "no chromium (root installs it here): tests/test_dashboard_page.py will fail"
 	$(BIN)/python -m pytest -q
 
 protos: $(STAMP_TEST)

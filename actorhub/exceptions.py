@@ -31,6 +31,8 @@ __all__ = [
     "MessageTooLargeError",
     "NoRuntimeError",
     "NodeDiedError",
+    "NodeDrainRefusedError",
+    "NodeNotFoundError",
     "ObjectFetchTimedOutError",
     "ObjectFreedError",
     "ObjectLostError",
@@ -64,6 +66,7 @@ __all__ = [
     "RuntimeEnvSetupError",
     "RuntimeShutDownError",
     "SerializationError",
+    "StateApiError",
     "TaskCancelledError",
     "TaskError",
     "TaskPlacementGroupRemoved",
@@ -158,6 +161,12 @@ class ActorUnavailableError(ActorError):
 
 class PendingCallsLimitExceededError(ActorHubError):
     """A handle already has ``max_pending_calls`` calls in flight; this call was not sent."""
+
+
+class StateApiError(ActorHubError):
+    """A state API read (`actorhub.util.state`, `actorhub list`) failed: a bad filter or column,
+    or part of the answer missing because a process that holds it did not answer (Ray's
+    RayStateApiException)."""
 
 
 class OptionsError(ActorHubError, ValueError):
@@ -363,6 +372,14 @@ class LocalRayletDiedError(ActorHubSystemError):
 
 class NodeDiedError(ActorHubSystemError):
     """The node that ran the task or held the object died."""
+
+
+class NodeNotFoundError(ActorHubError, LookupError):
+    """The node named is not alive: unknown to the hub, dead, or removed by a drain."""
+
+
+class NodeDrainRefusedError(ActorHubError, ValueError):
+    """The node may not be drained (the head node)."""
 
 
 class CrossLanguageError(ActorHubError):

@@ -34,16 +34,30 @@ import math
 from collections import deque
 from typing import Any
 
+from actorhub.exceptions import TaskPlacementGroupRemoved
+from actorhub.hub.bundle_gpus import bundle_gpu_request
+from actorhub.hub.bundles import group_of
 from actorhub.namespaces import SYSTEM_NAMESPACE
+from actorhub.tasks.removed_group_leases import RemovedGroupLeases
 from actorhub.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actorhub.wire.hub import CpuShare
 from actorhub.wire.worker import WorkerClient
 
 _HOLDER_CHECK_S = 1.0
+# A lease's claim of resources besides CPUs, as the hub granted it: (what, the GPU ids, and the
+# bundle they are of when it asks for a placement group's GPUs, else -1).
+Claimed = tuple[dict[str, float], list[int], int]
 
 
 def desk_name(node_id: str) -> str:
     return f"lease-desk-{node_id}"
+
+
+def _bundle_gpus(need: dict[str, float]) -> tuple[str, float] | None:
+    """(group, GPUs) when a claim asks for GPUs of a placement group's bundle."""
+    named = group_of(list(need)) if any(name.startswith("GPU_group_") for name in need) else None
+    amount = bundle_gpu_request(named[0], need) if named is not None else 0.0
+    return (named[0], amount) if named is not None and amount > 0 else None
 
 
 class LeaseDesk:
@@ -61,7 +75,10 @@ class LeaseDesk:
         # of each, per lease; and the leases waiting for the hub to grant theirs.
         self._lent_vector: dict[str, float] = {}
         self._lent_gpus: dict[int, float] = {}
-        self._vectors: dict[str, tuple[dict[str, float], list[int]]] = {}  # executor id -> its claim
+        # GPUs of placement groups' bundles, apart: (group, bundle, GPU id) -> how much.
+        self._lent_bundle_gpus: dict[tuple[str, int, int], float] = {}
+        self._vectors: dict[str, Claimed] = {}  # executor id -> its claim
+        self._group_leases = RemovedGroupLeases()  # leases of removed placement groups: killed
         self._claim_waiters: list[asyncio.Future[None]] = []
         self._claiming = 0  # leases waiting for the hub to grant their resources
         self._returned = 0  # claimed resources given back, counted: a refusal may be out of date
@@ -172,6 +189,7 @@ class LeaseDesk:
         claimed = self._vectors.pop(executor_id, None)
         if claimed is not None:
             self._unclaim(*claimed)
+            self._group_leases.lease_ended(executor_id)
         if executor_id in self._blocked:
             self._blocked.discard(executor_id)  # its CPU was already given back
         else:
@@ -213,15 +231,16 @@ class LeaseDesk:
         }
 
     # -- resources besides CPUs: claimed from the hub ------------------------------------------
-    async def _claim(self, need: dict[str, float]) -> tuple[dict[str, float], list[int]]:
-        """Wait until the hub lends `need` to this desk; (need, the GPU ids it picked)."""
+    async def _claim(self, need: dict[str, float]) -> Claimed:
+        """Wait until the hub lends `need` to this desk; (need, the GPU ids it picked, and the
+        bundle they are of when `need` asks for a placement group's GPUs)."""
         self._claiming += 1
         try:
             return await self._claim_until_granted(need)
         finally:
             self._claiming -= 1
 
-    async def _claim_until_granted(self, need: dict[str, float]) -> tuple[dict[str, float], list[int]]:
+    async def _claim_until_granted(self, need: dict[str, float]) -> Claimed:
         loop = asyncio.get_running_loop()
         refused = False
         while True:
@@ -233,12 +252,14 @@ class LeaseDesk:
                     ids = list(share.claim_gpu_ids)
                     for name, amount in need.items():
                         self._lent_vector[name] = self._lent_vector.get(name, 0.0) + amount
-                    gpu = need.get("GPU", 0.0)
-                    for i in ids:
-                        self._lent_gpus[i] = self._lent_gpus.get(i, 0.0) + (gpu if gpu < 1 else 1.0)
+                    bundle = share.claim_bundle_index if _bundle_gpus(need) else -1
+                    self._count_gpus(need, ids, bundle, 1)
             self._apply_actor_share(share)
             if share is not None and share.claim_granted:
-                return need, ids
+                return need, ids, bundle
+            group = await self._group_leases.claim_in_removed_group(need, self._node_resources)
+            if group:
+                raise TaskPlacementGroupRemoved(f"the task's placement group {group} was removed")
             if returned != self._returned:
                 continue  # something came back while the hub answered: ask again at once
             if not refused:
@@ -248,7 +269,7 @@ class LeaseDesk:
             self._claim_waiters.append(woken)
             await woken
 
-    def _unclaim(self, need: dict[str, float], gpu_ids: list[int]) -> None:
+    def _unclaim(self, need: dict[str, float], gpu_ids: list[int], bundle: int = -1) -> None:
         """A lease gave back what it claimed: the next report tells the hub."""
         for name, amount in need.items():
             left = self._lent_vector.get(name, 0.0) - amount
@@ -256,16 +277,24 @@ class LeaseDesk:
                 self._lent_vector[name] = left
             else:
                 self._lent_vector.pop(name, None)
-        gpu = need.get("GPU", 0.0)
-        for i in gpu_ids:
-            left = self._lent_gpus.get(i, 0.0) - (gpu if gpu < 1 else 1.0)
-            if left > 1e-9:
-                self._lent_gpus[i] = left
-            else:
-                self._lent_gpus.pop(i, None)
+        self._count_gpus(need, gpu_ids, bundle, -1)
         self._returned += 1
         self._wake_claims()
         self._lent_changed()
+
+    def _count_gpus(self, need: dict[str, float], gpu_ids: list[int], bundle: int, sign: int) -> None:
+        """Add (sign 1) or take away (-1) a claim's GPUs: the node's, or a bundle's (bundle >= 0)."""
+        in_group = _bundle_gpus(need)
+        gpu = in_group[1] if in_group is not None else need.get("GPU", 0.0)
+        share = gpu if gpu < 1 else 1.0
+        lent: dict[Any, float] = self._lent_bundle_gpus if in_group is not None else self._lent_gpus
+        for i in gpu_ids:
+            key: Any = (in_group[0], bundle, i) if in_group is not None else i
+            left = lent.get(key, 0.0) + sign * share
+            if left > 1e-9:
+                lent[key] = left
+            else:
+                lent.pop(key, None)
 
     def _wake_claims(self) -> None:
         """Claims the hub refused try again: something may have come back."""
@@ -298,18 +327,20 @@ class LeaseDesk:
     def _lent(self) -> float:
         return sum(cpus for executor_id, (cpus, _) in self._leased.items() if executor_id not in self._blocked)
 
-    def _report_args(self) -> tuple[float, dict[str, float], dict[int, float]]:
+    def _report_args(self) -> tuple[float, dict[str, float], dict[int, float], dict[tuple[str, int, int], float]]:
         """On the desk's loop: what is lent now, copied for the report that leaves the loop."""
-        return self._lent(), dict(self._lent_vector), dict(self._lent_gpus)
+        return self._lent(), dict(self._lent_vector), dict(self._lent_gpus), dict(self._lent_bundle_gpus)
 
     def _report(self, lent: float, lent_vector: dict[str, float] | None = None,
-                lent_gpus: dict[int, float] | None = None, claim: dict[str, float] | None = None) -> CpuShare | None:
+                lent_gpus: dict[int, float] | None = None,
+                lent_bundle_gpus: dict[tuple[str, int, int], float] | None = None,
+                claim: dict[str, float] | None = None) -> CpuShare | None:
         """Tell the hub what is lent (and claim more); what actors reserve and want here, and
         whether the claim was granted (None: the hub cannot say)."""
         from actorhub.runtime.runtime import current
 
         try:
-            return current().hub.report_lent_cpus(self._node_id, lent, lent_vector, lent_gpus, claim)
+            return current().hub.report_lent_cpus(self._node_id, lent, lent_vector, lent_gpus, claim, lent_bundle_gpus)
         except Exception:
             return None
 
@@ -320,6 +351,8 @@ class LeaseDesk:
             return  # the last count stands
         reserved, wanted = share.reserved, share.wanted
         self._node_resources = dict(share.node_resources)
+        if self._vectors:
+            self._group_leases.check(self._vectors, self._node_resources)
         self._free -= (reserved + wanted) - (self._reserved + self._wanted)
         self._reserved, self._wanted = reserved, wanted
         self._grant()

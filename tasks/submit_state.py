@@ -105,9 +105,10 @@ class Task:
         self.deps_left = 0
         self.dep_error: tuple[RemoteError, ErrorOrigin | None] | None = None
         self.lease: Lease | None = None
-        # Where its ref arguments are stored, as the object table records them (DEFAULT tasks
-        # with such arguments only): their node is preferred (task_placement.locality).
-        self.arg_stores: list[str] | None = None
+        # Where its ref arguments are stored and their bytes there (0: not known), as the object
+        # table records them (DEFAULT tasks with such arguments only): the node holding most of
+        # those bytes is preferred (task_placement.locality).
+        self.arg_stores: list[tuple[str, int]] | None = None
         self.namespace = ""  # its job's, set at submission (a task in a task: the outer task's job's)
 
 

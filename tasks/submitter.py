@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from actorhub.autoscaler.task_demand import TaskDemandReporter, backlog_demands
 from actorhub.config import Config
-from actorhub.exceptions import ActorUnschedulableError, RpcFailedError, TaskUnschedulableError
+from actorhub.exceptions import (
+    ActorUnschedulableError,
+    RpcFailedError,
+    TaskPlacementGroupRemoved,
+    TaskUnschedulableError,
+)
 from actorhub.namespaces import SYSTEM_NAMESPACE
 from actorhub.runtime import log_markers, task_context
 from actorhub.runtime import tracing as _tracing
@@ -57,6 +62,8 @@ _log = logging.getLogger(__name__)
 # How long a forced recursive cancel waits for the executor to pass the cancel on to the
 # task's children before it kills the executor.
 _CANCEL_CHILDREN_S = 5.0
+# Outcomes after which a task would run again: not in a placement group that was removed.
+_RUN_AGAIN = (Outcome.RETRY, Outcome.RETRY_UNLESS_NODE_GONE, Outcome.CRASHED)
 
 
 class TaskSubmitter:
@@ -141,9 +148,10 @@ class TaskSubmitter:
         _, error, origin = objects.read(dep.hex())
         # Where a DEFAULT task's stored arguments are: it runs next to them when it can.
         stored = objects.store_id_of(dep.hex()) if not task.pool[0] and error is None else ""
+        size = objects.stored_bytes_of(dep.hex()) if stored else 0
         with self._lock:
             if stored:
-                task.arg_stores = [*(task.arg_stores or ()), stored]
+                task.arg_stores = [*(task.arg_stores or ()), (stored, size)]
             task.deps_left -= 1
             if error is not None and task.dep_error is None:
                 task.dep_error = (error, origin)
@@ -239,6 +247,8 @@ class TaskSubmitter:
             return
         if isinstance(error, ActorUnschedulableError):  # the node's desk cannot be placed: the node is gone
             remote = system_error(f"task cannot run on node {node}: {error}", ErrorKind.TASK_UNSCHEDULABLE)
+        elif isinstance(error, TaskPlacementGroupRemoved):  # its desk found the group gone
+            remote = system_error("task cannot run: its placement group was removed", ErrorKind.PLACEMENT_GROUP_REMOVED)
         else:
             remote = describe(error)
         for t in doomed:
@@ -289,6 +299,9 @@ class TaskSubmitter:
                 self._dispatch(lease, next_task)
             return
         outcome = self._state.task_returned(task, error, lease.node)
+        if outcome in _RUN_AGAIN and in_group(task.pool[3]) and self._group_removed(task):
+            self._end_in_removed_group(task, lease, outcome)
+            return
         if outcome is Outcome.DONE:
             self._finish(task, results=call_refs)
         elif outcome is Outcome.CANCELLED:
@@ -419,7 +432,8 @@ class TaskSubmitter:
             with self._lock:
                 if self._lineage is None:
                     self._lineage = Lineage(self._rt, self, Config.model_fields["lineage_max_bytes"].default)
-        nodes = {n.node_id: n.num_cpus for n in status.nodes if n.alive}
+        # A draining node (`actorhub drain`) takes no new leases.
+        nodes = {n.node_id: n.num_cpus for n in status.nodes if n.alive and not n.draining}
         resources = {n.node_id: dict(n.resources) for n in status.nodes if n.alive and n.resources}
         # What placement ranks nodes by besides this submitter's own leases (tasks/task_placement.py).
         reserved = {n.node_id: n.num_cpus - n.available_cpus for n in status.nodes if n.alive}
@@ -441,6 +455,30 @@ class TaskSubmitter:
         for task in doomed:
             self._finish(task, error=system_error(
                 f"task {task.name} cannot run: its placement group was removed", ErrorKind.PLACEMENT_GROUP_REMOVED))
+
+    def _group_removed(self, task: Task) -> bool:
+        """Whether the group a task that failed ran in is gone (its desk kills what runs in a
+        removed group: tasks/removed_group_leases.py). If the hub cannot tell now, it is not."""
+        try:
+            return removed_groups(self._rt, self._refresh_nodes().placement_groups)(task.pool[3])
+        except RpcFailedError:
+            return False
+
+    def _end_in_removed_group(self, task: Task, lease: Lease, outcome: Outcome) -> None:
+        """Not run again: its lease goes back (its claim names the group's resources, gone) and it
+        fails as in Ray (its worker was destroyed; a retry finds the group removed)."""
+        with self._lock:
+            release = not lease.lost
+            self._state.lease_lost(lease)
+        if release and not self._rt.closed:
+            self._desk_handle(lease.node).release.remote(lease.executor.actor_id, lease.broken)
+        why = "its placement group was removed while it ran, which destroyed its worker"
+        if outcome is Outcome.CRASHED:
+            self._finish(task, error=system_error(f"the worker running task {task.name} died: {why} (max_retries="
+                                                  f"{task.options.max_retries})", ErrorKind.WORKER_CRASHED))
+        else:
+            self._finish(task, error=system_error(f"task {task.name} cannot run again: {why}",
+                                                  ErrorKind.PLACEMENT_GROUP_REMOVED))
 
     def _try_refresh_nodes(self) -> bool:
         """Refresh the view of the nodes; False (the view as it was) if the hub is away."""

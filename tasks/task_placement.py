@@ -6,8 +6,8 @@ submitter holds or asked for. A node's room is what is left of its CPUs; its uti
 share in use.
 
 A lease pool's first element says where its tasks may run (`placement_of`):
-- "" ("DEFAULT"): the node whose store holds most of the task's arguments (`locality`) while
-  it has room, whatever its load (Ray's locality-aware leasing comes first); else Ray's hybrid
+- "" ("DEFAULT"): the node whose store holds most of the task's argument bytes (`locality`)
+  while it has room, whatever its load (Ray's locality-aware leasing comes first); else Ray's hybrid
   policy with k = 1 (`hybrid`): the caller's node while it has room and its score is the lowest,
   a node's score being its utilization, or 0 below half used (Ray's
   scheduler_spread_threshold); else the node with room and the lowest score, then the lowest
@@ -23,10 +23,12 @@ A lease pool's first element says where its tasks may run (`placement_of`):
 A soft affinity to a node that is gone or could never fit the task is "" (DEFAULT).
 Data locality counts only for DEFAULT tasks, as in Ray.
 
-Argument bytes: the owner's object table records where a stored argument is (a put's, or a
-result stored on the caller's node: that node; `<id>@<address>`: the node at that address) but
-not its size, so each argument in a store counts once; every one of them is at least the store
-threshold (100 KiB), and ties go to the caller's node.
+Argument bytes, as Ray's locality-aware leasing weighs them: the owner's object table records
+where a stored argument is (a put's, or a result stored on the caller's node: that node;
+`<id>@<address>`: the node at that address) and its bytes there, told at no extra cost by the
+put that wrote it or by the executor in the call's reply. A stored argument whose size this
+process does not know (a borrowed one) counts as the store threshold (100 KiB), the least a
+stored object has; inline arguments do not count. Ties go to the caller's node.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
 from actorhub.hub.resources import EPSILON
+from actorhub.object_store.client import INLINE_LIMIT
 from actorhub.runtime.ids import split_store_id
 from actorhub.tasks.options import TaskOptions
 
@@ -103,17 +106,18 @@ def may_move(placement: str) -> bool:
     return placement == "" or placement.startswith(_SPILL)
 
 
-def locality(recorded: Iterable[str], local_node: str, node_of_address: Mapping[str, str]) -> str:
-    """The node whose store holds most of the arguments recorded so (object table store ids)."""
-    counts: Counter[str] = Counter()
-    for entry in recorded:
-        _, address = split_store_id(entry)
+def locality(recorded: Iterable[tuple[str, int]], local_node: str, node_of_address: Mapping[str, str]) -> str:
+    """The node whose store holds most bytes of the arguments recorded so: (object table store
+    id, bytes there or 0 when not known) each."""
+    held: Counter[str] = Counter()
+    for store_id, size in recorded:
+        _, address = split_store_id(store_id)
         node = node_of_address.get(address, "") if address else local_node
         if node:
-            counts[node] += 1
-    if not counts:
+            held[node] += size or INLINE_LIMIT
+    if not held:
         return ""
-    return max(counts, key=lambda n: (counts[n], n == local_node))
+    return max(held, key=lambda n: (held[n], n == local_node))
 
 
 def hybrid(fits: list[str], room: Mapping[str, float], sizes: Mapping[str, float], cpus: float,

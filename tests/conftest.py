@@ -9,12 +9,14 @@ side by side on one machine neither fail nor clean up each other.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _hosts import live_namespaces, remove_namespace
@@ -218,3 +220,26 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[actorhu
         else:
             os.environ["ACTORHUB_SESSION_ROOT"] = old
         assert_no_leaks(before, "the module cluster")
+
+
+@contextlib.contextmanager
+def module_cluster(root: Path, **init_options: Any) -> Iterator[actorhub.ClusterContext]:
+    """A local cluster for a module's own fixture (e.g. one with a dashboard): its own session
+    root, a dashboard on a free port, its processes allowed while it runs."""
+    saved = {name: os.environ.get(name) for name in ("ACTORHUB_SESSION_ROOT", "ACTORHUB_DASHBOARD_PORT")}
+    os.environ["ACTORHUB_SESSION_ROOT"] = str(root)
+    os.environ["ACTORHUB_DASHBOARD_PORT"] = "0"  # never 8265: test runs go side by side
+    before = set(actorhub_processes())
+    context = actorhub.init(**init_options)
+    roots = set(actorhub_processes()) - before
+    _allowed_roots.update(roots)
+    try:
+        yield context
+    finally:
+        actorhub.shutdown()
+        _allowed_roots.difference_update(roots)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

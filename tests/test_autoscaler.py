@@ -28,7 +28,7 @@ from actorhub.util import placement_group, remove_placement_group
 CLUSTER_YAML = """
 cluster_name: autoscaled
 max_workers: 2
-idle_timeout_minutes: 0.05   # 3 s
+idle_timeout_minutes: 0.025  # 1.5 s
 head_node_type: head
 available_node_types:
   head:
@@ -136,7 +136,7 @@ def test_request_resources_brings_workers_and_withdrawing_it_lets_them_go(autosc
     only_the_head(autoscaled)
     request_resources(num_cpus=4)  # 1 on the head, 2 + 2 on two workers
     wait_for("two workers", lambda: len(alive_nodes()) == 3)
-    time.sleep(4.5)  # past the idle timeout: the request keeps them
+    time.sleep(3.0)  # twice the idle timeout: the request keeps them
     assert len(alive_nodes()) == 3
     request_resources(num_cpus=0)
     only_the_head(autoscaled)
@@ -177,7 +177,7 @@ def test_a_worker_holding_objects_is_not_idle_until_they_are_freed(autoscaled: A
     ref = fill.remote()
     ready, _ = actorhub.wait([ref], timeout=90)
     assert ready
-    time.sleep(5.0)  # past the idle timeout: nothing runs there, but it holds the result
+    time.sleep(3.5)  # past the idle timeout and two rounds: nothing runs there, but it holds the result
     assert len(alive_nodes()) == 2
     del ref, ready
     only_the_head(autoscaled)

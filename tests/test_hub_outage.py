@@ -194,13 +194,13 @@ def test_a_freeze_longer_than_the_reconnect_timeout_stops_nothing(
     monkeypatch: pytest.MonkeyPatch, start_cluster: Callable[[], actorhub.ClusterContext],
 ) -> None:
     # A frozen hub breaks no lease: node agents, workers and the driver wait it out, however long.
-    monkeypatch.setenv("ACTORHUB_HUB_RECONNECT_TIMEOUT_S", "1.5")
+    monkeypatch.setenv("ACTORHUB_HUB_RECONNECT_TIMEOUT_S", "1.0")
     context = start_cluster()
     counter = Counter.remote()
     worker_pid = actorhub.get(counter.pid.remote(), timeout=60)
     node_pid = _node_pid(context)
     with hub_frozen(context):
-        time.sleep(4.0)
+        time.sleep(2.5)
         assert _alive(node_pid) and _alive(worker_pid)
         assert actorhub.get(counter.incr.remote(), timeout=30) == 1
     # The node's lease and the job's still hold: the hub places new actors, and counts the job.
@@ -262,7 +262,7 @@ def test_a_killed_hub_comes_back_and_the_node_and_the_job_reconnect(
 def test_a_node_agent_stops_after_the_reconnect_timeout_when_the_hub_is_gone_for_good(
     monkeypatch: pytest.MonkeyPatch, start_cluster: Callable[[], actorhub.ClusterContext],
 ) -> None:
-    reconnect_s = 3.0
+    reconnect_s = 2.0
     monkeypatch.setenv("ACTORHUB_HUB_RECONNECT_TIMEOUT_S", str(reconnect_s))
     context = start_cluster()
     counter = Counter.remote()

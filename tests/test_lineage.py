@@ -99,7 +99,10 @@ def _stored_on(ref: ObjectRef[Any], node: NodeStatus) -> bool:
 
 
 @pytest.fixture
-def nodes(session_root: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+def nodes(session_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[subprocess.Popen[bytes]]]:
+    # Every get of an object on the SIGKILLed node first retries its refused connection for
+    # unavailable_retry_s (2 s by default) before taking it as lost; the outcome is the same.
+    monkeypatch.setenv("ACTORHUB_DEADLINES_UNAVAILABLE_RETRY_S", "0.5")
     started: list[subprocess.Popen[bytes]] = []
     try:
         yield started

@@ -191,7 +191,7 @@ def test_pins_of_a_killed_reader_are_swept(small_store: actorhub.ClusterContext)
 class ResultWriter:
     def store_for(self, owner: str, owner_node_id: str) -> str:
         """Store a result for `owner` as a call's reply would, without any reply naming it."""
-        return current().store_result(np.ones(MIB, dtype=np.int64), owner, owner_node_id).partition("@")[0]
+        return current().store_result(np.ones(MIB, dtype=np.int64), owner, owner_node_id)[0].partition("@")[0]
 
     def big(self) -> Any:
         return np.full(MIB, 3, dtype=np.int64)

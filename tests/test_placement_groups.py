@@ -223,7 +223,8 @@ def test_tasks_run_in_their_bundle(three_nodes: dict[str, Any]) -> None:
     remove_placement_group(pg)
     with pytest.raises(TaskPlacementGroupRemoved, match="placement group was removed"):
         actorhub.get(queued, timeout=30)
-    actorhub.get(busy, timeout=30)  # a task already running ends as it would (it is not killed)
+    with pytest.raises(TaskPlacementGroupRemoved, match="removed while it ran"):
+        actorhub.get(busy, timeout=30)  # as in Ray, a task running in the group is killed with it
 
 
 def test_ready_resolves_once_the_group_fits(three_nodes: dict[str, Any]) -> None:

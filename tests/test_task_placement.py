@@ -44,16 +44,16 @@ def test_default_prefers_the_node_holding_most_argument_copies_while_it_has_room
     s = state(clock)
     t = task(s)
     # One argument in the caller's store (a put), two stored on n3 (results of calls there).
-    t.arg_stores = ["c.p1", "r1@node3:1", "r2@node3:1"]
+    t.arg_stores = [("c.p1", 0), ("r1@node3:1", 0), ("r2@node3:1", 0)]
     prefer = s.preferred(t)
     assert prefer == "n3"
     # There while it has room, whatever its load; then Ray's hybrid policy from the caller's node.
     assert [s.lease_requested(t.pool, prefer) for _ in range(4)] == ["n3", "n3", "n1", "n2"]
     # A tie between the caller's node and another goes to the caller's; locality is DEFAULT's only.
-    t.arg_stores = ["c.p1", "r1@node2:1"]
+    t.arg_stores = [("c.p1", 0), ("r1@node2:1", 0)]
     assert s.preferred(t) == "n1"
     pinned = task(s, scheduling_strategy=On("n2"))
-    pinned.arg_stores = ["r1@node3:1"]
+    pinned.arg_stores = [("r1@node3:1", 0)]
     assert s.preferred(pinned) == ""
 
 
@@ -64,7 +64,7 @@ def test_an_idle_lease_on_the_argument_node_is_taken_first(clock: FakeClock) -> 
         s.requested[lease.pool] += 1
         s.lease_granted(lease)
     t = task(s)
-    t.arg_stores = ["r1@node3:1"]
+    t.arg_stores = [("r1@node3:1", 0)]
     assert s.task_ready(t) is there
     assert s.task_ready(task(s)) is here
 

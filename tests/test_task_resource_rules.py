@@ -182,7 +182,9 @@ class DeskOnTheHubsRules(LeaseDesk):
         return FakeExecutor(next(self.made))
 
     def _report(self, lent: float, lent_vector: dict[str, float] | None = None,
-                lent_gpus: dict[int, float] | None = None, claim: dict[str, float] | None = None) -> CpuShare:
+                lent_gpus: dict[int, float] | None = None,
+                lent_bundle_gpus: dict[tuple[str, int, int], float] | None = None,
+                claim: dict[str, float] | None = None) -> CpuShare:
         node = self.hub_node
         replace_loans(node, lent_vector or {}, lent_gpus or {})
         answer = grant_claim(node, claim, []) if claim else LoanAnswer()

@@ -318,8 +318,10 @@ def init(
 def _with_dashboard(context: ClusterContext, session: Session | None, url: str | None) -> ClusterContext:
     if session is None:
         return context
-    return dataclasses.replace(context, dashboard_url=driver_link.driver_joined(session.path, context.job_id, url,
-                                                                                os.environ))
+    found = driver_link.driver_joined(session.path, context.job_id, url, os.environ)
+    if url is None and found is not None:  # joined a cluster that serves one: Ray says where, as when it starts one
+        _announce(f"View the dashboard at http://{found}")
+    return dataclasses.replace(context, dashboard_url=found)
 
 
 def _announce(line: str) -> None:

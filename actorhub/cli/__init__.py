@@ -101,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
     scope.add_argument("--namespace", metavar="NS", help="only actors in this namespace")
     scope.add_argument("--all-namespaces", action="store_true", help="actors in every namespace (the default)")
     actors.add_argument("--address", metavar="HOST:PORT", help=_ADDRESS_HELP)
+    from actorhub.cli.state import add_kinds, add_state_flags
+
+    add_state_flags(actors)
+    add_kinds(kinds, _ADDRESS_HELP)
 
     memory = commands.add_parser("memory", help="objects in each node's shared-memory store")
     memory.add_argument("--address", metavar="HOST:PORT", help=_ADDRESS_HELP)
@@ -127,6 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     from actorhub.cli.gateway import add_parser as add_gateway
 
     add_gateway(commands)
+    from actorhub.cli.drain import add_parser as add_drain
+
+    add_drain(commands)
     return parser
 
 
@@ -179,6 +186,10 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         return status_command(args.address)
     if args.command == "list":
+        from actorhub.cli.state import list_command, wants_state_listing
+
+        if wants_state_listing(args):
+            return list_command(args)
         from actorhub.cli.inspect import list_actors_command
 
         return list_actors_command(args.address, args.namespace)
@@ -194,6 +205,10 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from actorhub.cli.jobs import job_command
 
         return job_command(args)
+    if args.command == "drain":
+        from actorhub.cli.drain import drain_command
+
+        return drain_command(args.node_id, args.deadline, args.address)
     if args.command == "serve-gateway":
         from actorhub.cli.gateway import serve_gateway_command
 

@@ -23,6 +23,7 @@ from actorhub.cluster.session import (
 from actorhub.config import Config, RpcDeadlines
 from actorhub.exceptions import PeerUnavailableError, RpcDeadlineExceededError, RpcFailedError
 from actorhub.wire.hub import HubClient as WireHubClient
+from actorhub.wire.node_drain import DrainSummary
 from actorhub.wire.records import ActorInfo, ClusterStatus
 from actorhub.wire.tls import TlsCredentials, load_tls
 from actorhub.wire.transport import ChannelPool
@@ -161,6 +162,13 @@ class HubClient:
     def list_actors(self, namespace: str | None) -> list[ActorInfo]:
         try:
             return self._hub.list_actors(namespace or "", all_namespaces=namespace is None)
+        except RpcFailedError as err:
+            raise self._error(err) from None
+
+    def drain_node(self, node_id: str, deadline_s: float) -> DrainSummary:
+        """`actorhub drain` (cli/drain.py): returns once the node is removed."""
+        try:
+            return self._hub.drain_node(node_id, deadline_s)
         except RpcFailedError as err:
             raise self._error(err) from None
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from actorhub.cli.common import HubClient, cpus, find_cluster, format_table
 from actorhub.config import Config
-from actorhub.wire.records import ActorInfo, ClusterStatus
+from actorhub.wire.records import ActorInfo, ClusterStatus, NodeStatus
 
 if TYPE_CHECKING:
     from actorhub.wire.records import OwnedObject
@@ -28,7 +28,7 @@ def status_command(address: str | None) -> int:
     now = time.time()
     rows = [
         [n.node_id, n.address, _heartbeat(n.last_heartbeat, now), _other_resources(n.available_resources, n.resources),
-         f"{cpus(n.available_cpus)}/{cpus(n.num_cpus)}", "alive" if n.alive else "dead"]
+         f"{cpus(n.available_cpus)}/{cpus(n.num_cpus)}", _node_state(n)]
         for n in status.nodes
     ]
     alive = sum(1 for n in status.nodes if n.alive)
@@ -61,6 +61,12 @@ def status_command(address: str | None) -> int:
         for line in autoscaler_lines(target.session):
             print(line)
     return 0
+
+
+def _node_state(node: NodeStatus) -> str:
+    if node.alive:
+        return "draining" if node.draining else "alive"
+    return "drained" if node.drained else "dead"
 
 
 def _print_groups(status: ClusterStatus) -> None:

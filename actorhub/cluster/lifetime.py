@@ -21,11 +21,21 @@ def set_parent_death_signal(sig: int) -> None:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether `pid` names a process (a zombie counts); another user's counts as alive."""
+    """Whether `pid` names a running process; another user's counts as alive. A zombie does
+    not: it has exited, and only waits for its parent (often init, which may reap orphans
+    seconds later) to collect its status."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            stat = stat_file.read()
+    except FileNotFoundError:
+        return not sys.platform.startswith("linux")  # gone since the kill (or no /proc here)
+    except OSError:
+        return True
+    # The state letter follows the command name, which is in parentheses and may hold anything.
+    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] != b"Z"

@@ -1,5 +1,5 @@
-"""What the dashboard's route modules share: the session, the cluster token, the job manager
-and the hub's runtime_env packages. Stored on the aiohttp application under `CONTEXT`."""
+"""What the dashboard's route modules share: the session, the cluster token, the job manager,
+the hub's runtime_env packages and the cluster's state. Stored on the aiohttp application under `CONTEXT`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from actorhub.config import Config
+from actorhub.dashboard.cluster_state import ClusterStateReader
 from actorhub.dashboard.job_manager import JobManager
 from actorhub.wire.runtime_env import RuntimeEnvPackagesClient
 
@@ -27,6 +28,8 @@ class DashboardContext:
     jobs: JobManager
     packages: RuntimeEnvPackagesClient
     """The hub's package store: blocking gRPC calls, run on the loop's executor."""
+    state: ClusterStateReader
+    """Nodes, actors, tasks, objects and placement groups (`state_routes.py`): blocking too."""
 
     async def in_thread(self, call: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(None, call, *args)

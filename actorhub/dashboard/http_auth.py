@@ -1,5 +1,6 @@
 """Every request to the dashboard carries the cluster token as `Authorization: Bearer <token>`;
-any other is answered 401 with a JSON error, before its handler runs or its body is read."""
+any other is answered 401 with a JSON error, before its handler runs or its body is read. Only
+the page's own files are served without it (`page_routes.is_page_request`)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ def json_error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers or None)
 
 
-def token_middleware(token: str, error_body: Callable[[str], object] | None = None) -> Middleware:
+def token_middleware(
+    token: str, error_body: Callable[[str], object] | None = None,
+    is_public: Callable[[web.Request], bool] | None = None,
+) -> Middleware:
     """`error_body`: the JSON of a 401 from its message (default: {"error": message}); the
-    gateway answers in its own error shape."""
+    gateway answers in its own error shape. `is_public`: requests served without the token
+    (the dashboard's page files)."""
     expected = token.encode()
 
     def refuse(message: str) -> web.Response:
@@ -26,6 +31,8 @@ def token_middleware(token: str, error_body: Callable[[str], object] | None = No
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if is_public is not None and is_public(request):
+            return await handler(request)
         refusal = bearer_refusal(request.headers.get("Authorization", ""), expected)
         if refusal is not None:
             return refuse(refusal)

@@ -3,10 +3,10 @@ restarted by `dashboard/supervisor.py`.
 
 Routes come from the modules in ROUTE_MODULES, each a `routes` table (aiohttp's
 `RouteTableDef`), so a feature adds its pages by adding a module. Every route needs the cluster
-token (`http_auth.py`). Once it listens, the server writes `host:port` to the session's
-`dashboard_address` (what `init()`, the CLI and `JobSubmissionClient()` read) and a byte to its
-ready pipe. SIGTERM (the cluster is stopping, or its supervisor died) stops every running job,
-then the server.
+token (`http_auth.py`) but the web page's files (`page_routes.py`). Once it listens, the server
+writes `host:port` to the session's `dashboard_address` (what `init()`, the CLI and
+`JobSubmissionClient()` read) and a byte to its ready pipe. SIGTERM (the cluster is stopping,
+or its supervisor died) stops every running job, then the server.
 
 Port: the one given (`--port`); with `--port-retries N`, as Ray does for its default port, the
 next N ports are tried when it is taken. A port that cannot be had ends the process with
@@ -32,17 +32,22 @@ from actorhub.cluster.launcher import DASHBOARD_ADDRESS_FILE as ADDRESS_FILE
 from actorhub.cluster.lifetime import set_parent_death_signal
 from actorhub.cluster.session import Session
 from actorhub.config import Config, ConfigError
+from actorhub.dashboard.cluster_state import ClusterStateReader
 from actorhub.dashboard.context import CONTEXT, DashboardContext
 from actorhub.dashboard.http_auth import token_middleware
 from actorhub.dashboard.job_env import EntrypointEnvs
 from actorhub.dashboard.job_manager import JobManager
 from actorhub.dashboard.job_store import STORE_FILE, JobStore
+from actorhub.dashboard.page_routes import is_page_request
 from actorhub.runtime_env.packaging import MAX_PACKAGE_BYTES
 from actorhub.wire.runtime_env import RuntimeEnvPackagesClient
 from actorhub.wire.tls import load_tls
 from actorhub.wire.transport import ChannelPool
 
-ROUTE_MODULES = ("actorhub.dashboard.job_routes", "actorhub.dashboard.metrics_routes")
+ROUTE_MODULES = (
+    "actorhub.dashboard.job_routes", "actorhub.dashboard.metrics_routes", "actorhub.dashboard.state_routes",
+    "actorhub.dashboard.page_routes",
+)
 EXIT_PORT_IN_USE = 4
 EXIT_CONFIG = 2
 
@@ -67,7 +72,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def build_app(context: DashboardContext) -> web.Application:
     # Bodies up to a runtime_env package's limit: a working_dir is uploaded in one request.
-    app = web.Application(middlewares=[token_middleware(context.token)], client_max_size=MAX_PACKAGE_BYTES + 2**20)
+    app = web.Application(middlewares=[token_middleware(context.token, is_public=is_page_request)],
+                          client_max_size=MAX_PACKAGE_BYTES + 2**20)
     app[CONTEXT] = context
     for name in ROUTE_MODULES:
         app.add_routes(importlib.import_module(name).routes)
@@ -105,7 +111,8 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
     envs = EntrypointEnvs(session.path, args.hub_address, packages.fetch)
     jobs = JobManager(session.path, JobStore(session.path / STORE_FILE), envs, os.environ, node_id=args.node_id or None)
     await jobs.start()
-    context = DashboardContext(session.path, token, args.hub_address, config, jobs, packages)
+    state = ClusterStateReader(channels, args.hub_address)
+    context = DashboardContext(session.path, token, args.hub_address, config, jobs, packages, state)
     runner = web.AppRunner(build_app(context), access_log=None, handle_signals=False)
     await runner.setup()
     stop = asyncio.Event()

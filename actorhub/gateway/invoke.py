@@ -51,8 +51,8 @@ class ErrorKind(enum.Enum):
     UNAVAILABLE = 503
 
 
-class GatewayError(Exception):
-    """A call's failure as the caller sees it: a kind, a type name and a message."""
+class GatewayError(ActorHubError):
+    """A call's failure as the caller in another language sees it: a kind, a type name and a message."""
 
     def __init__(self, kind: ErrorKind, type_name: str, message: str) -> None:
         super().__init__(message)

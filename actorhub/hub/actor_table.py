@@ -13,11 +13,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2
 from actorhub.hub.autoscaler_demand import Shape, actor_demands, group_demands, node_loads
+from actorhub.hub.drain_table import DrainTable
 from actorhub.hub.placement_groups import REMOVED, group_info
 from actorhub.hub.records import (
     ALIVE,
@@ -42,9 +43,8 @@ from actorhub.hub.records import (
     died,
     killed_message,
 )
-from actorhub.hub.recovery import RecoverableState
 from actorhub.hub.resources import GpuSlots, take
-from actorhub.hub.task_loans import LoanAnswer, grant_claim, replace_loans
+from actorhub.hub.task_loans import LoanAnswer, replace_loans
 from actorhub.namespaces.rules import anonymous_namespace
 
 __all__ = ["ActorRecord", "ActorTable", "Decisions", "KillPlan", "Placement", "Watch", "WorkerKill"]
@@ -58,7 +58,7 @@ class Watch:
     key: int
 
 
-class ActorTable(RecoverableState):
+class ActorTable(DrainTable):
     """Thread-safe: every public method takes the one lock; none blocks on I/O under it, so the
     hub calls them inline on its event loop. Waiting for a record to change is `watch_actor`."""
 
@@ -108,6 +108,7 @@ class ActorTable(RecoverableState):
                     # Restored from the store, which keeps no ids, and not reported by the node
                     # (a start still under way): count the GPUs as held under new ids.
                     r.gpu_ids = node.gpus.assign(gpus) or []
+            self._hold_bundle_gpus(node, held)
             self._dirty_nodes[node_id] = node
             self._counters_dirty = True
             if hosted is not None:
@@ -284,6 +285,7 @@ class ActorTable(RecoverableState):
     def report_loans(
         self, node_id: str, lent: float, lent_resources: Mapping[str, float] | None = None,
         lent_gpus: Mapping[int, float] | None = None, claim: Mapping[str, float] | None = None,
+        bundle_loans: Iterable[hub_pb2.PlacementGroupGpuLoan] = (),
     ) -> tuple[Decisions, float, float, LoanAnswer]:
         """A node's desk lends `lent` CPUs to tasks, and `lent_resources` (GPUs `lent_gpus`)
         besides: place what now fits; the CPUs actors reserve on that node and those pending
@@ -298,12 +300,14 @@ class ActorTable(RecoverableState):
             fell = lent < node.lent_cpus
             node.lent_cpus = lent
             fell = replace_loans(node, lent_resources or {}, lent_gpus or {}) or fell
+            self._replace_bundle_loans(node, bundle_loans)
             if claim:
-                answer = grant_claim(node, claim, (self._actors[a] for a in self._pending))
-            answer = LoanAnswer(answer.granted, answer.gpu_ids, dict(node.resources))
+                answer = self._grant_claim(node, claim)
+            answer = LoanAnswer(answer.granted, answer.gpu_ids, dict(node.resources), answer.bundle_index)
             if fell:
                 self._schedule_pending_locked(out)
-            reserved = node.num_cpus - node.available_cpus
+            # A draining node's desk lends nothing new: to it, actors hold every CPU.
+            reserved = node.num_cpus if node.draining else node.num_cpus - node.available_cpus
             wanted = sum(
                 self._actors[a].spec.num_cpus for a in self._pending if self._actors[a].waiting_on == node_id
             )
@@ -459,7 +463,8 @@ class ActorTable(RecoverableState):
                 nodes=[
                     hub_pb2.NodeStatus(node_id=n.node_id, address=n.address, num_cpus=n.num_cpus,
                                        available_cpus=n.available_cpus, alive=n.alive, pid=n.pid,
-                                       resources=n.resources, available_resources=n.available)
+                                       resources=n.resources, available_resources=n.available,
+                                       draining=n.draining, drained=n.drained)
                     for n in sorted(self._nodes.values(), key=lambda n: n.order)
                 ],
                 actors=[actor_info(r) for r in self._actors.values() if r.state != DEAD],

@@ -26,10 +26,11 @@ from actorhub._proto.v1 import common_pb2
 from actorhub.exceptions import ActorHubError
 
 STORE_FILE = "control.sqlite3"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Versions this hub upgrades in place, each by adding what the next one has (nothing removed).
 _UPGRADES = {2: "CREATE TABLE placement_groups (group_id TEXT PRIMARY KEY, spec BLOB NOT NULL, state TEXT NOT NULL,"
-                " nodes TEXT NOT NULL, version INTEGER NOT NULL)"}
+                " nodes TEXT NOT NULL, version INTEGER NOT NULL)",
+             3: "ALTER TABLE placement_groups ADD COLUMN gpu_ids TEXT NOT NULL DEFAULT ''"}
 
 log = logging.getLogger("actorhub.hub")
 
@@ -88,13 +89,15 @@ class NodeRow:
 
 @dataclass(frozen=True)
 class GroupRow:
-    """One placement group (hub/placement_groups.py): its spec, state and each bundle's node."""
+    """One placement group (hub/placement_groups.py): its spec, state, and each bundle's node and
+    the GPU ids it holds there (which a restarted hub must give to no one else)."""
 
     group_id: str
     spec: bytes
     state: str
     nodes: tuple[str, ...]
     version: int
+    gpu_ids: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass
@@ -178,7 +181,8 @@ CREATE TABLE IF NOT EXISTS placement_groups (
     spec BLOB NOT NULL,
     state TEXT NOT NULL,
     nodes TEXT NOT NULL,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    gpu_ids TEXT NOT NULL DEFAULT ''
 );
 """
 _TABLES = ("meta", "actors", "jobs", "nodes", "kv", "placement_groups")
@@ -280,10 +284,11 @@ class SQLiteControlStore:
                 self._spec_written.difference_update(batch.forgotten_actors)
                 self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", list(batch.counters.items()))
                 self._db.executemany(
-                    "INSERT INTO placement_groups VALUES (?,?,?,?,?) ON CONFLICT(group_id) DO UPDATE"
-                    " SET spec=excluded.spec, state=excluded.state, nodes=excluded.nodes, version=excluded.version"
-                    " WHERE excluded.version > placement_groups.version",
-                    [(g.group_id, g.spec, g.state, "\n".join(g.nodes), g.version) for g in batch.placement_groups],
+                    "INSERT INTO placement_groups VALUES (?,?,?,?,?,?) ON CONFLICT(group_id) DO UPDATE"
+                    " SET spec=excluded.spec, state=excluded.state, nodes=excluded.nodes, version=excluded.version,"
+                    " gpu_ids=excluded.gpu_ids WHERE excluded.version > placement_groups.version",
+                    [(g.group_id, g.spec, g.state, "\n".join(g.nodes), g.version,
+                      "\n".join(",".join(map(str, ids)) for ids in g.gpu_ids)) for g in batch.placement_groups],
                 )
                 self._db.executemany("DELETE FROM placement_groups WHERE group_id=?",
                                      [(g,) for g in batch.forgotten_groups])
@@ -325,7 +330,8 @@ class SQLiteControlStore:
             nodes = self._db.execute("SELECT * FROM nodes ORDER BY ord").fetchall()
             counters = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
             groups = self._db.execute(
-                "SELECT group_id, spec, state, nodes, version FROM placement_groups ORDER BY rowid").fetchall()
+                "SELECT group_id, spec, state, nodes, version, gpu_ids FROM placement_groups ORDER BY rowid"
+            ).fetchall()
         rows = []
         for actor_id, spec_bytes, state, incarnation, restarts, node_id, address, cause, version, worker_id, \
                 pid, kill_requested, kill_message in actors:
@@ -344,8 +350,9 @@ class SQLiteControlStore:
             nodes=[NodeRow(n, addr, cpus, pid, order, gen, bool(alive)) for n, addr, cpus, pid, order, gen, alive
                    in nodes],
             counters={k: int(v) for k, v in counters.items() if k != "schema_version"},
-            placement_groups=[GroupRow(g, bytes(spec), state, tuple(nodes.split("\n")), version)
-                              for g, spec, state, nodes, version in groups],
+            placement_groups=[GroupRow(g, bytes(spec), state, tuple(nodes.split("\n")), version,
+                                       tuple(tuple(int(i) for i in ids.split(",") if i) for ids in gpus.split("\n")))
+                              for g, spec, state, nodes, version, gpus in groups],
         )
 
     # -- a key-value space for other components --------------------------------------------------

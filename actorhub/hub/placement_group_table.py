@@ -16,12 +16,13 @@ group's actors and frees its bundles.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from actorhub._proto.v1 import common_pb2, hub_pb2
-from actorhub.hub.bundles import STRATEGIES, bundle_resources, check_bundles
+from actorhub.hub.bundle_gpus import BundleGpus, bundle_gpu_request
+from actorhub.hub.bundles import STRATEGIES, bundle_resources, check_bundles, group_of, group_request
 from actorhub.hub.control_store import GroupRow
 from actorhub.hub.placement_groups import (
     CREATED,
@@ -34,7 +35,8 @@ from actorhub.hub.placement_groups import (
     plan,
 )
 from actorhub.hub.records import ALIVE, DEAD, ActorRecord, Decisions, InvalidSpec, NameTaken, NodeRecord, UnknownActor
-from actorhub.hub.resources import EPSILON, GpuSlots, give_back, take
+from actorhub.hub.resources import EPSILON, give_back, take
+from actorhub.hub.task_loans import LoanAnswer, grant_claim
 from actorhub.hub.transitions import TableState
 
 __all__ = ["GroupTable", "UnknownGroup"]
@@ -58,10 +60,8 @@ class GroupTable(TableState):
         self._group_watchers: dict[str, dict[int, Callable[[], None]]] = {}
         self._dirty_groups: dict[str, GroupRecord] = {}
         self._forgotten_groups: list[str] = []
-        # Actors holding GPUs of a bundle: (group id, bundle index, amount), and per bundle which
-        # of its GPUs they hold (GpuSlots over the bundle's own ids).
-        self._bundle_gpu_holders: dict[str, tuple[str, int, float]] = {}
-        self._bundle_gpus: dict[tuple[str, int], GpuSlots] = {}
+        # Which GPUs of each reserved bundle its actors and tasks hold (hub/bundle_gpus.py).
+        self._bundle_gpus = BundleGpus()
         # Creator actor id -> its non-detached groups, which end with it: an actor's death looks
         # here, not through every group.
         self._groups_of_actor: dict[str, set[str]] = {}
@@ -161,6 +161,7 @@ class GroupTable(TableState):
                 if node_id == node.node_id:
                     g.nodes[i] = ""
                     g.gpu_ids[i] = []
+                    self._bundle_gpus.drop((g.group_id, i))
             g.state = RESCHEDULING
             g.pending_reason = f"rescheduling the bundles that were on node {node.node_id}, which died"
             self._pending_groups[g.group_id] = None
@@ -180,6 +181,13 @@ class GroupTable(TableState):
         """An actor of a group that is not (fully) reserved waits for the group, not for a node
         with its bundle names: say so, and infeasible only when the group is."""
         g = self._groups.get(rec.spec.placement_group_id) if rec.spec.placement_group_id else None
+        if g is not None and g.state == CREATED and rec.spec.placement_cpus > 0:
+            index = rec.spec.placement_group_bundle_index
+            bundles = [g.bundle(i) for i in range(len(g.nodes)) if index < 0 or i == index]
+            if all(b.get("CPU", 0.0) < rec.spec.placement_cpus - EPSILON for b in bundles):
+                where = f"bundle {index}" if index >= 0 else "any bundle"
+                return (f"infeasible: an actor that asks for no resources needs {rec.spec.placement_cpus:g} CPU "
+                        f"to be placed (as in Ray), which {where} of its placement group {g.group_id} lacks"), True
         if g is None or g.state == CREATED:
             return super()._why_pending(rec, retry_in)
         if g.state == REMOVED:
@@ -193,7 +201,7 @@ class GroupTable(TableState):
         spec = rec.spec
         if spec.placement_group_id:
             self._actors_of_group.setdefault(spec.placement_group_id, set()).add(rec.actor_id)
-        amount = spec.resources.get(f"GPU_group_{spec.placement_group_id}", 0.0) if spec.placement_group_id else 0.0
+        amount = bundle_gpu_request(spec.placement_group_id, spec.resources) if spec.placement_group_id else 0.0
         if amount <= 0 or not rec.placing or rec.gpu_ids:
             return
         g = self._groups.get(spec.placement_group_id)
@@ -202,25 +210,17 @@ class GroupTable(TableState):
         index = spec.placement_group_bundle_index
         candidates = [index] if index >= 0 else [i for i, n in enumerate(g.nodes) if n == rec.reserved_on]
         for i in candidates:
-            slots = self._bundle_gpus.setdefault((g.group_id, i), GpuSlots(len(g.gpu_ids[i])))
-            local = slots.assign(amount)
-            if local is not None:
-                rec.gpu_ids = [g.gpu_ids[i][k] for k in local]
-                self._bundle_gpu_holders[rec.actor_id] = (g.group_id, i, amount)
+            ids = self._bundle_gpus.assign_actor(rec.actor_id, (g.group_id, i), amount)
+            if ids is not None:
+                rec.gpu_ids = ids
                 for n, placement in enumerate(out.placements):
                     if placement.actor_id == rec.actor_id and placement.incarnation == rec.incarnation:
                         out.placements[n] = replace(placement, gpu_ids=tuple(rec.gpu_ids))
                 return
 
     def _release(self, rec: ActorRecord) -> None:
-        held = self._bundle_gpu_holders.pop(rec.actor_id, None)
-        if held is not None:
-            g = self._groups.get(held[0])
-            slots = self._bundle_gpus.get((held[0], held[1]))
-            if g is not None and slots is not None:
-                ids = g.gpu_ids[held[1]]
-                slots.release([ids.index(i) for i in rec.gpu_ids if i in ids], held[2])
-            rec.gpu_ids = []
+        if self._bundle_gpus.release_actor(rec.actor_id, rec.gpu_ids):
+            rec.gpu_ids = []  # the bundle's, not the node's: nothing goes back to the node's slots
         super()._release(rec)
 
     def _reserve_bundles_on(self, node: NodeRecord) -> None:
@@ -231,6 +231,71 @@ class GroupTable(TableState):
             for i, node_id in enumerate(g.nodes):
                 if node_id == node.node_id:
                     self._take_bundle(node, g, i)
+
+    def _hold_bundle_gpus(self, node: NodeRecord, held: Sequence[ActorRecord]) -> None:
+        """After `_reserve_bundles_on`: the node's actors in bundles with GPUs hold them again, the
+        ids the node reported first (a restarted hub knows them only from there); an actor whose
+        start is still under way is given ids anew."""
+        holders = []
+        for rec in held:
+            group_id = rec.spec.placement_group_id
+            amount = bundle_gpu_request(group_id, rec.spec.resources) if group_id else 0.0
+            g = self._groups.get(group_id) if amount > 0 else None
+            if g is not None and g.state != REMOVED:
+                index = rec.spec.placement_group_bundle_index
+                here = [i for i, n in enumerate(g.nodes) if n == node.node_id and (index < 0 or i == index)]
+                holders.append((not rec.gpu_ids, rec, here, amount))
+        for _, rec, here, amount in sorted(holders, key=lambda h: h[0]):  # reported ids first
+            group_id = rec.spec.placement_group_id
+            found = self._bundle_gpus.bundle_of(group_id, here, rec.gpu_ids) if rec.gpu_ids else None
+            if found is not None:
+                self._bundle_gpus.hold_actor(rec.actor_id, (group_id, found), rec.gpu_ids, amount)
+                continue
+            for i in here:
+                ids = self._bundle_gpus.assign_actor(rec.actor_id, (group_id, i), amount)
+                if ids is not None:
+                    rec.gpu_ids = ids
+                    break
+
+    def _placement_need(self, spec: common_pb2.ActorSpec) -> Mapping[str, float]:
+        """Ray's default actor (1 CPU to be placed, none held) in a group needs that CPU free in its
+        bundle (or any bundle of the group on the node), not on the node."""
+        if not spec.placement_group_id or spec.placement_cpus <= 0:
+            return spec.resources
+        cpus = group_request(spec.placement_group_id, spec.placement_group_bundle_index, spec.placement_cpus, {})
+        return {**spec.resources, **{name: amount for name, amount in cpus.items() if name.startswith("CPU_")}}
+
+    # ---- tasks' leases of bundle GPUs (hub/bundle_gpus.py; lock held) --------------------------
+
+    def _grant_claim(self, node: NodeRecord, claim: Mapping[str, float]) -> LoanAnswer:
+        """As `task_loans.grant_claim`; a claim of a bundle's GPUs gets ids out of the bundle's."""
+        named = group_of(list(claim))
+        amount = bundle_gpu_request(named[0], claim) if named is not None else 0.0
+        g = self._groups.get(named[0]) if named is not None and amount > 0 else None
+        pending = (self._actors[a] for a in self._pending)
+        if named is None or amount <= 0:
+            return grant_claim(node, claim, pending)
+        here = [i for i, n in enumerate(g.nodes) if n == node.node_id] if g is not None else []
+        key = next(((named[0], i) for i in here if (named[1] < 0 or i == named[1])
+                    and self._bundle_gpus.can_assign((named[0], i), amount)), None)
+        if key is None:
+            return LoanAnswer()
+        answer = grant_claim(node, claim, pending)
+        if not answer.granted:
+            return answer
+        ids = self._bundle_gpus.grant_task(key, amount) or []
+        for gpu in ids:
+            loan = (key[0], key[1], gpu)
+            node.lent_bundle_gpus[loan] = node.lent_bundle_gpus.get(loan, 0.0) + (amount if amount < 1 else 1.0)
+        return LoanAnswer(True, tuple(ids), bundle_index=key[1])
+
+    def _replace_bundle_loans(self, node: NodeRecord, loans: Iterable[hub_pb2.PlacementGroupGpuLoan]) -> None:
+        """The desk lends exactly `loans` of bundles' GPUs now (absolute, as its other loans)."""
+        now = {(loan.placement_group_id, loan.bundle_index, loan.gpu_id): loan.amount for loan in loans
+               if loan.amount > 0}
+        if now or node.lent_bundle_gpus:
+            self._bundle_gpus.replace_task_loans(node.lent_bundle_gpus, now)
+            node.lent_bundle_gpus = now
 
     def _remove_job_groups(self, job_id: str, out: Decisions) -> None:
         for g in list(self._groups.values()):
@@ -247,7 +312,7 @@ class GroupTable(TableState):
             return
         bundles = [g.bundle(i) for i in range(len(g.nodes))]
         placed = {i: n for i, n in enumerate(g.nodes) if n}
-        alive = [n for n in self._nodes.values() if n.alive]
+        alive = [n for n in self._nodes.values() if n.alive and not n.draining]
         rooms = [NodeRoom(n.node_id, {**n.available, "CPU": n.available_cpus - n.lent_cpus}, n.load()) for n in alive]
         chosen = plan(g.spec.strategy, bundles, todo, placed, rooms)
         if chosen is None:
@@ -277,8 +342,16 @@ class GroupTable(TableState):
         node.available_cpus -= bundle.get("CPU", 0.0)
         others = {k: v for k, v in bundle.items() if k != "CPU"}
         take(node.available, others)
-        g.gpu_ids[index] = node.gpus.assign(others.get("GPU", 0.0)) or []
-        self._bundle_gpus.pop((g.group_id, index), None)
+        gpus = others.get("GPU", 0.0)
+        known = g.gpu_ids[index]
+        if gpus > 0 and len(known) == max(1, int(gpus)):
+            # Held there before (a node registering again, a restarted hub: from the store): the
+            # same ids, which its actors and tasks still use.
+            node.gpus.claim(known, gpus)
+        elif gpus > 0:
+            g.gpu_ids[index] = node.gpus.assign(gpus) or []
+            self._touch_group(g)  # the store keeps them
+        self._bundle_gpus.reserve((g.group_id, index), g.gpu_ids[index])
         names = bundle_resources(g.group_id, index, bundle)
         give_back(node.resources, names)
         give_back(node.available, names)
@@ -290,6 +363,7 @@ class GroupTable(TableState):
         give_back(node.available, others)
         node.gpus.release(g.gpu_ids[index], others.get("GPU", 0.0))
         g.gpu_ids[index] = []
+        self._bundle_gpus.drop((g.group_id, index))
         names = bundle_resources(g.group_id, index, bundle)
         take(node.resources, names)
         for name in names:
@@ -315,7 +389,7 @@ class GroupTable(TableState):
             if not siblings:
                 del self._groups_of_actor[g.spec.creator_actor_id]
         for i in range(len(g.nodes)):
-            self._bundle_gpus.pop((g.group_id, i), None)
+            self._bundle_gpus.drop((g.group_id, i))
         self._pending_groups.pop(g.group_id, None)
         spec = g.spec
         if spec.name and self._group_names.get((spec.namespace, spec.name)) == g.group_id:
@@ -355,8 +429,8 @@ class GroupTable(TableState):
     def _take_dirty_groups(self) -> tuple[list[GroupRow], list[str]]:
         groups, self._dirty_groups = self._dirty_groups, {}
         forgotten, self._forgotten_groups = self._forgotten_groups, []
-        return [GroupRow(g.group_id, g.spec.SerializeToString(), g.state, tuple(g.nodes), g.version)
-                for g in groups.values()], forgotten
+        return [GroupRow(g.group_id, g.spec.SerializeToString(), g.state, tuple(g.nodes), g.version,
+                         tuple(tuple(ids) for ids in g.gpu_ids)) for g in groups.values()], forgotten
 
     def _restore_groups(self, rows: Sequence[GroupRow]) -> None:
         """From the store: bundles on nodes still alive hold their CPUs there until the node
@@ -365,6 +439,7 @@ class GroupTable(TableState):
         for row in rows:
             spec = hub_pb2.PlacementGroupSpec.FromString(row.spec)
             g = self._groups[row.group_id] = GroupRecord(spec=spec, state=row.state, nodes=list(row.nodes),
+                                                          gpu_ids=[list(ids) for ids in row.gpu_ids],
                                                           version=row.version)
             if g.state == REMOVED:
                 self._removed_groups[g.group_id] = None
@@ -377,6 +452,7 @@ class GroupTable(TableState):
                 node = self._nodes.get(node_id) if node_id else None
                 if node is None or not node.alive:
                     g.nodes[i] = ""
+                    g.gpu_ids[i] = []
                 else:
                     node.available_cpus -= g.bundle(i).get("CPU", 0.0)
             if g.unplaced():

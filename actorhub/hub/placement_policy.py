@@ -87,7 +87,8 @@ class PlacementPolicy:
         """The node for the actor among `candidates` (those it fits on now), or None: it waits."""
         if spec.node_id:
             target = nodes.get(spec.node_id)
-            if target is not None and target.alive and could_fit(spec, target):
+            # A draining node takes nothing new: soft affinity to it goes anywhere, hard waits.
+            if target is not None and target.alive and not target.draining and could_fit(spec, target):
                 if target in candidates:
                     return target
                 if not (spec.node_affinity_soft and spec.node_affinity_spill_on_unavailable):

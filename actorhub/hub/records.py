@@ -114,6 +114,10 @@ class NodeRecord:
     order: int
     generation: int
     alive: bool = True
+    # A drain (hub/node_drain.py): nothing new is placed here; once it ends the node is removed
+    # (`drained`: not alive, and not failed).
+    draining: bool = False
+    drained: bool = False
     actors: int = 0
     # CPUs the node's lease desk lends to tasks, as it last reported. Actors that reserve CPUs
     # are placed only in what is left, as Ray's one count of a node's CPUs would have it.
@@ -122,6 +126,8 @@ class NodeRecord:
     # hub/task_loans.py): the hub grants these to the desk, so actors and tasks never share a GPU.
     lent_resources: dict[str, float] = field(default_factory=dict)
     lent_gpus: dict[int, float] = field(default_factory=dict)
+    # GPUs of placement groups' bundles lent to tasks, by (group, bundle, GPU id) (hub/bundle_gpus.py).
+    lent_bundle_gpus: dict[tuple[str, int, int], float] = field(default_factory=dict)
     # Besides CPUs (hub/resources.py): in all, not held by actors, and which GPUs are free.
     resources: dict[str, float] = field(default_factory=dict)
     available: dict[str, float] = field(default_factory=dict)

@@ -37,6 +37,7 @@ from actorhub.hub.control_store import StoreWriter
 from actorhub.hub.health import NodeHealth
 from actorhub.hub.log_fanout import LogFanout
 from actorhub.hub.metrics_export import HubMetrics
+from actorhub.hub.node_drain import NodeDrainRpcs
 from actorhub.hub.placement_group_service import PlacementGroupRpcs
 from actorhub.hub.records import (
     Decisions,
@@ -107,7 +108,7 @@ class _Lease:
         self.over = False
 
 
-class HubServicer(AutoscalerRpcs, PlacementGroupRpcs, CheckpointRpcs, hub_pb2_grpc.HubServicer):
+class HubServicer(AutoscalerRpcs, PlacementGroupRpcs, CheckpointRpcs, NodeDrainRpcs, hub_pb2_grpc.HubServicer):
     def __init__(
         self,
         table: ActorTable,
@@ -355,12 +356,13 @@ class HubServicer(AutoscalerRpcs, PlacementGroupRpcs, CheckpointRpcs, hub_pb2_gr
         return status
 
     async def ReportLentCpus(self, request: hub_pb2.LentCpus, context: Context) -> hub_pb2.ActorCpus:
-        decisions, reserved, wanted, claim = self._table.report_loans(
-            request.node_id, request.lent, request.lent_resources, request.lent_gpus, request.claim)
+        decisions, reserved, wanted, claim = self._table.report_loans(request.node_id, request.lent,
+            request.lent_resources, request.lent_gpus, request.claim, request.lent_bundle_gpus)
         if decisions.placements or decisions.retry_after is not None:
             self._carry_out(decisions)  # persisting the table on every report would cost more
         return hub_pb2.ActorCpus(reserved=reserved, wanted=wanted, claim_granted=claim.granted,
-                                 claim_gpu_ids=claim.gpu_ids, node_resources=claim.node_resources)
+                                 claim_gpu_ids=claim.gpu_ids, node_resources=claim.node_resources,
+                                 claim_bundle_index=claim.bundle_index)
 
     async def Shutdown(self, request: common_pb2.Empty, context: Context) -> common_pb2.Empty:
         await self.shutdown_cluster()

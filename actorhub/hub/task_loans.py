@@ -31,6 +31,7 @@ class LoanAnswer:
     granted: bool = False
     gpu_ids: tuple[int, ...] = ()
     node_resources: Mapping[str, float] = field(default_factory=dict)
+    bundle_index: int = -1  # the GPU ids are of this bundle of the claim's group (hub/bundle_gpus.py)
 
 
 def replace_loans(node: NodeRecord, lent: Mapping[str, float], gpus: Mapping[int, float]) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from actorhub._proto.v1 import common_pb2
 from actorhub.hub.placement_policy import PlacementPolicy, could_fit
@@ -368,12 +368,13 @@ class TableState:
         now = self._clock()
         candidates: list[NodeRecord] = []
         retry_in: float | None = None
+        need = self._placement_need(rec.spec)
         for node in self._nodes.values():
             free = node.available_cpus - (node.lent_cpus if count_lent and rec.spec.num_cpus > 0 else 0.0)
-            if not node.alive or free < rec.spec.num_cpus - _EPSILON or node.num_cpus < rec.spec.placement_cpus:
+            if (not node.alive or node.draining or free < rec.spec.num_cpus - _EPSILON
+                    or node.num_cpus < rec.spec.placement_cpus):
                 continue
-            if rec.spec.resources and not (fits(rec.spec.resources, node.available)
-                                           and node.gpus.can_assign(rec.spec.resources.get("GPU", 0.0))):
+            if need and not (fits(need, node.available) and node.gpus.can_assign(need.get("GPU", 0.0))):
                 continue
             until = rec.avoid.get(node.node_id)
             if until is not None and until > now:
@@ -382,6 +383,10 @@ class TableState:
             candidates.append(node)
         best = self._placement.choose(rec.spec, candidates, self._nodes)
         return best, (None if best is not None else retry_in)
+
+    def _placement_need(self, spec: common_pb2.ActorSpec) -> Mapping[str, float]:
+        """What must be free on a node, besides CPUs, to place the actor there: what it holds."""
+        return spec.resources
 
     def _node_died_locked(self, node: NodeRecord, out: Decisions) -> None:
         node.alive = False

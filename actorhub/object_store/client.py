@@ -90,8 +90,9 @@ class StoreClient:
         self._closed = threading.Event()
         threading.Thread(target=self._free_loop, name="actorhub-store-free", daemon=True).start()
 
-    def put(self, object_id: str, value: Any, owner: str = "") -> _shm.Serialized | None:
-        """Store `value` if it is large; else return its serialized form for inline keeping.
+    def put(self, object_id: str, value: Any, owner: str = "") -> _shm.Serialized | int:
+        """Store `value` if it is large and return the bytes it takes there (its owner weighs
+        DEFAULT task placement by them); else return its serialized form for inline keeping.
 
         `owner` is whoever frees it (a call's caller, for a result); this process by default.
         """
@@ -103,7 +104,7 @@ class StoreClient:
 
             writer = self._rt.address if owner and owner != self._rt.address else ""
             _remote.write(self._node, object_id, serialized, owner or self._rt.address, self._take_freed(), writer)
-            return None
+            return serialized.total_size
         location = self._node.reserve(
             object_id,
             serialized.total_size,
@@ -127,7 +128,7 @@ class StoreClient:
             with self._lock:
                 pin.cached = True
                 self._pins[object_id] = pin
-        return None
+        return serialized.total_size
 
     @property
     def remote(self) -> bool:

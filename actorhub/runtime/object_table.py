@@ -14,7 +14,6 @@ here too (runtime/actor_refs.py): their refs are strong handles, and their end e
 
 from __future__ import annotations
 
-import _thread
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from actorhub.runtime.actor_refs import is_actor_ref
 from actorhub.runtime.ids import split_store_id
+from actorhub.runtime.object_waiter import ObjectWaiter
 from actorhub.wire.errors import RemoteError
 from actorhub.wire.records import OwnedObject
 
@@ -87,37 +87,18 @@ Completion = tuple[str, bytes | None, RemoteError | None]
 Release = tuple[str, str, int]
 
 
-class _Waiter:
-    """One blocked wait(): woken once when `needed` more of its objects are ready.
-
-    A bare lock, held from the start and released once, instead of a threading.Event: an
-    Event is a Condition that makes a lock and a deque entry per wait, a large part of a sync
-    get's own cost."""
-
-    __slots__ = ("_gate", "ids", "needed")
-
-    def __init__(self, ids: set[str], needed: int) -> None:
-        self.ids = ids
-        self.needed = needed
-        self._gate = _thread.allocate_lock()
-        self._gate.acquire()
-
-    def wake(self) -> None:
-        """Under the table's lock, once: when `needed` reaches 0."""
-        self._gate.release()
-
-    def block(self, timeout: float | None) -> None:
-        self._gate.acquire(True, -1 if timeout is None else timeout)
-
-
 class ObjectTable:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._freed_stored: list[str] = []
+        # Owned stored values' bytes there, by object id, as their put or the callee that stored
+        # them told: DEFAULT task placement weighs arguments by them (tasks/task_placement.py).
+        # Kept apart from the entries: an inline value pays nothing for it.
+        self._stored_bytes: dict[str, int] = {}
         # Blocked wait() calls (a few: one per waiting thread). A completion checks each for
         # its id, so waiting for n objects costs O(n), not a rescan of all n per completion.
-        self._waiters: list[_Waiter] = []
+        self._waiters: list[ObjectWaiter] = []
         # Ids whose ObjectRef was collected; applied under the lock by the next operation.
         self._released: deque[str] = deque()
         self._releases: list[Release] = []
@@ -266,6 +247,7 @@ class ObjectTable:
                 self.on_forget(object_id)
             if entry.store_id:
                 self._freed_stored.append(entry.store_id)
+                self._stored_bytes.pop(object_id, None)
             elif is_actor_ref(object_id):
                 self._unreferenced_actors.append(object_id)
         elif entry.registrations and not entry.escaped:
@@ -287,12 +269,13 @@ class ObjectTable:
         with self._lock:
             self._entries[object_id] = entry
 
-    def put_stored(self, object_id: str) -> None:
+    def put_stored(self, object_id: str, size: int) -> None:
         entry = _Entry(True)
         entry.data = b""
         entry.store_id = object_id
         with self._lock:
             self._entries[object_id] = entry
+            self._stored_bytes[object_id] = size
 
     def complete_stored(self, object_id: str, store_id: str) -> None:
         """A borrowed object turned out to be in this node's store: readers map it from there."""
@@ -302,8 +285,9 @@ class ObjectTable:
                 entry.store_id = store_id
         self.complete_many([(object_id, b"", None)])
 
-    def store_results(self, object_ids: Sequence[str], store_ids: Iterable[str]) -> None:
-        """Before completing them: results of this process that the callee put in the store.
+    def store_results(self, object_ids: Sequence[str], store_ids: Iterable[str], sizes: Sequence[int] = ()) -> None:
+        """Before completing them: results of this process that the callee put in the store,
+        with their bytes there (per store id; none from a callee that does not tell them).
 
         One nobody here holds any more (or with no object to go to) is freed at once.
         """
@@ -316,6 +300,8 @@ class ObjectTable:
                     self._freed_stored.append(store_id)
                 else:
                     entry.store_id = store_id
+                    if index < len(sizes):
+                        self._stored_bytes[object_ids[index]] = sizes[index]
 
     def complete_as(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Complete each `to` object with the value of the ready `from` object, which hands over
@@ -326,10 +312,13 @@ class ObjectTable:
                 source = self._entries[source_id]
                 target = self._entries.get(target_id)
                 if source.store_id:
+                    size = self._stored_bytes.pop(source_id, 0)
                     if target is None:
                         self._freed_stored.append(source.store_id)
                     else:
                         target.store_id = source.store_id
+                        if size:
+                            self._stored_bytes[target_id] = size
                     source.store_id = ""
                 if target is not None and source.contained:
                     target.contained = (target.contained or []) + source.contained
@@ -360,6 +349,10 @@ class ObjectTable:
         """The object's id in the node's store, "" when its value is not there."""
         entry = self._entries.get(object_id)
         return entry.store_id if entry is not None else ""
+
+    def stored_bytes_of(self, object_id: str) -> int:
+        """A stored owned object's bytes in the store; 0 when not known here (a borrowed one)."""
+        return self._stored_bytes.get(object_id, 0)
 
     def collect_freed_stored(self) -> list[str]:
         """Owned stored objects whose last ref is gone: the store may delete them."""
@@ -423,6 +416,7 @@ class ObjectTable:
                 return False
             entry.data = entry.error = entry.contained = None
             entry.store_id = ""
+            self._stored_bytes.pop(object_id, None)
             return True
 
     def set_origin(self, object_ids: Iterable[str], origin: ErrorOrigin) -> None:
@@ -467,7 +461,7 @@ class ObjectTable:
             flags, ready_now = self._scan(object_ids, num_ready)
             if ready_now >= num_ready or (timeout is not None and timeout <= 0):
                 return flags
-            waiter = _Waiter({i for i, ok in zip(object_ids, flags, strict=True) if not ok}, num_ready - ready_now)
+            waiter = ObjectWaiter({i for i, ok in zip(object_ids, flags, strict=True) if not ok}, num_ready - ready_now)
             self._waiters.append(waiter)
         try:
             waiter.block(timeout)

@@ -253,8 +253,8 @@ class Runtime:
                 self.objects.put_ready(object_id, _serialization.dumps(value))
             else:
                 small = store.put(object_id, value)
-                if small is None:
-                    self.objects.put_stored(object_id)
+                if isinstance(small, int):
+                    self.objects.put_stored(object_id, small)
                 else:
                     # Small: kept inline. Out-of-band buffers (a small array) must go in-band then.
                     data = small.inband if not small.buffers else _serialization.dumps(value)
@@ -264,20 +264,21 @@ class Runtime:
             self.objects.attach_contained(object_id, contained)
         return ObjectRef(object_id, self.address, self.objects)
 
-    def store_result(self, value: Any, owner: str, owner_node_id: str) -> str:
+    def store_result(self, value: Any, owner: str, owner_node_id: str) -> tuple[str, int]:
         """Put a call's large result in this node's store for its caller, `owner`.
 
         Returns what the caller records: the store id, with this node's address when the
-        caller is on another node (see _ids.stored_elsewhere); "" when it should travel inline
-        (no store here, or smaller than the store takes).
+        caller is on another node (see _ids.stored_elsewhere), and its bytes there; "" when it
+        should travel inline (no store here, or smaller than the store takes).
         """
         store = self.store_client()
         if store is None:
-            return ""
+            return "", 0
         store_id = f"{self.caller_id}.r{next(self._puts):x}"
-        if store.put(store_id, value, owner=owner) is not None:
-            return ""
-        return store_id if owner_node_id == self.node_id else stored_elsewhere(store_id, self.node_address)
+        size = store.put(store_id, value, owner=owner)
+        if not isinstance(size, int):
+            return "", 0
+        return store_id if owner_node_id == self.node_id else stored_elsewhere(store_id, self.node_address), size
 
     def discard_stored(self, store_ids: list[str]) -> None:
         self.objects.discard_stored(store_ids)

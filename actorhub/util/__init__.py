@@ -8,6 +8,7 @@ from actorhub.util import scheduling_strategies
 from actorhub.util._serializability import FailureTuple, inspect_serializability
 from actorhub.util.actor_pool import ActorPool
 from actorhub.util.node_address import get_node_ip_address
+from actorhub.util.node_drain import drain_node
 from actorhub.util.placement_group import (
     PlacementGroup,
     get_current_placement_group,
@@ -22,6 +23,7 @@ __all__ = [
     "FailureTuple",
     "PlacementGroup",
     "deregister_serializer",
+    "drain_node",
     "get_current_placement_group",
     "get_node_ip_address",
     "get_placement_group",

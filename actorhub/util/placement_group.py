@@ -296,8 +296,16 @@ def placed_in_group(spec: ActorSpec, strategy: object) -> ActorSpec:
     others = dict(spec.resources)
     if bundles is not None:
         _check_fits(spec.class_name, spec.num_cpus, others, bundles, index)
+        if spec.placement_cpus > 0 and not any(b.get("CPU", 0.0) >= spec.placement_cpus - 1e-9 for b in bundles):
+            # Ray's check (any bundle): an actor that asks for nothing still needs a CPU to be placed.
+            raise OptionsError(
+                f"cannot schedule {spec.class_name} with the placement group: an actor that asks for no resources "
+                f"needs {spec.placement_cpus:g} CPU to be placed, and no bundle of {[dict(b) for b in bundles]} "
+                "has it; give the group a bundle with CPUs, or the actor num_cpus=0")
     need = group_request(group_id, index, spec.num_cpus, others)
-    return replace(spec, num_cpus=0.0, placement_cpus=0.0, resources=tuple(sorted(need.items())),
+    # placement_cpus stays: the hub places such an actor where its bundle has that CPU free, and
+    # holds none (hub/placement_group_table.py `_placement_need`).
+    return replace(spec, num_cpus=0.0, resources=tuple(sorted(need.items())),
                    placement_group_id=group_id, placement_group_bundle_index=index,
                    placement_group_capture_child_tasks=capture)
 

@@ -15,6 +15,8 @@ The rules, in short (ARCHITECTURE.md, "The call path"):
   ActorUnavailableError (or are retried) and the connection reconnects. Dead: everything fails.
 - A stream never taken delivered nothing: its calls go first in line again, retries untouched,
   and the hub is asked again after `RECONNECT_WAIT_S`.
+- A stream a drain ended (`moved`, worker/drain.py) ran none of the calls it did not answer:
+  they go first in line again, retries untouched, for the next incarnation (or the death).
 - A hub unreachable for `hub_unreachable_s` (at least `HUB_UNREACHABLE_S`; the connection
   gives its process's hub reconnect timeout, as long as a restarting hub may take) fails every
   call with ActorUnavailableError. A stream that is up never needs the hub.
@@ -363,12 +365,15 @@ class CallState:
     def paused(self) -> Step:
         return self._poll()
 
-    def stream_ended(self, taken: bool, code: str = "", details: str = "") -> Step:
+    def stream_ended(self, taken: bool, code: str = "", details: str = "", moved: bool = False) -> Step:
         """The stream to the incarnation last connected to ended: `taken` when the actor sent
-        the header that says it took the stream; `code` when it ended with an error."""
+        the header that says it took the stream; `code` when it ended with an error; `moved`
+        when a drain ended it (its trailer says so)."""
         if self.closed:
             return Step(None)
         incarnation = self._incarnation
+        if moved:
+            return self._moved(incarnation)
         if code:
             self._broken_by = f" ({code}: {details})"
         ring = False
@@ -388,6 +393,18 @@ class CallState:
 
     def close(self) -> None:
         self.closed = True
+
+    def _moved(self, incarnation: int) -> Step:
+        """The actor is leaving its node (a drain) and sends its restart's incarnation, or its
+        death, through the hub: its unanswered calls wait for that, as if never sent."""
+        self.cancels_unsent.clear()
+        again, cancelled = self._without_cancelled(sorted(self.inflight.values(), key=_by_seq))
+        ring = self._put_back(again)
+        self.actor_unready = True
+        step = self._ask(incarnation + 1, None, after_taken=None)
+        step.ring = step.ring or ring
+        step.fail.extend(cancelled)
+        return step
 
     # -- inside the thread's decisions ------------------------------------------------------------
     def _ask(self, min_incarnation: int, timeout: float | None, after_taken: bool | None) -> Step:

@@ -43,7 +43,7 @@ from actorhub.wire.call_state import (
 from actorhub.wire.errors import RemoteError, from_error_info
 from actorhub.wire.hub import HubClient
 from actorhub.wire.stream_loop import StreamLoop
-from actorhub.wire.transport import STREAM_TAKEN, ChannelPool
+from actorhub.wire.transport import STREAM_MOVED, STREAM_TAKEN, ChannelPool
 from actorhub.wire.worker import lent_refs
 
 log = logging.getLogger(__name__)
@@ -252,9 +252,9 @@ class ActorConnection:
                 with self._cond:
                     step = self._decided_locked(self._state.paused())
             else:
-                taken, code, details = self._pump(action)
+                taken, code, details, moved = self._pump(action)
                 with self._cond:
-                    step = self._decided_locked(self._state.stream_ended(taken, code, details))
+                    step = self._decided_locked(self._state.stream_ended(taken, code, details, moved))
 
     def _decided_locked(self, step: Step) -> Step:
         if step.ring:
@@ -286,8 +286,9 @@ class ActorConnection:
         return info
 
     # == I/O with the actor: one stream ========================================================
-    def _pump(self, connect: Connect) -> tuple[bool, str, str]:
-        """Run one stream until it ends: (taken by the worker, error code name or "", details).
+    def _pump(self, connect: Connect) -> tuple[bool, str, str, bool]:
+        """Run one stream until it ends: (taken by the worker, error code name or "", details,
+        ended by a drain).
 
         The stream itself runs on the process's stream loop (wire/stream_loop.py); this thread
         waits for its end, and decides what comes next under the condition."""
@@ -295,7 +296,7 @@ class ActorConnection:
         self.addresses.add(connect.address)
         return self._host.streams.submit(self._run_stream(stream, connect.address)).result()
 
-    async def _run_stream(self, stream: _Stream, address: str) -> tuple[bool, str, str]:
+    async def _run_stream(self, stream: _Stream, address: str) -> tuple[bool, str, str, bool]:
         call = self._host.streams.channel(address).stream_stream(
             _CALL_STREAM,
             request_serializer=worker_pb2.CallBatch.SerializeToString,
@@ -309,7 +310,7 @@ class ActorConnection:
             if self._state.closed:
                 call.cancel()
         writer = asyncio.ensure_future(self._write(call, stream, wake))
-        taken, code, details = False, "", ""
+        taken, code, details, moved = False, "", "", False
         try:
             # The worker sends this header once it took the stream, before running any call.
             metadata = await call.initial_metadata()
@@ -323,6 +324,9 @@ class ActorConnection:
             status = await call.code()
             if status != grpc.StatusCode.OK and not self._state.closed:
                 code, details = status.name, (await call.details()) or ""
+            elif status == grpc.StatusCode.OK:
+                trailer = await call.trailing_metadata()  # a drain's (worker/drain.py)
+                moved = trailer is not None and STREAM_MOVED[1] in trailer.get_all(STREAM_MOVED[0])
         except asyncio.CancelledError:
             pass  # closed by us: close() cancelled the call
         except grpc.RpcError as e:
@@ -337,7 +341,7 @@ class ActorConnection:
                 self._responses = None
                 self._wake = None
                 self._cond.notify_all()
-        return taken, code, details
+        return taken, code, details, moved
 
     async def _write(self, call: Any, stream: _Stream, wake: asyncio.Event) -> None:
         # The first batch names the actor, even if empty, so the worker can refuse a stream
@@ -380,7 +384,7 @@ class ActorConnection:
                     if reply.contained:
                         self._host.borrowing.accept_lent(object_ids, lent_refs(reply.contained))
                     if reply.store_ids:
-                        self._host.objects.store_results(object_ids, reply.store_ids)
+                        self._host.objects.store_results(object_ids, reply.store_ids, reply.store_sizes)
         if items:
             self._deliver_items(items)  # before the completions: a call's items come before its end
         self._host.objects.complete_many(completions)
@@ -400,7 +404,7 @@ class ActorConnection:
             if reply.contained:
                 self._host.borrowing.accept_lent([object_id], lent_refs(reply.contained))
             if reply.store_ids:
-                objects.store_results([object_id], reply.store_ids)
+                objects.store_results([object_id], reply.store_ids, reply.store_sizes)
             done.append((object_id, reply.values[0], None))  # one value per item (b"" when stored)
         objects.complete_many(done)
         for (call, _), (object_id, _, _) in zip(items, done, strict=True):

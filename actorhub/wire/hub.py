@@ -23,6 +23,7 @@ from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc
 from actorhub.config import RpcDeadlines
 from actorhub.exceptions import ControlPlaneDeadlineError, ControlPlaneUnavailableError, RpcFailedError
 from actorhub.wire.checkpoints import CheckpointCalls
+from actorhub.wire.node_drain import NodeDrainCalls
 from actorhub.wire.placement_groups import PlacementGroupCalls, group_state
 from actorhub.wire.records import ActorInfo, ActorSpec, ClusterStatus, HostedActor, MethodInfo, NodeStatus
 from actorhub.wire.rpc import (
@@ -65,9 +66,10 @@ class CpuShare:
     claim_granted: bool = False
     claim_gpu_ids: tuple[int, ...] = ()
     node_resources: tuple[tuple[str, float], ...] = ()  # the node's totals besides CPUs, now
+    claim_bundle_index: int = 0  # a claim of a group's GPUs: the bundle whose ids it got
 
 
-class HubClient(Client[hub_pb2_grpc.HubStub], PlacementGroupCalls, CheckpointCalls):
+class HubClient(Client[hub_pb2_grpc.HubStub], PlacementGroupCalls, CheckpointCalls, NodeDrainCalls):
     """`reconnect_s` (Config.hub_reconnect_timeout_s): how long operations that are safe to
     repeat ride out an unreachable hub (its supervisor restarts it within about a second),
     within their own deadlines; deadlines with `unavailable_retry_s=0` (a caller that wants an
@@ -187,17 +189,22 @@ class HubClient(Client[hub_pb2_grpc.HubStub], PlacementGroupCalls, CheckpointCal
     def report_lent_cpus(
         self, node_id: str, lent: float, lent_resources: Mapping[str, float] | None = None,
         lent_gpus: Mapping[int, float] | None = None, claim: Mapping[str, float] | None = None,
+        lent_bundle_gpus: Mapping[tuple[str, int, int], float] | None = None,
     ) -> CpuShare:
         # Repeatable: the report is the absolute amount lent, not a change, and a claim's grant
         # is only kept once the desk reports it as lent.
         request = hub_pb2.LentCpus(node_id=node_id, lent=lent, lent_resources=lent_resources, lent_gpus=lent_gpus,
-                                   claim=claim)
+                                   claim=claim, lent_bundle_gpus=[
+                                       hub_pb2.PlacementGroupGpuLoan(placement_group_id=group, bundle_index=index,
+                                                                     gpu_id=gpu, amount=amount)
+                                       for (group, index, gpu), amount in (lent_bundle_gpus or {}).items()])
         reply: hub_pb2.ActorCpus = self._call(
             "ReportLentCpus", self._stub().ReportLentCpus, request, self.deadlines.control_s, repeat=True,
         )
         return CpuShare(reserved=reply.reserved, wanted=reply.wanted, claim_granted=reply.claim_granted,
                         claim_gpu_ids=tuple(reply.claim_gpu_ids),
-                        node_resources=tuple(sorted(reply.node_resources.items())))
+                        node_resources=tuple(sorted(reply.node_resources.items())),
+                        claim_bundle_index=reply.claim_bundle_index)
 
     def cluster_status(self, wait_for_ready: bool | None = None) -> ClusterStatus:
         reply: hub_pb2.ClusterStatus = self._call(
@@ -210,7 +217,7 @@ class HubClient(Client[hub_pb2_grpc.HubStub], PlacementGroupCalls, CheckpointCal
                            available_cpus=n.available_cpus, alive=n.alive, pid=n.pid,
                            last_heartbeat=n.last_heartbeat, resources=tuple(sorted(n.resources.items())),
                            available_resources=tuple(sorted(n.available_resources.items())),
-                           metrics_export_port=n.metrics_export_port)
+                           metrics_export_port=n.metrics_export_port, draining=n.draining, drained=n.drained)
                 for n in reply.nodes
             ),
             actors=tuple(_actor_info(a) for a in reply.actors),

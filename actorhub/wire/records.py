@@ -148,6 +148,10 @@ class NodeStatus:
     """Of `resources`, what actors placed on the node do not hold."""
     metrics_export_port: int = 0
     """Its Prometheus endpoint, on the host of `address` (actorhub/metrics/); 0: none."""
+    draining: bool = False
+    """Being drained (`actorhub drain`): nothing new is placed there."""
+    drained: bool = False
+    """Removed by a drain: not alive, and not failed."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ TOKEN_METADATA_KEY = "actorhub-token"
 # The initial metadata a worker sends once it has taken a call stream, before running any of
 # its calls: a stream that ends without it delivered nothing, so its calls may be sent again.
 STREAM_TAKEN = ("actorhub-stream", "taken")
+# The trailing metadata of a call stream a drain ended (worker/drain.py): the calls it carried
+# that got no answer never ran, so they go to the actor's next incarnation with retries untouched.
+STREAM_MOVED = ("actorhub-stream", "moved")
 
 
 

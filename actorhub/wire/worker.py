@@ -195,3 +195,14 @@ class AsyncWorkerClient(AsyncClient["worker_pb2_grpc.WorkerAsyncStub"]):
         except RpcFailedError as e:
             raise _start_error(e, spec) from None
         return reply
+
+    async def drain_actor(
+        self, actor_id: str, incarnation: int, move: bool, reason: str, timeout_s: float,
+    ) -> bool:
+        """A node drain (worker/drain.py): True once no call of the actor runs in the worker any
+        more and its streams ended as moved; False when a call was still running at `timeout_s`."""
+        request = worker_pb2.DrainActorRequest(
+            actor_id=actor_id, incarnation=incarnation, move=move, reason=reason, timeout_s=timeout_s)
+        reply: worker_pb2.DrainActorReply = await async_unary(
+            self.peer, "DrainActor", self._stub().DrainActor, request, timeout_s + self.deadlines.control_s)
+        return reply.calls_ended

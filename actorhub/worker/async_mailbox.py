@@ -50,6 +50,8 @@ class AsyncMailbox:
         reply = worker_pb2.Reply()
         async with self._semaphore:
             if self._actor.exit_reason:
+                if self._actor.refusal is not None:
+                    stream.post(worker_pb2.Reply(seq=call.seq, error=self._actor.refusal))
                 return  # the actor is ending: as _run_one
             if stream.answered(call.seq):
                 stream.skip(call.seq)  # cancelled while queued

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from actorhub._proto.v1 import worker_pb2
+from actorhub._proto.v1 import common_pb2, worker_pb2
 from actorhub.exceptions import AsyncioActorExit
 from actorhub.metrics.counts import CALLS
 from actorhub.runtime import serialization as _serialization
@@ -47,6 +47,8 @@ from actorhub.worker.streaming import PostItem, run_stream, run_stream_async
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_ASYNC_CONCURRENCY = 1000
+# What a result that travels in its reply has of a stored one: no store id, no bytes there.
+_INLINE: tuple[str, int] = ("", 0)
 # The death cause of an actor ended by __ray_terminate__, after "The actor <label> ".
 TERMINATE_REASON = "exited through __ray_terminate__"
 
@@ -80,7 +82,7 @@ class CallHost(Protocol):
 
     def get_value(self, ref: ObjectRef[Any]) -> Any: ...
 
-    def store_result(self, value: Any, owner: str, owner_node_id: str) -> str: ...
+    def store_result(self, value: Any, owner: str, owner_node_id: str) -> tuple[str, int]: ...
 
     def discard_stored(self, store_ids: list[str]) -> None: ...
 
@@ -101,6 +103,9 @@ class ActorInstance:
         # Set once the actor is ending gracefully: why (its death cause). Calls that have not
         # started by then never run; the hub's end of the process fails them for their callers.
         self.exit_reason = ""
+        # Set with exit_reason by a drain that cannot move the actor (worker/drain.py): the
+        # answer of each call that will not run, instead of none.
+        self.refusal: common_pb2.ErrorInfo | None = None
         # A typed actor's methods (api/typed.py): what each returns is checked against its hint.
         self.return_checks: dict[str, ReturnCheck] | None = None
         # An actor that checkpoints its state (worker/checkpoints.py): told after each call.
@@ -252,6 +257,7 @@ class ActorInstance:
     def fill(self, call: worker_pb2.Call, result: Any, reply: worker_pb2.Reply, caller: Caller) -> None:
         where = f"{self.class_name}.{call.method}"
         store_ids: list[str] = []
+        store_sizes: list[int] = []
         try:
             n = call.num_returns
             if n == 0:
@@ -272,16 +278,18 @@ class ActorInstance:
             # without a copy when on this node and has its own node pull it otherwise. A caller
             # with no node (so no store) gets it inline.
             for index, value in enumerate(values):
-                data, store_id, refs = self._serialize(value, where, caller)
+                data, (store_id, stored_bytes), refs = self._serialize(value, where, caller)
                 size += len(data)
                 # Refused here, as this call's error: over the limit, gRPC would fail the stream
                 # and every other call on it.
                 check_message_size(f"the return value of {where}", size, self._host.max_message_bytes)
                 reply.values.append(data)
                 store_ids.append(store_id)
+                store_sizes.append(stored_bytes)
                 lent.extend((index, ref) for ref in refs)
             if any(store_ids):
                 reply.store_ids.extend(store_ids)
+                reply.store_sizes.extend(store_sizes)
             if lent:
                 # The caller may unpickle the value long after this process dropped its refs.
                 add_contained(self._host.borrowing.lend(lent, caller.address), reply)
@@ -289,33 +297,36 @@ class ActorInstance:
             CALLS.failed += 1
             del reply.values[:]
             del reply.store_ids[:]
+            del reply.store_sizes[:]
             if any(store_ids):
                 self._host.discard_stored([i for i in store_ids if i])
             reply.error.CopyFrom(error_to_proto(e, tb=e.__traceback__))
 
 
-    def _serialize(self, value: Any, where: str, caller: Caller) -> tuple[bytes, str, list[ObjectRef[Any]]]:
-        """One result: its bytes (empty when stored), its store id, and the refs inside it.
+    def _serialize(
+        self, value: Any, where: str, caller: Caller
+    ) -> tuple[bytes, tuple[str, int], list[ObjectRef[Any]]]:
+        """One result: its bytes (empty when stored), its store id and bytes there, and the refs inside it.
 
         A large result goes in the store when the caller has one on a node: told so by its
         type (arrays), or found so once pickled (a long list), as Ray stores any return value
         over 100 KiB.
         """
         if type(value) in _serialization.PLAIN_TYPES and not (caller.node_id and _serialization.is_large(value)):
-            return _serialization.dumps_result(value, where), "", []
+            return _serialization.dumps_result(value, where), _INLINE, []
         with capturing_refs() as refs:
             if caller.node_id and _serialization.is_large(value):
-                store_id = self._host.store_result(value, caller.address, caller.node_id)
-                if store_id:
-                    return b"", store_id, refs
+                stored = self._host.store_result(value, caller.address, caller.node_id)
+                if stored[0]:
+                    return b"", stored, refs
             data = _serialization.dumps_result(value, where)
         if caller.node_id and len(data) >= _serialization.LARGE_ARGUMENT_BYTES:
             del refs[:]
             with capturing_refs() as refs:
-                store_id = self._host.store_result(value, caller.address, caller.node_id)
-            if store_id:
-                return b"", store_id, refs
-        return data, "", refs
+                stored = self._host.store_result(value, caller.address, caller.node_id)
+            if stored[0]:
+                return b"", stored, refs
+        return data, _INLINE, refs
 
 
 def resolve_arguments(
@@ -374,6 +385,8 @@ class Mailbox(Protocol):
 
 def _run_one(actor: ActorInstance, call: worker_pb2.Call, stream: ReplyStream) -> None:
     if actor.exit_reason:
+        if actor.refusal is not None:
+            stream.post(worker_pb2.Reply(seq=call.seq, error=actor.refusal))
         return  # the actor is ending: the call never runs, and its caller learns of the death
     if stream.answered(call.seq):
         stream.skip(call.seq)  # cancelled while queued: never runs
@@ -478,7 +491,9 @@ class ThreadedMailbox:
             self._pool.submit(_run_one, self._actor, call, stream)
 
     def finish(self, last: Callable[[], None], timeout: float) -> None:
-        waiter = threading.Thread(target=partial(self._pool.shutdown, wait=True, cancel_futures=True), daemon=True)
+        # Queued calls are not cancelled: each returns at once (the actor is ending), answered
+        # when a drain refuses them.
+        waiter = threading.Thread(target=partial(self._pool.shutdown, wait=True), daemon=True)
         waiter.start()
         waiter.join(timeout)
         last()

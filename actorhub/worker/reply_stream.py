@@ -50,6 +50,7 @@ class ReplyStream:
         "_waiter",
         "_wake_due",
         "caller",
+        "moved",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, caller: Caller) -> None:
@@ -69,6 +70,8 @@ class ReplyStream:
         # already (their own reply, if they ever end, is dropped): each call gets one reply.
         self._pending: set[int] = set()
         self._answered: set[int] = set()
+        # Ended by a drain (worker/drain.py): the calls not answered never ran, and never will here.
+        self.moved = False
 
     # -- from any thread ------------------------------------------------------------------------
     def post(self, reply: worker_pb2.Reply) -> None:
@@ -149,6 +152,12 @@ class ReplyStream:
         self._reading = False
         self._wake()
 
+    def end_moved(self) -> None:
+        """End the stream once the replies posted so far are sent, answered or not: the actor
+        is leaving this process (a drain) and runs none of the calls left."""
+        self.moved = True
+        self.end_of_calls()
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -166,7 +175,7 @@ class ReplyStream:
                     self._outstanding -= len(replies) - items
                     yield worker_pb2.ReplyBatch(accepted_seq=accepted, replies=replies)
                     continue
-                if not self._reading and self._outstanding <= 0:
+                if not self._reading and (self._outstanding <= 0 or self.moved):
                     return
                 self._waiter = self._loop.create_future()
                 await self._waiter

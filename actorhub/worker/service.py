@@ -40,9 +40,9 @@ from actorhub.runtime_env.worker_setup import apply_in_worker
 from actorhub.wire.errors import ErrorKind, error_to_proto, system_error_info, to_error_info
 from actorhub.wire.node import NodeClient
 from actorhub.wire.server import ServerLoop, abort
-from actorhub.wire.transport import STREAM_TAKEN
+from actorhub.wire.transport import STREAM_MOVED, STREAM_TAKEN
 from actorhub.wire.worker import add_contained
-from actorhub.worker import actor_exit, checkpoints, current_call
+from actorhub.worker import actor_exit, checkpoints, current_call, drain
 from actorhub.worker.clean_exit import run_exit_hooks
 from actorhub.worker.groups import make_actor_mailbox
 from actorhub.worker.mailbox import ActorInstance, ActorThread, Mailbox
@@ -72,6 +72,8 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         self._loop: asyncio.AbstractEventLoop | None = None
         # The callers' reply streams now open; on the loop only.
         self._streams: set[ReplyStream] = set()
+        # A drain ended the calls here (worker/drain.py): streams opened from now on end at once.
+        self._drained = False
 
     def serve_on(self, server: grpc.aio.Server, loop: ServerLoop) -> None:
         self._loop = loop.loop
@@ -187,14 +189,38 @@ class WorkerService(worker_pb2_grpc.WorkerServicer):
         assert self._loop is not None
         stream = ReplyStream(self._loop, Caller.of(first))
         self._streams.add(stream)
-        _admit(first, mailbox, stream)
+        if self._drained:
+            stream.end_moved()
+        else:
+            _admit(first, mailbox, stream)
         reader = asyncio.ensure_future(_read_calls(request_iterator, mailbox, stream))
         try:
             async for batch in stream.batches():
                 yield batch
+            if stream.moved:
+                context.set_trailing_metadata((STREAM_MOVED,))
         finally:
             reader.cancel()
             self._streams.discard(stream)
+
+    async def DrainActor(
+        self, request: worker_pb2.DrainActorRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> worker_pb2.DrainActorReply:
+        """The node is drained (worker/drain.py): once the calls under way ended and their replies
+        left, every stream ends as moved. The hub then ends this process."""
+        actor, mailbox, runtime = self._actor, self._mailbox, self._runtime
+        if (actor is None or mailbox is None or runtime is None or request.actor_id != runtime.actor_id
+                or request.incarnation != runtime.incarnation):
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+                        f"this worker does not host actor {request.actor_id} incarnation {request.incarnation}")
+        ended = await asyncio.get_running_loop().run_in_executor(
+            None, drain.stop_calls, actor, mailbox, request.move, request.reason, request.timeout_s)
+        if ended:
+            await self._replies_sent()
+            self._drained = True
+            for stream in list(self._streams):
+                stream.end_moved()
+        return worker_pb2.DrainActorReply(calls_ended=ended)
 
     async def GetObject(
         self, request: worker_pb2.GetObjectRequest, context: grpc.aio.ServicerContext[Any, Any]

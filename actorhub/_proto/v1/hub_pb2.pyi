@@ -8,6 +8,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DrainNodeRequest(_message.Message):
+    __slots__ = ("node_id", "deadline_s")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    deadline_s: float
+    def __init__(self, node_id: _Optional[str] = ..., deadline_s: _Optional[float] = ...) -> None: ...
+
+class DrainNodeReply(_message.Message):
+    __slots__ = ("moved", "failed", "killed")
+    MOVED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    KILLED_FIELD_NUMBER: _ClassVar[int]
+    moved: int
+    failed: int
+    killed: int
+    def __init__(self, moved: _Optional[int] = ..., failed: _Optional[int] = ..., killed: _Optional[int] = ...) -> None: ...
+
 class CheckpointSaveRequest(_message.Message):
     __slots__ = ("actor_id", "incarnation", "state")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
@@ -303,7 +321,7 @@ class WorkerExitReport(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "address", "num_cpus", "available_cpus", "alive", "pid", "last_heartbeat", "resources", "available_resources", "metrics_export_port")
+    __slots__ = ("node_id", "address", "num_cpus", "available_cpus", "alive", "pid", "last_heartbeat", "resources", "available_resources", "metrics_export_port", "draining", "drained")
     class ResourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -328,6 +346,8 @@ class NodeStatus(_message.Message):
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_RESOURCES_FIELD_NUMBER: _ClassVar[int]
     METRICS_EXPORT_PORT_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     num_cpus: float
@@ -338,10 +358,12 @@ class NodeStatus(_message.Message):
     resources: _containers.ScalarMap[str, float]
     available_resources: _containers.ScalarMap[str, float]
     metrics_export_port: int
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., num_cpus: _Optional[float] = ..., available_cpus: _Optional[float] = ..., alive: _Optional[bool] = ..., pid: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., resources: _Optional[_Mapping[str, float]] = ..., available_resources: _Optional[_Mapping[str, float]] = ..., metrics_export_port: _Optional[int] = ...) -> None: ...
+    draining: bool
+    drained: bool
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., num_cpus: _Optional[float] = ..., available_cpus: _Optional[float] = ..., alive: _Optional[bool] = ..., pid: _Optional[int] = ..., last_heartbeat: _Optional[float] = ..., resources: _Optional[_Mapping[str, float]] = ..., available_resources: _Optional[_Mapping[str, float]] = ..., metrics_export_port: _Optional[int] = ..., draining: _Optional[bool] = ..., drained: _Optional[bool] = ...) -> None: ...
 
 class LentCpus(_message.Message):
-    __slots__ = ("node_id", "lent", "lent_resources", "lent_gpus", "claim")
+    __slots__ = ("node_id", "lent", "lent_resources", "lent_gpus", "claim", "lent_bundle_gpus")
     class LentResourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -368,15 +390,29 @@ class LentCpus(_message.Message):
     LENT_RESOURCES_FIELD_NUMBER: _ClassVar[int]
     LENT_GPUS_FIELD_NUMBER: _ClassVar[int]
     CLAIM_FIELD_NUMBER: _ClassVar[int]
+    LENT_BUNDLE_GPUS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     lent: float
     lent_resources: _containers.ScalarMap[str, float]
     lent_gpus: _containers.ScalarMap[int, float]
     claim: _containers.ScalarMap[str, float]
-    def __init__(self, node_id: _Optional[str] = ..., lent: _Optional[float] = ..., lent_resources: _Optional[_Mapping[str, float]] = ..., lent_gpus: _Optional[_Mapping[int, float]] = ..., claim: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    lent_bundle_gpus: _containers.RepeatedCompositeFieldContainer[PlacementGroupGpuLoan]
+    def __init__(self, node_id: _Optional[str] = ..., lent: _Optional[float] = ..., lent_resources: _Optional[_Mapping[str, float]] = ..., lent_gpus: _Optional[_Mapping[int, float]] = ..., claim: _Optional[_Mapping[str, float]] = ..., lent_bundle_gpus: _Optional[_Iterable[_Union[PlacementGroupGpuLoan, _Mapping]]] = ...) -> None: ...
+
+class PlacementGroupGpuLoan(_message.Message):
+    __slots__ = ("placement_group_id", "bundle_index", "gpu_id", "amount")
+    PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    GPU_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    placement_group_id: str
+    bundle_index: int
+    gpu_id: int
+    amount: float
+    def __init__(self, placement_group_id: _Optional[str] = ..., bundle_index: _Optional[int] = ..., gpu_id: _Optional[int] = ..., amount: _Optional[float] = ...) -> None: ...
 
 class ActorCpus(_message.Message):
-    __slots__ = ("reserved", "wanted", "claim_granted", "claim_gpu_ids", "node_resources")
+    __slots__ = ("reserved", "wanted", "claim_granted", "claim_gpu_ids", "node_resources", "claim_bundle_index")
     class NodeResourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -389,12 +425,14 @@ class ActorCpus(_message.Message):
     CLAIM_GRANTED_FIELD_NUMBER: _ClassVar[int]
     CLAIM_GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     NODE_RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_BUNDLE_INDEX_FIELD_NUMBER: _ClassVar[int]
     reserved: float
     wanted: float
     claim_granted: bool
     claim_gpu_ids: _containers.RepeatedScalarFieldContainer[int]
     node_resources: _containers.ScalarMap[str, float]
-    def __init__(self, reserved: _Optional[float] = ..., wanted: _Optional[float] = ..., claim_granted: _Optional[bool] = ..., claim_gpu_ids: _Optional[_Iterable[int]] = ..., node_resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    claim_bundle_index: int
+    def __init__(self, reserved: _Optional[float] = ..., wanted: _Optional[float] = ..., claim_granted: _Optional[bool] = ..., claim_gpu_ids: _Optional[_Iterable[int]] = ..., node_resources: _Optional[_Mapping[str, float]] = ..., claim_bundle_index: _Optional[int] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
     __slots__ = ("nodes", "actors", "live_jobs", "driver_addresses", "hub_started_at", "hub_restarts", "store_path", "placement_groups", "object_reconstruction")

@@ -167,6 +167,11 @@ class HubStub:
                 request_serializer=actorhub_dot_v1_dot_hub__pb2.CheckpointLoadRequest.SerializeToString,
                 response_deserializer=actorhub_dot_v1_dot_hub__pb2.CheckpointLoadReply.FromString,
                 _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/actorhub.v1.Hub/DrainNode',
+                request_serializer=actorhub_dot_v1_dot_hub__pb2.DrainNodeRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_hub__pb2.DrainNodeReply.FromString,
+                _registered_method=True)
 
 
 class HubServicer:
@@ -355,6 +360,15 @@ class HubServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainNode(self, request, context):
+        """Graceful drain of a node (hub/node_drain.py): no new placements there, calls under way
+        end, restartable actors move, the rest fail; the node is removed at the end or the
+        deadline. Answers once the node is removed. NOT_FOUND for a node that is not alive.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HubServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -487,6 +501,11 @@ def add_HubServicer_to_server(servicer, server):
                     servicer.LoadCheckpoint,
                     request_deserializer=actorhub_dot_v1_dot_hub__pb2.CheckpointLoadRequest.FromString,
                     response_serializer=actorhub_dot_v1_dot_hub__pb2.CheckpointLoadReply.SerializeToString,
+            ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=actorhub_dot_v1_dot_hub__pb2.DrainNodeRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_hub__pb2.DrainNodeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1192,6 +1211,33 @@ class Hub:
             '/actorhub.v1.Hub/LoadCheckpoint',
             actorhub_dot_v1_dot_hub__pb2.CheckpointLoadRequest.SerializeToString,
             actorhub_dot_v1_dot_hub__pb2.CheckpointLoadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Hub/DrainNode',
+            actorhub_dot_v1_dot_hub__pb2.DrainNodeRequest.SerializeToString,
+            actorhub_dot_v1_dot_hub__pb2.DrainNodeReply.FromString,
             options,
             channel_credentials,
             insecure,

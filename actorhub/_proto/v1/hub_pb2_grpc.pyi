@@ -93,6 +93,11 @@ class HubStub:
     the hub's store; answered once on disk. NOT_FOUND for an actor that is unknown or dead.
     """
     LoadCheckpoint: _grpc.UnaryUnaryMultiCallable[_hub_pb2.CheckpointLoadRequest, _hub_pb2.CheckpointLoadReply]
+    DrainNode: _grpc.UnaryUnaryMultiCallable[_hub_pb2.DrainNodeRequest, _hub_pb2.DrainNodeReply]
+    """Graceful drain of a node (hub/node_drain.py): no new placements there, calls under way
+    end, restartable actors move, the rest fail; the node is removed at the end or the
+    deadline. Answers once the node is removed. NOT_FOUND for a node that is not alive.
+    """
 
 @_typing.type_check_only
 class HubAsyncStub(HubStub):
@@ -157,6 +162,11 @@ class HubAsyncStub(HubStub):
     the hub's store; answered once on disk. NOT_FOUND for an actor that is unknown or dead.
     """
     LoadCheckpoint: _aio.UnaryUnaryMultiCallable[_hub_pb2.CheckpointLoadRequest, _hub_pb2.CheckpointLoadReply]  # type: ignore[assignment]
+    DrainNode: _aio.UnaryUnaryMultiCallable[_hub_pb2.DrainNodeRequest, _hub_pb2.DrainNodeReply]  # type: ignore[assignment]
+    """Graceful drain of a node (hub/node_drain.py): no new placements there, calls under way
+    end, restartable actors move, the rest fail; the node is removed at the end or the
+    deadline. Answers once the node is removed. NOT_FOUND for a node that is not alive.
+    """
 
 class HubServicer(metaclass=_abc_1.ABCMeta):
     """Served by the hub, one per cluster: the control plane."""
@@ -374,5 +384,16 @@ class HubServicer(metaclass=_abc_1.ABCMeta):
         request: _hub_pb2.CheckpointLoadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_hub_pb2.CheckpointLoadReply, _abc.Awaitable[_hub_pb2.CheckpointLoadReply]]: ...
+
+    @_abc_1.abstractmethod
+    def DrainNode(
+        self,
+        request: _hub_pb2.DrainNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.DrainNodeReply, _abc.Awaitable[_hub_pb2.DrainNodeReply]]:
+        """Graceful drain of a node (hub/node_drain.py): no new placements there, calls under way
+        end, restartable actors move, the rest fail; the node is removed at the end or the
+        deadline. Answers once the node is removed. NOT_FOUND for a node that is not alive.
+        """
 
 def add_HubServicer_to_server(servicer: HubServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

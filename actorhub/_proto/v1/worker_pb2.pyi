@@ -8,6 +8,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DrainActorRequest(_message.Message):
+    __slots__ = ("actor_id", "incarnation", "move", "reason", "timeout_s")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    MOVE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    incarnation: int
+    move: bool
+    reason: str
+    timeout_s: float
+    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., move: _Optional[bool] = ..., reason: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class DrainActorReply(_message.Message):
+    __slots__ = ("calls_ended",)
+    CALLS_ENDED_FIELD_NUMBER: _ClassVar[int]
+    calls_ended: bool
+    def __init__(self, calls_ended: _Optional[bool] = ...) -> None: ...
+
 class CancelCallRequest(_message.Message):
     __slots__ = ("object_id", "force", "recursive")
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -131,12 +151,13 @@ class CallBatch(_message.Message):
     def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., caller_id: _Optional[str] = ..., calls: _Optional[_Iterable[_Union[Call, _Mapping]]] = ..., caller_address: _Optional[str] = ..., caller_node_id: _Optional[str] = ..., sync_seq: _Optional[int] = ..., cancel_seqs: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("seq", "values", "error", "contained", "store_ids", "stream_item", "stream_index")
+    __slots__ = ("seq", "values", "error", "contained", "store_ids", "store_sizes", "stream_item", "stream_index")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CONTAINED_FIELD_NUMBER: _ClassVar[int]
     STORE_IDS_FIELD_NUMBER: _ClassVar[int]
+    STORE_SIZES_FIELD_NUMBER: _ClassVar[int]
     STREAM_ITEM_FIELD_NUMBER: _ClassVar[int]
     STREAM_INDEX_FIELD_NUMBER: _ClassVar[int]
     seq: int
@@ -144,9 +165,10 @@ class Reply(_message.Message):
     error: _common_pb2.ErrorInfo
     contained: _containers.RepeatedCompositeFieldContainer[ContainedRef]
     store_ids: _containers.RepeatedScalarFieldContainer[str]
+    store_sizes: _containers.RepeatedScalarFieldContainer[int]
     stream_item: bool
     stream_index: int
-    def __init__(self, seq: _Optional[int] = ..., values: _Optional[_Iterable[bytes]] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., contained: _Optional[_Iterable[_Union[ContainedRef, _Mapping]]] = ..., store_ids: _Optional[_Iterable[str]] = ..., stream_item: _Optional[bool] = ..., stream_index: _Optional[int] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., values: _Optional[_Iterable[bytes]] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., contained: _Optional[_Iterable[_Union[ContainedRef, _Mapping]]] = ..., store_ids: _Optional[_Iterable[str]] = ..., store_sizes: _Optional[_Iterable[int]] = ..., stream_item: _Optional[bool] = ..., stream_index: _Optional[int] = ...) -> None: ...
 
 class ReplyBatch(_message.Message):
     __slots__ = ("replies", "accepted_seq")

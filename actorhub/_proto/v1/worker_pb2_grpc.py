@@ -82,6 +82,11 @@ class WorkerStub:
                 request_serializer=actorhub_dot_v1_dot_worker__pb2.CancelCallRequest.SerializeToString,
                 response_deserializer=actorhub_dot_v1_dot_worker__pb2.CancelCallReply.FromString,
                 _registered_method=True)
+        self.DrainActor = channel.unary_unary(
+                '/actorhub.v1.Worker/DrainActor',
+                request_serializer=actorhub_dot_v1_dot_worker__pb2.DrainActorRequest.SerializeToString,
+                response_deserializer=actorhub_dot_v1_dot_worker__pb2.DrainActorReply.FromString,
+                _registered_method=True)
 
 
 class WorkerServicer:
@@ -154,6 +159,16 @@ class WorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainActor(self, request, context):
+        """Hub -> an actor's worker on a node being drained (hub/node_drain.py, worker/drain.py): start
+        no more calls, let those under way end, then end every call stream with the trailer
+        `actorhub-stream: moved` (each call not answered never ran). `move`: a final checkpoint
+        first; otherwise calls not started are answered ActorUnavailableError with `reason`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +216,11 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.CancelCall,
                     request_deserializer=actorhub_dot_v1_dot_worker__pb2.CancelCallRequest.FromString,
                     response_serializer=actorhub_dot_v1_dot_worker__pb2.CancelCallReply.SerializeToString,
+            ),
+            'DrainActor': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainActor,
+                    request_deserializer=actorhub_dot_v1_dot_worker__pb2.DrainActorRequest.FromString,
+                    response_serializer=actorhub_dot_v1_dot_worker__pb2.DrainActorReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -447,6 +467,33 @@ class Worker:
             '/actorhub.v1.Worker/CancelCall',
             actorhub_dot_v1_dot_worker__pb2.CancelCallRequest.SerializeToString,
             actorhub_dot_v1_dot_worker__pb2.CancelCallReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainActor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/actorhub.v1.Worker/DrainActor',
+            actorhub_dot_v1_dot_worker__pb2.DrainActorRequest.SerializeToString,
+            actorhub_dot_v1_dot_worker__pb2.DrainActorReply.FromString,
             options,
             channel_credentials,
             insecure,

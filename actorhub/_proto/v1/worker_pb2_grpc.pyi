@@ -59,6 +59,12 @@ class WorkerStub:
     """
     CancelCall: _grpc.UnaryUnaryMultiCallable[_worker_pb2.CancelCallRequest, _worker_pb2.CancelCallReply]
     """A borrower's cancel(ref), forwarded to the ref's owner, which made the call or task."""
+    DrainActor: _grpc.UnaryUnaryMultiCallable[_worker_pb2.DrainActorRequest, _worker_pb2.DrainActorReply]
+    """Hub -> an actor's worker on a node being drained (hub/node_drain.py, worker/drain.py): start
+    no more calls, let those under way end, then end every call stream with the trailer
+    `actorhub-stream: moved` (each call not answered never ran). `move`: a final checkpoint
+    first; otherwise calls not started are answered ActorUnavailableError with `reason`.
+    """
 
 @_typing.type_check_only
 class WorkerAsyncStub(WorkerStub):
@@ -89,6 +95,12 @@ class WorkerAsyncStub(WorkerStub):
     """
     CancelCall: _aio.UnaryUnaryMultiCallable[_worker_pb2.CancelCallRequest, _worker_pb2.CancelCallReply]  # type: ignore[assignment]
     """A borrower's cancel(ref), forwarded to the ref's owner, which made the call or task."""
+    DrainActor: _aio.UnaryUnaryMultiCallable[_worker_pb2.DrainActorRequest, _worker_pb2.DrainActorReply]  # type: ignore[assignment]
+    """Hub -> an actor's worker on a node being drained (hub/node_drain.py, worker/drain.py): start
+    no more calls, let those under way end, then end every call stream with the trailer
+    `actorhub-stream: moved` (each call not answered never ran). `move`: a final checkpoint
+    first; otherwise calls not started are answered ActorUnavailableError with `reason`.
+    """
 
 class WorkerServicer(metaclass=_abc_1.ABCMeta):
     """Served by every worker process and by every driver (for the objects it owns)."""
@@ -170,5 +182,17 @@ class WorkerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.CancelCallReply, _abc.Awaitable[_worker_pb2.CancelCallReply]]:
         """A borrower's cancel(ref), forwarded to the ref's owner, which made the call or task."""
+
+    @_abc_1.abstractmethod
+    def DrainActor(
+        self,
+        request: _worker_pb2.DrainActorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.DrainActorReply, _abc.Awaitable[_worker_pb2.DrainActorReply]]:
+        """Hub -> an actor's worker on a node being drained (hub/node_drain.py, worker/drain.py): start
+        no more calls, let those under way end, then end every call stream with the trailer
+        `actorhub-stream: moved` (each call not answered never ran). `move`: a final checkpoint
+        first; otherwise calls not started are answered ActorUnavailableError with `reason`.
+        """
 
 def add_WorkerServicer_to_server(servicer: WorkerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
