@@ -70,7 +70,7 @@ def list_command(args: argparse.Namespace) -> int:
 
 
 def _rows(args: argparse.Namespace, filters: list[tuple[str, str, Any]]) -> list[Any]:
-    from actorhub.util.state import api, schema
+    from actorhub.util.state import api
 
     if args.kind == "jobs":
         return api.list_jobs(args.address, filters=filters, limit=args.limit, timeout=args.timeout)
@@ -82,12 +82,10 @@ def _rows(args: argparse.Namespace, filters: list[tuple[str, str, Any]]) -> list
     channels = ChannelPool(target.token, tls=target.tls)
     deadlines = READ_DEADLINES.model_copy(update={"control_s": float(args.timeout)})
     try:
-        found, missing = api.reader_rows(args.kind, ClusterStateReader(channels, target.address, deadlines))
+        reader = ClusterStateReader(channels, target.address, deadlines)
+        return api.list_kind(args.kind, reader, filters, args.limit, raise_on_missing_output=False)
     finally:
         channels.close()
-    row_type = {"actors": schema.ActorState, "tasks": schema.TaskState, "objects": schema.ObjectState,
-                "nodes": schema.NodeState, "placement-groups": schema.PlacementGroupState}[args.kind]
-    return api.select(found, row_type, missing, filters, args.limit, raise_on_missing_output=False)
 
 
 def _as_dict(row: Any) -> dict[str, Any]:

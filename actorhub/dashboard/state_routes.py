@@ -9,6 +9,7 @@ token is required, as on every route but the page's own files.
 from __future__ import annotations
 
 import collections
+import json
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -23,24 +24,19 @@ T = TypeVar("T")
 routes = web.RouteTableDef()
 
 
-class _HubUnavailable(Exception):
-    pass
-
-
 async def _read(request: web.Request, read: Callable[[ClusterStateReader], T]) -> T:
+    """`read` run on a thread; a cluster that does not answer ends the request with 503."""
     context = context_of(request)
     try:
         return await context.in_thread(read, context.state)
     except RpcFailedError as e:
-        raise _HubUnavailable(f"the cluster did not answer: {e}") from None
+        raise web.HTTPServiceUnavailable(
+            text=json.dumps({"error": f"the cluster did not answer: {e}"}), content_type="application/json"
+        ) from None
 
 
 def _listing(rows: list[object], **extra: object) -> web.Response:
     return web.json_response({"result": as_json(rows), "total": len(rows), **extra})
-
-
-def _unavailable(e: _HubUnavailable) -> web.Response:
-    return json_error(503, str(e))
 
 
 @routes.get("/api/v0/cluster")
@@ -59,20 +55,14 @@ async def cluster_summary(request: web.Request) -> web.Response:
             "hub": {"started_at": status.hub_started_at, "restarts": status.hub_restarts},
         }
 
-    try:
-        summary = await _read(request, read)
-    except _HubUnavailable as e:
-        return _unavailable(e)
+    summary = await _read(request, read)
     jobs = collections.Counter(str(j.status) for j in context_of(request).jobs.list_jobs())
     return web.json_response({**summary, "jobs": dict(jobs)})
 
 
 @routes.get("/api/v0/nodes")
 async def list_nodes(request: web.Request) -> web.Response:
-    try:
-        return _listing(list(await _read(request, lambda s: s.nodes())))
-    except _HubUnavailable as e:
-        return _unavailable(e)
+    return _listing(list(await _read(request, lambda s: s.nodes())))
 
 
 @routes.get("/api/v0/nodes/{node_id}")
@@ -91,20 +81,14 @@ async def get_node(request: web.Request) -> web.Response:
             "tasks": as_json([t for t in state.tasks(status) if t.node_id == node_id]),
         }
 
-    try:
-        found = await _read(request, read)
-    except _HubUnavailable as e:
-        return _unavailable(e)
+    found = await _read(request, read)
     return web.json_response(found) if found is not None else json_error(404, f"no node {node_id} in this cluster")
 
 
 @routes.get("/api/v0/actors")
 async def list_actors(request: web.Request) -> web.Response:
     """Every actor, dead ones included; `?namespace=NS` or `?state=ALIVE` keep only those."""
-    try:
-        rows = await _read(request, lambda s: s.actors())
-    except _HubUnavailable as e:
-        return _unavailable(e)
+    rows = await _read(request, lambda s: s.actors())
     for field in ("namespace", "state"):
         wanted = request.query.get(field)
         if wanted is not None:
@@ -119,41 +103,27 @@ async def get_actor(request: web.Request) -> web.Response:
         actor = await _read(request, lambda s: s.actor(actor_id))
     except ValueError as e:
         return json_error(404, str(e))
-    except _HubUnavailable as e:
-        return _unavailable(e)
     return web.json_response({"actor": as_json(actor)})
 
 
 @routes.get("/api/v0/tasks")
 async def list_tasks(request: web.Request) -> web.Response:
     """Tasks by name and node, each with its counts by state."""
-    try:
-        return _listing(list(await _read(request, lambda s: s.tasks())))
-    except _HubUnavailable as e:
-        return _unavailable(e)
+    return _listing(list(await _read(request, lambda s: s.tasks())))
 
 
 @routes.get("/api/v0/tasks/summarize")
 async def summarize_tasks(request: web.Request) -> web.Response:
-    try:
-        rows = await _read(request, lambda s: s.tasks())
-    except _HubUnavailable as e:
-        return _unavailable(e)
+    rows = await _read(request, lambda s: s.tasks())
     return web.json_response({"by_state": tasks_by_state(rows)})
 
 
 @routes.get("/api/v0/objects")
 async def list_objects(request: web.Request) -> web.Response:
-    try:
-        listing = await _read(request, lambda s: s.objects())
-    except _HubUnavailable as e:
-        return _unavailable(e)
+    listing = await _read(request, lambda s: s.objects())
     return _listing(list(listing.objects), unreachable=listing.unreachable)
 
 
 @routes.get("/api/v0/placement_groups")
 async def list_placement_groups(request: web.Request) -> web.Response:
-    try:
-        return _listing(list(await _read(request, lambda s: s.placement_groups())))
-    except _HubUnavailable as e:
-        return _unavailable(e)
+    return _listing(list(await _read(request, lambda s: s.placement_groups())))

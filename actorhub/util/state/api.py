@@ -108,45 +108,56 @@ def select(rows: Sequence[StateSchema], schema: type[StateSchema], missing: Sequ
     return passed[:limit]
 
 
-def _list(kind: str, schema: type[StateSchema], address: str | None, filters: Sequence[Filter] | None,
+SCHEMAS: dict[str, type[StateSchema]] = {
+    "actors": ActorState, "nodes": NodeState, "tasks": TaskState, "objects": ObjectState,
+    "placement-groups": PlacementGroupState,
+}
+
+
+def list_kind(kind: str, reader: ClusterStateReader, filters: Sequence[Filter] | None, limit: int,
+              raise_on_missing_output: bool) -> list[Any]:
+    """The rows of `kind` (a key of SCHEMAS) that pass `filters`, at most `limit`."""
+    rows, missing = reader_rows(kind, reader)
+    return select(rows, SCHEMAS[kind], missing, filters, limit, raise_on_missing_output)
+
+
+def _list(kind: str, address: str | None, filters: Sequence[Filter] | None,
           limit: int, timeout: float, raise_on_missing_output: bool) -> list[Any]:
     with open_reader(address, timeout) as reader:
-        rows, missing = reader_rows(kind, reader)
-    return select(rows, schema, missing, filters, limit, raise_on_missing_output)
+        return list_kind(kind, reader, filters, limit, raise_on_missing_output)
 
 
 def list_actors(address: str | None = None, filters: Sequence[Filter] | None = None, limit: int = DEFAULT_LIMIT,
                 timeout: float = DEFAULT_TIMEOUT_S, detail: bool = False,
                 raise_on_missing_output: bool = True) -> list[ActorState]:
     """Every user actor the hub keeps, dead ones (its bounded history) included."""
-    return _list("actors", ActorState, address, filters, limit, timeout, raise_on_missing_output)
+    return _list("actors", address, filters, limit, timeout, raise_on_missing_output)
 
 
 def list_nodes(address: str | None = None, filters: Sequence[Filter] | None = None, limit: int = DEFAULT_LIMIT,
                timeout: float = DEFAULT_TIMEOUT_S, detail: bool = False,
                raise_on_missing_output: bool = True) -> list[NodeState]:
-    return _list("nodes", NodeState, address, filters, limit, timeout, raise_on_missing_output)
+    return _list("nodes", address, filters, limit, timeout, raise_on_missing_output)
 
 
 def list_tasks(address: str | None = None, filters: Sequence[Filter] | None = None, limit: int = DEFAULT_LIMIT,
                timeout: float = DEFAULT_TIMEOUT_S, detail: bool = False,
                raise_on_missing_output: bool = True) -> list[TaskState]:
     """Tasks by function, node and state, each row with its `count` (see TaskState)."""
-    return _list("tasks", TaskState, address, filters, limit, timeout, raise_on_missing_output)
+    return _list("tasks", address, filters, limit, timeout, raise_on_missing_output)
 
 
 def list_objects(address: str | None = None, filters: Sequence[Filter] | None = None, limit: int = DEFAULT_LIMIT,
                  timeout: float = DEFAULT_TIMEOUT_S, detail: bool = False,
                  raise_on_missing_output: bool = True) -> list[ObjectState]:
     """Every owner's objects (drivers and actors) with their sizes and the nodes that keep them."""
-    return _list("objects", ObjectState, address, filters, limit, timeout, raise_on_missing_output)
+    return _list("objects", address, filters, limit, timeout, raise_on_missing_output)
 
 
 def list_placement_groups(address: str | None = None, filters: Sequence[Filter] | None = None,
                           limit: int = DEFAULT_LIMIT, timeout: float = DEFAULT_TIMEOUT_S, detail: bool = False,
                           raise_on_missing_output: bool = True) -> list[PlacementGroupState]:
-    return _list("placement-groups", PlacementGroupState, address, filters, limit, timeout,
-                 raise_on_missing_output)
+    return _list("placement-groups", address, filters, limit, timeout, raise_on_missing_output)
 
 
 def list_jobs(address: str | None = None, filters: Sequence[Filter] | None = None, limit: int = DEFAULT_LIMIT,
