@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck unit protos bench soak clean
+.PHONY: run test lint typecheck unit protos bench soak clean bytecode
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,13 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(STAMP_RUN)
 
-run: $(STAMP_RUN)
+# Bytecode for the tree, as pip writes it for an installed wheel: an editable install writes
+# none, and where PYTHONDONTWRITEBYTECODE is set every process would compile every module it
+# imports at each start (about a third of a cluster's start-up). Cheap when it is up to date.
+bytecode: $(STAMP_RUN)
+	@$(BIN)/python -m compileall -q -j 0 actorhub examples >/dev/null
+
+run: $(STAMP_RUN) bytecode
 	$(BIN)/python examples/quickstart.py
 
 test: lint typecheck unit
@@ -31,7 +37,7 @@ lint: $(STAMP_TEST)
 typecheck: $(STAMP_TEST)
 	$(BIN)/mypy
 
-unit: $(STAMP_TEST)
+unit: $(STAMP_TEST) bytecode
 	@# tests/test_multihost.py simulates hosts with network namespaces (`ip`, from iproute2).
 	@command -v ip >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q iproute2; } \
 		|| echo "no iproute2: tests/test_multihost.py will be skipped"
@@ -44,12 +50,12 @@ protos: $(STAMP_TEST)
 	$(BIN)/python protos/generate.py
 
 # Not part of `make test`: rewrites BENCHMARKS.md from a run of ../shared/bench/vs-ray.
-bench: $(STAMP_TEST)
+bench: $(STAMP_TEST) bytecode
 	$(BIN)/python tests/perf/write_benchmarks.py --own-metrics --cross-node --gateway
 
 # Not part of `make test`: sync-call latency under 100 loading callers, and the 10-minute soak
 # with each process's memory at start and end (issue 8); see tests/perf/README.md.
-soak: $(STAMP_TEST)
+soak: $(STAMP_TEST) bytecode
 	$(BIN)/python tests/perf/load_latency.py
 	$(BIN)/python tests/perf/soak.py
 

@@ -168,6 +168,9 @@ class Config(BaseModel):
     """Lineage reconstruction (`init(enable_object_reconstruction=True)`, `actorhub start
     --enable-object-reconstruction`): a task's result lost with its node is made again by running
     the task again at the next get(). A cluster started with it tells every process (tasks/lineage.py)."""
+    pin_io_threads: bool = True
+    """Each process keeps its event loop's thread and gRPC's poller thread on one CPU, which makes
+    small calls much faster where idle CPUs sleep (wire/io_affinity.py); ACTORHUB_PIN_IO_THREADS=0: off."""
     lineage_max_bytes: int = Field(default=1 << 30, ge=0)
     """The most bytes of task specs (arguments, mostly) a process keeps to make lost results
     again (Ray's max_lineage_bytes); past it the oldest are dropped, and their results, once lost,

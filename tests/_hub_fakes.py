@@ -25,8 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -148,13 +146,6 @@ def hub_pid_of_connection(port: int) -> int | None:
             return int(conn.makefile().readline())
     except (OSError, ValueError):
         return None
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 15.0, what: str = "a condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def alive(pid: int) -> bool:

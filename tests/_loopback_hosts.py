@@ -16,14 +16,12 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "actorhub.cli"]
-T = TypeVar("T")
 
 
 @dataclass
@@ -88,16 +86,6 @@ def hub_address(start_output: str) -> str:
     match = re.search(r"hub address:\s+(\S+)", start_output)
     assert match, start_output
     return match.group(1)
-
-
-def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 class Output:

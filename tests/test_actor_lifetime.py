@@ -14,12 +14,13 @@ import os
 import pickle
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _procs import gone
+from _wait import collecting, wait_for
 
 import actorhub
 from actorhub.namespaces.rules import SYSTEM_NAMESPACE
@@ -35,22 +36,14 @@ def lifetime_cluster(shared_cluster: actorhub.ClusterContext) -> Iterator[actorh
     yield shared_cluster
 
 
-def _eventually(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
-        gc.collect()
-        time.sleep(0.05)
-
-
 def _state(actor_id: str) -> tuple[str, str]:
     info = current().hub.actor_info(actor_id)
     return info.state, info.death_cause
 
 
 def _ends(pid: int, actor_id: str, cause: str = OUT_OF_SCOPE) -> None:
-    _eventually(lambda: gone(pid), what=f"the actor's process {pid} to exit")
-    _eventually(lambda: _state(actor_id)[0] == "DEAD", what="the hub to mark the actor DEAD")
+    wait_for(collecting(lambda: gone(pid)), f"the actor's process {pid} to exit", 20)
+    wait_for(collecting(lambda: _state(actor_id)[0] == "DEAD"), "the hub to mark the actor DEAD", 20)
     assert cause in _state(actor_id)[1]
 
 
@@ -263,7 +256,7 @@ def test_an_actor_never_placed_is_dropped_with_its_last_handle(lifetime_cluster:
     actor_id = waiting.actor_id
     assert _state(actor_id)[0] == "PENDING"
     del waiting
-    _eventually(lambda: _state(actor_id)[0] == "DEAD", what="the pending actor to be dropped")
+    wait_for(collecting(lambda: _state(actor_id)[0] == "DEAD"), "the pending actor to be dropped", 20)
     assert OUT_OF_SCOPE in _state(actor_id)[1]
 
 
@@ -305,7 +298,7 @@ def test_ray_terminate_runs_the_exit_hooks_and_kill_does_not(lifetime_cluster: A
     _ends(terminated_pid, terminated.actor_id, cause="__ray_terminate__")
     assert _lines(terminated_log) == ["__ray_shutdown__", "atexit"]
     actorhub.kill(killed)
-    _eventually(lambda: gone(killed_pid), what="the killed actor's process to exit")
+    wait_for(collecting(lambda: gone(killed_pid)), "the killed actor's process to exit", 20)
     assert _lines(killed_log) == []
 
 
@@ -338,6 +331,6 @@ def test_the_owner_ends_an_actor_once_no_handle_or_borrower_holds_it() -> None:
     gone_ids = table.take_unreferenced_actors()
     assert sorted(gone_ids) == [actor_ref_id("held"), actor_ref_id("killed")]
     owned.end_unreferenced(gone_ids)
-    _eventually(lambda: bool(ended), timeout=5, what="the end to be carried out")
+    wait_for(collecting(lambda: bool(ended)), "the end to be carried out", 5)
     assert ended == [("held", "Held")] and len(owned) == 0
     assert table.owned_snapshot() == []  # pseudo-objects are not objects to `actorhub memory`

@@ -11,13 +11,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from _drivers import REPO
 from _procs import children
+from _wait import wait_for
 
 import actorhub
 from actorhub.autoscaler.sdk import request_resources
@@ -70,13 +71,6 @@ def alive_nodes() -> set[str]:
     return {n["NodeID"] for n in actorhub.nodes() if n["Alive"]}
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 45.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def autoscaled(tmp_path_factory: pytest.TempPathFactory, allowed_process_roots: set[int]) -> Iterator[Autoscaled]:
     root = tmp_path_factory.mktemp("autoscaled-sessions")
@@ -105,7 +99,7 @@ def autoscaled(tmp_path_factory: pytest.TempPathFactory, allowed_process_roots: 
 
 
 def only_the_head(cluster: Autoscaled) -> None:
-    wait_for("the workers to go", lambda: alive_nodes() == {cluster.head})
+    wait_for(lambda: alive_nodes() == {cluster.head}, "the workers to go", 45, 0.2)
 
 
 def test_a_bad_yaml_is_refused_naming_the_field(tmp_path: Path) -> None:
@@ -135,7 +129,7 @@ def test_waiting_tasks_bring_workers_up_and_idle_workers_go(autoscaled: Autoscal
 def test_request_resources_brings_workers_and_withdrawing_it_lets_them_go(autoscaled: Autoscaled) -> None:
     only_the_head(autoscaled)
     request_resources(num_cpus=4)  # 1 on the head, 2 + 2 on two workers
-    wait_for("two workers", lambda: len(alive_nodes()) == 3)
+    wait_for(lambda: len(alive_nodes()) == 3, "two workers", 45, 0.2)
     time.sleep(3.0)  # twice the idle timeout: the request keeps them
     assert len(alive_nodes()) == 3
     request_resources(num_cpus=0)
@@ -192,7 +186,8 @@ def test_demand_no_node_type_fits_is_reported_and_not_launched_for(autoscaled: A
         pass
 
     huge = Huge.remote()  # type: ignore[attr-defined]
-    wait_for("the infeasible demand in the status", lambda: {"CPU": 8.0} in autoscaled.status().get("infeasible", []))
+    wait_for(lambda: {"CPU": 8.0} in autoscaled.status().get("infeasible", []),
+             "the infeasible demand in the status", 45, 0.2)
     time.sleep(3.0)  # three more rounds
     assert alive_nodes() == {autoscaled.head}
     log = autoscaled.log()
@@ -215,11 +210,11 @@ def test_a_pending_placement_group_brings_a_worker(autoscaled: Autoscaled) -> No
 def test_a_killed_autoscaler_comes_back_and_manages_the_nodes_it_had(autoscaled: Autoscaled) -> None:
     only_the_head(autoscaled)
     request_resources(num_cpus=3)  # 1 on the head, one worker
-    wait_for("a worker", lambda: len(alive_nodes()) == 2)
+    wait_for(lambda: len(alive_nodes()) == 2, "a worker", 45, 0.2)
     supervisor = int(autoscaled.session.pid_file("autoscaler").read_text())
     [loop] = children(supervisor)
     os.kill(loop, signal.SIGKILL)
-    wait_for("a new autoscaler", lambda: autoscaled.log().count("nodes it manages: 1") == 1)
+    wait_for(lambda: autoscaled.log().count("nodes it manages: 1") == 1, "a new autoscaler", 45, 0.2)
     assert alive_nodes() != {autoscaled.head}
     request_resources(num_cpus=0)
     only_the_head(autoscaled)  # stopped by the new autoscaler, which did not launch it
@@ -230,11 +225,11 @@ def test_up_refuses_a_running_name_and_down_leaves_no_process(autoscaled: Autosc
     again = cli("up", str(autoscaled.yaml), root=autoscaled.root)
     assert again.returncode == 1 and "already runs" in again.stderr
     request_resources(num_cpus=3)  # a worker up, so that down has one to stop
-    wait_for("a worker", lambda: len(alive_nodes()) == 2)
+    wait_for(lambda: len(alive_nodes()) == 2, "a worker", 45, 0.2)
     actorhub.shutdown()
     stopped = cli("down", str(autoscaled.yaml), root=autoscaled.root)
     assert stopped.returncode == 0, stopped.stderr
     assert "Stopped cluster 'autoscaled'" in stopped.stdout
-    wait_for("every process of the cluster to end", lambda: not processes_naming(autoscaled.session), 15)
+    wait_for(lambda: not processes_naming(autoscaled.session), "every process of the cluster to end", 15, 0.2)
     assert not live_pids(autoscaled.session)
     assert "No running cluster named 'autoscaled'" in cli("down", str(autoscaled.yaml), root=autoscaled.root).stdout

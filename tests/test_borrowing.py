@@ -11,11 +11,12 @@ import os
 import pickle
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+from _wait import collecting, wait_for
 
 import actorhub
 from actorhub._proto.v1 import common_pb2, worker_pb2, worker_pb2_grpc
@@ -35,16 +36,9 @@ def _owned(address: str) -> dict[str, worker_pb2.OwnedObject]:
     return {o.object_id: o for o in reply.objects}
 
 
-def _eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        gc.collect()
-        time.sleep(0.05)
-
-
-def _freed(ref_id: str, owner: str) -> Callable[[], bool]:
-    return lambda: ref_id not in _owned(owner)
+def _until_freed(ref_id: str, owner: str, timeout: float = 15.0) -> None:
+    """Wait until the process at `owner` no longer owns `ref_id`."""
+    wait_for(collecting(lambda: ref_id not in _owned(owner)), f"{owner} to free {ref_id}", timeout)
 
 
 @actorhub.remote
@@ -113,7 +107,7 @@ def test_a_ref_an_actor_keeps_outlives_the_callers_ref(borrow_cluster: Any, keep
     assert value == {"answer": 42} and int(array[-1]) == MIB - 1
     actorhub.get(keeper.drop.remote())
     for object_id in ids:
-        _eventually(_freed(object_id, me))
+        _until_freed(object_id, me)
     actorhub.kill(keeper)
 
 
@@ -125,7 +119,7 @@ def test_a_call_that_does_not_keep_a_ref_leaves_no_borrower(borrow_cluster: Any)
     assert not _owned(me)[ref.hex()].borrowers
     object_id = ref.hex()
     del ref
-    _eventually(_freed(object_id, me))
+    _until_freed(object_id, me)
     actorhub.kill(keeper)
 
 
@@ -149,8 +143,8 @@ def test_a_ref_inside_a_put_object_lives_as_long_as_it(borrow_cluster: Any) -> N
     assert actorhub.get(read_nested.remote([outer])) == [1, 2, 3]
     outer_id = outer.hex()
     del outer
-    _eventually(_freed(outer_id, me))
-    _eventually(_freed(inner_id, me))
+    _until_freed(outer_id, me)
+    _until_freed(inner_id, me)
 
 
 def test_a_ref_returned_by_an_actor_stays_readable_until_the_caller_drops_it(borrow_cluster: Any) -> None:
@@ -163,7 +157,7 @@ def test_a_ref_returned_by_an_actor_stays_readable_until_the_caller_drops_it(bor
     assert int(actorhub.get(made)[0]) == 7
     made_id = made.hex()
     del made
-    _eventually(_freed(made_id, address))
+    _until_freed(made_id, address)
     actorhub.kill(keeper)
 
 
@@ -178,7 +172,7 @@ def test_a_ref_made_in_a_task_is_kept_for_the_caller(borrow_cluster: Any) -> Non
     owner, made_id = made.owner_address, made.hex()
     assert made_id in _owned(owner)
     del made
-    _eventually(_freed(made_id, owner))
+    _until_freed(made_id, owner)
 
 
 def test_a_ref_passed_on_to_a_third_process_is_kept_by_it(borrow_cluster: Any) -> None:
@@ -193,7 +187,7 @@ def test_a_ref_passed_on_to_a_third_process_is_kept_by_it(borrow_cluster: Any) -
     assert object_id in _owned(me)
     assert actorhub.get(b.read.remote()) == ["passed along"]
     actorhub.get(b.drop.remote())
-    _eventually(_freed(object_id, me))
+    _until_freed(object_id, me)
     actorhub.kill(a)
     actorhub.kill(b)
 
@@ -210,7 +204,7 @@ def test_nested_refs_given_to_tasks_are_freed_after_them(borrow_cluster: Any) ->
     assert actorhub.get(total.remote(refs)) == sum(range(20))
     del refs
     for object_id in ids:
-        _eventually(_freed(object_id, me))
+        _until_freed(object_id, me)
 
 
 def test_the_refs_of_a_borrower_that_dies_are_released(borrow_cluster: Any) -> None:
@@ -223,7 +217,7 @@ def test_the_refs_of_a_borrower_that_dies_are_released(borrow_cluster: Any) -> N
     gc.collect()
     assert _owned(me)[object_id].borrowers
     os.kill(actorhub.get(keeper.pid.remote()), signal.SIGKILL)
-    _eventually(_freed(object_id, me), timeout=20)
+    _until_freed(object_id, me, 20)
 
 
 def test_a_ref_pickled_by_user_code_is_kept_while_its_owner_lives(borrow_cluster: Any) -> None:
@@ -249,7 +243,7 @@ def test_the_store_comes_back_to_baseline_after_borrowed_arrays_are_dropped(borr
     assert current().store_client().list().used >= baseline + 20 * MIB
     assert [int(a[0]) for a in actorhub.get(keeper.read.remote())] == list(range(20))
     actorhub.get(keeper.drop.remote())
-    _eventually(lambda: current().store_client().list().used <= baseline)
+    wait_for(collecting(lambda: current().store_client().list().used <= baseline), "the store to shrink back", 15)
     actorhub.kill(keeper)
 
 
@@ -314,5 +308,6 @@ def test_large_results_come_back_through_the_store(borrow_cluster: Any) -> None:
     del array, ref, pulled, produced, big, small
     # Freed by their owner, this driver. (Bytes in use may lag: a reader's pins outlive its arrays
     # by a flush period, and its arrays live until its own garbage collection.)
-    _eventually(lambda: not store_ids & {o.object_id for o in rt.store_client().list().objects})
+    wait_for(collecting(lambda: not store_ids & {o.object_id for o in rt.store_client().list().objects}),
+             "the objects to leave the store", 15)
     actorhub.kill(weights)

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from _fake_clock import FakeClock
+from _wait import wait_for
 
 import actorhub
 from actorhub._proto.v1 import common_pb2, worker_pb2
@@ -97,13 +98,6 @@ class Async:
         return self.cancelled_inside, self.running
 
 
-def _eventually(check: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def test_cancel_100_queued_calls_while_a_long_one_runs() -> None:
     s = Serial.remote()
     actorhub.get(s.__ray_ready__.remote())
@@ -141,34 +135,34 @@ def test_cancel_before_sending() -> None:
 def test_cancel_a_running_coroutine() -> None:
     a = Async.remote()
     ref = a.sleep.remote(30)
-    _eventually(lambda: actorhub.get(a.stats.remote())[1] == 1)
+    wait_for(lambda: actorhub.get(a.stats.remote())[1] == 1, "the sleep to start", 20)
     actorhub.cancel(ref)
     with pytest.raises(TaskCancelledError, match="cancelled"):
         actorhub.get(ref, timeout=10)
-    _eventually(lambda: actorhub.get(a.stats.remote()) == (1, 0))
+    wait_for(lambda: actorhub.get(a.stats.remote()) == (1, 0), "the cancelled sleep to end", 20)
     assert actorhub.get(a.sleep.remote(0.01)) == "slept"
 
 
 def test_cancel_a_running_thread_lets_it_finish() -> None:
     t = Threaded.remote()
     ref = t.block.remote()
-    _eventually(lambda: actorhub.get(t.counts.remote())[0] == 1)
+    wait_for(lambda: actorhub.get(t.counts.remote())[0] == 1, "block() to start", 20)
     actorhub.cancel(ref)
     with pytest.raises(TaskCancelledError):
         actorhub.get(ref, timeout=10)
     assert actorhub.get(t.counts.remote()) == (1, 0)  # still running: not interrupted
     actorhub.get(t.open_gate.remote())
-    _eventually(lambda: actorhub.get(t.counts.remote()) == (1, 1))
+    wait_for(lambda: actorhub.get(t.counts.remote()) == (1, 1), "block() to finish", 20)
 
 
 def test_a_running_thread_can_see_its_cancel() -> None:
     t = Threaded.remote()
     ref = t.until_cancelled.remote()
-    _eventually(lambda: actorhub.get(t.counts.remote())[0] == 1)
+    wait_for(lambda: actorhub.get(t.counts.remote())[0] == 1, "until_cancelled() to start", 20)
     actorhub.cancel(ref)
     with pytest.raises(TaskCancelledError):
         actorhub.get(ref, timeout=10)
-    _eventually(lambda: actorhub.get(t.counts.remote()) == (1, 1))  # it stopped early on its own
+    wait_for(lambda: actorhub.get(t.counts.remote()) == (1, 1), "until_cancelled() to stop early on its own", 20)
     with pytest.raises(RuntimeError, match="only available inside"):
         actorhub.get_runtime_context().is_canceled()
 
@@ -194,7 +188,7 @@ def test_force_is_refused_for_actor_calls() -> None:
 def test_cancel_queued_calls_of_a_threaded_actor_from_many_threads() -> None:
     t = Threaded.remote()
     running = [t.block.remote() for _ in range(2)]  # both slots taken
-    _eventually(lambda: actorhub.get(t.counts.remote())[0] == 2)
+    wait_for(lambda: actorhub.get(t.counts.remote())[0] == 2, "both blocks to start", 20)
     queued = [t.block.remote() for _ in range(60)]
     time.sleep(0.3)
 
@@ -227,14 +221,14 @@ def _cancel_borrowed(refs: list[actorhub.ObjectRef], force: bool) -> str:  # typ
 def test_a_borrower_cancels_through_the_owner() -> None:
     a = Async.remote()
     ref = a.sleep.remote(30)
-    _eventually(lambda: actorhub.get(a.stats.remote())[1] == 1)
+    wait_for(lambda: actorhub.get(a.stats.remote())[1] == 1, "the sleep to start", 20)
     assert actorhub.get(_cancel_borrowed.remote([ref], True), timeout=60).startswith(
         "refused: force=True is not supported"
     )
     assert actorhub.get(_cancel_borrowed.remote([ref], False), timeout=60) == "sent"
     with pytest.raises(TaskCancelledError):
         actorhub.get(ref, timeout=10)
-    _eventually(lambda: actorhub.get(a.stats.remote()) == (1, 0))
+    wait_for(lambda: actorhub.get(a.stats.remote()) == (1, 0), "the cancelled sleep to end", 20)
 
 
 # ---- the caller's decisions, without processes (wire/call_state.py) ----------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from _procs import gone
+from _wait import wait_for
 
 import actorhub
 from actorhub.cluster.launcher import start_node
@@ -32,19 +33,12 @@ def _status() -> ClusterStatus:
     return current().hub.cluster_status()
 
 
-def _wait_for(predicate: object, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_sigkilled_node_agent_takes_its_workers_and_actors_restart_on_another_node(
     cluster: actorhub.ClusterContext,
 ) -> None:
     second = start_node(Config.load(num_cpus=1), Session(Path(cluster.session_dir)), cluster.address)
     try:
-        _wait_for(lambda: len([n for n in _status().nodes if n.alive]) == 2)
+        wait_for(lambda: len([n for n in _status().nodes if n.alive]) == 2, "the second node to join", 15)
         # SPREAD: Ray's DEFAULT would keep these CPU-less actors on the driver's node.
         actors = [Where.options(max_restarts=1, scheduling_strategy="SPREAD").remote() for _ in range(4)]
         nodes = actorhub.get([a.node.remote() for a in actors])
@@ -55,8 +49,8 @@ def test_sigkilled_node_agent_takes_its_workers_and_actors_restart_on_another_no
         assert node_pid == second.pid
         os.kill(node_pid, signal.SIGKILL)
         second.wait(10)
-        _wait_for(lambda: gone(victim_pid))  # its worker died with it
-        _wait_for(lambda: not next(n for n in _status().nodes if n.pid == node_pid).alive)
+        wait_for(lambda: gone(victim_pid), "its worker to die with it", 15)
+        wait_for(lambda: not next(n for n in _status().nodes if n.pid == node_pid).alive, "the hub to see it dead", 15)
         # the actor restarts on the node that is left
         deadline = time.monotonic() + 30
         while True:
@@ -88,10 +82,10 @@ def test_a_hub_gone_for_good_ends_the_nodes_after_the_reconnect_timeout_and_leav
         supervisor_pid = int((session / "hub-supervisor.pid").read_text())
         hub_pid = int((session / "hub.pid").read_text())
         os.kill(supervisor_pid, signal.SIGKILL)
-        _wait_for(lambda: gone(hub_pid))
+        wait_for(lambda: gone(hub_pid), "the hub to die with its supervisor", 15)
         # The actor still answers while its node waits for the hub.
         assert actorhub.get(a.node.remote(), timeout=10) == cluster.node_id
-        _wait_for(lambda: gone(worker_pid), timeout=30)
+        wait_for(lambda: gone(worker_pid), "the node's worker to end", 30)
         start = time.monotonic()
         with pytest.raises((ActorUnavailableError, ActorDiedError)):
             actorhub.get(a.node.remote(), timeout=60)

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from _wait import wait_for
 
 import actorhub
 from actorhub.exceptions import OptionsError
@@ -96,15 +97,6 @@ class AsyncService:
         return x
 
 
-def _wait_until(check: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
 def _health_latency(handle: actorhub.ActorHandle) -> float:
     best = float("inf")
     for _ in range(5):
@@ -118,7 +110,7 @@ def test_threaded_health_group_answers_while_default_group_is_full() -> None:
     s = ThreadedService.remote()
     work = [s.work.remote() for _ in range(4)]  # 2 run (max_concurrency=2), 2 wait
     # busy runs in the default group too: ask through the health group's own thread instead.
-    _wait_until(lambda: actorhub.get(s.health.remote()) == "ok")
+    wait_for(lambda: actorhub.get(s.health.remote()) == "ok", "the health group to answer", 20)
     time.sleep(0.2)
     assert _health_latency(s) < 0.05
     assert not actorhub.wait(work, timeout=0)[0]  # the default group is still full
@@ -129,7 +121,8 @@ def test_threaded_health_group_answers_while_default_group_is_full() -> None:
 def test_async_health_group_answers_while_default_group_is_full() -> None:
     s = AsyncService.remote()
     work = [s.work.remote() for _ in range(5)]  # 3 run, 2 wait for a slot
-    _wait_until(lambda: actorhub.get(s.busy.options(concurrency_group="compute").remote()) == 3)
+    wait_for(lambda: actorhub.get(s.busy.options(concurrency_group="compute").remote()) == 3,
+             "three calls to run in the compute group", 20)
     assert _health_latency(s) < 0.05
     assert not actorhub.wait(work, timeout=0)[0]
 

@@ -12,13 +12,14 @@ import os
 import re
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from _drivers import REPO, run_driver
 from _procs import end
+from _wait import wait_for
 from conftest import module_cluster
 
 import actorhub
@@ -281,21 +282,16 @@ def test_a_node_that_left_shows_dead_and_the_rest_still_answers(scene: Scene) ->
         assert answer.status_code == 200, answer.text
         return list(answer.json()["result"])
 
-    def wait_for(check: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + 30
-        while not check():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}: {nodes()}"
-            time.sleep(0.1)
-
     process = start_node(Config.load(num_cpus=1), Session(Path(scene.context.session_dir)), scene.context.address)
     try:
-        wait_for(lambda: sum(bool(n["alive"]) for n in nodes()) == 2, "the second node")
+        wait_for(nodes, "the second node", pause=0.1, ok=lambda listed: sum(bool(n["alive"]) for n in listed) == 2)
         joined = next(n for n in nodes() if n["node_id"] != scene.context.node_id)
         assert not joined["is_head"] and joined["object_store"] is not None
         assert joined["resources_total"]["CPU"] == 1
     finally:
         end(process)
-    wait_for(lambda: any(n["node_id"] == joined["node_id"] and not n["alive"] for n in nodes()), "its death")
+    wait_for(nodes, "its death", pause=0.1,
+             ok=lambda listed: any(n["node_id"] == joined["node_id"] and not n["alive"] for n in listed))
     left = next(n for n in nodes() if n["node_id"] == joined["node_id"])
     assert left["object_store"] is None  # its store is not asked: nothing waits on a dead node
     summary = httpx.get(f"{scene.url}/api/v0/cluster", headers=auth).json()

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from _procs import end
+from _wait import wait_for
 from test_call_state import Caller as StateCaller
 from test_call_state import alive, methods, replies
 from test_hub_actor_table import FakeClock, create, create_alive, make_spec, ok_reply
@@ -109,13 +110,6 @@ def _nodes() -> tuple[NodeStatus, ...]:
     return current().hub.cluster_status().nodes
 
 
-def _wait_for(predicate: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def node(shared_cluster: actorhub.ClusterContext) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A second node agent (2 CPUs): (its id, its process)."""
@@ -123,7 +117,7 @@ def node(shared_cluster: actorhub.ClusterContext) -> Iterator[tuple[str, subproc
     process = start_node(Config.load(num_cpus=2), Session(Path(shared_cluster.session_dir)), shared_cluster.address,
                          node_id)
     try:
-        _wait_for(lambda: any(n.node_id == node_id and n.alive for n in _nodes()))
+        wait_for(lambda: any(n.node_id == node_id and n.alive for n in _nodes()), "the second node to join", 20)
         yield node_id, process
     finally:
         end(process)
@@ -159,7 +153,8 @@ def test_a_service_under_load_moves_with_its_queued_calls_and_its_state(
     threads = [threading.Thread(target=call, args=(f"thread-{k}",)) for k in range(3)]
     for t in threads:
         t.start()
-    _wait_for(lambda: sum(len(v) for v in actorhub.get(ledger.log.remote(), timeout=30).values()) >= 60)
+    wait_for(lambda: sum(len(v) for v in actorhub.get(ledger.log.remote(), timeout=30).values()) >= 60,
+             "60 calls to reach the ledger", 20)
     seen_draining = threading.Event()
     drained = threading.Event()
 
@@ -227,7 +222,7 @@ def test_the_deadline_ends_what_still_runs_and_the_actor_restarts_as_on_a_node_l
     drain = threading.Thread(target=lambda: summaries.append(drain_node(node_id, deadline_s=2.0)))
     summaries: list[Any] = []
     drain.start()
-    _wait_for(lambda: any(n.node_id == node_id and n.draining for n in _nodes()))
+    wait_for(lambda: any(n.node_id == node_id and n.draining for n in _nodes()), "the node to be draining", 20)
     # Nothing new goes to a draining node, even an actor that prefers it.
     newcomer = Stuck.options(scheduling_strategy=_on(node_id, soft=True)).remote()
     assert actorhub.get(newcomer.node.remote(), timeout=30) != node_id

@@ -8,11 +8,11 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from _procs import gone
+from _wait import wait_for
 
 import actorhub
 from actorhub.exceptions import ActorDiedError, TaskError
@@ -21,21 +21,14 @@ from actorhub.runtime.runtime import current
 pytestmark = pytest.mark.usefixtures("shared_cluster")
 
 
-def _eventually(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
-        time.sleep(0.05)
-
-
 def _info(handle: actorhub.ActorHandle) -> tuple[str, str, int]:
     info = current().hub.actor_info(handle.actor_id)
     return info.state, info.death_cause, info.num_restarts
 
 
 def _dead_for_good(handle: actorhub.ActorHandle, pid: int, cause: str) -> None:
-    _eventually(lambda: gone(pid), what=f"the actor's process {pid} to exit")
-    _eventually(lambda: _info(handle)[0] == "DEAD", what="the hub to mark the actor DEAD")
+    wait_for(lambda: gone(pid), f"the actor's process {pid} to exit", 20)
+    wait_for(lambda: _info(handle)[0] == "DEAD", "the hub to mark the actor DEAD", 20)
     _, death_cause, restarts = _info(handle)
     assert cause in death_cause and "exited intentionally" in death_cause
     assert restarts == 0

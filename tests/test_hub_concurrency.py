@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
+from _wait import wait_for
 
 from actorhub._proto.v1 import common_pb2, hub_pb2, hub_pb2_grpc, node_pb2, node_pb2_grpc
 from actorhub.cluster.session import ADDRESS_FILE, Session, create_session
@@ -127,13 +128,6 @@ def node(hub: HubProcess) -> Iterator[tuple[GatedNode, ServerLoop]]:
         server.stop(0.5)
 
 
-def wait_until(check: Any, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
-
-
 def test_a_thousand_long_polls_and_leases_hold_no_threads(hub: HubProcess, node: tuple[GatedNode, ServerLoop]) -> None:
     idle_threads = hub.threads()
     node_lease = hub.hub.NodeLease(hub_pb2.LeaseRequest(id="n1"))
@@ -165,11 +159,11 @@ def test_a_thousand_long_polls_and_leases_hold_no_threads(hub: HubProcess, node:
     # Ending the leases ends the jobs; the node's stays.
     for lease in leases:
         lease.cancel()
-    wait_until(lambda: hub.hub.GetClusterStatus(common_pb2.Empty()).live_jobs == 0, "the jobs did not end")
+    wait_for(lambda: hub.hub.GetClusterStatus(common_pb2.Empty()).live_jobs == 0, "the jobs to end", 20)
     assert hub.threads() < MAX_HUB_THREADS
     assert hub.hub.GetClusterStatus(common_pb2.Empty()).nodes[0].alive
     node_lease.cancel()
-    wait_until(lambda: not hub.hub.GetClusterStatus(common_pb2.Empty()).nodes[0].alive, "the node did not die")
+    wait_for(lambda: not hub.hub.GetClusterStatus(common_pb2.Empty()).nodes[0].alive, "the node to die", 20)
 
 
 def test_three_hundred_starts_in_flight_block_no_kill_or_create(
@@ -181,7 +175,7 @@ def test_three_hundred_starts_in_flight_block_no_kill_or_create(
     assert hub.hub.WaitActor(hub_pb2.WaitActorRequest(actor_id="fast-1", timeout_s=10)).state == ALIVE
     for i in range(300):
         hub.hub.CreateActor(hub_pb2.CreateActorRequest(spec=spec(f"slow-{i}")))
-    wait_until(lambda: fake.waiting == 300, "the starts did not all reach the node")
+    wait_for(lambda: fake.waiting == 300, "the starts to all reach the node", 20)
     # 300 constructors "running": a kill (which waits for the node) and a creation go through.
     t0 = time.monotonic()
     hub.hub.KillActor(hub_pb2.KillActorRequest(actor_id="fast-1", no_restart=True), timeout=10)
@@ -199,7 +193,7 @@ def test_three_hundred_starts_in_flight_block_no_kill_or_create(
     for i in range(1, 300):
         info = hub.hub.WaitActor(hub_pb2.WaitActorRequest(actor_id=f"slow-{i}", timeout_s=10))
         assert info.state == ALIVE
-    wait_until(lambda: "slow-0" in fake.killed, "the orphan of a killed start was not killed")
+    wait_for(lambda: "slow-0" in fake.killed, "the orphan of a killed start to be killed", 20)
     status = hub.hub.GetClusterStatus(common_pb2.Empty())
     assert len(status.actors) == 300  # fast-2 and slow-1..299
     assert status.nodes[0].alive

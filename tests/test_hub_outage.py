@@ -21,7 +21,8 @@ from pathlib import Path
 import grpc
 import pytest
 from _procs import stop
-from test_zygote import TESTS, FakeHub, RunningNode, wait_until
+from _wait import wait_for
+from test_zygote import TESTS, FakeHub, RunningNode
 
 import actorhub
 from actorhub._proto.v1 import hub_pb2, hub_pb2_grpc, node_pb2
@@ -85,14 +86,6 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def _wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @contextmanager
@@ -235,14 +228,14 @@ def test_a_killed_hub_comes_back_and_the_node_and_the_job_reconnect(
     # Calls on the handle flow while the hub restarts.
     for expected in range(1, 201):
         assert actorhub.get(counter.incr.remote(), timeout=30) == expected
-    _wait_for(lambda: _new_hub_serving(context, old_hub), 30, "the supervisor to restart the hub")
+    wait_for(lambda: _new_hub_serving(context, old_hub), "the supervisor to restart the hub", 30)
     # An operation that needs the hub waits for it (it is reloading its state) and succeeds.
     assert actorhub.get_actor("steady").actor_id == counter.actor_id
 
     # The node registers again (with the actors it hosts) and the driver reopens its job's
     # lease: the restarted hub would take either for dead after its grace period otherwise.
-    _wait_for(lambda: "registered again" in _node_log(context), 30, "the node agent to register again")
-    _wait_for(lambda: "is held again" in caplog.text, 30, "the driver to reopen its job's lease")
+    wait_for(lambda: "registered again" in _node_log(context), "the node agent to register again", 30)
+    wait_for(lambda: "is held again" in caplog.text, "the driver to reopen its job's lease", 30)
     status = _status()
     node = next(n for n in status.nodes if n.node_id == context.node_id)
     assert node.alive and node.pid == node_pid
@@ -277,9 +270,9 @@ def test_a_node_agent_stops_after_the_reconnect_timeout_when_the_hub_is_gone_for
     assert actorhub.get(counter.incr.remote(), timeout=10) == 1
     assert _alive(node_pid) and _alive(worker_pid)
     # Then it stops, and its workers go with it (the leak check sees nothing left behind).
-    _wait_for(lambda: not _alive(node_pid), reconnect_s + 15, "the node agent to stop")
+    wait_for(lambda: not _alive(node_pid), "the node agent to stop", reconnect_s + 15)
     assert time.monotonic() - killed_at >= reconnect_s - 0.5
-    _wait_for(lambda: not _alive(worker_pid), 10, "the node's worker to die with it")
+    wait_for(lambda: not _alive(worker_pid), "the node's worker to die with it", 10)
     assert "did not come back within" in _node_log(context)
 
 
@@ -323,7 +316,7 @@ def test_a_repeated_start_actor_joins_the_start_under_way(lone_node: tuple[_Brea
     starts = [threading.Thread(target=lambda: replies.append(node.start("j1", "Slow"))) for _ in range(3)]
     for t in starts:
         t.start()
-    wait_until(lambda: node.info().actor_workers == 1, what="the slow constructor to start")
+    wait_for(lambda: node.info().actor_workers == 1, "the slow constructor to start", 10)
     time.sleep(0.5)  # the repeats have arrived by now: they took no worker of their own
     assert node.info().actor_workers == 1
     node.stub.KillWorker(node_pb2.KillWorkerRequest(actor_id="j1", incarnation=0), timeout=10)
@@ -344,7 +337,7 @@ def test_a_broken_node_lease_registers_again_with_the_actors_it_hosts(
     assert running.ok
     slow = threading.Thread(target=lambda: node.start("h2", "Slow"), daemon=True)
     slow.start()
-    wait_until(lambda: node.info().actor_workers == 2, what="the slow constructor to start")
+    wait_for(lambda: node.info().actor_workers == 2, "the slow constructor to start", 10)
     hub.break_lease.set()
     with hub.cond:
         assert hub.cond.wait_for(lambda: any(n.reconnect for n in hub.nodes), timeout=15)

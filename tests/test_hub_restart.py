@@ -24,11 +24,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import pytest
 from _drivers import COUNTER, REPO, driver_script, run_driver
 from _procs import gone
+from _wait import wait_for
 
 import actorhub
 from actorhub.cluster.launcher import start_node
@@ -38,8 +39,6 @@ from actorhub.exceptions import ActorDiedError, RpcFailedError
 from actorhub.wire.hub import HubClient
 from actorhub.wire.records import ActorInfo, ClusterStatus
 from actorhub.wire.transport import ChannelPool
-
-T = TypeVar("T")
 
 CLI = [sys.executable, "-m", "actorhub.cli"]
 # The issue's promise for a lookup from a driver started at the kill.
@@ -91,18 +90,6 @@ class SlowStart:
 
 
 # -- processes and the hub ----------------------------------------------------------------------
-def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, pause: float = 0.02) -> T:
-    """The first truthy value of `predicate`; fails the test naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(pause)
-
-
 def hub_pid(session: Path) -> int:
     return int((session / "hub.pid").read_text().strip())
 
@@ -141,7 +128,7 @@ def kill_hub(session: Path) -> int:
     """SIGKILL the hub process; returns its pid once it is dead."""
     pid = hub_pid(session)
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: gone(pid), 10, f"the hub (pid {pid}) to die")
+    wait_for(lambda: gone(pid), f"the hub (pid {pid}) to die", 10)
     return pid
 
 
@@ -157,7 +144,7 @@ def wait_for_hub(session: Path, old_pid: int, timeout: float = BACK_S) -> Cluste
             return None
         return hub_status(session)
 
-    return wait_for(back, timeout, f"a new hub to replace pid {old_pid} and answer")
+    return wait_for(back, f"a new hub to replace pid {old_pid} and answer", timeout)
 
 
 def restart_hub(session: Path) -> ClusterStatus:
@@ -317,7 +304,7 @@ print(c.actor_id, actorhub.get(c.incr.remote(), timeout=60), actorhub.get(c.pid.
         assert looked_up.stdout.split() == [actor_id, str(5 + kill), pid], looked_up.stdout
 
     # The node re-registered as itself, reporting the actor it hosts: same node, same worker.
-    status = wait_for(lambda: hub_status(head.session), 10, "the hub's status")
+    status = wait_for(lambda: hub_status(head.session), "the hub's status", 10)
     assert [(n.node_id, n.alive) for n in status.nodes] == [(node.node_id, True)], status.nodes
     counters = [a for a in status.actors if a.class_name == "Counter"]
     assert [(a.actor_id, a.state, str(a.pid), a.num_restarts) for a in counters] == [(actor_id, "ALIVE", pid, 0)]
@@ -364,7 +351,7 @@ def test_calls_through_a_handle_made_before_the_kill_succeed_during_the_outage(
         f"only {len(during)} calls completed in the {back_at[0] - killed_at:.2f} s outage ({len(done)} in all)"
     )
     # This driver owns the cluster: its job lease is re-attached, not taken as its death.
-    status = wait_for(lambda: (s := hub_status(session)) and s.live_jobs >= 1 and s, 15, "the job to re-attach")
+    status = wait_for(lambda: (s := hub_status(session)) and s.live_jobs >= 1 and s, "the job to re-attach", 15)
     assert any(x.actor_id == a.actor_id and x.state == "ALIVE" for x in status.actors)
     # Operations that need the hub work again.
     actorhub.kill(a)
@@ -391,7 +378,7 @@ assert actorhub.get(h.echo.remote(7), timeout=60) == 7
 print(found, time.monotonic(), h.actor_id, flush=True)
 """
     with background(body, tmp_path, "lookup") as driver:
-        wait_for(lambda: driver.check_running() and "ready" in driver.out.read_text(), 60, "the driver to start")
+        wait_for(lambda: driver.check_running() and "ready" in driver.out.read_text(), "the driver to start", 60)
         old = hub_pid(head.session)
         killed_at = time.monotonic()  # CLOCK_MONOTONIC: the same clock in every process here
         os.kill(old, signal.SIGKILL)
@@ -504,8 +491,8 @@ def _run_under_load(head: Head, tmp_path: Path, mode: str) -> tuple[dict[str, An
             return caller.check_running() and churner.check_running() and check()
 
         # Both at work (and past their warm-up) before the kill.
-        wait_for(lambda: running(lambda: read_count(calls) >= 1000 and read_count(cycles) >= 3), 60,
-                 "the load to start")
+        wait_for(lambda: running(lambda: read_count(calls) >= 1000 and read_count(cycles) >= 3),
+                 "the load to start", 60)
         old = kill_hub(head.session)
         at_kill = read_count(calls)
         wait_for_hub(head.session, old)
@@ -514,7 +501,7 @@ def _run_under_load(head: Head, tmp_path: Path, mode: str) -> tuple[dict[str, An
         # a creation, a call and a kill through the new hub).
         wait_for(
             lambda: running(lambda: read_count(calls) >= at_back + 3000 and read_count(cycles) >= cycles_at_back + 5),
-            60, "the load to go on after the hub's return",
+            "the load to go on after the hub's return", 60,
         )
         stop.touch()
         return last_json(caller.finish()), last_json(churner.finish()), at_back - at_kill
@@ -550,8 +537,8 @@ def test_under_load_every_task_runs_once_across_a_hub_kill(
 
 def _no_live(session: Path, class_name: str) -> None:
     """The churner's job ended: no actor of its class is left alive (none was made twice)."""
-    wait_for(lambda: not [a for a in all_actors(session) if a.class_name == class_name], 30,
-             f"the {class_name} actors of the finished job to be gone")
+    wait_for(lambda: not [a for a in all_actors(session) if a.class_name == class_name],
+             f"the {class_name} actors of the finished job to be gone", 30)
 
 
 # -- creation across the kill -------------------------------------------------------------------
@@ -570,7 +557,7 @@ def test_an_actor_whose_creation_spans_the_kill_ends_up_alive_once(
     log.touch()
     slow = SlowStart.options(name="slow", max_restarts=1).remote(str(log), delay)
     # The constructor is running (its first line is written) when the hub dies.
-    wait_for(lambda: log.read_text().strip(), 30, "the constructor to start")
+    wait_for(lambda: log.read_text().strip(), "the constructor to start", 30)
     status = restart_hub(session)
     pid = actorhub.get(slow.pid.remote(), timeout=60)
     assert log.read_text().split() == [str(pid)], "the constructor ran more than once"
@@ -624,9 +611,9 @@ def test_store_on_a_fresh_path_starts_empty(session_root: Path, tmp_path: Path) 
         hub = subprocess.Popen(_hub_command(session, store), stdin=subprocess.DEVNULL, stdout=out,
                                stderr=subprocess.STDOUT, cwd=REPO)
     try:
-        wait_for(lambda: hub.poll() is not None or (session.path / "hub_address").exists(), 60, "the hub to serve")
+        wait_for(lambda: hub.poll() is not None or (session.path / "hub_address").exists(), "the hub to serve", 60)
         assert hub.poll() is None, output.read_text(errors="replace")
-        status = wait_for(lambda: hub_status(session.path), 30, "the hub's status")
+        status = wait_for(lambda: hub_status(session.path), "the hub's status", 30)
         assert (status.nodes, status.actors, status.live_jobs) == ((), (), 0), status
         assert status.hub_restarts == 0 and Path(status.store_path) == store, status
         assert store.exists()
@@ -672,7 +659,7 @@ def test_an_actor_whose_worker_died_in_the_outage_restarts_within_its_budget(
     # Killed while no hub runs: only the node agent sees these exits, and reports them later.
     for pid in old_pids:
         os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: all(gone(p) for p in old_pids), 10, "the workers to die")
+    wait_for(lambda: all(gone(p) for p in old_pids), "the workers to die", 10)
     wait_for_hub(session, old_hub)
     new_pid = actorhub.get(restarts.pid.remote(), timeout=60)
     assert new_pid not in old_pids
@@ -690,9 +677,9 @@ def test_names_restart_counts_and_job_ids_continue_across_the_kill(
     named = Where.options(name="w", namespace="cont", lifetime="detached", max_restarts=3).remote()
     first_pid = actorhub.get(named.pid.remote(), timeout=60)
     os.kill(first_pid, signal.SIGKILL)
-    wait_for(lambda: (a := alive_actor(head.session, named.actor_id)) and a.num_restarts == 1, 30,
-             "the first restart")
-    restarts_before = wait_for(lambda: hub_status(head.session), 10, "status").hub_restarts
+    wait_for(lambda: (a := alive_actor(head.session, named.actor_id)) and a.num_restarts == 1,
+             "the first restart", 30)
+    restarts_before = wait_for(lambda: hub_status(head.session), "status", 10).hub_restarts
 
     status = restart_hub(head.session)
     assert status.hub_restarts == restarts_before + 1
@@ -702,14 +689,14 @@ def test_names_restart_counts_and_job_ids_continue_across_the_kill(
         found = actor_named(head.session, "w")
         return found if found is not None and found.state == "ALIVE" else None
 
-    info = wait_for(alive_again, 10, "the actor to be ALIVE again")
+    info = wait_for(alive_again, "the actor to be ALIVE again", 10)
     assert (info.actor_id, info.num_restarts) == (named.actor_id, 1), info
     second_pid = actorhub.get(actorhub.get_actor("w", namespace="cont").pid.remote(), timeout=60)
     assert second_pid == info.pid
     # The count goes on from 1, and the budget with it.
     os.kill(second_pid, signal.SIGKILL)
-    wait_for(lambda: (a := alive_actor(head.session, named.actor_id)) and a.num_restarts == 2, 30,
-             "the second restart")
+    wait_for(lambda: (a := alive_actor(head.session, named.actor_id)) and a.num_restarts == 2,
+             "the second restart", 30)
     # A job registered after the restart gets a new id, after every id handed out before it.
     later = run_driver("""
 import actorhub
@@ -748,22 +735,22 @@ def test_drivers_reattach_and_a_driver_that_died_in_the_outage_loses_its_actors(
     ):
         pids = {}
         for driver in (kept, orphan):
-            line = wait_for(lambda d=driver: d.check_running() and d.out.read_text().strip(), 60,
-                            f"driver {driver.name}'s actor")
+            line = wait_for(lambda d=driver: d.check_running() and d.out.read_text().strip(),
+                            f"driver {driver.name}'s actor", 60)
             pids[driver.name] = int(line)
         old = kill_hub(head.session)
         orphan.kill()  # SIGKILL, while no hub runs to see its lease break
         wait_for_hub(head.session, old)
         # The dead driver's actor is cleaned up after the restart, its worker with it.
-        wait_for(lambda: actor_named(head.session, "orphan") is None, 60, "the dead driver's actor to go")
-        wait_for(lambda: gone(pids["orphan"]), 15, "the dead driver's actor's worker to exit")
+        wait_for(lambda: actor_named(head.session, "orphan") is None, "the dead driver's actor to go", 60)
+        wait_for(lambda: gone(pids["orphan"]), "the dead driver's actor's worker to exit", 15)
         # The live driver's actor stayed, and the driver works on.
         info = actor_named(head.session, "kept")
         assert info is not None and (info.state, info.pid) == ("ALIVE", pids["kept"]), info
         kept.say("go")
         assert "done" in kept.finish(60)
     # Its job ended normally after the restart: its lease was the re-attached one.
-    wait_for(lambda: actor_named(head.session, "kept") is None, 30, "the finished driver's actor to go")
+    wait_for(lambda: actor_named(head.session, "kept") is None, "the finished driver's actor to go", 30)
 
 
 # -- node agent restart -------------------------------------------------------------------------
@@ -773,15 +760,15 @@ def test_a_sigkilled_node_agent_started_again_joins_as_a_new_node_and_gets_the_a
     session = Path(cluster.session_dir)
     actors = [Where.options(max_restarts=1).remote() for _ in range(2)]
     old_pids = actorhub.get([a.pid.remote() for a in actors], timeout=60)
-    (old_node,) = wait_for(lambda: hub_status(session), 10, "status").nodes
+    (old_node,) = wait_for(lambda: hub_status(session), "status", 10).nodes
     os.kill(old_node.pid, signal.SIGKILL)
-    wait_for(lambda: all(gone(p) for p in [old_node.pid, *old_pids]), 15, "the node agent and its workers to die")
-    wait_for(lambda: (s := hub_status(session)) and not any(n.alive for n in s.nodes), 30,
-             "the hub to see the node gone")
+    wait_for(lambda: all(gone(p) for p in [old_node.pid, *old_pids]), "the node agent and its workers to die", 15)
+    wait_for(lambda: (s := hub_status(session)) and not any(n.alive for n in s.nodes),
+             "the hub to see the node gone", 30)
     again = start_node(Config.load(num_cpus=2), Session(session), cluster.address)
     try:
-        status = wait_for(lambda: (s := hub_status(session)) and any(n.alive for n in s.nodes) and s, 60,
-                          "the new node agent to join")
+        status = wait_for(lambda: (s := hub_status(session)) and any(n.alive for n in s.nodes) and s,
+                          "the new node agent to join", 60)
         (new_node,) = [n for n in status.nodes if n.alive]
         assert new_node.node_id != old_node.node_id and new_node.pid == again.pid
         assert [n.alive for n in status.nodes if n.node_id == old_node.node_id] == [False]

@@ -16,8 +16,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from _hub_fakes import alive, fake_starts, hub_pid_of_connection, start_supervisor, supervisor_env, wait_for
+from _hub_fakes import alive, fake_starts, hub_pid_of_connection, start_supervisor, supervisor_env
 from _procs import children, parents
+from _wait import wait_for
 
 import actorhub
 from actorhub.cluster import launcher
@@ -64,17 +65,13 @@ def _log(session: Path) -> str:
 
 def _serving_pid(port: int, other_than: int | None = None) -> int:
     """The pid of the fake hub that answers on `port` (one other than `other_than`)."""
-    found: list[int] = []
 
-    def answers() -> bool:
+    def answering() -> int | None:
         pid = hub_pid_of_connection(port)
-        if pid is not None and pid != other_than:
-            found.append(pid)
-            return True
-        return False
+        return pid if pid != other_than else None
 
-    wait_for(answers, what=f"a hub answering on port {port}")
-    return found[0]
+    # Polled often: tests time how soon a hub is back.
+    return wait_for(answering, f"a hub answering on port {port}", 15, 0.01)
 
 
 def test_the_supervisor_spells_the_session_names_as_the_session_module_does() -> None:
@@ -119,7 +116,7 @@ def test_a_standby_hub_takes_over_at_once(session: Path, port: int) -> None:
     try:
         first = _serving_pid(port)
         # The standby is the supervisor's second child; it counts as a start only once promoted.
-        wait_for(lambda: len(children(proc.pid)) == 2, timeout=15, what="the standby hub")
+        wait_for(lambda: len(children(proc.pid)) == 2, "the standby hub", 15)
         (standby,) = children(proc.pid) - {first}
         os.kill(first, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -132,11 +129,11 @@ def test_a_standby_hub_takes_over_at_once(session: Path, port: int) -> None:
         (_, second_argv) = fake_starts(session)[1]
         assert "--recover" in second_argv and "--standby-fd" in second_argv
         # A new standby follows, and SIGTERM ends it with the hub.
-        wait_for(lambda: len(children(proc.pid)) == 2, timeout=15, what="the next standby hub")
+        wait_for(lambda: len(children(proc.pid)) == 2, "the next standby hub", 15)
         family = children(proc.pid)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
-        wait_for(lambda: not any(alive(p) for p in family), timeout=10, what="the hub and its standby to end")
+        wait_for(lambda: not any(alive(p) for p in family), "the hub and its standby to end", 10)
     finally:
         _end(proc)
 
@@ -148,8 +145,8 @@ def _stamp(line: str) -> float:
 def test_a_hub_that_dies_at_once_is_restarted_with_a_growing_backoff(session: Path, port: int) -> None:
     proc = start_supervisor(session, port, "crash")
     try:
-        wait_for(lambda: len(fake_starts(session)) >= 5, timeout=30, what="five starts")
-        wait_for(lambda: "restart 4 in" in _log(session), what="the fourth restart logged")
+        wait_for(lambda: len(fake_starts(session)) >= 5, "five starts", 30)
+        wait_for(lambda: "restart 4 in" in _log(session), "the fourth restart logged", 15)
         restarts = [(line, re.search(r"restart (\d+) in ([\d.]+) s", line)) for line in _log(session).splitlines()]
         logged = [(_stamp(line), int(m[1]), float(m[2])) for line, m in restarts if m]
         assert [(n, delay) for _, n, delay in logged[:4]] == [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8)], _log(session)
@@ -229,7 +226,7 @@ def test_a_killed_supervisor_takes_its_hub_with_it(session: Path, port: int) -> 
         hub = _serving_pid(port)
         proc.kill()  # the supervisor alone, not its group: PR_SET_PDEATHSIG ends the hub
         proc.wait()
-        wait_for(lambda: not alive(hub), timeout=5, what="the hub to die with its supervisor")
+        wait_for(lambda: not alive(hub), "the hub to die with its supervisor", 5)
     finally:
         _end(proc)
 
@@ -256,7 +253,7 @@ def test_the_supervisor_outlives_the_process_group_that_started_it(session: Path
         assert alive(sup) and alive(hub)
         assert hub_pid_of_connection(port) == hub
         os.kill(sup, signal.SIGTERM)
-        wait_for(lambda: not alive(sup) and not alive(hub), what="the supervisor and hub to stop")
+        wait_for(lambda: not alive(sup) and not alive(hub), "the supervisor and hub to stop", 15)
         assert not pid_file.exists()
     finally:
         if starter.poll() is None:
@@ -322,7 +319,7 @@ def test_actorhub_start_survives_a_killed_hub_and_stop_ends_it(session_root: Pat
             result = subprocess.run([*CLI, "status"], capture_output=True, text=True, timeout=60)
             return result.returncode == 0 and "restarted 1 time," in result.stdout
 
-        wait_for(restarted, timeout=30, what="the restarted hub to answer")
+        wait_for(restarted, "the restarted hub to answer", 30, 0.01)
         back_after = time.monotonic() - killed_at
         assert back_after < 5.0, f"status answered again after {back_after:.2f} s"  # each status boots a CLI
         assert session.hub_address == address

@@ -7,13 +7,12 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _procs import end
+from _wait import wait_for
 
 import actorhub
 from actorhub.cluster.launcher import start_node
@@ -48,13 +47,6 @@ def info_of(actor: Any) -> ActorInfo:
     return current().hub.actor_info(actor.actor_id)
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def test_an_infeasible_actor_says_why_and_runs_once_a_node_fits_it(
     cluster: actorhub.ClusterContext, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -63,7 +55,7 @@ def test_an_infeasible_actor_says_why_and_runs_once_a_node_fits_it(
     # A call waits for the actor; the driver is told once why it waits, as Ray warns.
     first_call = big.incr.remote()
     wait_for(lambda: any("cannot be scheduled right now" in r.getMessage() for r in caplog.records),
-             "the driver was never warned that the actor cannot be scheduled")
+             "the driver to be warned that the actor cannot be scheduled")
     [warning] = [r.getMessage() for r in caplog.records if "cannot be scheduled" in r.getMessage()]
     assert big.actor_id in warning and INFEASIBLE in warning
     info = info_of(big)

@@ -6,23 +6,16 @@ from __future__ import annotations
 import asyncio
 import atexit
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from _drivers import run_driver
+from _wait import wait_for
 
 import actorhub
 from actorhub.api import arg_checks
 from actorhub.exceptions import ActorDiedError, TaskCancelledError
 from actorhub.runtime.runtime import current
-
-
-def _eventually(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
-        time.sleep(0.05)
 
 
 @actorhub.remote
@@ -152,7 +145,7 @@ def test_an_actor_made_in_a_task_belongs_to_the_tasks_job(shared_cluster: actorh
     second = result.stdout.split()[-1]
     assert second != actor_id
     # The second job ended: its actor, non-detached, was killed with it; ours lives.
-    _eventually(lambda: current().hub.actor_info(second).state == "DEAD", what="the second job's actor to end")
+    wait_for(lambda: current().hub.actor_info(second).state == "DEAD", "the second job's actor to end", 20)
     assert "job" in current().hub.actor_info(second).death_cause
     info = current().hub.actor_info(actor_id)
     assert info.state == "ALIVE", info.death_cause
@@ -253,14 +246,14 @@ def test_a_recursive_cancel_reaches_the_tasks_actor_calls(
 ) -> None:
     recorder = Recorder.remote()
     recorder.block.remote(4.0)
-    _eventually(lambda: "block" in actorhub.get(recorder.seen.remote())[0], what="block() to start")
+    wait_for(lambda: "block" in actorhub.get(recorder.seen.remote())[0], "block() to start", 20)
     task = call_and_wait.remote(recorder, "from-task")
-    _eventually(lambda: "from-task" in actorhub.get(recorder.seen.remote())[1], what="the task's call to be queued")
+    wait_for(lambda: "from-task" in actorhub.get(recorder.seen.remote())[1], "the task's call to be queued", 20)
     actorhub.cancel(task, recursive=recursive)
     with pytest.raises(TaskCancelledError):
         actorhub.get(task, timeout=30)
     recorder.record.remote("after")  # runs after block(), and after the task's call if it is still queued
-    _eventually(lambda: "after" in actorhub.get(recorder.seen.remote())[0], what="the calls after block()")
+    wait_for(lambda: "after" in actorhub.get(recorder.seen.remote())[0], "the calls after block()", 20)
     ran = actorhub.get(recorder.seen.remote())[0]
     assert ran == (["block", "after"] if recursive else ["block", "from-task", "after"])
 

@@ -14,8 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import httpx
 import pytest
 from _drivers import REPO
 from _procs import gone
+from _wait import wait_for
 
 from actorhub.exceptions import JobSubmissionError, OptionsError
 from actorhub.job_submission import JobDetails, JobStatus, JobSubmissionClient
@@ -105,29 +105,13 @@ def client(head: Head) -> Iterator[JobSubmissionClient]:
         yield found
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def wait_until_ended(client: JobSubmissionClient, job_id: str, timeout: float = 60.0) -> JobDetails:
     wait_for(lambda: client.get_job_status(job_id).is_terminal(), f"job {job_id} to end", timeout)
     return client.get_job_info(job_id)
 
 
 def wait_for_log(client: JobSubmissionClient, job_id: str, pattern: str) -> re.Match[str]:
-    found: list[re.Match[str]] = []
-
-    def seen() -> bool:
-        match = re.search(pattern, client.get_job_logs(job_id))
-        if match:
-            found.append(match)
-        return match is not None
-
-    wait_for(seen, f"{pattern!r} in the logs of {job_id}")
-    return found[0]
+    return wait_for(lambda: re.search(pattern, client.get_job_logs(job_id)), f"{pattern!r} in the logs of {job_id}", 60)
 
 
 ACTOR_SCRIPT = """
@@ -322,7 +306,7 @@ def test_jobs_survive_a_sigkilled_dashboard(client: JobSubmissionClient, head: H
         except (OSError, ValueError, JobSubmissionError):
             return False
 
-    wait_for(restarted, "the dashboard's supervisor to restart it")
+    wait_for(restarted, "the dashboard's supervisor to restart it", 60)
     assert client.get_job_info(finished).status == JobStatus.SUCCEEDED
     assert client.get_job_logs(finished) == "kept\n"
     assert client.get_job_status(running) == JobStatus.RUNNING and not gone(pid)  # adopted, not restarted
@@ -370,7 +354,7 @@ def test_init_starts_the_dashboard_and_prints_its_url(tmp_path: Path) -> None:
                          text=True, timeout=120, env=_own_root(tmp_path))
     assert out.returncode == 0, out.stderr
     sleeper = int(re.search(r"sleeper pid (\d+)", out.stdout).group(1))  # type: ignore[union-attr]
-    wait_for(lambda: gone(sleeper), "the running job to end with its cluster", timeout=15)
+    wait_for(lambda: gone(sleeper), "the running job to end with its cluster", 15)
     assert f"View the dashboard at http://127.0.0.1:{port}" in out.stderr
     assert f"context url 127.0.0.1:{port}" in out.stdout
     assert "job SUCCEEDED from a job of a local cluster" in out.stdout

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _loopback_hosts import Host, Output, hub_address, wait_for
+from _loopback_hosts import Host, Output, hub_address
 from _procs import gone
+from _wait import wait_for
 
 from actorhub.cli import main as cli_main
 from actorhub.cluster import addresses
@@ -86,7 +87,7 @@ def test_a_node_and_a_driver_on_other_hosts_join_over_the_network(hosts: tuple[H
         found = [_node(status, ip) for ip in (a.ip, b.ip)]
         return status if all(m and m.group(2) != "never" and m.group(4) == "alive" for m in found) else None
 
-    status = wait_for(both_beating, 20, "both nodes' heartbeats")
+    status = wait_for(both_beating, "both nodes' heartbeats", 20, 0.1)
     row_a, row_b = _node(status, a.ip), _node(status, b.ip)
     assert row_a is not None and row_a.group(3) == "1", status  # the head's --num-cpus
     assert row_b is not None and row_b.group(1) == node_b, status
@@ -149,7 +150,8 @@ def test_a_node_and_a_driver_on_other_hosts_join_over_the_network(hosts: tuple[H
     # `actorhub stop` on B stops B's node only.
     stopped = b.ok("stop")
     assert f"Stopped this machine's node of the cluster at {address}" in stopped, stopped
-    wait_for(lambda: (m := _node(a.ok("status"), b.ip)) and m.group(4) == "dead", 20, "the hub to see B's node gone")
+    wait_for(lambda: (m := _node(a.ok("status"), b.ip)) and m.group(4) == "dead", "the hub to see B's node gone",
+             20, 0.1)
     assert not (session_b / "hub_address").exists()
     assert "Stopped the cluster at" in a.ok("stop")
 
@@ -206,18 +208,19 @@ def test_block_stays_in_the_foreground_and_sigterm_stops_everything(hosts: tuple
         node_out.wait_for(r"Started node \w+")
         assert head.poll() is None and node.poll() is None  # both still in the foreground
         session_a, session_b = _session(a), _session(b)
-        on_b = wait_for(lambda: _processes_naming(session_b), 10, "B's processes")
+        on_b = wait_for(lambda: _processes_naming(session_b), "B's processes", 10, 0.1)
 
         node.send_signal(signal.SIGTERM)
         assert node.wait(30) == 0, node_out.text
-        wait_for(lambda: all(gone(p) for p in on_b), 15, "B's processes to end")
-        wait_for(lambda: (m := _node(a.ok("status"), b.ip)) and m.group(4) == "dead", 20, "B's node to be dead")
+        wait_for(lambda: all(gone(p) for p in on_b), "B's processes to end", 15, 0.1)
+        wait_for(lambda: (m := _node(a.ok("status"), b.ip)) and m.group(4) == "dead", "B's node to be dead",
+                 20, 0.1)
 
         on_a = _processes_naming(session_a)
         assert on_a
         head.send_signal(signal.SIGINT)  # Ctrl-C stops it as SIGTERM does
         assert head.wait(30) == 0, head_out.text
-        wait_for(lambda: all(gone(p) for p in on_a), 15, "A's processes to end")
+        wait_for(lambda: all(gone(p) for p in on_a), "A's processes to end", 15, 0.1)
         assert a.ok("stop").strip() == "No running cluster."
         assert b.ok("stop").strip() == "No running cluster."
     finally:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from _procs import end
+from _wait import wait_for
 
 import actorhub
 from actorhub.api import init_options
@@ -71,13 +71,6 @@ class Maker:
         return np.ones(N, dtype=np.int64)
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def _alive() -> dict[str, NodeStatus]:
     return {n.node_id: n for n in current().hub.cluster_status().nodes if n.alive}
 
@@ -85,13 +78,13 @@ def _alive() -> dict[str, NodeStatus]:
 def _add_node(context: actorhub.ClusterContext, started: list[subprocess.Popen[bytes]]) -> NodeStatus:
     before = set(_alive())
     started.append(start_node(Config.load(num_cpus=2), Session(Path(context.session_dir)), context.address))
-    _wait_for(lambda: bool(set(_alive()) - before))
+    wait_for(lambda: bool(set(_alive()) - before), "the new node to join")
     return next(n for i, n in _alive().items() if i not in before)
 
 
 def _kill_node(node: NodeStatus) -> None:
     os.kill(node.pid, signal.SIGKILL)
-    _wait_for(lambda: node.node_id not in _alive())
+    wait_for(lambda: node.node_id not in _alive(), f"the hub to see node {node.node_id} dead")
 
 
 def _stored_on(ref: ObjectRef[Any], node: NodeStatus) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _procs import end
+from _wait import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 import actorhub
@@ -57,15 +58,9 @@ def _total(samples: list[Sample], name: str, **labels: str) -> float:
     return sum(v for n, ls, v in samples if n == name and all(ls.get(k) == want for k, want in labels.items()))
 
 
-def _eventually(session_dir: str, check: Callable[[list[Sample]], bool], timeout: float = 20.0) -> list[Sample]:
+def _scrape_until(session_dir: str, check: Callable[[list[Sample]], bool], timeout: float = 20.0) -> list[Sample]:
     """Scrape until `check` holds: workers publish their counts once a second."""
-    deadline = time.monotonic() + timeout
-    while True:
-        samples = _scrape_all(session_dir)
-        if check(samples):
-            return samples
-        assert time.monotonic() < deadline, f"the metrics never satisfied the check; last scrape: {samples}"
-        time.sleep(0.3)
+    return wait_for(lambda: _scrape_all(session_dir), "the metrics to satisfy the check", timeout, 0.3, ok=check)
 
 
 @actorhub.remote
@@ -136,13 +131,13 @@ def test_every_listed_target_shows_the_clusters_calls_tasks_store_restarts_and_u
     released = tmp_path / "release"
     blocked = worker.wait_for.remote(str(released))
     queued = [worker.ping.remote() for _ in range(3)]
-    samples = _eventually(session, lambda s: _total(s, "actorhub_actor_queue_depth", Name="Worker") >= 3)
+    samples = _scrape_until(session, lambda s: _total(s, "actorhub_actor_queue_depth", Name="Worker") >= 3)
     assert _total(samples, "actorhub_actor_calls_running", Name="Worker") == 1
     released.touch()
     actorhub.get([blocked, *queued])
     # Calls by state, counted in the actor's worker (published once a second).
-    samples = _eventually(session, lambda s: _total(s, "actorhub_actor_calls_total", State="FINISHED",
-                                                    Name="Worker") >= 10)
+    samples = _scrape_until(session, lambda s: _total(s, "actorhub_actor_calls_total", State="FINISHED",
+                                                      Name="Worker") >= 10)
     assert _total(samples, "actorhub_actor_calls_total", State="SUBMITTED", Name="Worker") == 10
     assert _total(samples, "actorhub_actor_calls_total", State="FAILED", Name="Worker") == 0
     assert _total(samples, "actorhub_actor_queue_depth", Name="Worker") == 0
@@ -166,7 +161,7 @@ def test_every_listed_target_shows_the_clusters_calls_tasks_store_restarts_and_u
                 and _total(s, "actorhub_tasks_total", State="FINISHED", Name="plus_one") >= 4
                 and _total(s, "actorhub_object_store_capacity_bytes", NodeId=second_node) > 0)
 
-    samples = _eventually(session, settled)
+    samples = _scrape_until(session, settled)
     # The first incarnation's counts outlive it (counters); a crash loses what it had not published.
     assert _total(samples, "actorhub_actor_calls_total", State="FINISHED", Name="Worker") >= 10
     assert _total(samples, "actorhub_tasks_total", State="FAILED", Name="fails") == 1
@@ -231,8 +226,8 @@ def test_a_restarted_hub_counts_its_recovery_and_lists_the_nodes_again(session_r
 
 def _hub_restart(cluster: actorhub.ClusterContext) -> None:
     session = cluster.session_dir
-    _eventually(session, lambda s: _total(s, "actorhub_nodes", State="ALIVE") == 1
-                and _total(s, "actorhub_object_store_capacity_bytes", NodeId=cluster.node_id) > 0)
+    _scrape_until(session, lambda s: _total(s, "actorhub_nodes", State="ALIVE") == 1
+                  and _total(s, "actorhub_object_store_capacity_bytes", NodeId=cluster.node_id) > 0)
     # The dashboard serves the same targets, to the cluster's token only.
     assert cluster.dashboard_url
     url = f"http://{cluster.dashboard_url.removeprefix('http://')}/api/prometheus/sd"
@@ -249,4 +244,4 @@ def _hub_restart(cluster: actorhub.ClusterContext) -> None:
         return (_total(s, "actorhub_hub_restarts_total") == 1
                 and _total(s, "actorhub_object_store_capacity_bytes", NodeId=cluster.node_id) > 0)
 
-    _eventually(session, recovered, timeout=40)
+    _scrape_until(session, recovered, timeout=40)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from _drivers import REPO, driver_script
 from _procs import end
+from _wait import wait_for
 
 import actorhub
 from actorhub._proto.v1 import common_pb2, node_pb2, node_pb2_grpc
@@ -50,13 +51,6 @@ class Reader:
         return int(actorhub.get(self.held)[-1])
 
 
-def _wait_for(predicate: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def _status() -> ClusterStatus:
     return current().hub.cluster_status()
 
@@ -71,7 +65,7 @@ def _listing(address: str) -> node_pb2.ListObjectsReply:
 def second_node(cluster: actorhub.ClusterContext) -> Iterator[NodeStatus]:
     process = start_node(Config.load(num_cpus=2), Session(Path(cluster.session_dir)), cluster.address)
     try:
-        _wait_for(lambda: len([n for n in _status().nodes if n.alive]) == 2)
+        wait_for(lambda: len([n for n in _status().nodes if n.alive]) == 2, "the second node to join", 15)
         yield next(n for n in _status().nodes if n.node_id != cluster.node_id)
     finally:
         end(process)
@@ -101,7 +95,8 @@ def test_a_large_object_is_pulled_in_chunks_and_mapped_read_only_on_the_other_no
     assert [o.object_id for o in _listing(second_node.address).objects].count(store_id) == 1
     # Freed by its owner: the copy goes too.
     del ref
-    _wait_for(lambda: store_id not in {o.object_id for o in _listing(second_node.address).objects})
+    wait_for(lambda: store_id not in {o.object_id for o in _listing(second_node.address).objects},
+             "the copy to leave the second node's store", 15)
     actorhub.kill(reader)
 
 
@@ -220,8 +215,10 @@ def test_large_results_from_another_node_come_through_its_store(
     reader = _reader_on(second_node)
     assert actorhub.get(reader.summary.remote(refs[0])) == (5 * 3 * MIB, False, 24 * MIB)
     del array, ref, refs
-    _wait_for(lambda: not ids & {o.object_id for o in _listing(second_node.address).objects})
-    _wait_for(lambda: not ids & {o.object_id for o in rt.store_client().list().objects})
+    wait_for(lambda: not ids & {o.object_id for o in _listing(second_node.address).objects},
+             "the results to leave the second node's store", 15)
+    wait_for(lambda: not ids & {o.object_id for o in rt.store_client().list().objects},
+             "the copies to leave this node's store", 15)
     actorhub.kill(shard)
     actorhub.kill(reader)
 
@@ -265,7 +262,7 @@ def test_copies_are_dropped_not_spilled_under_pressure_and_pulled_again(cluster:
         Config.load(num_cpus=1, object_store_memory=64 * MIB), Session(Path(cluster.session_dir)), cluster.address
     )
     try:
-        _wait_for(lambda: len([n for n in _status().nodes if n.alive]) == 2)
+        wait_for(lambda: len([n for n in _status().nodes if n.alive]) == 2, "the second node to join", 15)
         small_node = next(n for n in _status().nodes if n.node_id != cluster.node_id)
         reader = _reader_on(small_node)
         first = actorhub.put(np.full(5 * MIB, 1, dtype=np.int64))  # 40 MiB each: one fits there

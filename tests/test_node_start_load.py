@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_zygote import FakeHub, RunningNode, alive, assert_all_gone, descendants, fake_hub, session, wait_until
+from _wait import wait_for
+from test_zygote import FakeHub, RunningNode, alive, assert_all_gone, descendants, fake_hub, session
 
 from actorhub._proto.v1 import common_pb2, node_pb2
 from actorhub.cluster.session import Session
@@ -249,9 +250,9 @@ def test_the_loop_answers_during_a_100_mb_transfer(session: Session, fake_hub: t
 
         # Both streams let go of their pins (the cancelled one too): the freed region is reused.
         store.delete(["big"])
-        wait_until(lambda: store.reserve(
+        wait_for(lambda: store.reserve(
             f"again-{time.monotonic()}", value.total_size, owner="", delete_first=[], writer="",
-        ).offset == location.offset, timeout=10, what="the source to reuse the region of the object it served")
+        ).offset == location.offset, "the source to reuse the region of the object it served", 10)
         for node in (source, puller):
             node.stub.Shutdown(common_pb2.Empty(), timeout=10)
             assert node.process.wait(timeout=30) == 0

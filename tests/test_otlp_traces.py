@@ -5,7 +5,6 @@ actor, with each call's wait in its mailbox, and each start of an actor, restart
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 from _drivers import run_driver
+from _wait import wait_for
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 
@@ -90,15 +90,11 @@ assert actorhub.get(fragile.ping.remote()) == "pong"
 """
 
 
-def _wait_for(collector: _Collector, names: list[str], timeout: float = 30.0) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = {name: collector.named(name) for name in names}
-        missing = [name for name, spans in found.items() if not spans]
-        if not missing:
-            return {name: spans[0] for name, spans in found.items()}
-        assert time.monotonic() < deadline, f"spans never exported: {missing}"
-        time.sleep(0.1)
+def _exported(collector: _Collector, names: list[str], timeout: float = 30.0) -> dict[str, dict[str, Any]]:
+    """The first span of each name, once all have reached the collector."""
+    wait_for(lambda: [name for name in names if not collector.named(name)], "the spans to be exported", timeout, 0.1,
+             ok=lambda missing: not missing)
+    return {name: collector.named(name)[0] for name in names}
 
 
 def test_one_trace_from_driver_through_actor_task_actor_and_restarts(collector: tuple[_Collector, str]) -> None:
@@ -106,7 +102,7 @@ def test_one_trace_from_driver_through_actor_task_actor_and_restarts(collector: 
     # The driver starts the cluster with the endpoint: every process it starts exports there.
     run_driver(_PROGRAM + "time.sleep(1.0)\nactorhub.shutdown()\n",
                timeout=120, ACTORHUB_OTLP_ENDPOINT=endpoint)
-    got = _wait_for(spans, [
+    got = _exported(spans, [
         "submit Front.relay", "queued Front.relay", "execute Front.relay", "submit fetch", "task fetch",
         "submit Store.get", "queued Store.get", "execute Store.get",
         "create Fragile", "start Fragile", "restart Fragile",

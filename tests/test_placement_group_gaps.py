@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from _procs import end
+from _wait import wait_for
 
 import actorhub
 from actorhub._proto.v1 import common_pb2, hub_pb2, node_pb2
@@ -41,18 +41,6 @@ from actorhub.tasks.lease_desk import desk_name
 from actorhub.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from actorhub.util.scheduling_strategies import PlacementGroupSchedulingStrategy as InGroup
 
-T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T], what: str, timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
 
 @pytest.fixture(scope="module")
 def gpu_node(shared_cluster: actorhub.ClusterContext, allowed_process_roots: set[int]) -> Iterator[str]:
@@ -60,7 +48,7 @@ def gpu_node(shared_cluster: actorhub.ClusterContext, allowed_process_roots: set
     process = start_node(config, Session(Path(shared_cluster.session_dir)), shared_cluster.address)
     allowed_process_roots.add(process.pid)
     try:
-        wait_for(lambda: sum(n.alive for n in current().hub.cluster_status().nodes) == 2, "the GPU node never joined")
+        wait_for(lambda: sum(n.alive for n in current().hub.cluster_status().nodes) == 2, "the GPU node to join")
         yield next(n.node_id for n in current().hub.cluster_status().nodes if n.node_id != shared_cluster.node_id)
     finally:
         end(process)
@@ -118,7 +106,7 @@ def test_tasks_in_a_gpu_bundle_get_its_gpus_and_share_none(gpu_node: str, tmp_pa
     for marker in markers:
         marker.touch()
     refs = [gpus_while.options(scheduling_strategy=in_bundle).remote(str(m)) for m in markers[:2]]
-    wait_for(lambda: all(started(m) for m in markers[:2]), "the tasks in the bundle never started")
+    wait_for(lambda: all(started(m) for m in markers[:2]), "the tasks in the bundle to start")
     # Both bundle GPUs are lent: a third task and an actor of the bundle wait, GPUs free outside or not.
     third = gpus_while.options(scheduling_strategy=in_bundle).remote(str(markers[2]))
     actor = GpuHolder.options(scheduling_strategy=in_bundle).remote()
@@ -135,14 +123,14 @@ def test_tasks_in_a_gpu_bundle_get_its_gpus_and_share_none(gpu_node: str, tmp_pa
     assert not set(bundle_ids) & set(outside_ids)
     # What the tasks gave back goes on to the actor and the third task: one GPU each, of the bundle.
     actor_ids, actor_cuda = actorhub.get(actor.gpus.remote(), timeout=30)
-    wait_for(lambda: started(markers[2]), "the third task never ran")
+    wait_for(lambda: started(markers[2]), "the third task to run")
     markers[2].unlink()
     third_ids, third_cuda = actorhub.get(third, timeout=30)
     assert sorted(actor_ids + third_ids) == bundle_ids and third_cuda == str(third_ids[0])
     assert actor_cuda == str(actor_ids[0])
     remove_placement_group(pg)
     actorhub.kill(outside)
-    wait_for(lambda: free(gpu_node)["GPU"] == 4, "the node's GPUs never came back")
+    wait_for(lambda: free(gpu_node)["GPU"] == 4, "the node's GPUs to come back")
 
 
 def test_a_running_task_dies_with_its_removed_group(gpu_node: str, tmp_path: Path) -> None:
@@ -157,11 +145,11 @@ def test_a_running_task_dies_with_its_removed_group(gpu_node: str, tmp_path: Pat
             run_while.options(scheduling_strategy=in_bundle, max_retries=0).remote(str(once))]
     member = Plain.options(scheduling_strategy=InGroup(pg, 1)).remote()
     assert actorhub.get(member.ping.remote(), timeout=60) == "pong"
-    wait_for(lambda: all(Path(f"{m}.runs").exists() for m in (retried, once)), "the tasks never started")
+    wait_for(lambda: all(Path(f"{m}.runs").exists() for m in (retried, once)), "the tasks to start")
     # More of "special" than the bundle has left: its lease waits at the desk, until the removal.
     waiting = run_while.options(scheduling_strategy=in_bundle, resources={"special": 1}).remote(str(once))
     desk = get_system_actor(connected_runtime(), desk_name(gpu_node))
-    wait_for(lambda: actorhub.get(desk.stats.remote())["waiting_for_resources"] == 1, "no lease waited")
+    wait_for(lambda: actorhub.get(desk.stats.remote())["waiting_for_resources"] == 1, "a lease to wait")
     pids = [int(Path(f"{m}.runs").read_text().split()[0]) for m in (retried, once)]
     remove_placement_group(pg)
     # Ray's outcome: the worker is destroyed; a task with retries left finds its group removed.
@@ -173,7 +161,7 @@ def test_a_running_task_dies_with_its_removed_group(gpu_node: str, tmp_path: Pat
         actorhub.get(member.ping.remote(), timeout=30)
     with pytest.raises(TaskPlacementGroupRemoved):
         actorhub.get(waiting, timeout=30)
-    wait_for(lambda: actorhub.get(desk.stats.remote())["waiting_for_resources"] == 0, "a lease still waits")
+    wait_for(lambda: actorhub.get(desk.stats.remote())["waiting_for_resources"] == 0, "no lease to wait")
     assert retried.exists() and once.exists()  # they did not run to their end
     for pid in pids:
         with pytest.raises(ProcessLookupError):
@@ -181,7 +169,7 @@ def test_a_running_task_dies_with_its_removed_group(gpu_node: str, tmp_path: Pat
     time.sleep(1.0)  # a retry, if there were one, would have started by now
     assert [len(Path(f"{m}.runs").read_text().split()) for m in (retried, once)] == [1, 1]
     # The leases went back to the desk, and what the group held to the node.
-    wait_for(lambda: free(gpu_node) == before, "the group's resources never came back")
+    wait_for(lambda: free(gpu_node) == before, "the group's resources to come back")
 
 
 def test_an_actor_that_asks_for_nothing_needs_a_cpu_of_its_bundle(gpu_node: str) -> None:
@@ -196,7 +184,7 @@ def test_an_actor_that_asks_for_nothing_needs_a_cpu_of_its_bundle(gpu_node: str)
     assert mixed.wait(20)
     held = Plain.options(scheduling_strategy=InGroup(mixed, 1)).remote()
     info = wait_for(lambda: current().hub.actor_info(held.actor_id).pending_reason and
-                    current().hub.actor_info(held.actor_id), "no pending reason")
+                    current().hub.actor_info(held.actor_id), "a pending reason")
     assert info.state == "PENDING" and info.infeasible and "needs 1 CPU to be placed" in info.pending_reason
     # In the bundle with a CPU: placed, holding none, so more of them fit as in Ray.
     placed = [Plain.options(scheduling_strategy=InGroup(mixed, 0)).remote() for _ in range(2)]
@@ -236,7 +224,7 @@ def test_a_restarted_hub_keeps_the_bundle_gpus_its_actors_hold(
         except (OSError, ValueError, actorhub.exceptions.ActorHubError):
             return False
 
-    wait_for(back, "the hub never came back with the GPU node", timeout=60)
+    wait_for(back, "the hub to come back with the GPU node", timeout=60)
     # The bundle's other GPU, never the first actor's; a third has none left in the bundle.
     second = GpuHolder.options(scheduling_strategy=InGroup(pg, 0)).remote()
     second_ids, _ = actorhub.get(second.gpus.remote(), timeout=60)
@@ -252,7 +240,7 @@ def test_a_restarted_hub_keeps_the_bundle_gpus_its_actors_hold(
     remove_placement_group(pg)
     for actor in (outside, another):
         actorhub.kill(actor)
-    wait_for(lambda: free(gpu_node)["GPU"] == 4, "the node's GPUs never came back")
+    wait_for(lambda: free(gpu_node)["GPU"] == 4, "the node's GPUs to come back")
 
 
 # ---- the hub's bookkeeping without processes (fast, exact) --------------------------------------

@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from _drivers import run_driver
 from _procs import end
+from _wait import wait_for
 
 import actorhub
 from actorhub.cli.inspect import status_command
@@ -32,18 +33,6 @@ from actorhub.util.placement_group import (
 )
 from actorhub.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T], what: str, timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
 
 @pytest.fixture(scope="module")
 def three_nodes(shared_cluster: actorhub.ClusterContext, allowed_process_roots: set[int]) -> Iterator[dict[str, Any]]:
@@ -55,7 +44,7 @@ def three_nodes(shared_cluster: actorhub.ClusterContext, allowed_process_roots: 
         allowed_process_roots.add(process.pid)
     started = list(processes)
     try:
-        wait_for(lambda: sum(n.alive for n in current().hub.cluster_status().nodes) == 3, "nodes never joined")
+        wait_for(lambda: sum(n.alive for n in current().hub.cluster_status().nodes) == 3, "the nodes to join")
         yield {"context": shared_cluster, "processes": processes}
     finally:
         for process in processes.values():
@@ -126,7 +115,7 @@ def test_each_strategy_lays_bundles_out_as_ray_does(three_nodes: dict[str, Any])
     assert sum(free_cpus().values()) == pytest.approx(sum(before.values()) - 3 - 1)
     remove_placement_group(spread)
     remove_placement_group(pack)
-    wait_for(lambda: free_cpus() == before, "removal never gave the CPUs back")
+    wait_for(lambda: free_cpus() == before, "the removal to give the CPUs back")
     assert placement_group_table(spread)["state"] == "REMOVED"
     soft_pack = placement_group([{"CPU": 0.5}] * 3, strategy="PACK")
     soft_spread = placement_group([{"CPU": 0.25}] * 3, strategy="SPREAD")
@@ -140,7 +129,7 @@ def test_each_strategy_lays_bundles_out_as_ray_does(three_nodes: dict[str, Any])
     assert len(set(nodes_of(wide_pack))) == 2 and len(set(nodes_of(wide_spread))) == 3
     for pg in (soft_pack, soft_spread, wide_pack, wide_spread):
         remove_placement_group(pg)
-    wait_for(lambda: free_cpus() == before, "removal never gave the CPUs back")
+    wait_for(lambda: free_cpus() == before, "the removal to give the CPUs back")
 
 
 def test_a_group_that_cannot_fully_fit_reserves_nothing_and_blocks_no_smaller_one(
@@ -169,7 +158,7 @@ def test_a_group_that_cannot_fully_fit_reserves_nothing_and_blocks_no_smaller_on
     assert placement_group_table(too_big)["state"] == "PENDING"
     for pg in (too_wide, too_big, blocked, small):
         remove_placement_group(pg)
-    wait_for(lambda: free_cpus() == before, "CPUs never came back")
+    wait_for(lambda: free_cpus() == before, "the CPUs to come back")
 
 
 def test_actors_land_in_their_bundle_and_die_with_the_group(three_nodes: dict[str, Any]) -> None:
@@ -201,8 +190,8 @@ def test_actors_land_in_their_bundle_and_die_with_the_group(three_nodes: dict[st
         Where.options(num_cpus=2, scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 0)).remote()
     remove_placement_group(pg)
     for actor in (first, anywhere, waiting, other):
-        assert wait_for(lambda actor=actor: died_of_removal(actor), "an actor of the group outlived it")
-    wait_for(lambda: free_cpus() == before, "removal never gave the CPUs back")
+        assert wait_for(lambda actor=actor: died_of_removal(actor), "the group's actor to die of its removal")
+    wait_for(lambda: free_cpus() == before, "the removal to give the CPUs back")
 
 
 
@@ -261,7 +250,7 @@ def test_a_taken_name_is_refused(three_nodes: dict[str, Any]) -> None:
     assert get_placement_group("taken") == pg
     remove_placement_group(pg)
     with pytest.raises(ValueError, match="Failed to look up placement group with name: taken"):
-        wait_for(lambda: placement_group_table(pg)["state"] == "REMOVED", "never removed")
+        wait_for(lambda: placement_group_table(pg)["state"] == "REMOVED", "the group to be removed")
         get_placement_group("taken")
 
 
@@ -303,13 +292,13 @@ def test_a_hub_restart_keeps_the_groups(three_nodes: dict[str, Any]) -> None:
         except (OSError, ValueError, actorhub.exceptions.ActorHubError):
             return False
 
-    wait_for(back, "the hub never came back", timeout=60)
+    wait_for(back, "the hub to come back", timeout=60)
     assert placement_group_table(pg)["state"] == "CREATED" and nodes_of(pg) == layout
     # Once the nodes registered again, their bundles hold there again.
     wait_for(lambda: sum(free_cpus().values()) == pytest.approx(sum(before.values()) - 2),
-             "the bundles' CPUs were not held after the restart", timeout=30)
+             "the bundles' CPUs to be held after the restart", timeout=30)
     remove_placement_group(pg)
-    wait_for(lambda: free_cpus() == before, "CPUs never came back")
+    wait_for(lambda: free_cpus() == before, "the CPUs to come back")
 
 
 @actorhub.remote(num_gpus=1)
@@ -328,7 +317,7 @@ def test_actors_in_a_gpu_bundle_see_the_bundles_gpus(
     process = start_node(Config.load(num_cpus=1, num_gpus=2), Session(Path(context.session_dir)), context.address)
     allowed_process_roots.add(process.pid)
     try:
-        wait_for(lambda: sum(n.alive for n in current().hub.cluster_status().nodes) == 4, "the GPU node never joined")
+        wait_for(lambda: sum(n.alive for n in current().hub.cluster_status().nodes) == 4, "the GPU node to join")
         pg = placement_group([{"GPU": 2, "CPU": 1}], strategy="STRICT_PACK")
         assert pg.wait(20)
         actors = [Gpu.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 0)).remote() for _ in range(2)]
@@ -336,7 +325,7 @@ def test_actors_in_a_gpu_bundle_see_the_bundles_gpus(
         assert sorted(seen) == [("0", [0]), ("1", [1])]
         remove_placement_group(pg)
         for actor in actors:
-            wait_for(lambda actor=actor: died_of_removal(actor), "an actor of the group outlived it")
+            wait_for(lambda actor=actor: died_of_removal(actor), "the group's actor to die of its removal")
     finally:
         end(process)
         allowed_process_roots.discard(process.pid)
@@ -355,6 +344,6 @@ def test_bundles_on_a_killed_node_are_rescheduled(three_nodes: dict[str, Any]) -
     os.killpg(by_node[victim], signal.SIGKILL)
     processes.pop(by_node[victim]).wait()
     wait_for(lambda: victim not in nodes_of(pg) and placement_group_table(pg)["state"] == "CREATED",
-             "the bundle was never rescheduled")
+             "the bundle to be rescheduled")
     assert len(set(nodes_of(pg))) == 2
     remove_placement_group(pg)

@@ -9,13 +9,13 @@ import math
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _procs import end
+from _wait import wait_for
 
 import actorhub
 from actorhub._proto.v1 import common_pb2, node_pb2
@@ -49,13 +49,6 @@ class Probe:
         }
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def info_of(actor: Any) -> ActorInfo:
     return current().hub.actor_info(actor.actor_id)
 
@@ -66,7 +59,7 @@ def gpu_node(cluster: actorhub.ClusterContext) -> Iterator[NodeStatus]:
     config = Config.load(num_cpus=1, num_gpus=2, resources={"special": 1}, memory=512 * MIB)
     process = start_node(config, Session(Path(cluster.session_dir)), cluster.address)
     try:
-        wait_for(lambda: sum(n.alive for n in current().hub.cluster_status().nodes) == 2, "the GPU node never joined")
+        wait_for(lambda: sum(n.alive for n in current().hub.cluster_status().nodes) == 2, "the GPU node to join")
         yield next(n for n in current().hub.cluster_status().nodes if n.node_id != cluster.node_id)
     finally:
         end(process)
@@ -143,7 +136,7 @@ def test_gpu_actors_land_on_the_gpu_node_see_their_gpus_and_hold_them(
 
     # A third whole GPU does not fit until one of the first two is gone.
     third = Probe.options(num_gpus=1).remote()
-    wait_for(lambda: info_of(third).pending_reason != "", "the third GPU actor never said why it waits")
+    wait_for(lambda: info_of(third).pending_reason != "", "the third GPU actor to say why it waits")
     info = info_of(third)
     assert info.state == "PENDING" and not info.infeasible
     assert "waiting for resources: requires {GPU: 1}" in info.pending_reason
@@ -153,7 +146,7 @@ def test_gpu_actors_land_on_the_gpu_node_see_their_gpus_and_hold_them(
 
     # Fractions share one GPU: the one freed next.
     actorhub.kill(second)
-    wait_for(lambda: actorhub.available_resources().get("GPU", 0.0) == 1.0, "the killed actor's GPU was not freed")
+    wait_for(lambda: actorhub.available_resources().get("GPU", 0.0) == 1.0, "the killed actor's GPU to be freed")
     halves = [Probe.options(num_gpus=0.5).remote() for _ in range(2)]
     shared = [actorhub.get(h.where.remote(), timeout=60) for h in halves]
     assert shared[0]["gpus"] == shared[1]["gpus"] and len(shared[0]["gpus"]) == 1
@@ -180,12 +173,12 @@ def test_custom_and_memory_requests_are_placed_and_infeasible_ones_say_why(
     too_many = Probe.options(num_gpus=4).remote()
     unknown = Probe.options(resources={"tpu_pod": 1}).remote()
     for actor, demand in ((too_many, "{GPU: 4}"), (unknown, "{tpu_pod: 1}")):
-        wait_for(lambda a=actor: info_of(a).infeasible, f"{demand} was never found infeasible")
+        wait_for(lambda a=actor: info_of(a).infeasible, f"{demand} to be found infeasible")
         reason = info_of(actor).pending_reason
         assert reason.startswith(f"infeasible: requires {demand} but no alive node has"), reason
     _ = too_many.where.remote()  # a call waits for the actor: the driver is told why, as Ray warns
     wait_for(lambda: any("cannot be scheduled" in r.getMessage() and "{GPU: 4}" in r.getMessage()
-                         for r in caplog.records), "the driver was never warned about the GPU demand")
+                         for r in caplog.records), "the driver to be warned about the GPU demand")
     assert status_command(cluster.address) == 0
     status = capsys.readouterr().out
     assert "GPU 2/2" in status and "special 0/1" in status
@@ -197,7 +190,7 @@ def test_an_actor_that_asks_for_nothing_needs_a_node_with_a_cpu_and_holds_none(s
     process = None
     try:
         default = Probe.remote()
-        wait_for(lambda: info_of(default).infeasible, "a default actor was placed on a node without CPUs")
+        wait_for(lambda: info_of(default).infeasible, "a default actor to be found infeasible on a node without CPUs")
         assert info_of(default).pending_reason.startswith("infeasible: requires {CPU: 1} but no node has that many")
         # Asking for 0 CPUs explicitly is an explicit request: it holds for placement too.
         explicit = Probe.options(num_cpus=0).remote()

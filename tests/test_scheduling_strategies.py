@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _procs import end
+from _wait import wait_for
 from conftest import _allowed_roots
 
 import actorhub
@@ -56,13 +57,6 @@ def _alive() -> dict[str, str]:
     return {n.node_id: n.address for n in current().hub.cluster_status().nodes if n.alive}
 
 
-def _wait_for(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def _node(handle: Any) -> str:
     return str(actorhub.get(handle.node.remote(), timeout=60))
 
@@ -75,7 +69,7 @@ def nodes(shared_cluster: actorhub.ClusterContext) -> Iterator[tuple[str, str, s
               for i, name in ((1, "b"), (2, "c"))]
     _allowed_roots.update(p.pid for p in agents)
     try:
-        _wait_for(lambda: len(_alive()) == 3)
+        wait_for(lambda: len(_alive()) == 3, "nodes b and c to join")
         head = shared_cluster.node_id
         yield head, "b00000000000001", "c00000000000002"
     finally:
@@ -159,10 +153,10 @@ def test_affinity_to_a_dead_node_soft_runs_elsewhere_hard_fails(shared_cluster: 
                        dead)
     _allowed_roots.add(agent.pid)
     try:
-        _wait_for(lambda: dead in _alive())
+        wait_for(lambda: dead in _alive(), f"node {dead} to join")
         os.kill(agent.pid, signal.SIGKILL)
         end(agent)
-        _wait_for(lambda: dead not in _alive())
+        wait_for(lambda: dead not in _alive(), f"the hub to see node {dead} dead")
     finally:
         _allowed_roots.discard(agent.pid)
         # Killed, it could not remove its arena; the session's end would, but that is the module's.

@@ -198,16 +198,17 @@ def _drive(mode: str, session_dir: Path) -> list[str]:
     script = textwrap.dedent(f"""
         import os, sys, time
         from pathlib import Path
+        from actorhub.node import pipe_frames as _frames
         from actorhub.node import zygote as _zygote
         from actorhub._proto.v1 import node_pb2
         session = Path({str(session_dir)!r})
         z = getattr(_zygote, {mode!r})(session_dir=session, hub_address="127.0.0.1:1",
                                         bind_host="127.0.0.1", log_path=session / "logs" / "zygote.log")
-        reader = _zygote.FrameReader()
+        reader = _frames.FrameReader()
 
         def fork(worker_id):
             cmd = node_pb2.ZygoteCommand(fork=node_pb2.ForkWorker(worker_id=worker_id, node_id="n1"))
-            _zygote.write_all(z.cmd_fd, _zygote.encode_frame(cmd.SerializeToString()))
+            _frames.write_all(z.cmd_fd, _frames.encode_frame(cmd.SerializeToString()))
             while not (session / f"probe-{{worker_id}}").exists() or not (session / f"probe-{{worker_id}}").read_text():
                 time.sleep(0.01)
 

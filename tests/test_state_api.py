@@ -8,20 +8,18 @@ import json
 import os
 import subprocess
 import sys
-import time
 import warnings
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from _wait import wait_for
 from conftest import module_cluster
 
 import actorhub
 from actorhub.job_submission import JobStatus, JobSubmissionClient
 from actorhub.util import state
 from actorhub.util.placement_group import placement_group, remove_placement_group
-
-T = TypeVar("T")
 
 
 @actorhub.remote
@@ -51,21 +49,12 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         remove_placement_group(group)
 
 
-def _eventually(read: Callable[[], T], ok: Callable[[T], bool], timeout: float = 20) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if ok(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
-
-
 def test_actors_with_filters_and_get_actor(ctx: dict[str, Any]) -> None:
     doomed = ctx["doomed"]
     in_shop = state.list_actors(filters=[("ray_namespace", "=", "shop")])
     assert [(a.name, a.class_name, a.state) for a in in_shop] == [("svc", "Counter", "ALIVE")]
     assert in_shop[0]["state"] == "ALIVE" and in_shop[0].pid > 0 and in_shop[0].node_id
-    dead = _eventually(lambda: state.list_actors(filters=[("state", "=", "dead")]), lambda rows: bool(rows))
+    dead = wait_for(lambda: state.list_actors(filters=[("state", "=", "dead")]), "a dead actor to be listed", 20, 0.2)
     assert [a.actor_id for a in dead] == [doomed.actor_id]
     assert dead[0].death_cause is not None and dead[0].death_cause["actor_died_error_context"]["error_message"]
     alive = state.list_actors(filters=[("state", "!=", "DEAD")])
@@ -84,8 +73,8 @@ def test_nodes_tasks_objects_and_placement_groups(ctx: dict[str, Any]) -> None:
     assert again is not None and again.node_id == node.node_id and again.is_head_node
     assert state.get_node("0" * 32) is None
     # Executors publish their counts once a second.
-    finished = _eventually(lambda: state.list_tasks(filters=[("name", "=", "square"), ("state", "=", "FINISHED")]),
-                           lambda rows: sum(r.count for r in rows) >= 5)
+    finished = wait_for(lambda: state.list_tasks(filters=[("name", "=", "square"), ("state", "=", "FINISHED")]),
+                        "five finished square tasks", 20, 0.2, ok=lambda rows: sum(r.count for r in rows) >= 5)
     assert sum(r.count for r in finished) >= 5 and finished[0].node_id == node.node_id
     summary = state.summarize_tasks()["cluster"]["summary"]
     assert summary["square"]["state_counts"]["FINISHED"] >= 5
@@ -102,7 +91,8 @@ def test_nodes_tasks_objects_and_placement_groups(ctx: dict[str, Any]) -> None:
 def test_jobs_are_listed_and_filtered_by_status(ctx: dict[str, Any]) -> None:
     client = JobSubmissionClient()
     submission = client.submit_job(entrypoint="echo state-api")
-    _eventually(lambda: client.get_job_status(submission), lambda s: s in (JobStatus.SUCCEEDED, JobStatus.FAILED))
+    wait_for(lambda: client.get_job_status(submission), "the job to end", 20, 0.2,
+             ok=lambda s: s in (JobStatus.SUCCEEDED, JobStatus.FAILED))
     done = state.list_jobs(filters=[("status", "=", "SUCCEEDED")])
     assert submission in [j.submission_id for j in done]
     assert not state.list_jobs(filters=[("submission_id", "=", "no-such-job")])

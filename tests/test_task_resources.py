@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _procs import end
+from _wait import wait_for
 
 import actorhub
 from actorhub.cluster.launcher import start_node
@@ -70,13 +71,6 @@ def hold_while(marker: str) -> str:
     return actorhub.get_runtime_context().get_node_id()
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def most_at_once(spans: list[tuple[float, float, list[int]]]) -> int:
     return max(sum(1 for s, e, _ in spans if s <= start < e) for start, _, _ in spans)
 
@@ -88,7 +82,7 @@ def gpu_node(shared_cluster: actorhub.ClusterContext, allowed_process_roots: set
     process = start_node(config, Session(Path(shared_cluster.session_dir)), shared_cluster.address)
     allowed_process_roots.add(process.pid)
     try:
-        wait_for(lambda: sum(n.alive for n in current().hub.cluster_status().nodes) == 2, "the GPU node never joined")
+        wait_for(lambda: sum(n.alive for n in current().hub.cluster_status().nodes) == 2, "the GPU node to join")
         yield next(n for n in current().hub.cluster_status().nodes if n.node_id != shared_cluster.node_id)
     finally:
         end(process)
@@ -148,7 +142,7 @@ def test_gpu_tasks_never_exceed_the_nodes_gpus(shared_cluster: actorhub.ClusterC
     heavy = {"resources": {"special": 1}, "memory": 300 * MIB}
     assert most_at_once(actorhub.get([hold.options(**heavy).remote(0.8) for _ in range(2)], timeout=60)) == 1
     # Leases given back, the hub has it all free again.
-    wait_for(lambda: actorhub.available_resources().get("GPU") == 2.0, "the tasks' GPUs never came back")
+    wait_for(lambda: actorhub.available_resources().get("GPU") == 2.0, "the tasks' GPUs to come back")
 
 
 def test_tasks_and_actors_never_share_a_whole_gpu(
@@ -160,7 +154,7 @@ def test_tasks_and_actors_never_share_a_whole_gpu(
     assert most_at_once(spans) == 1 and all(ids != actor_gpu for _, _, ids in spans)
     # While a task holds the other GPU, an actor that wants one waits for it, then gets it.
     running = hold.options(num_gpus=1).remote(2.0)
-    wait_for(lambda: actorhub.available_resources().get("GPU", 0.0) == 0.0, "the task never took its GPU")
+    wait_for(lambda: actorhub.available_resources().get("GPU", 0.0) == 0.0, "the task to take its GPU")
     second = GpuActor.options(num_gpus=1).remote()
     task_gpu = actorhub.get(running, timeout=60)[2]
     assert actorhub.get(second.gpus.remote(), timeout=60) == task_gpu != actor_gpu
@@ -214,7 +208,7 @@ def test_a_gpu_task_whose_worker_died_runs_again_with_a_gpu_and_gives_it_back(
         shared_cluster: actorhub.ClusterContext, gpu_node: NodeStatus, tmp_path: Path) -> None:
     ids = actorhub.get(crash_once.options(num_gpus=1).remote(str(tmp_path / "crashed")), timeout=60)
     assert (tmp_path / "crashed").exists() and len(ids) == 1
-    wait_for(lambda: actorhub.available_resources().get("GPU") == 2.0, "the crashed task's GPU never came back")
+    wait_for(lambda: actorhub.available_resources().get("GPU") == 2.0, "the crashed task's GPU to come back")
 
 
 def test_a_task_whose_only_fitting_node_died_waits_for_another_that_fits(
@@ -222,11 +216,11 @@ def test_a_task_whose_only_fitting_node_died_waits_for_another_that_fits(
     session = Session(Path(shared_cluster.session_dir))
     first = start_node(Config.load(num_cpus=1, resources={"fragile": 1}), session, shared_cluster.address)
     try:
-        wait_for(lambda: actorhub.cluster_resources().get("fragile") == 1.0, "the fragile node never joined")
+        wait_for(lambda: actorhub.cluster_resources().get("fragile") == 1.0, "the fragile node to join")
         marker = tmp_path / "hold"
         marker.touch()
         task = hold_while.options(resources={"fragile": 1}).remote(str(marker))
-        wait_for(Path(f"{marker}.started").exists, "the task never started on the fragile node")
+        wait_for(Path(f"{marker}.started").exists, "the task to start on the fragile node")
         end(first)  # the node stops, its workers with it
         ready, _ = actorhub.wait([task], timeout=2.0)
         assert not ready  # no node has "fragile" now: it waits, not fails

@@ -14,12 +14,13 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from _wait import wait_for
 
 from actorhub._proto.v1 import (
     common_pb2,
@@ -31,6 +32,7 @@ from actorhub._proto.v1 import (
 )
 from actorhub.cluster.launcher import remove_segments
 from actorhub.cluster.session import Session, create_session
+from actorhub.node import pipe_frames as _frames
 from actorhub.node import zygote as _zygote
 from actorhub.wire.server import bind, make_server
 from actorhub.wire.transport import ChannelPool
@@ -76,16 +78,8 @@ def _parents() -> dict[int, int]:
     return parents
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def assert_all_gone(pids: set[int], timeout: float = 5.0) -> None:
-    wait_until(lambda: not any(alive(p) for p in pids), timeout, f"processes {sorted(pids)} to end")
+    wait_for(lambda: not any(alive(p) for p in pids), f"processes {sorted(pids)} to end", timeout)
 
 
 @pytest.fixture
@@ -118,11 +112,11 @@ class FakeNode(node_pb2_grpc.NodeServicer):
 class ZygoteDriver:
     def __init__(self, process: _zygote.ZygoteProcess) -> None:
         self.z = process
-        self.reader = _zygote.FrameReader()
+        self.reader = _frames.FrameReader()
         self.pending: list[node_pb2.ZygoteEvent] = []
 
     def send(self, command: node_pb2.ZygoteCommand) -> None:
-        _zygote.write_all(self.z.cmd_fd, _zygote.encode_frame(command.SerializeToString()))
+        _frames.write_all(self.z.cmd_fd, _frames.encode_frame(command.SerializeToString()))
 
     def fork(self, worker_id: str, node_address: str = "") -> None:
         self.send(node_pb2.ZygoteCommand(fork=node_pb2.ForkWorker(
@@ -223,13 +217,14 @@ def test_zygote_and_workers_die_with_the_node(session: Session) -> None:
     script = textwrap.dedent(f"""
         import os, select, sys, time
         from pathlib import Path
+        from actorhub.node import pipe_frames as _frames
         from actorhub.node import zygote as _zygote
         from actorhub._proto.v1 import node_pb2
         z = _zygote.spawn(session_dir=Path({str(session.path)!r}), hub_address="127.0.0.1:1",
                           bind_host="127.0.0.1", log_path=Path({str(session.logs / "zygote.log")!r}))
         cmd = node_pb2.ZygoteCommand(fork=node_pb2.ForkWorker(worker_id="orphan", node_id="n1"))
-        _zygote.write_all(z.cmd_fd, _zygote.encode_frame(cmd.SerializeToString()))
-        reader = _zygote.FrameReader()
+        _frames.write_all(z.cmd_fd, _frames.encode_frame(cmd.SerializeToString()))
+        reader = _frames.FrameReader()
         frames = []
         while not frames:
             frames = reader.feed(os.read(z.event_fd, 65536))
@@ -241,8 +236,8 @@ def test_zygote_and_workers_die_with_the_node(session: Session) -> None:
     try:
         assert node.stdout is not None
         zygote_pid, worker_pid = map(int, node.stdout.readline().split())
-        wait_until(lambda: "serving" in (session.logs / "worker-orphan.out").read_text()
-                   if (session.logs / "worker-orphan.out").exists() else False, what="the worker")
+        wait_for(lambda: "serving" in (session.logs / "worker-orphan.out").read_text()
+                 if (session.logs / "worker-orphan.out").exists() else False, "the worker", 10)
         assert alive(zygote_pid) and alive(worker_pid)
     finally:
         node.kill()
@@ -354,7 +349,7 @@ def test_node_agent_runs_kills_and_reports_actors(session: Session, fake_hub: tu
         slow_reply: list[Any] = []
         slow = threading.Thread(target=lambda: slow_reply.append(node.start("a4", "Slow")))
         slow.start()
-        wait_until(lambda: node.info().actor_workers == 2, what="the slow constructor to start")
+        wait_for(lambda: node.info().actor_workers == 2, "the slow constructor to start", 10)
         node.stub.KillWorker(node_pb2.KillWorkerRequest(actor_id="a4", incarnation=0), timeout=10)
         slow.join(30)  # the kill's reaping and the reply can take seconds on a loaded machine
         assert slow_reply, "StartActor of the killed constructor was not answered within 30 s"
@@ -390,7 +385,7 @@ def test_node_agent_runs_kills_and_reports_actors(session: Session, fake_hub: tu
         info = node.info()
         assert (info.node_id, info.num_cpus, info.actor_workers) == ("node-a", 4.0, 1)
         assert info.available_cpus == 3.0
-        wait_until(lambda: node.info().idle_workers == 1, what="the pool to refill")
+        wait_for(lambda: node.info().idle_workers == 1, "the pool to refill", 10)
 
         family = descendants(node.process.pid)
         assert len(family) >= 3  # zygote, actor worker, idle worker
@@ -413,7 +408,7 @@ def test_node_agent_stops_without_leftovers(
     try:
         assert session.pid_file("node-node-b").read_text().strip() == str(node.process.pid)
         assert node.start("b1").ok
-        wait_until(lambda: node.info().idle_workers == 1, what="the pool to refill")
+        wait_for(lambda: node.info().idle_workers == 1, "the pool to refill", 10)
         family = descendants(node.process.pid)
         if how == "lease-shutdown":
             hub.shutdown.set()

@@ -275,6 +275,7 @@ def init(
             raise
         dashboard_url: str | None = None
         if cluster is not None:
+            _import_first_use(config)
             try:
                 wait_for_head(cluster, config)
                 if config.include_dashboard:
@@ -313,6 +314,17 @@ def init(
 
             submitter_for(runtime)  # keeps lineage (tasks/lineage.py), and says why a lost put cannot be made again
         return context
+
+
+def _import_first_use(config: Config) -> None:
+    """Import while the cluster boots what init() imports on first use after its hub serves."""
+    import importlib
+
+    modules = ["grpc._channel", "grpc.experimental"]  # at gRPC's first channel: the one to the hub
+    if config.log_to_driver:
+        modules.append("actorhub.api.driver_logs")
+    for module in modules:
+        importlib.import_module(module)
 
 
 def _with_dashboard(context: ClusterContext, session: Session | None, url: str | None) -> ClusterContext:
@@ -357,7 +369,7 @@ def _open_endpoint(config: Config, hub_address: str, token: str) -> tuple[Endpoi
     endpoint = Endpoint(
         token=token, hub_address=hub_address, bind_host=host, deadlines=config.deadlines,
         max_message_bytes=config.max_message_bytes, hub_reconnect_s=config.hub_reconnect_timeout_s,
-        tls=load_tls(config),
+        tls=load_tls(config), pin_io_threads=config.pin_io_threads,
     )
     service = WorkerService(endpoint)
     endpoint.serve(service, service.close)
@@ -430,7 +442,7 @@ def _wait_for_node(endpoint: Endpoint, node_id: str, timeout: float) -> tuple[st
                 f"no node agent registered with the hub at {endpoint.hub_address} within {timeout} s"
             )
         time.sleep(pause)
-        pause = min(pause * 2, 0.02)
+        pause = min(pause * 2, 0.005)  # it registers at about the time its hub serves
 
 
 def shutdown() -> None:

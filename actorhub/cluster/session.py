@@ -210,14 +210,25 @@ def started_sessions(root: Path) -> list[Session]:
     Only the check of the root raises; a session that fails its own check is left out here
     and refused by name when it is used.
     """
+    # init() runs this on every call and a host keeps every session it ever had: one stat per
+    # session first, and the ownership check only for the few that `actorhub start` made.
+    if not check_root(root):
+        return []
     found: list[tuple[int, Session]] = []
-    for session in list_sessions(root)[0]:
+    with os.scandir(root) as entries:
+        paths = [root / e.name for e in entries if e.name.startswith(SESSION_PREFIX)]
+    for path in paths:
         try:
-            started_ns = (session.path / STARTED_FILE).stat().st_mtime_ns
+            started_ns = (path / STARTED_FILE).stat().st_mtime_ns
         except OSError:
             continue
-        if (session.path / ADDRESS_FILE).exists():
-            found.append((started_ns, session))
+        if not (path / ADDRESS_FILE).exists():
+            continue
+        try:
+            check_private(path, "session directory")
+        except (UnsafeDirectoryError, FileNotFoundError):
+            continue
+        found.append((started_ns, Session(path)))
     return [session for _, session in sorted(found, key=lambda pair: pair[0], reverse=True)]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -29,23 +30,23 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from actorhub._proto.v1 import hub_pb2_grpc, runtime_env_pb2_grpc
 from actorhub.cluster.addresses import parse_address
 from actorhub.cluster.lifetime import set_parent_death_signal
 from actorhub.cluster.session import ADDRESS_FILE, Session
 from actorhub.config import Config, ConfigError
-from actorhub.hub.actor_table import ActorTable
 from actorhub.hub.control_store import HUB_STARTS, STORE_FILE, StoreBatch, StoreRefusedError, StoreWriter, open_store
-from actorhub.hub.metrics_export import HubMetrics
-from actorhub.hub.records import HubInfo
-from actorhub.hub.runtime_env_packages import RuntimeEnvPackagesServicer
-from actorhub.hub.service import HubServicer
-from actorhub.runtime.checkpoint_files import CheckpointFiles
 from actorhub.wire.server import ServerLoop
 from actorhub.wire.tls import load_tls
 from actorhub.wire.transport import AsyncChannelPool
 
 log = logging.getLogger("actorhub.hub")
+# The hub's own modules, imported in main() once the port listens (a standby imports them before
+# it waits): a node agent starting beside the hub then connects at once, its first call waiting
+# for the server to start, rather than being refused and retrying after gRPC's reconnect backoff
+# (50 ms, then 80, 128...), which a first init() waits for.
+_SERVICE_MODULES = ("actorhub._proto.v1.hub_pb2_grpc", "actorhub._proto.v1.runtime_env_pb2_grpc",
+                    "actorhub.hub.service", "actorhub.hub.metrics_export", "actorhub.hub.runtime_env_packages",
+                    "actorhub.runtime.checkpoint_files")
 
 _STOP_GRACE_S = 1.0
 _STOP_TIMEOUT_S = 5.0
@@ -99,6 +100,24 @@ def main(argv: list[str] | None = None) -> int:
     session = Session(args.session_dir)
     _setup_logging(session, config.logging_level)
     session.pid_file("hub").write_text(f"{os.getpid()}\n")
+    # One event loop serves every RPC: leases, long polls and actor starts are coroutines. It
+    # listens first (_SERVICE_MODULES); its services are added before it starts.
+    server = ServerLoop(session.token, name="hub-loop", max_message_bytes=config.max_message_bytes, tls=tls,
+                        pin_io_threads=config.pin_io_threads)
+    try:
+        address = server.bind(config.bind_host, config.hub_port)
+    except (OSError, RuntimeError) as err:
+        log.error("cannot start the hub: %s", err)
+        print(f"actorhub hub: {err}", file=sys.stderr)
+        server.stop(0)
+        return 1
+    from actorhub._proto.v1 import hub_pb2_grpc, runtime_env_pb2_grpc
+    from actorhub.hub.actor_table import ActorTable
+    from actorhub.hub.metrics_export import HubMetrics
+    from actorhub.hub.records import HubInfo
+    from actorhub.hub.runtime_env_packages import RuntimeEnvPackagesServicer
+    from actorhub.hub.service import HubServicer
+    from actorhub.runtime.checkpoint_files import CheckpointFiles
 
     store_path = config.hub_store_path or session.path / STORE_FILE
     try:
@@ -107,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     except StoreRefusedError as err:
         log.error("cannot start the hub: %s", err)
         print(f"actorhub hub: {err}", file=sys.stderr)
+        server.stop(0)
         return EXIT_STORE_REFUSED
     starts = snapshot.counters.get(HUB_STARTS, 0) + 1
     store.save(StoreBatch(counters={HUB_STARTS: starts}))
@@ -119,8 +139,6 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
     writer = StoreWriter(store)
-    # One event loop serves every RPC: leases, long polls and actor starts are coroutines.
-    server = ServerLoop(session.token, name="hub-loop", max_message_bytes=config.max_message_bytes, tls=tls)
     servicer = HubServicer(
         table, writer, AsyncChannelPool(session.token, config.max_message_bytes, tls), server.loop,
         on_stop=stop.set, deadlines=config.deadlines,
@@ -133,18 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     # Beside the store, so a restarted hub (same store) still serves every package.
     runtime_env_pb2_grpc.add_RuntimeEnvPackagesServicer_to_server(
         RuntimeEnvPackagesServicer(store_path.parent / "runtime_env_packages"), server.server)
-    try:
-        address = server.bind(config.bind_host, config.hub_port)
-    except (OSError, RuntimeError) as err:
-        log.error("cannot start the hub: %s", err)
-        print(f"actorhub hub: {err}", file=sys.stderr)
-        server.stop(0)
-        writer.close()
-        store.close()
-        return 1
     # Before nodes can register (again): each reports its endpoint's port to it.
     metrics = servicer.metrics = HubMetrics(table.cluster_status, table.alive_nodes, info, session.path)
-    metrics.start(parse_address(address)[0])
     server.start()
     server.call_soon(servicer.recover, recovered, unconfirmed_nodes, unconfirmed_jobs)
     server.call_soon(servicer.start_health_checks)
@@ -156,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             os.close(args.ready_fd)
         except OSError as err:  # the supervisor died: PDEATHSIG ends this process too
             log.warning("could not tell the supervisor the hub serves: %s", err)
+    # Its endpoint (an HTTP server and two threads) after the hub serves: a cluster's start waits
+    # for the hub, not for its metrics. Nodes' ports are kept meanwhile.
+    metrics.start(parse_address(address)[0])
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         servicer.request_shutdown()  # only schedules it on the loop
@@ -183,6 +194,8 @@ def _wait_for_promotion(fd: int) -> bool:
     supervisor ended the standby instead."""
     with contextlib.suppress(ImportError):
         import uvloop  # noqa: F401  (the server loop's, imported lazily by a cold start)
+    for name in _SERVICE_MODULES:
+        importlib.import_module(name)
     try:
         promoted = os.read(fd, 1) != b""
     except OSError:

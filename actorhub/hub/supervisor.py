@@ -19,24 +19,27 @@ SIGTERM/SIGINT, which it forwards to the hub.
 - The hub runs in this process's group and kills itself when this process dies
   (`--supervisor-pid`, PR_SET_PDEATHSIG), so killing the group or this process stops both.
 
-It imports the standard library only, and little of it, so that it boots in tens of
-milliseconds: it is on the path of every `init()`. It never polls: it sleeps in
-select() on the hub's ready pipe and a self-pipe that signals (SIGCHLD, SIGTERM) write to.
+It is on the path of every `init()`, which waits for the hub it starts: the launcher runs it
+as a file with `python -I -S` (no site-packages), and it imports little of the standard library
+(no argparse, subprocess, pathlib or typing: it parses its few flags and spawns with
+`os.posix_spawn`), so that the hub is spawned about 20 ms after this process is. It never
+polls: it sleeps in select() on the hub's ready pipe and a self-pipe that signals (SIGCHLD,
+SIGTERM) write to.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import select
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 from types import FrameType
-from typing import IO
+
+TYPE_CHECKING = False  # typing itself is not needed at run time (a few ms of this process's boot)
+if TYPE_CHECKING:
+    from typing import IO, NoReturn
 
 # The session's names (actorhub.cluster.session), spelled out here: importing that module
 # (secrets, hmac) would add a fifth to this process's boot, which is on the path of init().
@@ -58,26 +61,107 @@ _BACKSTOP_S = 1.0
 STANDBY_DELAY_S = 10.0
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m actorhub.hub.supervisor", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--session-dir", required=True, type=Path)
-    parser.add_argument("--port", type=int, required=True,
-                        help="the hub's port; 0: a free one, then kept across restarts")
-    parser.add_argument("--bind-host", default="127.0.0.1")
-    parser.add_argument("--store", type=Path, default=None, help="the hub's store (default: in the session)")
-    # Tests run a stand-in hub that honours the same flags.
-    parser.add_argument("--hub-module", default="actorhub.hub", help=argparse.SUPPRESS)
-    parser.add_argument("--no-standby", action="store_true", help="keep no standby hub (restarts boot a new one)")
-    parser.add_argument("--standby-delay-s", type=float, default=STANDBY_DELAY_S, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+USAGE = """usage: python -m actorhub.hub.supervisor --session-dir DIR --port PORT [--bind-host HOST]
+       [--store PATH] [--no-standby]
+  --port: the hub's port; 0: a free one, then kept across restarts
+  --store: the hub's store (default: in the session)
+  --no-standby: keep no standby hub (restarts boot a new one)"""
+
+
+class Args:
+    """The command line. Parsed by hand: argparse's imports would double this process's boot."""
+
+    __slots__ = ("bind_host", "hub_module", "no_standby", "port", "session_dir", "standby_delay_s", "store")
+
+    def __init__(self) -> None:
+        self.session_dir = ""
+        self.port = -1
+        self.bind_host = "127.0.0.1"
+        self.store: str | None = None
+        self.hub_module = "actorhub.hub"  # tests run a stand-in hub that honours the same flags
+        self.no_standby = False
+        self.standby_delay_s = STANDBY_DELAY_S
+
+
+_VALUED = {"--session-dir": "session_dir", "--port": "port", "--bind-host": "bind_host", "--store": "store",
+           "--hub-module": "hub_module", "--standby-delay-s": "standby_delay_s"}
+
+
+def _usage_error(message: str) -> NoReturn:
+    print(f"{USAGE}\npython -m actorhub.hub.supervisor: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse(argv: list[str] | None) -> Args:
+    args = Args()
+    words = iter(sys.argv[1:] if argv is None else argv)
+    for word in words:
+        if word in ("-h", "--help"):
+            print(f"{USAGE}\n\n{__doc__}")
+            sys.exit(0)
+        if word == "--no-standby":
+            args.no_standby = True
+            continue
+        flag, equals, value = word.partition("=")
+        if flag not in _VALUED:
+            _usage_error(f"unrecognized argument: {word}")
+        if not equals and (value := next(words, "")) == "":
+            _usage_error(f"argument {flag}: expected one argument")
+        try:
+            converted = int(value) if flag == "--port" else float(value) if flag == "--standby-delay-s" else value
+        except ValueError:
+            _usage_error(f"argument {flag}: invalid value: {value!r}")
+        setattr(args, _VALUED[flag], converted)
+    if not args.session_dir or args.port < 0:
+        _usage_error("the arguments --session-dir and --port are required")
+    return args
+
+
+class _Process:
+    """A child started with os.posix_spawn: what the supervisor uses of subprocess.Popen."""
+
+    __slots__ = ("pid", "returncode")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere (nothing here does): its status is lost
+                pid, status = self.pid, signal.SIGKILL
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        return self.returncode
+
+    def wait_for(self, timeout: float) -> int | None:
+        """The exit status; None when `timeout` (s) passed first."""
+        deadline = time.monotonic() + timeout
+        while (code := self.poll()) is None and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.01))
+        return code
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.send_signal(signal.SIGKILL)
 
 
 class _Log:
     """Plain timestamped lines, appended and flushed one by one: the supervisor may be killed."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: str) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         self._file: IO[str] = open(path, "a", buffering=1)  # kept open for the process's life
 
     def __call__(self, message: str) -> None:
@@ -95,7 +179,7 @@ class _Hub:
 
     __slots__ = ("go_w", "proc", "ready_at", "ready_r", "started_at")
 
-    def __init__(self, proc: subprocess.Popen[bytes], ready_r: int, go_w: int | None) -> None:
+    def __init__(self, proc: _Process, ready_r: int, go_w: int | None) -> None:
         self.proc = proc
         self.ready_r: int | None = ready_r  # the read end of its ready pipe, until read to its end
         self.go_w = go_w  # a standby's: one byte promotes it, EOF ends it
@@ -125,17 +209,17 @@ def backoff_s(quick_deaths: int) -> float:
 
 
 class Supervisor:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.session: Path = args.session_dir
-        self.logs = self.session / "logs"
-        self.port: int = args.port
-        self.bind_host: str = args.bind_host
-        self.store: Path | None = args.store
-        self.hub_module: str = args.hub_module
+    def __init__(self, args: Args) -> None:
+        self.session = args.session_dir
+        self.logs = os.path.join(self.session, "logs")
+        self.port = args.port
+        self.bind_host = args.bind_host
+        self.store = args.store
+        self.hub_module = args.hub_module
         self.use_standby = not args.no_standby
-        self.standby_delay_s: float = args.standby_delay_s
+        self.standby_delay_s = args.standby_delay_s
         self.standby: _Hub | None = None
-        self.log = _Log(self.logs / LOG_NAME)
+        self.log = _Log(os.path.join(self.logs, LOG_NAME))
         self.stop_signal: int | None = None
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
@@ -166,10 +250,10 @@ class Supervisor:
 
     # -- the hub --------------------------------------------------------------------------------
     def _hub_argv(self, recover: bool) -> list[str]:
-        argv = [sys.executable, "-m", self.hub_module, "--session-dir", str(self.session),
+        argv = [sys.executable, "-m", self.hub_module, "--session-dir", self.session,
                 "--port", str(self.port), "--bind-host", self.bind_host]
         if self.store is not None:
-            argv += ["--store", str(self.store)]
+            argv += ["--store", self.store]
         if recover:
             argv.append("--recover")
         return argv
@@ -182,10 +266,20 @@ class Supervisor:
             argv = [*self._hub_argv(recover), "--supervisor-pid", str(os.getpid()), "--ready-fd", str(ready_w)]
             if go_r is not None:
                 argv += ["--standby-fd", str(go_r)]
-            with open(self.logs / HUB_OUT, "ab") as out:
+            out = os.open(os.path.join(self.logs, HUB_OUT), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                          0o644)
+            try:
+                for fd in passed:
+                    os.set_inheritable(fd, True)  # the only descriptors it inherits besides stdio
                 # Not a new session: the hub stays in this group, so killing the group stops both.
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                        pass_fds=passed, close_fds=True)
+                # The signals Python ignores go back to their defaults, as Popen's restore_signals.
+                proc = _Process(os.posix_spawn(sys.executable, argv, os.environ, file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out, 1),
+                    (os.POSIX_SPAWN_DUP2, out, 2),
+                ], setsigdef=(signal.SIGPIPE, signal.SIGXFSZ)))
+            finally:
+                os.close(out)
         except BaseException:
             os.close(ready_r)
             if go_w is not None:
@@ -227,9 +321,7 @@ class Supervisor:
         if standby.go_w is not None:
             os.close(standby.go_w)  # EOF: it exits at once
             standby.go_w = None
-        try:
-            standby.proc.wait(2.0)
-        except subprocess.TimeoutExpired:
+        if standby.proc.wait_for(2.0) is None:
             standby.proc.kill()
             standby.proc.wait()
         self._close(standby)
@@ -257,7 +349,8 @@ class Supervisor:
             self.port = int(self._read_address().rsplit(":", 1)[1])
 
     def _read_address(self) -> str:
-        return (self.session / ADDRESS_FILE).read_text().strip()
+        with open(os.path.join(self.session, ADDRESS_FILE)) as file:
+            return file.read().strip()
 
     def _address(self) -> str:
         try:
@@ -272,8 +365,8 @@ class Supervisor:
             fds = [hub.ready_r] if hub.ready_r is not None else []
             timeout = None
             if self.use_standby and hub.ready_at is not None:
-                if self.standby is not None and self.standby.proc.poll() is not None:
-                    self.log(f"standby hub pid {self.standby.proc.pid} {describe_exit(self.standby.proc.returncode)}")
+                if self.standby is not None and (code := self.standby.proc.poll()) is not None:
+                    self.log(f"standby hub pid {self.standby.proc.pid} {describe_exit(code)}")
                     self._end_standby()
                 if self.standby is None:
                     timeout = hub.ready_at + self.standby_delay_s - time.monotonic()
@@ -301,8 +394,7 @@ class Supervisor:
             if hub.proc.poll() is None:
                 self.log(f"hub pid {hub.proc.pid} did not stop within {STOP_TIMEOUT_S:g} s; killing it")
                 hub.proc.kill()
-                hub.proc.wait()
-        self.log(f"hub pid {hub.proc.pid} {describe_exit(hub.proc.returncode)}")
+        self.log(f"hub pid {hub.proc.pid} {describe_exit(hub.proc.wait())}")
         self._close(hub)
 
     def _pause(self, seconds: float) -> None:
@@ -338,7 +430,7 @@ class Supervisor:
             if self.stop_signal is not None:
                 return self._stopped(hub)
             self._close(hub)
-            code = hub.proc.returncode
+            code = hub.proc.wait()  # it has exited: _watch reaped it
             now = time.monotonic()
             uptime, served = now - hub.started_at, hub.served_s(now)
             if code == 0:
@@ -347,7 +439,7 @@ class Supervisor:
                 return 0
             if hub.ready_at is None and not recover:
                 self.log(f"the hub {describe_exit(code)} before it served (pid {hub.proc.pid}, "
-                         f"{uptime:.1f} s); giving up: see {self.logs / HUB_OUT}")
+                         f"{uptime:.1f} s); giving up: see {os.path.join(self.logs, HUB_OUT)}")
                 return code if code > 0 else 1
             quick_deaths = 0 if served >= HEALTHY_UPTIME_S else quick_deaths + 1
             delay = backoff_s(quick_deaths)
@@ -383,17 +475,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     _detach()
     supervisor = Supervisor(args)
-    pid_file = supervisor.session / PID_FILE
+    pid_file = os.path.join(supervisor.session, PID_FILE)
     supervisor.install_signals()
-    pid_file.write_text(f"{os.getpid()}\n")
+    with open(pid_file, "w") as file:
+        file.write(f"{os.getpid()}\n")
     try:
         code = supervisor.run()
         supervisor.log(f"supervisor exits with code {code}")
         return code
     finally:
-        with contextlib.suppress(OSError, ValueError):
-            if int(pid_file.read_text()) == os.getpid():
-                pid_file.unlink()
+        with contextlib.suppress(OSError, ValueError), open(pid_file) as file:
+            if int(file.read()) == os.getpid():
+                os.unlink(pid_file)
         supervisor.close()
 
 

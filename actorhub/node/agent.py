@@ -140,7 +140,8 @@ class NodeAgent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         server = ServerLoop(
-            self.session.token, name="node-io", max_message_bytes=self.config.max_message_bytes, tls=self.tls
+            self.session.token, name="node-io", max_message_bytes=self.config.max_message_bytes, tls=self.tls,
+            pin_io_threads=self.config.pin_io_threads,
         )
         node_pb2_grpc.add_NodeServicer_to_server(NodeServicer(self), server.server)
         self.address = server.bind(self.config.bind_host, 0)

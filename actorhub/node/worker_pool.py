@@ -28,8 +28,9 @@ from collections import deque
 from collections.abc import Callable
 
 from actorhub._proto.v1 import node_pb2
+from actorhub.node.pipe_frames import FrameReader, encode_frame, write_all
 from actorhub.node.workers import Counts, PoolError, State, Waiter, Worker, wake
-from actorhub.node.zygote import FrameReader, ZygoteProcess, encode_frame, write_all
+from actorhub.node.zygote import ZygoteProcess
 from actorhub.wire.records import HostedActor
 
 log = logging.getLogger(__name__)

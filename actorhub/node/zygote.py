@@ -4,8 +4,8 @@ Booting a Python interpreter and importing grpc, protobuf, cloudpickle and pydan
 hundreds of milliseconds; forking a process that already has them takes a few. The zygote
 imports them once and then only forks. It must never create a gRPC channel, server or any
 thread: gRPC's threads and locks do not survive fork(), so the zygote talks to its node agent
-over two plain pipes (frames of a 4-byte big-endian length then one ZygoteCommand or
-ZygoteEvent message) and every worker starts its own gRPC machinery after the fork.
+over two plain pipes (pipe_frames.py) and every worker starts its own gRPC machinery after
+the fork.
 
 Lifetime: the zygote dies with its node agent (PR_SET_PDEATHSIG, and EOF on the command
 pipe), and every worker dies with the zygote (PR_SET_PDEATHSIG again), so killing the node
@@ -16,12 +16,12 @@ the worker ends for any reason, before reaping the worker, so an actor's childre
 This module's top level imports only the standard library: the node agent imports it to
 spawn the zygote before it imports grpc itself, so that both interpreters boot in parallel.
 
-actorhub's public API and numpy (if installed) are preloaded once the first workers are
-forked and no command waits: a first actor call does not wait for them (75 ms of CPU or more),
-and those workers import them if they use them. A node agent may `fork()` its first zygote
-after importing the preload itself (it needs most of it): no second interpreter boot and
-imports, a fifth of a cluster's start-up CPU on two cores. Replacements are spawned: by then
-the node agent has gRPC threads.
+actorhub's public API (every user module imports it) and the workers' metrics are preloaded
+before the first fork, so that first workers serve a first call without imports; numpy (100 ms
+of CPU) once no command came for `QUIET_S`, or at an idle moment after `BURST_FORKS` forks: a
+starting cluster's hub and node agent need the CPU. A node agent may `fork()` its first zygote
+after importing the preload (all but the API) itself: no second interpreter boot and imports.
+Replacements are spawned: by then the node agent has gRPC threads.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import importlib
 import os
 import select
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from actorhub.cluster.lifetime import set_parent_death_signal
+from actorhub.node.pipe_frames import FrameReader, encode_frame, write_all
 
 if TYPE_CHECKING:
     from actorhub._proto.v1 import node_pb2
@@ -51,46 +51,7 @@ if TYPE_CHECKING:
 CHILD_ENTRY_ENV = "ACTORHUB_ZYGOTE_CHILD_ENTRY"
 DEFAULT_CHILD_ENTRY = "actorhub.worker.service:run_worker"
 
-_HEADER = struct.Struct(">I")
-# A command or event is a few hundred bytes; anything near this is a corrupt stream.
-MAX_FRAME = 16 * 1024 * 1024
-
-
-# ---------------------------------------------------------------------------------------------
-# Framing, shared with the node agent.
-
-
-def encode_frame(payload: bytes) -> bytes:
-    return _HEADER.pack(len(payload)) + payload
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-class FrameReader:
-    """Splits a byte stream into frames; a pipe read may end in the middle of one."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buf += data
-        frames: list[bytes] = []
-        while len(self._buf) >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(self._buf)
-            if size > MAX_FRAME:
-                raise ValueError(f"zygote pipe frame of {size} bytes: the stream is corrupt")
-            end = _HEADER.size + size
-            if len(self._buf) < end:
-                break
-            frames.append(bytes(self._buf[_HEADER.size : end]))
-            del self._buf[:end]
-        return frames
-
+QUIET_S, BURST_FORKS = 0.5, 8  # when numpy's preload runs: see the module docstring
 
 # ---------------------------------------------------------------------------------------------
 # Starting a zygote (runs in the node agent).
@@ -230,7 +191,8 @@ def _resolve_entry(spec: str) -> tuple[Callable[[Any], object], type]:
 def _preload(entry_spec: str) -> tuple[Callable[[Any], object], type] | None:
     """Import what every worker needs, once, so that forked workers start warm (numpy later)."""
     protos = ("common_pb2", "hub_pb2", "hub_pb2_grpc", "node_pb2", "node_pb2_grpc", "worker_pb2", "worker_pb2_grpc")
-    for module in ("cloudpickle", "google.protobuf", "grpc", "pydantic", *(f"actorhub._proto.v1.{p}" for p in protos)):
+    for module in ("cloudpickle", "google.protobuf", "grpc", "pydantic", *(f"actorhub._proto.v1.{p}" for p in protos),
+                   "actorhub.metrics.worker_metrics"):
         importlib.import_module(module)
     with contextlib.suppress(ImportError):
         import uvloop  # noqa: F401  (every worker's server loop runs on it: 8 ms each otherwise)
@@ -244,15 +206,7 @@ def _preload(entry_spec: str) -> tuple[Callable[[Any], object], type] | None:
 
 
 def _preload_later() -> None:
-    """The rest of the preload, once the first workers are forked (see the module's docstring)."""
-    # A user's module imports actorhub's public API (and a worker unpickling its classes imports
-    # that module): 40 ms or more of CPU that every later worker would pay again. Importing the
-    # API has no side effects (no threads, channels or handlers until init()).
-    import actorhub
-
-    for name in (*dict.fromkeys(actorhub._EXPORTS.values()), "actorhub.exceptions", "actorhub.util", "grpc._channel",
-                 "grpc.experimental", "actorhub.metrics.worker_metrics"):
-        importlib.import_module(name)
+    """The rest of the preload, once the zygote is quiet (see the module's docstring)."""
     with contextlib.suppress(ImportError):
         # numpy's BLAS may start a native thread pool here; OpenBLAS and MKL reset it in
         # the child through pthread_atfork, as they must for multiprocessing's fork.
@@ -291,8 +245,8 @@ class Zygote:
         os.set_blocking(self._wake_w, False)
         self._stop = False
         self._events_broken = False
-        self._deferred = deferred  # run once a worker is forked and no command waits
-        self._forked = False
+        self._deferred = deferred  # run once a worker is forked and the zygote is idle (serve)
+        self._forks, self._last_command = 0, time.monotonic()
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -306,9 +260,9 @@ class Zygote:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         try:
             while not self._stop:
-                idle = 0.0 if self._deferred is not None and self._forked else None
+                idle = self._until_preload()
                 readable, _, _ = select.select([self._cmd_fd, self._wake_r], [], [], idle)
-                if not readable and self._deferred is not None:
+                if not readable and idle is not None and self._deferred is not None:  # it is due
                     deferred, self._deferred = self._deferred, None
                     deferred()
                 if self._wake_r in readable:
@@ -318,6 +272,14 @@ class Zygote:
         finally:
             self._kill_all()
         return 0
+
+    def _until_preload(self) -> float | None:
+        """How long select() may sleep before the deferred preload is due; None: not yet due."""
+        if self._deferred is None or not self._forks:
+            return None
+        if self._forks >= BURST_FORKS:
+            return 0.0  # a burst: at its first idle moment
+        return max(0.0, self._last_command + QUIET_S - time.monotonic())
 
     def _on_signals(self) -> None:
         received = b""
@@ -335,6 +297,7 @@ class Zygote:
             # The node agent is gone (or shutting down): take every worker with us.
             self._stop = True
             return
+        self._last_command = time.monotonic()
         for payload in self._reader.feed(data):
             command = self._pb.ZygoteCommand.FromString(payload)
             kind = command.WhichOneof("command")
@@ -379,7 +342,7 @@ class Zygote:
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
         self._children[pid] = request.worker_id
-        self._forked = True
+        self._forks += 1
         self._emit(self._pb.ZygoteEvent(forked=self._pb.WorkerForked(worker_id=request.worker_id, pid=pid)))
 
     # -- children ---------------------------------------------------------------------------
@@ -534,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(cmd_fd: int, event_fd: int, boot: _Boot, entry: tuple[Callable[[Any], object], type] | None) -> int:
+    import actorhub  # here, not in `_preload`: a node agent forking its zygote needs no API
+    for name in (*dict.fromkeys(actorhub._EXPORTS.values()), "actorhub.exceptions", "actorhub.util",
+                 "grpc._channel", "grpc.experimental"):
+        importlib.import_module(name)
     # Everything imported so far lives as long as the process: move it out of the collector's
     # reach, so workers neither scan it on every full collection nor touch (and so copy) its
     # pages after the fork.

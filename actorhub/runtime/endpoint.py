@@ -36,6 +36,7 @@ class Endpoint:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         hub_reconnect_s: float = 60.0,
         tls: TlsCredentials | None = None,
+        pin_io_threads: bool = True,
     ) -> None:
         """`hub_reconnect_s` is Config.hub_reconnect_timeout_s: how long this process rides
         out a hub that is down (restarting) before what needs it fails. `tls`: serve and dial
@@ -44,7 +45,8 @@ class Endpoint:
         self.hub_address = hub_address
         self.deadlines = deadlines
         self.channels = ChannelPool(token, max_message_bytes, tls)
-        self._server = ServerLoop(token, name="actorhub-io", max_message_bytes=max_message_bytes, tls=tls)
+        self._server = ServerLoop(token, name="actorhub-io", max_message_bytes=max_message_bytes, tls=tls,
+                                  pin_io_threads=pin_io_threads)
         self.address = self._server.bind(bind_host)
         # Call streams to actors, and the job lease, run on the server's loop (wire/stream_loop.py
         # says why).

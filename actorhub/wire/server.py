@@ -27,6 +27,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from actorhub.config import DEFAULT_MAX_MESSAGE_BYTES
+from actorhub.wire import io_affinity
 from actorhub.wire.tls import TlsCredentials
 from actorhub.wire.transport import TOKEN_METADATA_KEY
 
@@ -175,14 +176,17 @@ class ServerLoop:
 
     def __init__(
         self, token: str, *, name: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        tls: TlsCredentials | None = None,
+        tls: TlsCredentials | None = None, pin_io_threads: bool = True,
     ) -> None:
+        """`pin_io_threads`: Config.pin_io_threads (io_affinity.py)."""
         self.tls = tls
         self.loop = new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         self.server: grpc.aio.Server = self.submit(self._make(token, max_message_bytes)).result()
         self._stopped = False
+        if pin_io_threads:
+            io_affinity.pin_io_threads(self._thread)
 
     async def _make(self, token: str, max_message_bytes: int) -> grpc.aio.Server:
         # Made on the loop: the asyncio server binds to the loop it is created on.
@@ -194,6 +198,8 @@ class ServerLoop:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
+        # Its threads start from the loop's (pinned) thread: they take all the CPUs back.
+        self.loop.set_default_executor(futures.ThreadPoolExecutor(initializer=io_affinity.release_current_thread))
         self.loop.run_forever()
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:

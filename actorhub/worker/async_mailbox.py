@@ -16,6 +16,7 @@ from typing import Any
 
 from actorhub._proto.v1 import worker_pb2
 from actorhub.wire.errors import error_to_proto
+from actorhub.wire.io_affinity import release_current_thread
 from actorhub.worker.mailbox import ActorInstance
 from actorhub.worker.reply_stream import ReplyStream
 
@@ -41,6 +42,7 @@ class AsyncMailbox:
         ready.wait()
 
     def _run_loop(self, ready: threading.Event) -> None:
+        release_current_thread()  # started from the loop's thread, whose one CPU it inherited
         asyncio.set_event_loop(self.loop)
         self._semaphore = asyncio.Semaphore(self._limit)
         self.loop.call_soon(ready.set)

@@ -37,6 +37,7 @@ from actorhub.runtime.object_ref import (
     end_unpickling_arguments,
 )
 from actorhub.wire.errors import ErrorKind, error_to_proto, system_error_info
+from actorhub.wire.io_affinity import release_current_thread
 from actorhub.wire.rpc import check_message_size
 from actorhub.wire.worker import LentRef, add_contained
 from actorhub.worker import actor_exit, current_call
@@ -435,6 +436,7 @@ class ActorThread:
         self._queue.put((calls, stream))
 
     def _serve(self) -> None:
+        release_current_thread()  # started from the loop's thread, whose one CPU it inherited
         get = self._queue.get
         while (item := get()) is not None:
             if type(item) is tuple:
@@ -484,7 +486,8 @@ class ThreadedMailbox:
 
     def __init__(self, actor: ActorInstance, max_concurrency: int, name: str = "actorhub-actor") -> None:
         self._actor = actor
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix=name)
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix=name,
+                                        initializer=release_current_thread)
 
     def submit(self, calls: Sequence[worker_pb2.Call], stream: ReplyStream) -> None:
         for call in calls:

@@ -357,6 +357,7 @@ def run_worker(boot: WorkerBoot) -> NoReturn:
         token=token, hub_address=boot.hub_address, bind_host=boot.bind_host, deadlines=config.deadlines,
         max_message_bytes=config.max_message_bytes, hub_reconnect_s=config.hub_reconnect_timeout_s,
         tls=load_tls(config, check=False),  # checked by the node agent, whose environment this is
+        pin_io_threads=config.pin_io_threads,
     )
     service = WorkerService(endpoint, boot)
     endpoint.serve(service, service.close)
