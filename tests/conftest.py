@@ -203,23 +203,10 @@ def cluster(session_root: Path) -> Iterator[actorhub.ClusterContext]:
 @pytest.fixture(scope="module")
 def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[actorhub.ClusterContext]:
     """One cluster for a whole module, for tests that do not need a clean slate."""
-    root = tmp_path_factory.mktemp("shared-sessions")
-    old = os.environ.get("ACTORHUB_SESSION_ROOT")
-    os.environ["ACTORHUB_SESSION_ROOT"] = str(root)
     before = set(actorhub_processes())
-    context = actorhub.init(num_cpus=2)
-    roots = set(actorhub_processes()) - before
-    _allowed_roots.update(roots)
-    try:
+    with module_cluster(tmp_path_factory.mktemp("shared-sessions"), num_cpus=2) as context:
         yield context
-    finally:
-        actorhub.shutdown()
-        _allowed_roots.difference_update(roots)
-        if old is None:
-            os.environ.pop("ACTORHUB_SESSION_ROOT", None)
-        else:
-            os.environ["ACTORHUB_SESSION_ROOT"] = old
-        assert_no_leaks(before, "the module cluster")
+    assert_no_leaks(before, "the module cluster")
 
 
 @contextlib.contextmanager
@@ -243,3 +230,28 @@ def module_cluster(root: Path, **init_options: Any) -> Iterator[actorhub.Cluster
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextlib.contextmanager
+def nodes_b_and_c(cluster: actorhub.ClusterContext) -> Iterator[tuple[str, str, str]]:
+    """Two more node agents of 2 CPUs in a module's cluster, b then c: (its own node, b, c) once
+    both joined; they end with the block."""
+    from _procs import end
+    from _wait import wait_for
+
+    from actorhub.cluster.launcher import start_node
+    from actorhub.cluster.session import Session
+    from actorhub.config import Config
+    from actorhub.runtime.runtime import current
+
+    session = Session(Path(cluster.session_dir))
+    agents = [start_node(Config.load(num_cpus=2), session, cluster.address, f"{name}0000000000000{i}")
+              for i, name in ((1, "b"), (2, "c"))]
+    _allowed_roots.update(p.pid for p in agents)
+    try:
+        wait_for(lambda: sum(n.alive for n in current().hub.cluster_status().nodes) == 3, "nodes b and c to join")
+        yield cluster.node_id, "b00000000000001", "c00000000000002"
+    finally:
+        for p in agents:
+            end(p)
+        _allowed_roots.difference_update(p.pid for p in agents)

@@ -4,20 +4,14 @@ task runs next to the most bytes of its arguments, not the most arguments."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from _procs import end
-from conftest import _allowed_roots
+from conftest import nodes_b_and_c
 
 import actorhub
-from actorhub.cluster.launcher import start_node
-from actorhub.cluster.session import Session
-from actorhub.config import Config
 from actorhub.object_store.client import INLINE_LIMIT
 from actorhub.runtime.object_table import ErrorOrigin, ObjectTable
 from actorhub.runtime.runtime import current
@@ -104,20 +98,8 @@ def _alive() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def nodes(shared_cluster: actorhub.ClusterContext) -> Iterator[tuple[str, str, str]]:
     """(the driver's node, node b, node c), 2 CPUs each."""
-    session = Session(Path(shared_cluster.session_dir))
-    agents = [start_node(Config.load(num_cpus=2), session, shared_cluster.address, f"{name}0000000000000{i}")
-              for i, name in ((1, "b"), (2, "c"))]
-    _allowed_roots.update(p.pid for p in agents)
-    try:
-        deadline = time.monotonic() + 30
-        while len(_alive()) < 3:
-            assert time.monotonic() < deadline, "the two node agents did not join"
-            time.sleep(0.05)
-        yield shared_cluster.node_id, "b00000000000001", "c00000000000002"
-    finally:
-        for p in agents:
-            end(p)
-        _allowed_roots.difference_update(p.pid for p in agents)
+    with nodes_b_and_c(shared_cluster) as ids:
+        yield ids
 
 
 def _made_on(node: str, size: int) -> actorhub.ObjectRef[Any]:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from _procs import end
 from _wait import wait_for
-from conftest import _allowed_roots
+from conftest import _allowed_roots, nodes_b_and_c
 
 import actorhub
 from actorhub.cluster.launcher import start_node
@@ -63,19 +63,9 @@ def _node(handle: Any) -> str:
 
 @pytest.fixture(scope="module")
 def nodes(shared_cluster: actorhub.ClusterContext) -> Iterator[tuple[str, str, str]]:
-    """(the driver's node, node b, node c), in the order they joined."""
-    session = Session(Path(shared_cluster.session_dir))
-    agents = [start_node(Config.load(num_cpus=2), session, shared_cluster.address, f"{name}0000000000000{i}")
-              for i, name in ((1, "b"), (2, "c"))]
-    _allowed_roots.update(p.pid for p in agents)
-    try:
-        wait_for(lambda: len(_alive()) == 3, "nodes b and c to join")
-        head = shared_cluster.node_id
-        yield head, "b00000000000001", "c00000000000002"
-    finally:
-        for p in agents:
-            end(p)
-        _allowed_roots.difference_update(p.pid for p in agents)
+    """(the driver's node, node b, node c), 2 CPUs each."""
+    with nodes_b_and_c(shared_cluster) as ids:
+        yield ids
 
 
 def test_default_actors_stay_on_the_callers_node_until_it_is_half_used(nodes: tuple[str, str, str]) -> None:

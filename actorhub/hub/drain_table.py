@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actorhub.hub.records import ALIVE, RESTARTING, ActorRecord, ActorTableError, Decisions, UnknownNode, WorkerKill
+from actorhub.hub.records import ALIVE, ActorRecord, ActorTableError, Decisions, UnknownNode, WorkerKill
 from actorhub.hub.recovery import RecoverableState
 from actorhub.namespaces.rules import SYSTEM_NAMESPACE
 from actorhub.node.offered import HEAD_RESOURCE
@@ -99,14 +99,7 @@ class DrainTable(RecoverableState):
             rec.worker_id = ""
             rec.placing = False
             rec.early_exit = ""
-            rec.state = RESTARTING
-            rec.incarnation += 1
-            rec.node_id = ""
-            rec.pid = 0
-            rec.avoid.clear()
-            rec.first_failure = None
-            self._touch(rec)
-            self._try_place(rec, out)
+            self._restart_elsewhere(rec, out)
             self._schedule_pending_locked(out)
             return out, kill, True
 

@@ -161,15 +161,8 @@ class TableState:
             # Its node affinity names a node that is gone: no restart could ever be placed.
             self._mark_dead(rec, died(rec, f"{cause}, and it is pinned to that node"), out)
         elif rec.spec.max_restarts == -1 or self._restart_allowed(rec):
-            rec.state = RESTARTING
             rec.num_restarts += 1
-            rec.incarnation += 1
-            rec.node_id = ""
-            rec.pid = 0
-            rec.avoid.clear()
-            rec.first_failure = None
-            self._touch(rec)
-            self._try_place(rec, out)
+            self._restart_elsewhere(rec, out)
         else:
             self._mark_dead(rec, out_of_restarts(rec, cause), out)
 
@@ -260,6 +253,17 @@ class TableState:
                 self._try_place(rec, out)
             else:
                 del self._pending[actor_id]
+
+    def _restart_elsewhere(self, rec: ActorRecord, out: Decisions) -> None:
+        """A new incarnation of `rec`, placed afresh (a crash's restart, a drain's move)."""
+        rec.state = RESTARTING
+        rec.incarnation += 1
+        rec.node_id = ""
+        rec.pid = 0
+        rec.avoid.clear()
+        rec.first_failure = None
+        self._touch(rec)
+        self._try_place(rec, out)
 
     def _try_place(self, rec: ActorRecord, out: Decisions) -> None:
         node, retry_in = self._choose_node(rec)
